@@ -1,0 +1,158 @@
+"""Model configuration, presets, and the paper's MHA -> SHA mapping.
+
+Kept free of torch imports so the service (which never loads torch) can read run
+directories and manifests with the same types.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Norm = Literal["pre", "post", "admin"]
+Arch = Literal["mha", "sha"]
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild an encoder; saved as the run's `config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Arch
+    vocab_size: int = Field(gt=2)
+    num_labels: int = Field(gt=1)
+    d_model: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    layers: int = Field(gt=0)
+    ffn_dim: int = Field(gt=0)
+    norm: Norm = "admin"
+    max_len: int = Field(default=64, gt=0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pad_id: int = 0
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.heads * self.head_dim > 4 * self.d_model:
+            raise ValueError("heads * head_dim is implausibly larger than d_model")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.layers}L-{self.heads}H"
+
+
+class Preset(BaseModel):
+    """Shape of the shallow multi-head model; the deep single-head twin is derived."""
+
+    d_model: int
+    head_dim: int
+    heads: int
+    layers: int
+    ffn_dim: int
+    max_len: int = 64
+
+
+PRESETS: dict[str, Preset] = {
+    # Fast enough for unit tests: 2L-4H vs 8L-1H.
+    "tiny": Preset(d_model=64, head_dim=16, heads=4, layers=2, ffn_dim=256),
+    # The default: 4L-4H vs 16L-1H, trains on 2 CPU cores in minutes.
+    "small": Preset(d_model=128, head_dim=32, heads=4, layers=4, ffn_dim=512),
+    # BERT-base size: 12L-12H vs 144L-1H (the paper's headline pair).
+    "base": Preset(d_model=768, head_dim=64, heads=12, layers=12, ffn_dim=3072, max_len=512),
+}
+
+
+def mha(
+    layers: int,
+    heads: int,
+    *,
+    d_model: int,
+    head_dim: int,
+    ffn_dim: int,
+    vocab_size: int,
+    num_labels: int,
+    norm: Norm = "admin",
+    max_len: int = 64,
+    dropout: float = 0.1,
+) -> ModelConfig:
+    """The shallow multi-head encoder."""
+    return ModelConfig(
+        arch="mha",
+        vocab_size=vocab_size,
+        num_labels=num_labels,
+        d_model=d_model,
+        head_dim=head_dim,
+        heads=heads,
+        layers=layers,
+        ffn_dim=ffn_dim,
+        norm=norm,
+        max_len=max_len,
+        dropout=dropout,
+    )
+
+
+def sha_from(cfg: ModelConfig, *, norm: Norm | None = None) -> ModelConfig:
+    """Split every H-head layer into H single-head layers (Liu, Liu & Han 2021).
+
+    The head dimension is kept and the FFN width is divided by H, so the deep model has
+    the same attention and FFN parameters and FLOPs as the shallow one; only the extra
+    LayerNorms (and Admin's omega vectors) add a little.
+    """
+    if cfg.ffn_dim % cfg.heads:
+        raise ValueError(f"ffn_dim {cfg.ffn_dim} is not divisible by heads {cfg.heads}")
+    return cfg.model_copy(
+        update={
+            "arch": "sha",
+            "heads": 1,
+            "layers": cfg.layers * cfg.heads,
+            "ffn_dim": cfg.ffn_dim // cfg.heads,
+            "norm": norm or cfg.norm,
+        }
+    )
+
+
+def from_preset(
+    preset: str,
+    arch: Arch,
+    *,
+    vocab_size: int,
+    num_labels: int,
+    norm: Norm = "admin",
+    dropout: float = 0.1,
+) -> ModelConfig:
+    """Build the MHA config of a preset, or its SHA twin."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    base = mha(
+        p.layers,
+        p.heads,
+        d_model=p.d_model,
+        head_dim=p.head_dim,
+        ffn_dim=p.ffn_dim,
+        vocab_size=vocab_size,
+        num_labels=num_labels,
+        norm=norm,
+        max_len=p.max_len,
+        dropout=dropout,
+    )
+    return base if arch == "mha" else sha_from(base)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> int:
+    """Forward FLOPs per token of the encoder body (multiply-add = 2 FLOPs).
+
+    Counts the dense projections and the two attention matmuls (scores and the weighted
+    sum) at `seq_len` (default: the model's max length). Embedding lookups, norms and
+    softmax are ignored: they are memory-bound and the same for both shapes.
+    """
+    s = seq_len or cfg.max_len
+    inner = cfg.heads * cfg.head_dim
+    proj = 4 * cfg.d_model * inner  # q, k, v, o
+    ffn = 2 * cfg.d_model * cfg.ffn_dim
+    attn = 2 * s * inner  # QK^T and AV, per token
+    per_layer = 2 * (proj + ffn + attn)
+    head = 2 * cfg.d_model * cfg.num_labels
+    return cfg.layers * per_layer + head

@@ -1,0 +1,266 @@
+"""Train an MHA or SHA encoder on WordNet supersenses.
+
+    python -m models.train --arch sha --preset small --norm admin
+
+Writes runs/<arch>-<preset>-<norm>/ (see models.checkpoint) after every epoch, so an
+interrupted run keeps its last complete epoch; the final folder holds the weights of the
+epoch with the best validation accuracy and their test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from torch import Tensor
+
+from models import admin
+from models.checkpoint import save_run
+from models.cliargs import OneLineArgumentParser, fail, validation_message
+from models.config import ModelConfig, flops_per_token, from_preset
+from models.data import LEXNAMES, Example, WordNetMissingError, load_wordnet, split
+from models.encoder import Encoder, build, count_parameters
+from models.settings import TrainSettings
+from models.tokenizer import Tokenizer
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    labels: list[int]
+
+    @classmethod
+    def of(cls, examples: list[Example], tok: Tokenizer) -> Encoded:
+        return cls([tok.encode(e.text) for e in examples], [e.label for e in examples])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def collate(rows: list[list[int]], labels: list[int], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask, torch.tensor(labels)
+
+
+def bucketed_batches(data: Encoded, batch_size: int, rng: random.Random, pad_id: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Shuffle, sort within pools of 50 batches by length, shuffle the batches.
+
+    Sorting inside pools keeps padding low (a few percent) while every epoch still sees
+    a different mix of examples in each batch.
+    """
+    order = list(range(len(data)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: len(data.ids[i]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    for b in batches:
+        yield collate([data.ids[i] for i in b], [data.labels[i] for i in b], pad_id)
+
+
+@torch.no_grad()
+def accuracy(model: Encoder, data: Encoded, device: torch.device, batch_size: int = 256) -> float:
+    model.eval()
+    order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask, y = collate([data.ids[i] for i in idx], [data.labels[i] for i in idx], model.cfg.pad_id)
+        logits, _ = model(ids.to(device), mask.to(device))
+        correct += int((logits.argmax(-1).cpu() == y).sum())
+    model.train()
+    return correct / max(1, len(data))
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def train(s: TrainSettings) -> dict[str, Any]:
+    """Run one training job end to end; returns the metrics written to metrics.json."""
+    random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = pick_device(s.device)
+
+    splits = split(load_wordnet(s.wordnet_dir), seed=s.seed)
+    tok = Tokenizer.build((e.text for e in splits.train), min_freq=s.min_freq, max_size=s.max_vocab)
+    train_data, val_data, test_data = (Encoded.of(x, tok) for x in (splits.train, splits.validation, splits.test))
+    cfg: ModelConfig = from_preset(
+        s.preset, s.arch, vocab_size=tok.vocab_size, num_labels=len(LEXNAMES), norm=s.norm, dropout=s.dropout
+    )
+    tok.max_length = cfg.max_len
+    model = build(cfg).to(device)
+
+    omegas: list[float] = []
+    if cfg.norm == "admin":
+        prof_rng = random.Random(s.seed + 1)
+        ids, mask, _ = next(bucketed_batches(train_data, min(256, len(train_data)), prof_rng, cfg.pad_id))
+        omegas = admin.profile(model, ids.to(device), mask.to(device))
+
+    steps_per_epoch = math.ceil(len(train_data) / s.batch_size)
+    total_steps = min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
+    warmup = max(1, int(total_steps * s.warmup_frac))
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "omega" in n]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "omega" not in n]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.lr
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
+    )
+
+    params, params_body = count_parameters(model), count_parameters(model, body_only=True)
+    mean_len = sum(len(r) for r in train_data.ids) / len(train_data)
+    console.print(
+        f"[bold]{cfg.arch.upper()} {cfg.label}[/] norm={cfg.norm} params={params:,} (body {params_body:,}) "
+        f"train/val/test={len(train_data)}/{len(val_data)}/{len(test_data)} vocab={tok.vocab_size} device={device}"
+    )
+
+    rng = random.Random(s.seed)
+    step, tokens, start = 0, 0, time.perf_counter()
+    losses: list[tuple[int, float]] = []
+    best: dict[str, Any] = {"val": -1.0}
+    run_dir = s.out / s.run_name()
+    model.train()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task(f"{cfg.arch} {cfg.label}", total=total_steps, loss=float("nan"), tps=0.0)
+        for epoch in range(s.epochs):
+            running, seen = 0.0, 0
+            for ids, mask, y in bucketed_batches(train_data, s.batch_size, rng, cfg.pad_id):
+                ids, mask, y = ids.to(device), mask.to(device), y.to(device)
+                logits, _ = model(ids, mask)
+                loss = torch.nn.functional.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
+                opt.step()
+                sched.step()
+                step += 1
+                tokens += int(mask.sum())
+                running, seen = running + float(loss), seen + 1
+                if not math.isfinite(float(loss)):
+                    raise FloatingPointError(f"loss became {float(loss)} at step {step}: training diverged")
+                if step % s.log_every == 0 or step == total_steps:
+                    losses.append((step, running / seen))
+                    progress.update(task, completed=step, loss=running / seen, tps=tokens / (time.perf_counter() - start))
+                    running, seen = 0.0, 0
+                if step >= total_steps:
+                    break
+            val_acc = accuracy(model, val_data, device)
+            console.print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f}")
+            if val_acc > best["val"]:
+                best = {"val": val_acc, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                save_run(run_dir, model.cpu(), tok, list(LEXNAMES), {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc})
+                model.to(device)
+            if step >= total_steps:
+                break
+    train_time = time.perf_counter() - start
+
+    model.load_state_dict(best["state"])
+    test_acc = accuracy(model, test_data, device)
+    metrics: dict[str, Any] = {
+        "complete": True,
+        "arch": cfg.arch,
+        "layers": cfg.layers,
+        "heads": cfg.heads,
+        "norm": cfg.norm,
+        "preset": s.preset,
+        "params": params,
+        "params_body": params_body,
+        "flops_per_token": flops_per_token(cfg),
+        "flops_per_token_at_mean_length": flops_per_token(cfg, round(mean_len)),
+        "validation_accuracy": best["val"],
+        "test_accuracy": test_acc,
+        "best_epoch": best["epoch"],
+        "epochs": s.epochs,
+        "steps": step,
+        "train_time_s": round(train_time, 2),
+        "tokens_per_s": round(tokens / train_time, 1),
+        "final_loss": losses[-1][1] if losses else None,
+        "first_loss": losses[0][1] if losses else None,
+        "loss_curve": losses,
+        "admin_omegas": omegas,
+        "examples": {"train": len(train_data), "validation": len(val_data), "test": len(test_data)},
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "settings": s.model_dump(mode="json"),
+    }
+    save_run(run_dir, model.cpu(), tok, list(LEXNAMES), metrics)
+    console.print(f"test accuracy {test_acc:.4f}  ({train_time:.0f}s)  -> {run_dir}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    for name, field in TrainSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=field.description or f"default: {field.default}")
+    return p
+
+
+def summary_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="MHA vs SHA")
+    for col in ("arch", "norm", "layers", "heads", "params", "test acc", "train time"):
+        table.add_column(col, justify="right")
+    for m in rows:
+        table.add_row(
+            m["arch"], m["norm"], str(m["layers"]), str(m["heads"]), f"{m['params']:,}",
+            f"{m['test_accuracy']:.4f}", f"{m['train_time_s']:.0f}s",
+        )  # fmt: skip
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    try:
+        settings = TrainSettings(**args)
+    except ValidationError as exc:
+        fail(validation_message(exc))
+    try:
+        metrics = train(settings)
+    except WordNetMissingError as exc:
+        fail(str(exc))
+    Console().print(summary_table([metrics]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
