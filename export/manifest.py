@@ -1,0 +1,114 @@
+"""The model repository's contract: what `export` writes and `service` reads.
+
+Torch-free and onnx-free on purpose: the service container validates manifests with this
+module and nothing heavier.
+
+Layout, one folder per model (written to a temporary sibling, then renamed):
+  model_repository/<name>/
+    manifest.json      this schema
+    tokenizer.json     models.tokenizer.Tokenizer
+    model.onnx         fp32 export (always present)
+    model.opt.onnx     ONNX Runtime-optimized graph (with --optimize)
+    model.fp16.onnx    fp16 weights, int64 inputs and fp32 outputs kept (with --fp16)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FORMAT = "headtohead-model/1"
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class TensorSpec(BaseModel):
+    """KServe v2 tensor metadata; -1 marks a dynamic dimension."""
+
+    name: str
+    datatype: Literal["INT64", "FP32", "FP16"]
+    shape: list[int]
+
+
+class Parity(BaseModel):
+    """Measured PyTorch vs ONNX Runtime (CPU) agreement on random batches."""
+
+    max_abs_logits: float
+    max_abs_embedding: float
+    argmax_agreement: float = Field(ge=0, le=1)
+    tolerance: float
+    shapes: list[list[int]]  # (batch, sequence) pairs checked
+
+
+class Variant(BaseModel):
+    file: str
+    precision: Literal["fp32", "fp16"]
+    optimized: bool
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int
+    parity: Parity
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["headtohead-model/1"] = MANIFEST_FORMAT
+    name: str = Field(pattern=MODEL_NAME_RE.pattern)
+    arch: Literal["mha", "sha"]
+    layers: int
+    heads: int
+    d_model: int
+    head_dim: int
+    ffn_dim: int
+    norm: Literal["pre", "post", "admin"]
+    params: int
+    flops_per_token: int
+    opset: int
+    max_sequence_length: int
+    vocab_size: int
+    pad_id: int = 0
+    labels: list[str]
+    tokenizer: str = "tokenizer.json"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    default_variant: str = "model.onnx"
+    variants: dict[str, Variant]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the default variant")
+    test_accuracy: float | None = None
+    validation_accuracy: float | None = None
+    source_run: str | None = None
+    random_init: bool = False
+    created: str
+    versions: dict[str, str] = {}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(model_dir: str | Path) -> Manifest:
+    """Parse and validate `<model_dir>/manifest.json` (does not hash the ONNX files)."""
+    path = Path(model_dir) / "manifest.json"
+    return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def verify_variant(model_dir: str | Path, manifest: Manifest, variant: str | None = None) -> Path:
+    """Return the path of a variant after checking its sha256 against the manifest."""
+    name = variant or manifest.default_variant
+    if name not in manifest.variants:
+        raise ValueError(f"{manifest.name}: no variant {name!r} (have {', '.join(manifest.variants)})")
+    path = Path(model_dir) / manifest.variants[name].file
+    if not path.is_file():
+        raise FileNotFoundError(f"{manifest.name}: {path.name} is missing")
+    digest = sha256_file(path)
+    if digest != manifest.variants[name].sha256:
+        raise ValueError(f"{manifest.name}: sha256 of {path.name} is {digest[:12]}…, manifest says {manifest.variants[name].sha256[:12]}…")
+    return path

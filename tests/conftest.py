@@ -1,0 +1,35 @@
+"""Shared fixtures: the committed WordNet fixture and tiny trained runs built from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURE_WORDNET = Path(__file__).parent / "fixtures" / "wordnet"
+
+
+@pytest.fixture(scope="session")
+def wordnet_dir() -> Path:
+    return FIXTURE_WORDNET
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny MHA (2L-4H) and SHA (8L-1H, Admin) runs trained 30 steps on the fixture.
+
+    Session-scoped: every test that needs a trained checkpoint shares these two.
+    """
+    from models.settings import TrainSettings
+    from models.train import train
+
+    out = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for arch in ("mha", "sha"):
+        s = TrainSettings(
+            arch=arch, preset="tiny", norm="admin", epochs=1, max_steps=30, batch_size=16,
+            wordnet_dir=FIXTURE_WORDNET, out=out, seed=1, min_freq=1,
+        )  # fmt: skip
+        train(s)
+        runs[arch] = out / s.run_name()
+    return runs
