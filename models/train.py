@@ -173,9 +173,10 @@ def train(s: TrainSettings) -> dict[str, Any]:
                 sched.step()
                 step += 1
                 tokens += int(mask.sum())
-                running, seen = running + float(loss), seen + 1
-                if not math.isfinite(float(loss)):
-                    raise FloatingPointError(f"loss became {float(loss)} at step {step}: training diverged")
+                loss_value = loss.item()
+                running, seen = running + loss_value, seen + 1
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss became {loss_value} at step {step}: training diverged")
                 if step % s.log_every == 0 or step == total_steps:
                     losses.append((step, running / seen))
                     progress.update(task, completed=step, loss=running / seen, tps=tokens / (time.perf_counter() - start))

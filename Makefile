@@ -1,0 +1,57 @@
+# The two commands a new user needs:
+#   make demo   install everything, train MHA and SHA, export, serve, load-test, compare
+#   make test   install everything and run the test suite (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || echo python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := wordnet-base prometheus wrk
+PRESET ?= small
+RUNS ?= runs
+REPO ?= model_repository
+RESULTS ?= results
+
+.PHONY: demo test install system-deps venv train export serve loadtest paper lint clean
+
+# Debian packages: the data set (wordnet-base), Prometheus (monitoring integration test)
+# and wrk (load-test cross-check). Installed only when missing.
+system-deps:
+	@missing=""; \
+	[ -f /usr/share/wordnet/data.noun ] || missing="$$missing wordnet-base"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
+	  || $(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[all,dev]'
+	@touch $@
+
+venv: $(STAMP)
+install: system-deps venv
+
+test: install
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+train: install
+	$(PY) -m models.train --arch mha --preset $(PRESET) --out $(RUNS)
+	$(PY) -m models.train --arch sha --preset $(PRESET) --out $(RUNS)
+
+demo: install
+	$(PY) -m scripts.demo --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS)
+
+clean:
+	rm -rf $(RUNS) $(REPO) $(RESULTS) .pytest_cache .ruff_cache

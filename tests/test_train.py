@@ -1,0 +1,75 @@
+"""Training end to end on the fixture: loss falls, the run folder is complete and loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import RunDirError, load_run
+
+
+def test_tiny_training_loss_falls_and_run_dir_is_complete(tiny_runs: dict[str, Path]) -> None:
+    for arch, run in tiny_runs.items():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["complete"] and metrics["steps"] == 30
+        assert metrics["final_loss"] < metrics["first_loss"], (arch, metrics["loss_curve"])
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert metrics["params"] > 0 and metrics["flops_per_token"] > 0 and metrics["train_time_s"] > 0
+        loaded = load_run(run)
+        assert loaded.config.arch == arch and len(loaded.labels) == 45
+        ids = torch.tensor([loaded.tokenizer.encode("a domestic animal kept as a pet")])
+        logits, emb = loaded.model(ids, torch.ones_like(ids))
+        assert logits.shape == (1, 45) and torch.isfinite(emb).all()
+    assert json.loads((tiny_runs["sha"] / "metrics.json").read_text())["admin_omegas"][0] == 1.0
+    # No temporary folders left beside the runs.
+    assert not [p for p in tiny_runs["mha"].parent.iterdir() if p.name.startswith(".")]
+
+
+def test_training_is_deterministic(tmp_path: Path, wordnet_dir: Path) -> None:
+    from models.settings import TrainSettings
+    from models.train import train
+
+    kw = dict(arch="mha", preset="tiny", max_steps=5, batch_size=8, wordnet_dir=wordnet_dir, min_freq=1, seed=7)
+    a = train(TrainSettings(out=tmp_path / "a", **kw))
+    b = train(TrainSettings(out=tmp_path / "b", **kw))
+    assert a["loss_curve"] == b["loss_curve"]
+
+
+def test_load_run_names_the_problem(tmp_path: Path, tiny_runs: dict[str, Path]) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_runs["mha"], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    try:
+        load_run(broken)
+    except RunDirError as exc:
+        assert "model.safetensors" in str(exc)
+    else:
+        raise AssertionError("corrupt weights were accepted")
+    (broken / "config.json").unlink()
+    try:
+        load_run(broken)
+    except RunDirError as exc:
+        assert "config.json" in str(exc)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "models.train", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    for args, needle in [
+        (["--arch", "gqa"], "arch"),
+        (["--epochs", "zero"], "epochs"),
+        (["--wordnet-dir", str(tmp_path)], "apt-get install wordnet-base"),
+        (["--bogus"], "unrecognized"),
+    ]:
+        r = _cli(*args, "--out", str(tmp_path / "runs"))
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, r.stderr)
