@@ -52,7 +52,9 @@ def save_run(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic.staged_dir(run_dir) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": RUN_FORMAT})
-        atomic.write_json(tmp / "config.json", {"format": RUN_FORMAT, "model": model.cfg.model_dump(), "labels": labels})
+        atomic.write_json(
+            tmp / "config.json", {"format": RUN_FORMAT, "model": model.cfg.model_dump(), "labels": labels}
+        )
         tokenizer.save(tmp / "tokenizer.json")
         atomic.write_json(tmp / "metrics.json", metrics)
     return run_dir
@@ -89,7 +91,9 @@ def load_run(run_dir: str | Path, *, map_location: str = "cpu") -> Run:
     except Exception as exc:  # safetensors raises its own error types for truncated files
         raise RunDirError(f"{run_dir / 'model.safetensors'} is corrupt: {str(exc).splitlines()[0]}") from exc
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise RunDirError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} words, model expects {cfg.vocab_size}")
+        raise RunDirError(
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} words, model expects {cfg.vocab_size}"
+        )
     model.eval()
     return Run(model=model, config=cfg, tokenizer=tokenizer, labels=labels, metrics=metrics, path=run_dir)
 
@@ -98,4 +102,11 @@ def random_run(cfg: ModelConfig, tokenizer: Tokenizer, labels: list[str], seed: 
     """A randomly initialised model, for speed benchmarks where weights do not matter."""
     torch.manual_seed(seed)
     model = build(cfg).eval()
-    return Run(model=model, config=cfg, tokenizer=tokenizer, labels=labels, metrics={"random_init": True}, path=Path("<random-init>"))
+    return Run(
+        model=model,
+        config=cfg,
+        tokenizer=tokenizer,
+        labels=labels,
+        metrics={"random_init": True},
+        path=Path("<random-init>"),
+    )

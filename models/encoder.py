@@ -98,9 +98,18 @@ class Encoder(nn.Module):
         blocks: list[nn.Module] = []
         for _ in range(cfg.layers):
             blocks.append(
-                Sublayer(SelfAttention(cfg.d_model, cfg.heads, cfg.head_dim, cfg.dropout), cfg.d_model, cfg.norm, cfg.dropout)
+                Sublayer(
+                    SelfAttention(cfg.d_model, cfg.heads, cfg.head_dim, cfg.dropout),
+                    cfg.d_model,
+                    cfg.norm,
+                    cfg.dropout,
+                )
             )
-            blocks.append(Sublayer(FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout), cfg.d_model, cfg.norm, cfg.dropout))
+            blocks.append(
+                Sublayer(
+                    FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout), cfg.d_model, cfg.norm, cfg.dropout
+                )
+            )
         self.sublayers = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         self.classifier = nn.Linear(cfg.d_model, cfg.num_labels)

@@ -19,7 +19,9 @@ class TrainSettings(BaseSettings):
     preset: Literal["tiny", "small", "base"] = "small"
     norm: Norm = "admin"
     epochs: int = Field(default=2, ge=1, le=100)
-    max_steps: int | None = Field(default=None, ge=1, description="stop after this many steps (tests, smoke runs)")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="stop after this many steps (tests, smoke runs)"
+    )
     batch_size: int = Field(default=64, ge=1, le=4096)
     lr: float = Field(default=1e-3, gt=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)

@@ -38,7 +38,9 @@ class Tokenizer:
         return len(self.vocab)
 
     @classmethod
-    def build(cls, texts: Iterable[str], *, min_freq: int = 2, max_size: int = 30000, max_length: int = 64) -> Tokenizer:
+    def build(
+        cls, texts: Iterable[str], *, min_freq: int = 2, max_size: int = 30000, max_length: int = 64
+    ) -> Tokenizer:
         """Vocabulary of the words seen at least `min_freq` times, most frequent first."""
         counts = Counter(tok for t in texts for tok in re.findall(TOKEN_PATTERN, t.lower()))
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
@@ -52,7 +54,9 @@ class Tokenizer:
         limit = max_length or self.max_length
         return [self.index.get(tok, self.unk_id) for tok in self.tokenize(text)[:limit]] or [self.unk_id]
 
-    def encode_batch(self, texts: list[str], max_length: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    def encode_batch(
+        self, texts: list[str], max_length: int | None = None
+    ) -> tuple[list[list[int]], list[list[int]]]:
         """Right-padded ids and attention masks, padded to the longest row."""
         rows = [self.encode(t, max_length) for t in texts]
         width = max(len(r) for r in rows)

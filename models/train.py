@@ -60,7 +60,9 @@ def collate(rows: list[list[int]], labels: list[int], pad_id: int) -> tuple[Tens
     return ids, mask, torch.tensor(labels)
 
 
-def bucketed_batches(data: Encoded, batch_size: int, rng: random.Random, pad_id: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def bucketed_batches(
+    data: Encoded, batch_size: int, rng: random.Random, pad_id: int
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Shuffle, sort within pools of 50 batches by length, shuffle the batches.
 
     Sorting inside pools keeps padding low (a few percent) while every epoch still sees
@@ -110,7 +112,9 @@ def train(s: TrainSettings) -> dict[str, Any]:
 
     splits = split(load_wordnet(s.wordnet_dir), seed=s.seed)
     tok = Tokenizer.build((e.text for e in splits.train), min_freq=s.min_freq, max_size=s.max_vocab)
-    train_data, val_data, test_data = (Encoded.of(x, tok) for x in (splits.train, splits.validation, splits.test))
+    train_data, val_data, test_data = (
+        Encoded.of(x, tok) for x in (splits.train, splits.validation, splits.test)
+    )
     cfg: ModelConfig = from_preset(
         s.preset, s.arch, vocab_size=tok.vocab_size, num_labels=len(LEXNAMES), norm=s.norm, dropout=s.dropout
     )
@@ -129,10 +133,12 @@ def train(s: TrainSettings) -> dict[str, Any]:
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "omega" in n]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "omega" not in n]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=s.lr
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
+        opt,
+        lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup))),
     )
 
     params, params_body = count_parameters(model), count_parameters(model, body_only=True)
@@ -179,15 +185,29 @@ def train(s: TrainSettings) -> dict[str, Any]:
                     raise FloatingPointError(f"loss became {loss_value} at step {step}: training diverged")
                 if step % s.log_every == 0 or step == total_steps:
                     losses.append((step, running / seen))
-                    progress.update(task, completed=step, loss=running / seen, tps=tokens / (time.perf_counter() - start))
+                    tps = tokens / (time.perf_counter() - start)
+                    progress.update(task, completed=step, loss=running / seen, tps=tps)
+                    if not console.is_terminal and step % (s.log_every * 10) == 0:
+                        # Logs and CI have no live bar: print a plain line now and then.
+                        console.print(f"step {step}/{total_steps} loss {running / seen:.3f} {tps:,.0f} tok/s")
                     running, seen = 0.0, 0
                 if step >= total_steps:
                     break
             val_acc = accuracy(model, val_data, device)
             console.print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f}")
             if val_acc > best["val"]:
-                best = {"val": val_acc, "epoch": epoch + 1, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-                save_run(run_dir, model.cpu(), tok, list(LEXNAMES), {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc})
+                best = {
+                    "val": val_acc,
+                    "epoch": epoch + 1,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
+                save_run(
+                    run_dir,
+                    model.cpu(),
+                    tok,
+                    list(LEXNAMES),
+                    {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc},
+                )
                 model.to(device)
             if step >= total_steps:
                 break
@@ -233,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
     for name, field in TrainSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=field.description or f"default: {field.default}")
+        p.add_argument(
+            flag, dest=name, default=argparse.SUPPRESS, help=field.description or f"default: {field.default}"
+        )
     return p
 
 

@@ -30,7 +30,10 @@ def test_sha_parameters_within_two_percent_of_mha(preset: str) -> None:
 def test_body_parameters_within_two_percent(preset: str) -> None:
     m_cfg, s_cfg = _pair(preset)
     with torch.device("meta"):
-        pm, ps = count_parameters(build(m_cfg), body_only=True), count_parameters(build(s_cfg), body_only=True)
+        pm, ps = (
+            count_parameters(build(m_cfg), body_only=True),
+            count_parameters(build(s_cfg), body_only=True),
+        )
     assert abs(ps - pm) / pm < 0.02
 
 

@@ -33,7 +33,9 @@ def test_training_is_deterministic(tmp_path: Path, wordnet_dir: Path) -> None:
     from models.settings import TrainSettings
     from models.train import train
 
-    kw = dict(arch="mha", preset="tiny", max_steps=5, batch_size=8, wordnet_dir=wordnet_dir, min_freq=1, seed=7)
+    kw = dict(
+        arch="mha", preset="tiny", max_steps=5, batch_size=8, wordnet_dir=wordnet_dir, min_freq=1, seed=7
+    )
     a = train(TrainSettings(out=tmp_path / "a", **kw))
     b = train(TrainSettings(out=tmp_path / "b", **kw))
     assert a["loss_curve"] == b["loss_curve"]
@@ -59,7 +61,9 @@ def test_load_run_names_the_problem(tmp_path: Path, tiny_runs: dict[str, Path]) 
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "models.train", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "models.train", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
