@@ -1,0 +1,222 @@
+"""KServe v2 / Open Inference Protocol (HTTP) with Triton's binary tensor extension.
+
+Errors: `{"error": "..."}` with a 4xx status (5xx only for 503 not-ready / shutting down and
+504 timeouts).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.core import ApiError, Service
+from service.repository import ModelEntry
+from service.v2codec import HEADER, V2Error, encode_response, parse_request
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+PLATFORM = "onnxruntime_onnx"
+VERSION = "1"
+OUTPUTS = ("logits", "embedding")
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "inputs": [
+                        {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [5, 17, 9]},
+                        {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 1]},
+                    ]
+                },
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"binary tensor extension: {HEADER} bytes of JSON, then raw tensors",
+            },
+        },
+    }
+}
+
+
+def _svc(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _known(svc: Service, name: str) -> ModelEntry:
+    entry = svc.models.get(name)
+    if entry is None:
+        raise ApiError(404, f"unknown model {name[:80]!r}")
+    return entry
+
+
+def _version(version: str | None) -> None:
+    if version is not None and version != VERSION:
+        raise ApiError(404, f"model version {version[:16]!r} does not exist (only {VERSION})")
+
+
+@router.get("")
+async def server_metadata() -> dict:
+    return {"name": "headtohead", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    svc = _svc(request)
+    ok = svc.ready
+    return JSONResponse({"ready": ok, "draining": svc.draining}, status_code=200 if ok else 503)
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(name: str, request: Request, version: str | None = None) -> dict:
+    _version(version)
+    entry = _known(_svc(request), name)
+    if entry.manifest is None:
+        raise ApiError(503, f"model {name} is not ready: {entry.error}")
+    m = entry.manifest
+    return {
+        "name": entry.name,
+        "versions": [VERSION],
+        "platform": PLATFORM,
+        "inputs": [t.model_dump() for t in m.inputs],
+        "outputs": [t.model_dump() for t in m.outputs],
+    }
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(name: str, request: Request, version: str | None = None) -> JSONResponse:
+    _version(version)
+    entry = _known(_svc(request), name)
+    if not entry.ready:
+        return JSONResponse({"error": f"model {name} is not ready: {entry.error}"}, status_code=503)
+    return JSONResponse({"name": name, "ready": True})
+
+
+_TYPE = {"INT64": "TYPE_INT64", "FP32": "TYPE_FP32", "FP16": "TYPE_FP16"}
+
+
+@router.get("/models/{name}/config")
+async def model_config(name: str, request: Request) -> dict:
+    """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
+    svc = _svc(request)
+    entry = _known(svc, name)
+    if entry.manifest is None:
+        raise ApiError(503, f"model {name} is not ready: {entry.error}")
+    m, s = entry.manifest, svc.settings
+    return {
+        "name": name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": s.max_batch_size,
+        "input": [{"name": t.name, "data_type": _TYPE[t.datatype], "dims": t.shape[1:]} for t in m.inputs],
+        "output": [{"name": t.name, "data_type": _TYPE[t.datatype], "dims": t.shape[1:]} for t in m.outputs],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(s.max_queue_delay_ms * 1000),
+            "default_queue_policy": {"max_queue_size": s.max_queue_rows},
+        },
+        "parameters": {
+            "provider": {"string_value": entry.provider or ""},
+            "variant": {"string_value": entry.variant or ""},
+            "max_sequence_length": {"string_value": str(m.max_sequence_length)},
+        },
+    }
+
+
+@router.get("/models/{name}/stats")
+async def model_stats(name: str, request: Request) -> dict:
+    svc = _svc(request)
+    entry = _known(svc, name)
+    b = svc.batchers.get(name)
+    if b is None:
+        return {"model_stats": []}
+    st = b.stats
+    return {
+        "model_stats": [
+            {
+                "name": entry.name,
+                "version": VERSION,
+                "last_inference": st.last_inference_ms,
+                "inference_count": st.inference_count,
+                "execution_count": st.execution_count,
+                "inference_stats": {
+                    "success": {"count": st.success_count, "ns": st.success_ns},
+                    "fail": {"count": st.fail_count, "ns": st.fail_ns},
+                    "queue": {"count": st.inference_count, "ns": st.queue_ns},
+                    "compute_infer": {"count": st.execution_count, "ns": st.compute_ns},
+                },
+                "batch_stats": [
+                    {"batch_size": size, "compute_infer": {"count": c, "ns": ns}}
+                    for size, (c, ns) in sorted(st.batch_sizes.items())
+                ],
+            }
+        ]
+    }
+
+
+@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    t0 = request.scope.get("h2h.start") or time.perf_counter()
+    _version(version)
+    svc = _svc(request)
+    entry = svc.model(name)
+    try:
+        req = parse_request(await request.body(), request.headers.get(HEADER))
+    except V2Error as exc:
+        raise ApiError(400, str(exc)) from None
+    unknown = set(req.inputs) - {"input_ids", "attention_mask"}
+    if unknown:
+        raise ApiError(400, f"unknown input {sorted(unknown)[0][:64]!r} (inputs: input_ids, attention_mask)")
+    if "input_ids" not in req.inputs:
+        raise ApiError(400, "input 'input_ids' is required")
+    ids = req.inputs["input_ids"]
+    mask = req.inputs.get("attention_mask")
+    for tname, arr in (("input_ids", ids), ("attention_mask", mask)):
+        if arr is None:
+            continue
+        if arr.dtype.kind not in "iu":
+            raise ApiError(400, f"input {tname!r} must be INT64 (or INT32), got {arr.dtype}")
+        if arr.ndim != 2:
+            raise ApiError(400, f"input {tname!r} must have shape [batch, sequence], got {list(arr.shape)}")
+    if mask is not None and mask.shape != ids.shape:
+        raise ApiError(
+            400, f"attention_mask shape {list(mask.shape)} differs from input_ids {list(ids.shape)}"
+        )
+    try:
+        ids_rows, mask_rows = svc.check_ids(
+            entry, ids.astype(np.int64), None if mask is None else mask.astype(np.int64)
+        )
+    except ApiError as exc:
+        raise ApiError(400 if exc.status == 422 else exc.status, f"{exc.field}: {exc.message}") from None
+    wanted = req.outputs if req.outputs is not None else [(o, req.binary_output) for o in OUTPUTS]
+    for oname, _ in wanted:
+        if oname not in OUTPUTS:
+            raise ApiError(400, f"unknown output {oname[:64]!r} (outputs: {', '.join(OUTPUTS)})")
+    result = await svc.infer(entry, ids_rows, mask_rows)
+    tensors = {"logits": result.logits, "embedding": result.embedding}
+    head = {"model_name": name, "model_version": VERSION}
+    if req.id is not None:
+        head["id"] = req.id
+    head["parameters"] = {
+        "queue_ms": round(result.queue_ms, 3),
+        "compute_ms": round(result.compute_ms, 3),
+        "total_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+        "batch_size": result.batch_size,
+        "padded_length": result.padded_length,
+    }
+    body, headers = encode_response(head, [(o, tensors[o], binary) for o, binary in wanted])
+    return Response(content=body, headers=headers)

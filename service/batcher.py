@@ -1,0 +1,396 @@
+"""Dynamic batcher: one asyncio queue per model, batches grouped by sequence-length bucket.
+
+Pure asyncio + numpy (no FastAPI, no ONNX Runtime) so it is unit-testable with any
+`run_fn(input_ids, attention_mask) -> (logits, embedding)`.
+
+- A request of b rows counts b toward `max_batch_size`; requests larger than that are refused
+  up front (`TooLarge`), by the caller's validation normally.
+- Each row is trimmed of trailing masked positions and filed under the bucket
+  `ceil(length / bucket_width)`; a batch holds rows of one bucket only and is padded to its
+  longest row, so little padding is computed.
+- A batch runs when its bucket holds `max_batch_size` rows, or when its oldest request has
+  waited `max_queue_delay_ms`, whichever first; the oldest waiting request goes first.
+- The queue is bounded in rows: a full queue raises `QueueFull` at once (the API answers 429
+  with Retry-After) instead of letting latency grow.
+- `session.run` happens in a worker thread (one per model), never on the event loop.
+- `close()` refuses new work; `drain()` flushes everything queued without waiting for the
+  delay window and returns when every accepted request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class BatcherError(Exception):
+    reason = "error"
+
+
+class QueueFull(BatcherError):
+    reason = "queue_full"
+
+
+class ShuttingDown(BatcherError):
+    reason = "shutting_down"
+
+
+class RequestTimeout(BatcherError):
+    reason = "timeout"
+
+
+class TooLarge(BatcherError):
+    reason = "too_large"
+
+
+class Observer(Protocol):
+    """Callbacks for metrics; every method is optional to implement meaningfully."""
+
+    def accepted(self, model: str) -> None: ...
+    def answered(self, model: str) -> None: ...
+    def rejected(self, model: str, reason: str) -> None: ...
+    def queue_depth(self, model: str, rows: int) -> None: ...
+    def queue_wait(self, model: str, seconds: float) -> None: ...
+    def batch(
+        self, model: str, *, rows: int, padded_length: int, real_tokens: int, compute_s: float
+    ) -> None: ...
+
+
+class NullObserver:
+    def accepted(self, model: str) -> None:
+        pass
+
+    def answered(self, model: str) -> None:
+        pass
+
+    def rejected(self, model: str, reason: str) -> None:
+        pass
+
+    def queue_depth(self, model: str, rows: int) -> None:
+        pass
+
+    def queue_wait(self, model: str, seconds: float) -> None:
+        pass
+
+    def batch(self, model: str, **kw: float) -> None:
+        pass
+
+
+@dataclass
+class BatchResult:
+    """One request's slice of a batch and how that batch went."""
+
+    logits: np.ndarray
+    embedding: np.ndarray
+    queue_ms: float
+    compute_ms: float
+    batch_size: int  # rows in the executed batch (all requests together)
+    padded_length: int  # sequence length the batch was padded to
+
+
+@dataclass
+class Stats:
+    """Cumulative counters for the v2 /stats endpoint."""
+
+    success_count: int = 0
+    fail_count: int = 0
+    inference_count: int = 0  # rows
+    execution_count: int = 0  # batches
+    queue_ns: int = 0
+    compute_ns: int = 0
+    success_ns: int = 0
+    fail_ns: int = 0
+    last_inference_ms: int = 0
+    batch_sizes: dict[int, list[int]] = field(default_factory=dict)  # size -> [count, ns]
+
+
+@dataclass
+class _Item:
+    ids: list[np.ndarray]
+    masks: list[np.ndarray]
+    bucket: int
+    future: asyncio.Future
+    enqueued: float
+    rows: int = 0
+
+
+def trim_rows(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split a padded [b, s] pair into rows without their trailing masked positions."""
+    ids_rows, mask_rows = [], []
+    for ids, mask in zip(input_ids, attention_mask, strict=True):
+        nz = np.flatnonzero(mask)
+        end = int(nz[-1]) + 1 if nz.size else 1
+        ids_rows.append(np.ascontiguousarray(ids[:end], dtype=np.int64))
+        mask_rows.append(np.ascontiguousarray(mask[:end], dtype=np.int64))
+    return ids_rows, mask_rows
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        run_fn: RunFn,
+        *,
+        max_batch_size: int = 32,
+        max_queue_delay_ms: float = 2.0,
+        max_queue_rows: int = 512,
+        bucket_width: int = 16,
+        pad_id: int = 0,
+        timeout_s: float = 30.0,
+        observer: Observer | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_rows < 1 or bucket_width < 1:
+            raise ValueError("max_batch_size, max_queue_rows and bucket_width must be >= 1")
+        self.name = name
+        self.run_fn = run_fn
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_queue_delay_ms / 1000.0
+        self.max_queue_rows = max_queue_rows
+        self.bucket_width = bucket_width
+        self.pad_id = pad_id
+        self.timeout_s = timeout_s
+        self.observer: Observer = observer or NullObserver()
+        self.stats = Stats()
+        self._buckets: dict[int, deque[_Item]] = {}
+        self._queued_rows = 0
+        self._inflight = 0  # accepted, not yet answered
+        self._accepting = False
+        self._draining = False
+        self._changed: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._gate: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._changed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.name}")
+        self._accepting = True
+        self._task = asyncio.create_task(self._worker(), name=f"batcher-{self.name}")
+
+    def flush(self) -> None:
+        """Run whatever is queued now, without waiting for the delay window (SIGTERM)."""
+        self._draining = True
+        if self._changed is not None:
+            self._changed.set()
+
+    def close(self) -> None:
+        """Refuse new requests (ShuttingDown); queued ones still run, without delay window."""
+        self._accepting = False
+        self._draining = True
+        if self._changed is not None:
+            self._changed.set()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """close(), then wait until every accepted request is answered. True if it was."""
+        self.close()
+        if self._idle is None:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        drained = await self.drain(timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for bucket in self._buckets.values():  # only left when the drain timed out
+            for item in bucket:
+                if not item.future.done():
+                    item.future.set_exception(ShuttingDown("server stopped"))
+        self._buckets.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=False)
+        return drained
+
+    # test hooks: hold the worker so queue states are deterministic ----------------------
+    def pause(self) -> None:
+        assert self._gate is not None, "start() first"
+        self._gate.clear()
+
+    def resume(self) -> None:
+        assert self._gate is not None, "start() first"
+        self._gate.set()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def bucket_of(self, length: int) -> int:
+        return max(1, math.ceil(length / self.bucket_width))
+
+    # submit ----------------------------------------------------------------------------
+    async def submit(
+        self, ids_rows: Sequence[np.ndarray], mask_rows: Sequence[np.ndarray] | None = None
+    ) -> BatchResult:
+        """Queue one request (rows of int64 token ids, trailing padding trimmed) and wait."""
+        rows = len(ids_rows)
+        if mask_rows is None:
+            mask_rows = [np.ones(len(r), dtype=np.int64) for r in ids_rows]
+        if not self._accepting:
+            self.observer.rejected(self.name, ShuttingDown.reason)
+            raise ShuttingDown("server is shutting down")
+        if rows < 1 or rows > self.max_batch_size:
+            raise TooLarge(f"a request holds 1..{self.max_batch_size} rows, got {rows}")
+        if self._queued_rows + rows > self.max_queue_rows:
+            self.observer.rejected(self.name, QueueFull.reason)
+            raise QueueFull(f"queue of {self.name} is full ({self._queued_rows} rows waiting)")
+        loop = asyncio.get_running_loop()
+        longest = max(len(r) for r in ids_rows)
+        item = _Item(
+            ids=list(ids_rows), masks=list(mask_rows), bucket=self.bucket_of(longest),
+            future=loop.create_future(), enqueued=time.perf_counter(), rows=rows,
+        )  # fmt: skip
+        self._buckets.setdefault(item.bucket, deque()).append(item)
+        self._queued_rows += rows
+        self._inflight += 1
+        assert self._idle is not None and self._changed is not None
+        self._idle.clear()
+        self.observer.accepted(self.name)
+        self.observer.queue_depth(self.name, self._queued_rows)
+        self._changed.set()
+        t0 = time.perf_counter()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), self.timeout_s)
+        except TimeoutError:
+            self.observer.rejected(self.name, RequestTimeout.reason)
+            item.future.cancel()  # the worker skips it if it has not started yet
+            raise RequestTimeout(f"no answer within {self.timeout_s:g} s") from None
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+            ns = int((time.perf_counter() - t0) * 1e9)
+            if item.future.done() and not item.future.cancelled() and item.future.exception() is None:
+                self.stats.success_count += 1
+                self.stats.success_ns += ns
+            else:
+                self.stats.fail_count += 1
+                self.stats.fail_ns += ns
+            self.observer.answered(self.name)
+
+    # worker ----------------------------------------------------------------------------
+    def _pick(self, now: float) -> int | None:
+        """The bucket to run now, or None to keep waiting."""
+        full = [b for b, q in self._buckets.items() if sum(i.rows for i in q) >= self.max_batch_size]
+        oldest = min(((q[0].enqueued, b) for b, q in self._buckets.items() if q), default=None)
+        if oldest is None:
+            return None
+        if full:
+            return min(full, key=lambda b: self._buckets[b][0].enqueued)
+        if self._draining or now - oldest[0] >= self.max_delay:
+            return oldest[1]
+        return None
+
+    def _next_deadline(self) -> float | None:
+        firsts = [q[0].enqueued for q in self._buckets.values() if q]
+        return min(firsts) + self.max_delay if firsts else None
+
+    def _take(self, bucket: int) -> list[_Item]:
+        q = self._buckets[bucket]
+        taken: list[_Item] = []
+        rows = 0
+        while q and rows + q[0].rows <= self.max_batch_size:
+            item = q.popleft()
+            self._queued_rows -= item.rows
+            if item.future.done():  # timed out or cancelled while waiting
+                continue
+            taken.append(item)
+            rows += item.rows
+        if not q:
+            del self._buckets[bucket]
+        self.observer.queue_depth(self.name, self._queued_rows)
+        return taken
+
+    async def _worker(self) -> None:
+        assert self._changed is not None and self._gate is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._gate.wait()
+            bucket = self._pick(time.perf_counter())
+            if bucket is None:
+                self._changed.clear()
+                deadline = self._next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+                continue
+            items = self._take(bucket)
+            if items:
+                await self._run(loop, items)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+        rows = [r for it in items for r in it.ids]
+        masks = [m for it in items for m in it.masks]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
+            ids[i, : len(r)] = r
+            mask[i, : len(m)] = m
+        started = time.perf_counter()
+        for it in items:
+            self.observer.queue_wait(self.name, started - it.enqueued)
+        try:
+            logits, embedding = await loop.run_in_executor(self._executor, self.run_fn, ids, mask)
+        except Exception as exc:  # the model failed: every request in the batch hears why
+            for it in items:
+                if not it.future.done():
+                    it.future.set_exception(exc)
+            return
+        compute_s = time.perf_counter() - started
+        real = int(mask.sum())
+        self.observer.batch(
+            self.name, rows=len(rows), padded_length=width, real_tokens=real, compute_s=compute_s
+        )
+        st = self.stats
+        st.execution_count += 1
+        st.inference_count += len(rows)
+        st.compute_ns += int(compute_s * 1e9)
+        st.queue_ns += sum(int((started - it.enqueued) * 1e9) for it in items)
+        st.last_inference_ms = int(time.time() * 1000)
+        bs = st.batch_sizes.setdefault(len(rows), [0, 0])
+        bs[0] += 1
+        bs[1] += int(compute_s * 1e9)
+        offset = 0
+        for it in items:
+            if not it.future.done():
+                it.future.set_result(
+                    BatchResult(
+                        logits=logits[offset : offset + it.rows],
+                        embedding=embedding[offset : offset + it.rows],
+                        queue_ms=(started - it.enqueued) * 1000.0,
+                        compute_ms=compute_s * 1000.0,
+                        batch_size=len(rows),
+                        padded_length=width,
+                    )
+                )
+            offset += it.rows

@@ -1,0 +1,256 @@
+"""The serving core shared by both APIs: models, batchers, validation, predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from service import repository
+from service.batcher import BatcherError, BatchResult, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown
+from service.metrics import UNKNOWN_MODEL, Metrics
+from service.repository import ModelEntry
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service")
+
+
+class ApiError(Exception):
+    """An error answer: status, message, and the request field it is about."""
+
+    def __init__(
+        self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+
+
+class Service:
+    def __init__(self, settings: ServiceSettings, *, gpu_metrics: bool = True) -> None:
+        self.settings = settings
+        self.metrics = Metrics(gpu=gpu_metrics)
+        self.models: dict[str, ModelEntry] = {}
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self.draining = False
+        self.started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        entries = repository.discover(s.model_repository, s.models)
+        for entry in entries:
+            await asyncio.to_thread(repository.load, entry, s)
+            self.models[entry.name] = entry
+            self.metrics.model_ready.labels(entry.name).set(1 if entry.ready else 0)
+            if not entry.ready:
+                continue
+            m = entry.manifest
+            assert m is not None and entry.runtime is not None
+            self.metrics.model_info.labels(
+                entry.name, m.arch, str(m.layers), str(m.heads), entry.provider, entry.variant
+            ).set(1)
+            self.metrics.queue_depth_g.labels(entry.name).set(0)
+            self.metrics.inflight.labels(entry.name).set(0)
+            b = DynamicBatcher(
+                entry.name, entry.runtime.run,
+                max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms,
+                max_queue_rows=s.max_queue_rows, bucket_width=s.length_bucket, pad_id=m.pad_id,
+                timeout_s=s.request_timeout_s, observer=self.metrics,
+            )  # fmt: skip
+            await b.start()
+            self.batchers[entry.name] = b
+        self.started = True
+        print(self.summary(), flush=True)
+
+    def summary(self) -> str:
+        models = [
+            {"name": e.name, "state": e.state, "provider": e.provider, "variant": e.variant,
+             "error": e.error, "load_s": round(e.load_seconds, 3)}
+            for e in self.models.values()
+        ]  # fmt: skip
+        return json.dumps(
+            {"event": "started", "settings": self.settings.model_dump(mode="json"), "models": models},
+            sort_keys=True,
+        )
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: new requests get 503, queued work runs at once. Safe from a signal handler."""
+        self.draining = True
+        if self._loop is not None and not self._loop.is_closed():
+            for b in list(self.batchers.values()):
+                self._loop.call_soon_threadsafe(b.flush)
+
+    async def stop(self) -> None:
+        self.draining = True
+        grace = self.settings.shutdown_grace_s
+        results = await asyncio.gather(*(b.stop(grace) for b in self.batchers.values()))
+        if not all(results):
+            log.error("shutdown: some requests were still queued after %.1f s", grace)
+
+    @property
+    def ready(self) -> bool:
+        if self.draining or not self.started:
+            return False
+        states = [e.ready for e in self.models.values()]
+        if not states:
+            return False
+        return all(states) if self.settings.require_all_models else any(states)
+
+    # lookup ---------------------------------------------------------------------------
+    def model_label(self, name: str | None) -> str:
+        return name if name in self.models else UNKNOWN_MODEL
+
+    def model(self, name: str, field: str = "name") -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None:
+            raise ApiError(404, f"unknown model {name[:80]!r}", field)
+        if not entry.ready:
+            raise ApiError(503, f"model {name} is not ready: {entry.error}", field)
+        return entry
+
+    # validation ------------------------------------------------------------------------
+    def _batch_limit(self, rows: int, field: str) -> None:
+        if rows == 0:
+            raise ApiError(422, "empty batch: give at least one row", field)
+        if rows > self.settings.max_batch_size:
+            raise ApiError(
+                422, f"batch of {rows} rows is above the limit of {self.settings.max_batch_size}", field
+            )
+
+    def encode_texts(self, entry: ModelEntry, texts: Sequence[str], field: str = "texts") -> list[np.ndarray]:
+        self._batch_limit(len(texts), field)
+        assert entry.tokenizer is not None and entry.manifest is not None
+        limit = min(entry.tokenizer.max_length, entry.manifest.max_sequence_length)
+        return [np.asarray(entry.tokenizer.encode(t, limit), dtype=np.int64) for t in texts]
+
+    def check_ids(
+        self,
+        entry: ModelEntry,
+        input_ids: Sequence[Sequence[int]] | np.ndarray,
+        attention_mask: Sequence[Sequence[int]] | np.ndarray | None,
+        ids_field: str = "input_ids",
+        mask_field: str = "attention_mask",
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Validate token ids (+ mask) against the model; rows trimmed of trailing padding."""
+        m = entry.manifest
+        assert m is not None
+        self._batch_limit(len(input_ids), ids_field)
+        if attention_mask is not None and len(attention_mask) != len(input_ids):
+            raise ApiError(
+                422,
+                f"attention_mask has {len(attention_mask)} rows, input_ids has {len(input_ids)}",
+                mask_field,
+            )
+        ids_rows, mask_rows = [], []
+        for i, row in enumerate(input_ids):
+            try:
+                ids = np.asarray(row, dtype=np.int64)
+            except (OverflowError, ValueError):
+                raise ApiError(422, "token ids must be 64-bit integers", f"{ids_field}.{i}") from None
+            if ids.ndim != 1 or ids.size == 0:
+                raise ApiError(422, "each row needs at least one token", f"{ids_field}.{i}")
+            if ids.size > m.max_sequence_length:
+                raise ApiError(
+                    422, f"sequence of {ids.size} tokens is above the model's maximum of {m.max_sequence_length}",
+                    f"{ids_field}.{i}",
+                )  # fmt: skip
+            bad = np.flatnonzero((ids < 0) | (ids >= m.vocab_size))
+            if bad.size:
+                j = int(bad[0])
+                raise ApiError(
+                    422, f"token id {int(ids[j])} is outside the vocabulary [0, {m.vocab_size})",
+                    f"{ids_field}.{i}.{j}",
+                )  # fmt: skip
+            if attention_mask is None:
+                mask = np.ones_like(ids)
+            else:
+                try:
+                    mask = np.asarray(attention_mask[i], dtype=np.int64)
+                except (OverflowError, ValueError):
+                    raise ApiError(422, "mask values must be 0 or 1", f"{mask_field}.{i}") from None
+                if mask.shape != ids.shape:
+                    raise ApiError(
+                        422, f"attention_mask row has {mask.size} values, input_ids row has {ids.size}",
+                        f"{mask_field}.{i}",
+                    )  # fmt: skip
+                badm = np.flatnonzero((mask != 0) & (mask != 1))
+                if badm.size:
+                    raise ApiError(422, "mask values must be 0 or 1", f"{mask_field}.{i}.{int(badm[0])}")
+                if not mask.any():
+                    raise ApiError(422, "a row's mask needs at least one 1", f"{mask_field}.{i}")
+            nz = np.flatnonzero(mask)
+            end = int(nz[-1]) + 1
+            ids_rows.append(ids[:end])
+            mask_rows.append(mask[:end])
+        return ids_rows, mask_rows
+
+    # inference -------------------------------------------------------------------------
+    async def infer(
+        self, entry: ModelEntry, ids_rows: list[np.ndarray], mask_rows: list[np.ndarray] | None = None
+    ) -> BatchResult:
+        b = self.batchers[entry.name]
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        try:
+            return await b.submit(ids_rows, mask_rows)
+        except QueueFull as exc:
+            raise ApiError(self.settings.reject_status, str(exc), None, retry) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc), None, retry) from None
+        except RequestTimeout as exc:
+            raise ApiError(504, str(exc)) from None
+        except BatcherError as exc:
+            raise ApiError(422, str(exc)) from None
+
+    def predictions(self, entry: ModelEntry, result: BatchResult, top_k: int, embedding: bool) -> list[dict]:
+        labels = entry.manifest.labels if entry.manifest else []
+        logits = result.logits.astype(np.float64)
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        k = min(top_k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = []
+        for r in range(probs.shape[0]):
+            top = [
+                {
+                    "label": labels[j] if j < len(labels) else str(j),
+                    "label_id": int(j),
+                    "score": float(probs[r, j]),
+                }
+                for j in order[r]
+            ]
+            p = {**top[0], "top_k": top}
+            if embedding:
+                p["embedding"] = result.embedding[r].astype(float).tolist()
+            out.append(p)
+        return out
+
+    async def predict(
+        self,
+        entry: ModelEntry,
+        ids_rows: list[np.ndarray],
+        mask_rows: list[np.ndarray] | None,
+        top_k: int,
+        embedding: bool,
+        t_start: float | None = None,
+    ) -> dict:
+        t0 = t_start or time.perf_counter()
+        result = await self.infer(entry, ids_rows, mask_rows)
+        preds = self.predictions(entry, result, top_k, embedding)
+        return {
+            "model": entry.name,
+            "predictions": preds,
+            "timing": {
+                "queue_ms": round(result.queue_ms, 3),
+                "compute_ms": round(result.compute_ms, 3),
+                "total_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+                "batch_size": result.batch_size,
+                "padded_length": result.padded_length,
+            },
+        }

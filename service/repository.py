@@ -1,0 +1,101 @@
+"""Discover and load the model repository.
+
+Only direct children of the repository whose names match `MODEL_NAME_RE` are models;
+hidden folders (export's staging `.name.partial`) and anything else are skipped. Requests
+look models up in the dict built here, so user input never becomes a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
+from models.tokenizer import Tokenizer
+from service.runtime import OrtModel
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.repository")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    state: str = "loading"  # ready | failed
+    error: str | None = None
+    manifest: Manifest | None = None
+    tokenizer: Tokenizer | None = None
+    runtime: OrtModel | None = None
+    variant: str | None = None
+    load_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def provider(self) -> str | None:
+        return self.runtime.provider if self.runtime else None
+
+
+def discover(root: Path, only: list[str] | None = None) -> list[ModelEntry]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model repository {root} is not a folder")
+    entries = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        if not MODEL_NAME_RE.fullmatch(child.name):
+            log.warning("skipping %s: not a valid model name", child.name)
+            continue
+        if only is not None and child.name not in only:
+            continue
+        entries.append(ModelEntry(name=child.name, path=child))
+    for name in only or []:
+        if name not in {e.name for e in entries}:
+            entries.append(ModelEntry(name=name, path=root / name, state="failed", error="no such folder"))
+    return entries
+
+
+def _plain_name(value: str, what: str) -> str:
+    if Path(value).name != value or value in {"", ".", ".."}:
+        raise ValueError(f"manifest {what} {value!r} must be a file name inside the model folder")
+    return value
+
+
+def load(entry: ModelEntry, settings: ServiceSettings) -> ModelEntry:
+    """Fill `entry` in place: ready with a session, or failed with the reason."""
+    t0 = time.perf_counter()
+    try:
+        m = load_manifest(entry.path)
+        if m.name != entry.name:
+            raise ValueError(f"manifest name {m.name!r} differs from the folder name")
+        variant = settings.variant if settings.variant in m.variants else m.default_variant
+        if settings.variant and settings.variant not in m.variants:
+            log.warning("%s: no variant %s, using %s", entry.name, settings.variant, variant)
+        _plain_name(m.tokenizer, "tokenizer")
+        if variant in m.variants:
+            _plain_name(m.variants[variant].file, "variant file")
+        path = verify_variant(entry.path, m, variant)  # sha256 checked here
+        tok = Tokenizer.load(entry.path / m.tokenizer)
+        if tok.vocab_size != m.vocab_size:
+            raise ValueError(f"tokenizer has {tok.vocab_size} words, manifest says {m.vocab_size}")
+        runtime = OrtModel(path, settings)
+        entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, variant
+        if settings.warmup:
+            import numpy as np
+
+            ids = np.full((1, 4), 1, dtype=np.int64)
+            runtime.run(ids, np.ones_like(ids))
+        entry.state, entry.error = "ready", None
+    except Exception as exc:  # reported, never fatal: the other models still serve
+        entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+        entry.runtime = None
+        log.error("model %s failed to load: %s", entry.name, entry.error)
+    entry.load_seconds = time.perf_counter() - t0
+    return entry

@@ -1,0 +1,126 @@
+"""ONNX Runtime sessions: provider choice, session options, IO binding on CUDA.
+
+The onnxruntime-gpu wheel lists CUDAExecutionProvider even on machines without a GPU, so
+"auto" asks NVML whether a GPU is present before choosing CUDA, and the provider reported
+is the one the session actually runs on (`session.get_providers()[0]`), never the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def gpu_count() -> int:
+    """CUDA devices NVML can see (0 without a driver or without nvidia-ml-py)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def cuda_options(settings: ServiceSettings) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "device_id": settings.cuda_device_id,
+        "arena_extend_strategy": settings.cuda_arena_extend_strategy,
+        "cudnn_conv_algo_search": settings.cudnn_conv_algo_search,
+        "do_copy_in_default_stream": True,
+    }
+    if settings.cuda_mem_limit_bytes:
+        opts["gpu_mem_limit"] = settings.cuda_mem_limit_bytes
+    return opts
+
+
+def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any]]]:
+    """Providers (with options) to ask for, best first; CPU is always the fallback."""
+    available = ort.get_available_providers()
+    want_cuda = settings.provider == "cuda" or (
+        settings.provider == "auto" and CUDA in available and gpu_count() > 0
+    )
+    if want_cuda:
+        if CUDA not in available:
+            raise RuntimeError(f"provider=cuda but this onnxruntime offers only {', '.join(available)}")
+        return [(CUDA, cuda_options(settings)), (CPU, {})]
+    return [(CPU, {})]
+
+
+def session_options(settings: ServiceSettings) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+    if settings.intra_op_threads:
+        so.intra_op_num_threads = settings.intra_op_threads
+    if settings.inter_op_threads:
+        so.inter_op_num_threads = settings.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only
+    return so
+
+
+class OrtModel:
+    """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
+
+    def __init__(self, path: Path, settings: ServiceSettings) -> None:
+        chosen = choose_providers(settings)
+        self.session = ort.InferenceSession(
+            str(path),
+            sess_options=session_options(settings),
+            providers=[name for name, _ in chosen],
+            provider_options=[opts for _, opts in chosen],
+        )
+        self.providers: list[str] = list(self.session.get_providers())
+        self.provider = self.providers[0]
+        if chosen[0][0] == CUDA and self.provider != CUDA:
+            log.warning("%s: CUDA was requested but the session runs on %s", path, self.provider)
+        self.device_id = settings.cuda_device_id
+        self.use_io_binding = settings.io_binding and self.provider == CUDA
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"input_ids", "attention_mask"}:
+            raise ValueError(f"{path.name}: inputs are {sorted(names)}, expected input_ids, attention_mask")
+        outs = [o.name for o in self.session.get_outputs()]
+        if not {"logits", "embedding"} <= set(outs):
+            raise ValueError(f"{path.name}: outputs are {outs}, expected logits, embedding")
+        self.output_names = ["logits", "embedding"]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.use_io_binding:
+            return self._run_bound(input_ids, attention_mask)
+        logits, embedding = self.session.run(
+            self.output_names, {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return np.asarray(logits, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
+
+    def _run_bound(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CUDA: inputs copied once to the device, outputs allocated there by ORT, copied back."""
+        binding = self.session.io_binding()
+        for name, arr in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        logits, embedding = binding.copy_outputs_to_cpu()
+        return np.asarray(logits, dtype=np.float32), np.asarray(embedding, dtype=np.float32)

@@ -1,0 +1,88 @@
+"""The server's one settings object: env vars with the `H2H_` prefix, CLI flags override.
+
+`MODEL_REPOSITORY` (no prefix) is accepted too, as the issue and container images use it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from export.manifest import MODEL_NAME_RE
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="H2H_", extra="ignore", populate_by_name=True, protected_namespaces=()
+    )
+
+    # where models come from
+    model_repository: Path = Field(
+        default=Path("model_repository"),
+        validation_alias=AliasChoices("model_repository", "H2H_MODEL_REPOSITORY", "MODEL_REPOSITORY"),
+        description="folder with one sub-folder per model (export's output)",
+    )
+    models: list[str] | None = Field(
+        default=None, description="load only these model names (default: every folder)"
+    )
+    variant: str | None = Field(
+        default=None,
+        description="variant key to load (model.onnx, model.opt.onnx, model.fp16.onnx); "
+        "falls back to the manifest's default when a model lacks it",
+    )
+
+    # HTTP
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
+    shutdown_grace_s: float = Field(
+        default=30.0, gt=0, description="SIGTERM: time allowed to finish accepted requests"
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on 429/503")
+    require_all_models: bool = Field(
+        default=False, description="/v2/health/ready needs every model (default: at least one)"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+
+    # ONNX Runtime
+    provider: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="auto: CUDA when a GPU and the CUDA provider exist, else CPU"
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
+    inter_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    cuda_device_id: int = Field(default=0, ge=0)
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
+    cuda_mem_limit_bytes: int = Field(default=0, ge=0, description="0: no limit")
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+    io_binding: bool = Field(default=True, description="use IO binding on CUDA")
+    warmup: bool = Field(default=True, description="run one batch per model at start")
+
+    # dynamic batcher
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="rows per executed batch")
+    max_queue_delay_ms: float = Field(
+        default=2.0, ge=0, description="longest wait for more rows before a batch runs"
+    )
+    max_queue_rows: int = Field(default=512, ge=1, description="queued rows per model before 429")
+    length_bucket: int = Field(
+        default=16, ge=1, description="batch only rows whose lengths share a bucket of this width"
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0, description="per-request limit (504)")
+    reject_status: Literal[429, 503] = Field(default=429, description="status for a full queue")
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            if not MODEL_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid model name")
+        return v
+
+    def summary(self) -> str:
+        """One JSON line, printed at start."""
+        return json.dumps({"settings": self.model_dump(mode="json")}, sort_keys=True)

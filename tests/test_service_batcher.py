@@ -1,0 +1,183 @@
+"""Dynamic batcher unit tests: a numpy run function stands in for ONNX Runtime (no model)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batcher import DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge, trim_rows
+
+
+class Recorder:
+    """run_fn: logits = [sum of masked ids, row length], embedding = mask sum; records shapes."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.shapes.append(ids.shape)
+        self.threads.add(threading.current_thread().name)
+        s = (ids * mask).sum(axis=1).astype(np.float32)
+        n = mask.sum(axis=1).astype(np.float32)
+        return np.stack([s, n], axis=1), n[:, None]
+
+
+def rows(*lengths: int, start: int = 1) -> list[np.ndarray]:
+    return [np.arange(start, start + n, dtype=np.int64) for n in lengths]
+
+
+async def until(cond, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
+def test_concurrent_requests_merge_into_one_batch() -> None:
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=4, max_queue_delay_ms=60_000, bucket_width=16)
+        await b.start()
+        # the batch fills up (4 rows) long before the 60 s delay: it runs at once
+        results = await asyncio.gather(*(b.submit(rows(3 + i)) for i in range(4)))
+        assert rec.shapes == [(4, 6)]
+        for i, r in enumerate(results):
+            assert r.batch_size == 4 and r.padded_length == 6
+            n = 3 + i
+            assert r.logits.tolist() == [[n * (n + 1) / 2, n]]  # padding never leaks in
+        assert all(t.startswith("ort-m") for t in rec.threads)  # off the event loop
+        assert b.stats.execution_count == 1 and b.stats.inference_count == 4
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_delay_window_runs_a_partial_batch() -> None:
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=5)
+        await b.start()
+        r = await b.submit(rows(2, 3))
+        assert r.batch_size == 2 and r.logits.shape == (2, 2)
+        assert r.queue_ms >= 0 and r.compute_ms >= 0
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_rows_grouped_by_length_bucket() -> None:
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16)
+        await b.start()
+        b.pause()
+        tasks = [asyncio.create_task(b.submit(rows(n))) for n in (3, 40, 5, 45, 7)]
+        await until(lambda: b.queued_rows == 5)
+        b.flush()  # run what is queued now, bucket by bucket
+        b.resume()
+        res = await asyncio.gather(*tasks)
+        assert sorted(rec.shapes) == [(2, 45), (3, 7)]
+        assert [r.padded_length for r in res] == [7, 45, 7, 45, 7]
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_oversized_request_is_refused() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", Recorder(), max_batch_size=2)
+        await b.start()
+        with pytest.raises(TooLarge):
+            await b.submit(rows(1, 1, 1))
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_full_queue_rejects_at_once() -> None:
+    async def body() -> None:
+        rejected: list[str] = []
+
+        class Obs:
+            def __getattr__(self, name):  # noqa: ANN001, ANN204
+                return lambda *a, **k: rejected.append(a[1]) if name == "rejected" else None
+
+        b = DynamicBatcher("m", Recorder(), max_batch_size=2, max_queue_rows=3, observer=Obs())
+        await b.start()
+        b.pause()
+        waiting = [asyncio.create_task(b.submit(rows(2))) for _ in range(3)]
+        await until(lambda: b.queued_rows == 3)
+        with pytest.raises(QueueFull):
+            await asyncio.wait_for(b.submit(rows(2)), 1.0)  # answered at once, not queued
+        assert rejected == ["queue_full"]
+        b.resume()
+        assert all(r.logits.shape == (1, 2) for r in await asyncio.gather(*waiting))
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_request_timeout() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", Recorder(), max_batch_size=2, timeout_s=0.05)
+        await b.start()
+        b.pause()
+        with pytest.raises(RequestTimeout):
+            await b.submit(rows(2))
+        b.resume()
+        r = await b.submit(rows(2))  # the timed-out item is skipped, not run
+        assert r.batch_size == 1
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_drain_answers_every_accepted_request() -> None:
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=4, max_queue_delay_ms=60_000)
+        await b.start()
+        b.pause()
+        tasks = [asyncio.create_task(b.submit(rows(1 + i % 3))) for i in range(10)]
+        await until(lambda: b.queued_rows == 10)
+        drain = asyncio.create_task(b.drain(timeout=10))
+        await asyncio.sleep(0)
+        with pytest.raises(ShuttingDown):  # closed: new work refused
+            await b.submit(rows(1))
+        b.resume()
+        assert await drain is True  # no waiting for the 60 s delay window
+        results = await asyncio.gather(*tasks)
+        assert len(results) == 10 and sum(len(s) and s[0] for s in rec.shapes) == 10
+        assert b.inflight == 0 and b.queued_rows == 0
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_model_error_reaches_every_request_in_batch() -> None:
+    def broken(ids, mask):  # noqa: ANN001, ANN202
+        raise RuntimeError("boom")
+
+    async def body() -> None:
+        b = DynamicBatcher("m", broken, max_batch_size=2, max_queue_delay_ms=60_000)
+        await b.start()
+        res = await asyncio.gather(b.submit(rows(1)), b.submit(rows(2)), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in res)
+        assert b.stats.fail_count == 2
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_trim_rows_drops_trailing_padding_only() -> None:
+    ids = np.array([[0, 5, 6, 0], [7, 0, 0, 0]])
+    mask = np.array([[0, 1, 1, 0], [1, 0, 0, 0]])
+    r, m = trim_rows(ids, mask)
+    assert [x.tolist() for x in r] == [[0, 5, 6], [7]]
+    assert [x.tolist() for x in m] == [[0, 1, 1], [1]]
