@@ -151,8 +151,10 @@ class Service:
         for i, row in enumerate(input_ids):
             try:
                 ids = np.asarray(row, dtype=np.int64)
-            except (OverflowError, ValueError):
-                raise ApiError(422, "token ids must be 64-bit integers", f"{ids_field}.{i}") from None
+            except (OverflowError, ValueError, TypeError):
+                j = next((j for j, x in enumerate(row) if not -(2**63) <= x < 2**63), None)
+                where = f"{ids_field}.{i}" if j is None else f"{ids_field}.{i}.{j}"
+                raise ApiError(422, "token ids must be 64-bit integers", where) from None
             if ids.ndim != 1 or ids.size == 0:
                 raise ApiError(422, "each row needs at least one token", f"{ids_field}.{i}")
             if ids.size > m.max_sequence_length:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from export.manifest import MODEL_NAME_RE
 
 
-def _utf8(texts: list[str] | None) -> list[str] | None:
-    for i, t in enumerate(texts or []):
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"texts[{i}] is not valid UTF-8 (lone surrogate)") from None
-    return texts
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid UTF-8 (lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
 
 
 class PredictRequest(BaseModel):
@@ -29,7 +31,7 @@ class PredictRequest(BaseModel):
         },
     )
 
-    texts: list[str] | None = Field(default=None, description="raw texts, tokenized by the server")
+    texts: list[Text] | None = Field(default=None, description="raw texts, tokenized by the server")
     input_ids: list[list[StrictInt]] | None = Field(default=None, description="token ids per row")
     attention_mask: list[list[StrictInt]] | None = Field(
         default=None, description="1 for real tokens, 0 for padding; same shape as input_ids"
@@ -37,24 +39,14 @@ class PredictRequest(BaseModel):
     top_k: StrictInt = Field(default=3, ge=1, le=1000)
     return_embedding: StrictBool = False
 
-    @field_validator("texts")
-    @classmethod
-    def _check_texts(cls, v: list[str] | None) -> list[str] | None:
-        return _utf8(v)
-
 
 class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[str]
+    texts: list[Text]
     models: list[str] | None = Field(default=None, description="default: every ready model")
     top_k: StrictInt = Field(default=3, ge=1, le=1000)
     return_embedding: StrictBool = False
-
-    @field_validator("texts")
-    @classmethod
-    def _check_texts(cls, v: list[str] | None) -> list[str] | None:
-        return _utf8(v)
 
     @field_validator("models")
     @classmethod

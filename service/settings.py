@@ -23,7 +23,7 @@ class ServiceSettings(BaseSettings):
     # where models come from
     model_repository: Path = Field(
         default=Path("model_repository"),
-        validation_alias=AliasChoices("model_repository", "H2H_MODEL_REPOSITORY", "MODEL_REPOSITORY"),
+        validation_alias=AliasChoices("H2H_MODEL_REPOSITORY", "MODEL_REPOSITORY"),
         description="folder with one sub-folder per model (export's output)",
     )
     models: list[str] | None = Field(

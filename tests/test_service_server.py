@@ -1,0 +1,165 @@
+"""Real HTTP: tritonclient against uvicorn in a thread, and SIGTERM drain of `python -m service`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.app import create_app
+from service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo: Path):  # noqa: ANN201
+    import uvicorn
+
+    settings = ServiceSettings(
+        model_repository=tiny_repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
+        max_batch_size=8, max_queue_delay_ms=1.0,
+    )  # fmt: skip
+    app = create_app(settings, gpu_metrics=False)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(30)
+
+
+def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
+    import tritonclient.http as tc
+    from tritonclient.utils import InferenceServerException
+
+    from models.tokenizer import Tokenizer
+
+    client = tc.InferenceServerClient(url=server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("mha-tiny") and not client.is_model_ready("nope")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    meta = client.get_model_metadata("sha-tiny")
+    assert {t["name"] for t in meta["inputs"]} == {"input_ids", "attention_mask"}
+    assert client.get_model_config("sha-tiny")["max_batch_size"] == 8
+
+    tok = Tokenizer.load(tiny_repo / "mha-tiny" / "tokenizer.json")
+    ids, mask = (
+        np.array(x, dtype=np.int64) for x in tok.encode_batch(["a small domesticated carnivore", "a tree"])
+    )
+
+    def infer(binary: bool, outputs: list[str] | None = None):  # noqa: ANN202
+        inputs = [tc.InferInput("input_ids", list(ids.shape), "INT64"),
+                  tc.InferInput("attention_mask", list(mask.shape), "INT64")]  # fmt: skip
+        inputs[0].set_data_from_numpy(ids, binary_data=binary)
+        inputs[1].set_data_from_numpy(mask, binary_data=binary)
+        outs = [tc.InferRequestedOutput(o, binary_data=binary) for o in outputs] if outputs else None
+        return client.infer("mha-tiny", inputs, outputs=outs, request_id="r1")
+
+    default = infer(True)  # unmodified tritonclient: binary tensors both ways
+    logits = default.as_numpy("logits")
+    emb = default.as_numpy("embedding")
+    assert logits.dtype == np.float32 and logits.shape[0] == 2 and emb.shape[0] == 2
+    assert default.get_response()["id"] == "r1"
+    as_json = infer(False, ["logits", "embedding"])
+    np.testing.assert_allclose(as_json.as_numpy("logits"), logits, rtol=1e-6, atol=1e-6)
+    only = infer(True, ["embedding"])
+    assert only.as_numpy("logits") is None
+    np.testing.assert_allclose(only.as_numpy("embedding"), emb, rtol=1e-6, atol=1e-6)
+
+    v1 = httpx.post(f"http://{server}/v1/models/mha-tiny/predict",
+                    json={"texts": ["a small domesticated carnivore", "a tree"]}).json()  # fmt: skip
+    assert [p["label_id"] for p in v1["predictions"]] == logits.argmax(axis=1).tolist()
+
+    stats = client.get_inference_statistics("mha-tiny")
+    assert stats["model_stats"][0]["inference_count"] >= 6
+
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        bad = tc.InferInput("input_ids", [1, 1], "INT64")
+        bad.set_data_from_numpy(np.array([[2]], dtype=np.int64))
+        client.infer("nope", [bad])
+    with pytest.raises(InferenceServerException, match="vocabulary"):
+        bad = tc.InferInput("input_ids", [1, 1], "INT64")
+        bad.set_data_from_numpy(np.array([[10**9]], dtype=np.int64))
+        client.infer("mha-tiny", [bad])
+    client.close()
+
+
+def test_sigterm_drains_accepted_requests(tiny_repo: Path, tmp_path: Path) -> None:
+    """Requests waiting in a 60 s batching window are answered when SIGTERM arrives; exit 0."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ, "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_MAX_BATCH_SIZE": "8",
+        "H2H_MAX_QUEUE_DELAY_MS": "60000", "H2H_SHUTDOWN_GRACE_S": "30",
+    }  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--model-repository", str(tiny_repo), "--host", "127.0.0.1",
+             "--port", str(port), "--models", "mha-tiny"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "server did not become ready"
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+        results: list[httpx.Response | Exception] = []
+
+        def call(i: int) -> None:
+            try:
+                results.append(
+                    httpx.post(
+                        f"{base}/v1/models/mha-tiny/predict", json={"texts": [f"a dog {i}"]}, timeout=60
+                    )
+                )
+            except Exception as exc:  # reported by the assertion below
+                results.append(exc)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        while 'h2h_queue_depth{model="mha-tiny"} 3.0' not in httpx.get(f"{base}/metrics").text:
+            assert time.monotonic() < deadline + 30, "requests never queued"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(results) == 3
+    for r in results:
+        assert isinstance(r, httpx.Response) and r.status_code == 200, (r, log.read_text())
+        assert r.json()["timing"]["batch_size"] == 3
+    text = log.read_text()
+    assert '"event": "started"' in text and '"provider": "CPUExecutionProvider"' in text
