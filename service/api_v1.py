@@ -83,7 +83,12 @@ async def _predict_one(
     return await svc.predict(entry, ids_rows, mask_rows, body.top_k, body.return_embedding, t0)
 
 
-@router.post("/models/{name}/predict", response_model=PredictResponse, responses=ERRORS)
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    response_model_exclude_none=True,
+)
 async def predict(name: str, body: PredictRequest, request: Request) -> dict:
     """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
     optional embedding and the batch's timing."""
@@ -97,7 +102,7 @@ async def predict(name: str, body: PredictRequest, request: Request) -> dict:
     return await _predict_one(svc, entry, body, t0)
 
 
-@router.post("/compare", response_model=CompareResponse, responses=ERRORS)
+@router.post("/compare", response_model=CompareResponse, responses=ERRORS, response_model_exclude_none=True)
 async def compare(body: CompareRequest, request: Request) -> dict:
     """The same texts through every model (or those named), answers and timings side by side."""
     t0 = _start(request)

@@ -111,6 +111,7 @@ class ServiceMiddleware:
             while more:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    status = 499  # client went away before sending its body
                     return
                 chunk = message.get("body", b"")
                 size += len(chunk)
@@ -182,6 +183,9 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
             )
         field = _loc_field(first.get("loc", ("body",)))
         msg = str(first.get("msg", "invalid"))
+        ctype = request.headers.get("content-type", "")
+        if field == "body" and "json" not in ctype and first.get("type") == "model_attributes_type":
+            msg = f"expected a JSON object with content-type: application/json (got {ctype[:40] or 'none'!r})"
         return JSONResponse(error_body(request.url.path, f"{field}: {msg}", field), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -220,6 +220,7 @@ def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
         ("lone surrogate", {"content": b'{"texts": ["\\udcff"]}', "headers": {"content-type": "application/json"}}, 422, "texts.0"),
         ("body over limit", {"json": {"texts": ["word " * MAX_BODY]}}, 413, "body"),
         ("not an object", {"json": [1, 2]}, 422, "body"),
+        ("form content type", {"content": b'{"texts": ["a"]}', "headers": {"content-type": "application/x-www-form-urlencoded"}}, 422, "body"),
     ]  # fmt: skip
 
 

@@ -113,3 +113,15 @@ def test_cuda_io_binding_matches_cpu(tiny_repo) -> None:  # noqa: ANN001
     mask[1, 5:] = 0
     for a, b in zip(gpu.run(ids, mask), cpu.run(ids, mask), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_gpu_metrics_only_with_nvml() -> None:
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    text = generate_latest(Metrics(gpu=True).registry).decode()
+    if runtime.gpu_count() == 0:
+        assert "h2h_gpu_" not in text  # silently absent without NVML / a GPU
+    else:
+        assert 'h2h_gpu_memory_total_bytes{gpu="0"}' in text
