@@ -42,6 +42,11 @@ class Parity(BaseModel):
     argmax_agreement: float = Field(ge=0, le=1)
     tolerance: float
     shapes: list[list[int]]  # (batch, sequence) pairs checked
+    # Optional (added by export): rows whose PyTorch top-2 logit gap is within 2 x tolerance,
+    # where an argmax flip is within tolerance; the argmax check skips only those rows.
+    near_ties: int = 0
+    decisive_disagreements: int = 0  # argmax flips on rows that are not near-ties (export fails if > 0)
+    rows: int | None = None
 
 
 class Variant(BaseModel):
@@ -110,5 +115,7 @@ def verify_variant(model_dir: str | Path, manifest: Manifest, variant: str | Non
         raise FileNotFoundError(f"{manifest.name}: {path.name} is missing")
     digest = sha256_file(path)
     if digest != manifest.variants[name].sha256:
-        raise ValueError(f"{manifest.name}: sha256 of {path.name} is {digest[:12]}…, manifest says {manifest.variants[name].sha256[:12]}…")
+        raise ValueError(
+            f"{manifest.name}: sha256 of {path.name} is {digest[:12]}…, manifest says {manifest.variants[name].sha256[:12]}…"
+        )
     return path

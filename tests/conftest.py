@@ -33,3 +33,17 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         train(s)
         runs[arch] = out / s.run_name()
     return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with `mha-tiny` and `sha-tiny` exported from `tiny_runs` (fp32 only).
+
+    Session-scoped, shared by the export, service and loadtest tests.
+    """
+    from export.api import export_run
+
+    repo = tmp_path_factory.mktemp("model_repository")
+    for arch, run_dir in tiny_runs.items():
+        export_run(run_dir, repo, name=f"{arch}-tiny")
+    return repo
