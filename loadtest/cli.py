@@ -1,0 +1,165 @@
+"""`python -m loadtest sweep ...` and `python -m loadtest report RESULTS_DIR` (console script h2h-loadtest)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from models.cliargs import OneLineArgumentParser, fail, validation_message
+
+GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
+
+
+def build_parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(
+        prog="h2h-loadtest", description="MHA vs SHA cost sweeps: in-process and over HTTP."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    s = sub.add_parser("sweep", help="measure a batch x sequence (x concurrency) grid")
+    s.add_argument("--preset", choices=["default", "paper", "tiny"],
+                   help="grid and models for flags left out (default: a 1-2 minute demo; paper: "
+                        "mha-base-random vs sha-base-random)")  # fmt: skip
+    s.add_argument(
+        "--models", help="comma list of repository folder names, or mha/sha for the single model of that arch"
+    )
+    s.add_argument("--batch", help=f"batch sizes: {GRID_HELP}")
+    s.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (clamped to each model's maximum)")
+    s.add_argument("--concurrency", help=f"closed-loop concurrency levels (http): {GRID_HELP}")
+    s.add_argument("--rate", help="open-loop request rates per second, Poisson arrivals (http), e.g. 20,50")
+    s.add_argument(
+        "--mode", choices=["inproc", "http", "both"], help="where to measure (default: the preset's)"
+    )
+    s.add_argument("--duration", type=float, help="seconds per http point")
+    s.add_argument("--warmup", type=float, help="http warm-up seconds per point (default 0.5)")
+    s.add_argument("--repeats", type=int, help="in-process: most timed runs per point (default 1000)")
+    s.add_argument("--inproc-budget", type=float, help="in-process: seconds per point (default 1)")
+    s.add_argument("--repo", help="model repository for in-process runs (default model_repository)")
+    s.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
+    s.add_argument("--out", help="results folder (default results)")
+    s.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="in-process execution provider")
+    s.add_argument("--variant", help="in-process model variant, e.g. model.opt.onnx")
+    s.add_argument("--max-points", type=int, help="refuse grids larger than this (default 400)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
+    s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    r = sub.add_parser("report", help="write report.md and PNG plots from a results folder")
+    r.add_argument("results", help="results folder (with results.json)")
+    return p
+
+
+def _settings(args: Any):
+    from loadtest.settings import LoadtestSettings
+
+    skip = {"command", "no_report", "dry_run"}
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    try:
+        return LoadtestSettings(**overrides)
+    except Exception as exc:
+        fail(validation_message(exc))
+
+
+class _Progress:
+    """rich progress bar on a terminal, one plain line per point otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True))  # fmt: skip
+            self.task = self.bar.add_task("sweep", total=total)
+        self.done = 0
+
+    def __enter__(self) -> _Progress:
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, i: int, point: Any, row: dict[str, Any]) -> None:
+        self.done += 1
+        p50 = row.get("p50_ms")
+        msg = (f"[{self.done}/{self.total}] {point.label()}: p50 "
+               + (f"{p50:.2f} ms" if p50 is not None else "–")
+               + f", {row.get('tokens_per_s') or 0:,.0f} tok/s"
+               + (f", {row['errors']} errors" if row.get("errors") else ""))  # fmt: skip
+        if self.bar:
+            self.bar.console.print(msg, highlight=False)
+            self.bar.update(self.task, advance=1, description=point.label())
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args: Any) -> int:
+    from loadtest import http_client as hc
+    from loadtest.report import write_report
+    from loadtest.sweep import PlanError, plan, run_plan
+
+    s = _settings(args)
+    try:
+        pl = plan(s)
+    except (PlanError, hc.ServiceUnreachable) as exc:
+        fail(str(exc))
+    except hc.httpx.HTTPError as exc:
+        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")
+    for n in pl.notes:
+        print(f"note: {n}", file=sys.stderr)
+    modes = "+".join(pl.modes)
+    print(f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
+          f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}", file=sys.stderr)  # fmt: skip
+    if args.dry_run:
+        for p in pl.points:
+            print(p.label())
+        return 0
+    try:
+        with _Progress(len(pl.points)) as prog:
+            runner = run_plan(pl, prog)
+    except hc.ServiceUnreachable as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"interrupted: partial results in {s.out}", file=sys.stderr)
+        return 130
+    print(f"wrote {s.out / 'results.csv'} and {s.out / 'results.json'} ({len(runner.rows)} points, "
+          f"{runner.meta.get('elapsed_s')} s)", file=sys.stderr)  # fmt: skip
+    if not args.no_report:
+        path = write_report(s.out)
+        print(f"wrote {path}", file=sys.stderr)
+        from loadtest.report import verdict
+
+        print(verdict(runner.rows))
+    return 0
+
+
+def cmd_report(args: Any) -> int:
+    from loadtest.report import verdict, write_report
+    from loadtest.results import load
+
+    path = Path(args.results)
+    if not (path / "results.json").is_file() and not path.is_file():
+        fail(f"{path} has no results.json (run `python -m loadtest sweep --out {path}` first)")
+    try:
+        data = load(path)
+    except ValueError as exc:
+        fail(str(exc).splitlines()[0])
+    out = write_report(path)
+    print(f"wrote {out}", file=sys.stderr)
+    print(verdict(data["points"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rc = cmd_sweep(args) if args.command == "sweep" else cmd_report(args)
+    raise SystemExit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""PNG plots (matplotlib, Agg backend): one function per figure, each returns its path or None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+from loadtest import analysis  # noqa: E402
+
+Row = dict[str, Any]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def latency_vs_batch(points: list[Row], out: Path) -> Path | None:
+    source, rows = analysis.latency_rows(points)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), sharey=True, squeeze=False)
+    seqs = sorted({int(r["seq"]) for r in rows})
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(seqs))))
+    for ax, m in zip(axes[0], models, strict=True):
+        mr = [r for r in rows if r["model"] == m]
+        for c, q in zip(colors, seqs, strict=True):
+            pts = sorted((int(r["batch"]), float(r["p50_ms"])) for r in mr if int(r["seq"]) == q)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=f"seq {q}")
+        arch = mr[0]["arch"].upper()
+        ax.set(title=f"{arch}: {m} ({mr[0]['layers']}L-{mr[0]['heads']}H)", xlabel="batch size",
+               xscale="log", yscale="log")  # fmt: skip
+        ax.set_xticks(
+            sorted({int(r["batch"]) for r in mr}),
+            labels=[str(b) for b in sorted({int(r["batch"]) for r in mr})],
+        )
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(f"p50 latency, ms ({source})")
+    axes[0][-1].legend(fontsize=8)
+    return _save(fig, out / "latency_vs_batch.png")
+
+
+def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
+    g = analysis.ratio_grid(points)
+    if g is None:
+        return None
+    a = np.full((len(g.seqs), len(g.batches)), np.nan)
+    for (b, q), r in g.ratio.items():
+        a[g.seqs.index(q), g.batches.index(b)] = r
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.99), vmax=max(hi, 1.01))
+    fig, ax = plt.subplots(figsize=(1.0 * len(g.batches) + 3, 0.6 * len(g.seqs) + 2.2))
+    im = ax.imshow(a, cmap="RdBu_r", norm=norm, origin="lower", aspect="auto")
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if not np.isnan(a[i, j]):
+                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        fontweight="bold" if a[i, j] < 1 else "normal")  # fmt: skip
+    if a.shape[0] >= 2 and a.shape[1] >= 2 and lo < 1 < hi:
+        ax.contour(
+            np.arange(a.shape[1]), np.arange(a.shape[0]), a, levels=[1.0], colors="black", linewidths=2
+        )
+    # outline cells where SHA is cheaper, so the crossover shows even on a 1-row grid
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if a[i, j] < 1:
+                ax.add_patch(
+                    plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1, ls="--")
+                )
+    ax.set_xticks(range(len(g.batches)), labels=[str(b) for b in g.batches])
+    ax.set_yticks(range(len(g.seqs)), labels=[str(q) for q in g.seqs])
+    ax.set(xlabel="batch size", ylabel="sequence length",
+           title=f"p50 latency ratio {g.sha} / {g.mha} ({g.source})\n< 1 (blue, outlined): SHA cheaper; black line: ratio = 1")  # fmt: skip
+    fig.colorbar(im, ax=ax, label="SHA / MHA")
+    return _save(fig, out / "ratio_heatmap.png")
+
+
+def throughput_vs_concurrency(points: list[Row], out: Path) -> Path | None:
+    rows = [r for r in points if r.get("load") == "closed" and r.get("rps")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    keys = sorted({(r["model"], int(r["batch"]), int(r["seq"])) for r in rows})
+    arch = {r["model"]: r.get("arch") for r in rows}
+    for m, b, q in keys:
+        pts = sorted((int(r["concurrency"]), float(r["tokens_per_s"])) for r in rows
+                     if (r["model"], int(r["batch"]), int(r["seq"])) == (m, b, q))  # fmt: skip
+        style = "-" if arch.get(m) == "mha" else "--"
+        ax.plot(*zip(*pts, strict=True), marker="o", ls=style, label=f"{m} b={b} s={q}")
+    concs = sorted({int(r["concurrency"]) for r in rows})
+    ax.set(xscale="log", yscale="log", xlabel="concurrent requests (closed loop)", ylabel="tokens/s",
+           title="HTTP throughput vs concurrency")  # fmt: skip
+    ax.set_xticks(concs, labels=[str(c) for c in concs])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / "throughput_vs_concurrency.png")
+
+
+def overhead_plot(points: list[Row], out: Path) -> Path | None:
+    rows = analysis.overhead(points)
+    if not rows:
+        return None
+    arch = {r["model"]: r.get("arch") for r in rows}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for m, q in sorted({(r["model"], int(r["seq"])) for r in rows}):
+        pts = sorted(
+            (int(r["batch"]), float(r["overhead_ms"])) for r in rows if (r["model"], int(r["seq"])) == (m, q)
+        )
+        ax.plot(
+            *zip(*pts, strict=True), marker="o", ls="-" if arch.get(m) == "mha" else "--", label=f"{m} s={q}"
+        )
+    bs = sorted({int(r["batch"]) for r in rows})
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(xscale="log", xlabel="batch size", ylabel="HTTP p50 − in-process p50, ms",
+           title="Service overhead over in-process (concurrency 1)")  # fmt: skip
+    ax.set_xticks(bs, labels=[str(b) for b in bs])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "overhead.png")
+
+
+def all_plots(points: list[Row], out: Path) -> list[Path]:
+    made = [
+        f(points, out) for f in (latency_vs_batch, ratio_heatmap, throughput_vs_concurrency, overhead_plot)
+    ]
+    return [p for p in made if p is not None]

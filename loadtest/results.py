@@ -1,0 +1,109 @@
+"""Sweep results: one row per point, written as CSV and JSON (atomically, after every point).
+
+results.json = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [rows]}
+results.csv  = the rows, columns in `COLUMNS` order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from models.atomic import write_json, write_text
+
+COLUMNS = [
+    "mode", "load", "model", "arch", "layers", "heads", "batch", "seq", "concurrency", "rate",
+    "provider", "variant", "requests", "errors", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+    "min_ms", "max_ms", "rps", "tokens_per_s", "window_s", "late_sends", "max_lag_ms",
+    "achieved_rate", "server_queue_ms", "server_compute_ms", "server_batches",
+    "server_rows_per_batch", "server_rejected", "error_kinds", "note",
+]  # fmt: skip
+
+JSON_NAME = "results.json"
+CSV_NAME = "results.csv"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            names = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                names.append(n.decode() if isinstance(n, bytes) else str(n))
+            return names
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return []
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "gpus": gpu_names(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("headtohead", "onnxruntime-gpu", "onnxruntime", "numpy", "httpx", "fastapi", "uvicorn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def to_csv(points: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for p in points:
+        row = dict(p)
+        if isinstance(row.get("error_kinds"), dict):
+            row["error_kinds"] = ";".join(f"{k}={v}" for k, v in sorted(row["error_kinds"].items()))
+        for k, v in row.items():
+            if isinstance(v, float):
+                row[k] = f"{v:.6g}"
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def write(out: Path, meta: dict[str, Any], points: list[dict[str, Any]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / JSON_NAME, {"meta": meta, "points": points})
+    write_text(out / CSV_NAME, to_csv(points))
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read results.json from a results folder (or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / JSON_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "points" not in data:
+        raise ValueError(f"{path} is not a loadtest results file (no 'points')")
+    data.setdefault("meta", {})
+    return data

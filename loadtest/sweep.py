@@ -1,0 +1,385 @@
+"""Plan and run a sweep: resolve models, expand the grid into points, measure each point,
+write results after every point (an interrupted sweep keeps what it measured)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest import http_client as hc
+from loadtest import promscrape, results
+from loadtest.grid import PRESETS, GridError, parse_list, parse_names
+from loadtest.settings import LoadtestSettings
+from loadtest.stats import summarize
+
+ARCHES = ("mha", "sha")
+
+
+class PlanError(ValueError):
+    """The sweep cannot be planned as asked (one line for the user, exit 2)."""
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    arch: str
+    layers: int
+    heads: int
+    max_sequence_length: int
+    vocab_size: int
+    manifest: dict[str, Any]
+    dir: Path | None = None
+    server_max_batch: int | None = None
+    server_provider: str | None = None
+    server_variant: str | None = None
+
+
+@dataclass
+class Point:
+    mode: str  # inproc | http
+    load: str  # inproc | closed | open
+    model: str
+    batch: int
+    seq: int
+    concurrency: int = 1
+    rate: float | None = None
+
+    def label(self) -> str:
+        if self.load == "inproc":
+            how = "inproc"
+        elif self.load == "closed":
+            how = f"http c={self.concurrency}"
+        else:
+            how = f"http {self.rate:g}/s"
+        return f"{how} {self.model} b={self.batch} s={self.seq}"
+
+
+@dataclass
+class Plan:
+    settings: LoadtestSettings
+    modes: list[str]
+    models: dict[str, ModelInfo]
+    points: list[Point]
+    duration: float
+    notes: list[str] = field(default_factory=list)
+
+    def estimate_s(self) -> float:
+        s = self.settings
+        per = {"inproc": s.inproc_budget + 0.2, "closed": self.duration + s.warmup + 0.3}
+        per["open"] = per["closed"]
+        return sum(per[p.load] for p in self.points)
+
+
+# -- model resolution -------------------------------------------------------------------
+
+
+def repo_models(repo: Path) -> dict[str, ModelInfo]:
+    from export.manifest import load_manifest
+
+    if not repo.is_dir():
+        raise PlanError(f"model repository {repo} is not a folder (--repo)")
+    out = {}
+    for d in sorted(
+        p for p in repo.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith(".")
+    ):
+        try:
+            m = load_manifest(d)
+        except Exception as exc:  # a broken folder should not hide the others
+            print(f"warning: skipping {d.name}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            continue
+        out[d.name] = ModelInfo(
+            d.name, m.arch, m.layers, m.heads, m.max_sequence_length, m.vocab_size,
+            m.model_dump(mode="json"), dir=d,
+        )  # fmt: skip
+    return out
+
+
+def service_models(url: str) -> dict[str, ModelInfo]:
+    out = {}
+    for s in hc.list_models(url):
+        m = s.get("manifest") or {}
+        if s.get("state") != "ready" or not m:
+            continue
+        out[s["name"]] = ModelInfo(
+            s["name"], m["arch"], m["layers"], m["heads"], m["max_sequence_length"], m["vocab_size"], m,
+            server_provider=s.get("provider"), server_variant=s.get("variant"),
+        )  # fmt: skip
+    return out
+
+
+def resolve(names: list[str], available: dict[str, ModelInfo], where: str) -> list[str]:
+    """Exact folder names, or an arch alias (mha/sha) meaning the single model of that arch."""
+    out = []
+    for n in names:
+        if n in available:
+            out.append(n)
+            continue
+        if n in ARCHES:
+            hits = [k for k, v in available.items() if v.arch == n]
+            if len(hits) == 1:
+                out.append(hits[0])
+                continue
+            if hits:
+                raise PlanError(f"{n!r} is ambiguous in {where}: {', '.join(hits)} (name one with --models)")
+            raise PlanError(f"no {n} model in {where}")
+        have = ", ".join(available) or "none"
+        raise PlanError(f"no model {n!r} in {where} (have: {have})")
+    return list(dict.fromkeys(out))
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+def _flag(value: str | None, default: list, kind: type = int) -> list:
+    if value is None:
+        return list(default)
+    try:
+        return parse_list(value, kind)
+    except GridError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def plan(s: LoadtestSettings, *, check_service: bool = True) -> Plan:
+    preset = PRESETS[s.preset]
+    mode = s.mode or preset.mode
+    modes = ["inproc", "http"] if mode == "both" else [mode]
+    notes: list[str] = []
+    try:
+        names = parse_names(s.models) if s.models else list(preset.models)
+    except GridError as exc:
+        raise PlanError(f"--models: {exc}") from None
+
+    models: dict[str, ModelInfo] = {}
+    if "inproc" in modes:
+        avail = repo_models(s.repo)
+        for n in resolve(names, avail, f"repository {s.repo}"):
+            models[n] = avail[n]
+    if "http" in modes:
+        if check_service:
+            hc.check_ready(s.url)
+        served = service_models(s.url)
+        if models:  # both: the repo chose; the service must serve the same models
+            missing = [n for n in models if n not in served]
+            if missing:
+                raise PlanError(f"service at {s.url} does not serve {', '.join(missing)}")
+            for n, info in models.items():
+                info.server_provider, info.server_variant = (
+                    served[n].server_provider,
+                    served[n].server_variant,
+                )
+        else:
+            for n in resolve(names, served, f"service at {s.url}"):
+                models[n] = served[n]
+        for n, info in models.items():
+            info.server_max_batch = int(hc.model_config(s.url, n).get("max_batch_size") or 0) or None
+
+    on_gpu = _inproc_on_gpu(s) if "inproc" in modes and s.batch is None and s.seq is None else False
+    use_cpu_grid = "inproc" in modes and not on_gpu and preset.cpu_batch is not None
+    batch_default = preset.cpu_batch if use_cpu_grid else preset.batch
+    seq_default = preset.cpu_seq if use_cpu_grid and preset.cpu_seq else preset.seq
+    if use_cpu_grid and s.batch is None and s.seq is None:
+        notes.append(f"preset {s.preset}: no GPU for in-process runs, using the smaller CPU grid "
+                     f"batch {batch_default} x seq {seq_default}")  # fmt: skip
+    batches = _flag(s.batch, batch_default)
+    seqs = _flag(s.seq, seq_default)
+    http_batches = _flag(s.batch, preset.http_batch or batches)
+    http_seqs = _flag(s.seq, preset.http_seq or seqs)
+    concs = _flag(s.concurrency, preset.concurrency)
+    rates = _flag(s.rate, preset.rates, float) if s.rate is not None else list(preset.rates)
+    duration = s.duration or preset.duration
+
+    def clamp(info: ModelInfo, wanted: list[int]) -> list[int]:
+        cap = info.max_sequence_length
+        over = [q for q in wanted if q > cap]
+        if over:
+            notes.append(f"{info.name}: sequence length {', '.join(map(str, over))} clamped to its "
+                         f"max_sequence_length {cap}")  # fmt: skip
+        return sorted({min(q, cap) for q in wanted})
+
+    points: list[Point] = []
+    if "inproc" in modes:
+        per_model = {n: clamp(i, seqs) for n, i in models.items()}
+        for q in sorted(set().union(*per_model.values())):
+            for b in batches:
+                points += [Point("inproc", "inproc", n, b, q) for n in models if q in per_model[n]]
+    if "http" in modes:
+        per_model = {n: clamp(i, http_seqs) for n, i in models.items()}
+        for n, info in models.items():
+            too_big = [b for b in http_batches if info.server_max_batch and b > info.server_max_batch]
+            if too_big:
+                notes.append(f"{n}: http batch {', '.join(map(str, too_big))} skipped: the service takes "
+                             f"at most {info.server_max_batch} rows per request (H2H_MAX_BATCH_SIZE)")  # fmt: skip
+        loads = [("closed", c, None) for c in concs] + [("open", 1, r) for r in rates]
+        for load, c, r in loads:
+            for q in sorted(set().union(*per_model.values())):
+                for b in http_batches:
+                    for n, info in models.items():
+                        if q in per_model[n] and not (info.server_max_batch and b > info.server_max_batch):
+                            points.append(Point("http", load, n, b, q, c, r))
+    if not points:
+        raise PlanError("the grid is empty")
+    if len(points) > s.max_points:
+        raise PlanError(f"{len(points)} points is more than --max-points {s.max_points}; shrink the grid")
+    return Plan(s, modes, models, points, duration, list(dict.fromkeys(notes)))
+
+
+def _inproc_on_gpu(s: LoadtestSettings) -> bool:
+    from service.runtime import choose_providers
+    from service.settings import ServiceSettings
+
+    try:
+        return choose_providers(ServiceSettings(provider=s.provider))[0][0] == "CUDAExecutionProvider"
+    except Exception:
+        return False
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def _row(p: Point, info: ModelInfo, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "mode": p.mode, "load": p.load, "model": p.model, "arch": info.arch, "layers": info.layers,
+        "heads": info.heads, "batch": p.batch, "seq": p.seq, "concurrency": p.concurrency, "rate": p.rate,
+    }  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def _throughput(row: dict[str, Any], ok: int, window: float, p: Point) -> None:
+    rps = ok / window if window > 0 else 0.0
+    row.update(rps=rps, tokens_per_s=rps * p.batch * p.seq, window_s=window)
+
+
+class Runner:
+    def __init__(
+        self, plan: Plan, on_point: Callable[[int, Point, dict[str, Any]], None] | None = None
+    ) -> None:
+        self.plan = plan
+        self.on_point = on_point or (lambda i, p, r: None)
+        self.rows: list[dict[str, Any]] = []
+        self.meta = self._meta()
+        self._inproc: dict[str, Any] = {}
+
+    def _meta(self) -> dict[str, Any]:
+        p, s = self.plan, self.plan.settings
+        return {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "settings": s.model_dump(mode="json"),
+            "modes": p.modes,
+            "duration_s": p.duration,
+            "machine": results.machine(),
+            "versions": results.versions(),
+            "models": {
+                n: {
+                    "arch": i.arch,
+                    "layers": i.layers,
+                    "heads": i.heads,
+                    "max_sequence_length": i.max_sequence_length,
+                    "server_provider": i.server_provider,
+                    "server_variant": i.server_variant,
+                    "server_max_batch": i.server_max_batch,
+                }
+                for n, i in p.models.items()
+            },  # fmt: skip
+            "manifests": {n: i.manifest for n, i in p.models.items()},
+            "providers": {},
+            "service": {"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,
+            "notes": list(p.notes),
+        }
+
+    def save(self) -> None:
+        results.write(self.plan.settings.out, self.meta, self.rows)
+
+    def run(self) -> list[dict[str, Any]]:
+        pts = self.plan.points
+        inproc = [(i, p) for i, p in enumerate(pts) if p.mode == "inproc"]
+        http = [(i, p) for i, p in enumerate(pts) if p.mode == "http"]
+        for i, p in inproc:
+            self._add(i, p, self._run_inproc(p))
+        self._inproc.clear()  # free sessions before loading the service
+        if http:
+            asyncio.run(self._run_http_all(http))
+        self.save()
+        return self.rows
+
+    def _add(self, i: int, p: Point, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.save()
+        self.on_point(i, p, row)
+
+    # in-process
+    def _run_inproc(self, p: Point) -> dict[str, Any]:
+        from loadtest.inproc import InprocModel
+
+        s, info = self.plan.settings, self.plan.models[p.model]
+        m = self._inproc.get(p.model)
+        if m is None:
+            assert info.dir is not None
+            m = self._inproc[p.model] = InprocModel(info.dir, provider=s.provider, variant=s.variant)
+            self.meta["providers"].setdefault("inproc", {})[p.model] = m.provider
+        t = m.time_shape(p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed)
+        st = summarize(t.seconds)
+        row = _row(p, info, provider=m.provider, variant=m.variant, requests=st.pop("count"), errors=0)
+        row.update(st)
+        # throughput of back-to-back runs: one batch per median latency
+        _throughput(row, 1, st["p50_ms"] / 1e3, p)
+        row["window_s"] = sum(t.seconds)
+        return row
+
+    # over HTTP
+    async def _run_http_all(self, pts: list[tuple[int, Point]]) -> None:
+        for i, p in pts:
+            self._add(i, p, await self._run_http(p))
+
+    async def _run_http(self, p: Point) -> dict[str, Any]:
+        s, info = self.plan.settings, self.plan.models[p.model]
+        url = hc.predict_url(s.url, p.model)
+        body = hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed)
+        self.meta["providers"].setdefault("http", {})[p.model] = info.server_provider
+        conc = p.concurrency if p.load == "closed" else 1
+        async with hc.make_client(conc if p.load == "closed" else 256, s.timeout) as client:
+            if s.warmup > 0:
+                await hc.closed_loop(client, url, body, conc, s.warmup)
+            before = promscrape.parse((await client.get(f"{s.url}/metrics")).text, p.model)
+            if p.load == "closed":
+                res = await hc.closed_loop(client, url, body, p.concurrency, self.plan.duration)
+            else:
+                assert p.rate is not None
+                res = await hc.open_loop(
+                    client, url, body, p.rate, self.plan.duration, seed=s.seed + i_hash(p)
+                )
+            after = promscrape.parse((await client.get(f"{s.url}/metrics")).text, p.model)
+        if res.ok == 0 and any(k in res.errors for k in ("ConnectError", "RemoteProtocolError")):
+            raise hc.ServiceUnreachable(f"service at {s.url} stopped answering ({dict(res.errors)})")
+        st = summarize(res.latencies)
+        st.pop("count")
+        row = _row(p, info, provider=info.server_provider, variant=info.server_variant,
+                   requests=res.ok, errors=res.error_count, error_kinds=dict(res.errors))  # fmt: skip
+        row.update(st)
+        _throughput(row, res.ok, res.window_s, p)
+        if res.schedule is not None:
+            sch = res.schedule
+            row.update(late_sends=sch.late, max_lag_ms=sch.max_lag_s * 1e3,
+                       achieved_rate=sch.achieved_rate(self.plan.duration))  # fmt: skip
+        row.update(promscrape.diff(before, after))
+        return row
+
+
+def i_hash(p: Point) -> int:
+    return (p.batch * 7919 + p.seq * 104729 + int((p.rate or 0) * 10)) % 100_000
+
+
+def run_plan(plan: Plan, on_point: Callable[[int, Point, dict[str, Any]], None] | None = None) -> Runner:
+    r = Runner(plan, on_point)
+    t0 = time.perf_counter()
+    r.run()
+    r.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    r.save()
+    return r
