@@ -1,0 +1,133 @@
+"""Load tester end to end: a tiny sweep against a live service on loopback, and CLI failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def live_service(tiny_repo: Path):
+    port = _free_port()
+    env = {**os.environ, "H2H_LOG_LEVEL": "warning", "H2H_INTRA_OP_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--model-repository", str(tiny_repo), "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"service exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("service did not become ready in 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp_path: Path):
+    out = tmp_path / "results"
+    r = _run("sweep", "--models", "mha,sha", "--repo", str(tiny_repo), "--url", live_service, "--mode", "both",
+             "--batch", "1,4", "--seq", "16,128", "--concurrency", "1,4", "--rate", "40", "--duration", "0.6",
+             "--warmup", "0.2", "--inproc-budget", "0.2", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "clamped to its max_sequence_length 64" in r.stderr  # seq 128 > the tiny models' 64
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    data = json.loads((out / "results.json").read_text())
+    assert len(rows) == len(data["points"]) == 2 * 2 * 2 + 3 * 2 * 2 * 2  # inproc + (c=1, c=4, 40/s) http
+    assert {r["model"] for r in rows} == {"mha-tiny", "sha-tiny"}
+    assert {(r["mode"], r["load"]) for r in rows} == {
+        ("inproc", "inproc"),
+        ("http", "closed"),
+        ("http", "open"),
+    }
+    assert {int(r["seq"]) for r in rows} == {16, 64}
+    for p in data["points"]:
+        assert p["errors"] == 0 and p["requests"] > 0, p
+        assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+        assert p["tokens_per_s"] == pytest.approx(p["rps"] * p["batch"] * p["seq"])
+        if p["mode"] == "http":
+            assert p["server_compute_ms"] > 0 and p["server_queue_ms"] >= 0 and p["server_batches"] > 0
+        if p["load"] == "open":
+            assert p["late_sends"] >= 0 and p["achieved_rate"] > 0
+    meta = data["meta"]
+    assert meta["machine"]["cores"] >= 1 and "onnxruntime-gpu" in meta["versions"]
+    assert set(meta["manifests"]) == {"mha-tiny", "sha-tiny"}
+    assert meta["providers"]["inproc"]["mha-tiny"] == "CPUExecutionProvider" or meta["machine"]["gpus"]
+    md = (out / "report.md").read_text()
+    assert "## Verdict" in md and "Serving over HTTP adds" in md
+    for png in ("latency_vs_batch.png", "ratio_heatmap.png", "throughput_vs_concurrency.png", "overhead.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # the report command re-renders from the folder alone
+    r2 = _run("report", str(out))
+    assert r2.returncode == 0, r2.stderr
+    assert "sha-tiny" in r2.stdout
+
+
+def test_service_unreachable_is_one_line_exit_2(tmp_path: Path):
+    url = f"http://127.0.0.1:{_free_port()}"
+    r = _run("sweep", "--mode", "http", "--url", url, "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and url in r.stderr and r.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--batch", "1,3,...,8"], "does not land on 8"), (["--mode", "warp"], "invalid choice"),
+     (["--duration", "-1"], "duration"), (["--models", "gpt"], "no model 'gpt'")],
+)  # fmt: skip
+def test_bad_input_is_one_line_exit_2(args, needle, tiny_repo: Path, tmp_path: Path):
+    r = _run("sweep", "--mode", "inproc", "--repo", str(tiny_repo), "--out", str(tmp_path), *args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    shutil.copytree(repo / "mha-tiny", repo / "mha-other")
+    r = _run("sweep", "--mode", "inproc", "--repo", str(repo), "--dry-run", timeout=60)
+    assert r.returncode == 2 and "ambiguous" in r.stderr and "mha-other" in r.stderr
+    r = _run("sweep", "--mode", "inproc", "--repo", str(repo), "--models", "mha-other,sha", "--batch", "1",
+             "--seq", "8", "--dry-run", timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["inproc mha-other b=1 s=8", "inproc sha-tiny b=1 s=8"]

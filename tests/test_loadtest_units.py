@@ -1,0 +1,170 @@
+"""Load tester, pure parts: grid parsing, open-loop scheduler, stats, /metrics diff, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from loadtest import analysis, promscrape
+from loadtest.grid import GridError, parse_list
+from loadtest.report import build, verdict, write_report
+from loadtest.results import load, write
+from loadtest.schedule import poisson_offsets, run_open_loop
+from loadtest.stats import summarize
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("1,2,4", [1, 2, 4]), ("1..64", [1, 2, 4, 8, 16, 32, 64]), ("16,32,...,512", [16, 32, 64, 128, 256, 512]),
+     ("1,2,4,...,64", [1, 2, 4, 8, 16, 32, 64]), ("100,200,...,500", [100, 200, 300, 400, 500]), ("4,1,4", [1, 4])],
+)  # fmt: skip
+def test_parse_list(text, want):
+    assert parse_list(text) == want
+
+
+@pytest.mark.parametrize("bad", ["", "a", "0", "-1", "1,3,...,8", "1,...,4", "64..1"])
+def test_parse_list_rejects(bad):
+    with pytest.raises(GridError):
+        parse_list(bad)
+
+
+class FakeClock:
+    """Virtual time: sleep advances it exactly; `stall` makes the next sleeps overshoot."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.stalls: dict[int, float] = {}
+        self.calls = 0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.calls += 1
+        self.t += seconds + self.stalls.get(self.calls, 0.0)
+
+
+def test_poisson_offsets_rate_and_shape():
+    off = poisson_offsets(200.0, 20.0, seed=3)
+    assert np.all(np.diff(off) > 0) and off[0] >= 0 and off[-1] < 20.0
+    assert len(off) / 20.0 == pytest.approx(200.0, rel=0.05)
+    gaps = np.diff(off)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential gaps: CV = 1
+
+
+def test_open_loop_keeps_rate_on_schedule():
+    clock, sent = FakeClock(), []
+    off = poisson_offsets(100.0, 10.0, seed=1)
+    st = asyncio.run(run_open_loop(off, lambda t: sent.append((t, clock.now())), clock))
+    assert st.sent == len(off) == len(sent)
+    assert st.late == 0 and st.max_lag_s == 0
+    assert [round(t - 100.0, 9) for t, _ in sent] == [round(float(o), 9) for o in off]
+    assert st.achieved_rate(10.0) == pytest.approx(100.0, rel=0.1)
+
+
+def test_open_loop_counts_late_sends_and_does_not_slow_down():
+    clock, sent = FakeClock(), []
+    off = np.arange(100) * 0.01  # 100/s, evenly spaced
+    clock.stalls = {10: 0.050}  # the 10th sleep overshoots by 50 ms (a stalled event loop)
+    st = asyncio.run(run_open_loop(off, lambda t: sent.append((t, clock.now())), clock, late_after=0.002))
+    assert st.sent == 100
+    # the stalled send and the ones that were due during the stall go out late, back to back ...
+    assert 4 <= st.late <= 6
+    assert st.max_lag_s == pytest.approx(0.050, abs=1e-9)
+    # ... and intended times never move: the schedule does not stretch to hide the stall
+    assert sent[-1][0] - 100.0 == pytest.approx(0.99)
+    lags = [now - t for t, now in sent]
+    assert sum(lag > 0.002 for lag in lags) == st.late
+
+
+def test_open_loop_real_clock_rate():
+    n = []
+    st = asyncio.run(run_open_loop(poisson_offsets(300.0, 1.0, seed=2), lambda t: n.append(t)))
+    assert st.sent == len(n)
+    assert st.achieved_rate(1.0) == pytest.approx(300.0, rel=0.15)
+    assert st.late <= st.sent * 0.2  # a shared 2-core CI box may jitter a few sends
+
+
+def test_summarize():
+    s = summarize([0.001 * i for i in range(1, 101)])
+    assert s["count"] == 100 and s["p50_ms"] == pytest.approx(50.5) and s["p99_ms"] == pytest.approx(99.01)
+    assert summarize([])["p50_ms"] is None
+
+
+METRICS_BEFORE = """# TYPE h2h_queue_wait_seconds histogram
+h2h_queue_wait_seconds_bucket{le="+Inf",model="m"} 10.0
+h2h_queue_wait_seconds_count{model="m"} 10.0
+h2h_queue_wait_seconds_sum{model="m"} 0.01
+h2h_queue_wait_seconds_count{model="other"} 99.0
+h2h_queue_wait_seconds_sum{model="other"} 9.0
+# TYPE h2h_compute_seconds histogram
+h2h_compute_seconds_count{model="m"} 5.0
+h2h_compute_seconds_sum{model="m"} 0.05
+# TYPE h2h_batch_size histogram
+h2h_batch_size_count{model="m"} 5.0
+h2h_batch_size_sum{model="m"} 10.0
+"""
+
+
+def test_promscrape_diff():
+    after = (METRICS_BEFORE.replace("_count{model=\"m\"} 10.0", "_count{model=\"m\"} 30.0")
+             .replace("_sum{model=\"m\"} 0.01", "_sum{model=\"m\"} 0.05")
+             .replace("h2h_compute_seconds_count{model=\"m\"} 5.0", "h2h_compute_seconds_count{model=\"m\"} 15.0")
+             .replace("h2h_compute_seconds_sum{model=\"m\"} 0.05", "h2h_compute_seconds_sum{model=\"m\"} 0.25")
+             .replace("h2h_batch_size_count{model=\"m\"} 5.0", "h2h_batch_size_count{model=\"m\"} 15.0")
+             .replace("h2h_batch_size_sum{model=\"m\"} 10.0", "h2h_batch_size_sum{model=\"m\"} 50.0"))  # fmt: skip
+    d = promscrape.diff(promscrape.parse(METRICS_BEFORE, "m"), promscrape.parse(after, "m"))
+    assert d["server_queue_ms"] == pytest.approx(2.0)  # 40 ms over 20 requests
+    assert d["server_compute_ms"] == pytest.approx(20.0)  # 200 ms over 10 batches
+    assert d["server_batches"] == 10 and d["server_rows_per_batch"] == pytest.approx(4.0)
+
+
+def _fixture_points() -> list[dict]:
+    """MHA 2L-4H vs SHA 8L-1H: SHA cheaper from batch 16 at seq 16 and from batch 4 at seq 64."""
+    rows = []
+    grid = {(1, 16): 1.6, (4, 16): 1.3, (16, 16): 0.9, (64, 16): 0.8,
+            (1, 64): 1.2, (4, 64): 0.95, (16, 64): 0.7, (64, 64): 0.6}  # fmt: skip
+    for (b, q), r in grid.items():
+        mha_ms = 0.5 + 0.01 * b * q
+        for model, arch, layers, heads, ms in (
+            ("mha-x", "mha", 2, 4, mha_ms),
+            ("sha-x", "sha", 8, 1, mha_ms * r),
+        ):
+            rows.append({"mode": "inproc", "load": "inproc", "model": model, "arch": arch, "layers": layers,
+                         "heads": heads, "batch": b, "seq": q, "concurrency": 1, "rate": None, "p50_ms": ms,
+                         "p95_ms": ms * 1.1, "p99_ms": ms * 1.2, "requests": 50, "errors": 0,
+                         "rps": 1e3 / ms, "tokens_per_s": 1e3 / ms * b * q})  # fmt: skip
+            if b in (1, 16):
+                h = ms + 3.0
+                rows.append({**rows[-1], "mode": "http", "load": "closed", "p50_ms": h, "p95_ms": h, "p99_ms": h,
+                             "rps": 1e3 / h, "tokens_per_s": 1e3 / h * b * q, "server_queue_ms": 2.0})  # fmt: skip
+    return rows
+
+
+def test_report_names_the_crossover(tmp_path):
+    points = _fixture_points()
+    g = analysis.ratio_grid(points)
+    c = analysis.crossover(g)
+    assert c.per_seq == {16: 16, 64: 4}
+    assert c.min_tokens == 256 and c.best[0] == (64, 64)
+    text = verdict(points)
+    assert "Crossover" in text and "seq 16 from batch 16" in text and "seq 64 from batch 4" in text
+    assert "0.60x" in text and "40% cheaper" in text and "adds 3.00 ms" in text
+    write(tmp_path, {"machine": {"cpu": "test cpu", "cores": 2, "gpus": []}, "notes": []}, points)
+    assert json.loads((tmp_path / "results.json").read_text())["points"][0]["model"] == "mha-x"
+    path = write_report(tmp_path)
+    md = path.read_text()
+    assert "## Verdict" in md and "seq 64 from batch 4" in md and "**0.60**" in md
+    for png in ("latency_vs_batch.png", "ratio_heatmap.png", "throughput_vs_concurrency.png", "overhead.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in md
+    assert load(tmp_path)["points"] == json.loads((tmp_path / "results.json").read_text())["points"]
+
+
+def test_report_without_crossover():
+    points = [p for p in _fixture_points() if p["batch"] == 1]
+    assert "no crossover" in verdict(points)
+    assert "# Load test" in build(points, {}, [])
