@@ -66,7 +66,9 @@ def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             if not np.isnan(a[i, j]):
+                shade = float(norm(a[i, j]))
                 ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if shade < 0.2 or shade > 0.8 else "black",
                         fontweight="bold" if a[i, j] < 1 else "normal")  # fmt: skip
     if a.shape[0] >= 2 and a.shape[1] >= 2 and lo < 1 < hi:
         ax.contour(
