@@ -122,6 +122,7 @@ def export_model(
     fp16: bool = False,
     optimize: bool = False,
     seed: int = 0,
+    fp16_tolerance: float = parity.FP16_TOLERANCE,
 ) -> ExportReport:
     """Export `run.model` to `<repo>/<name>/` with parity-checked variants and a manifest."""
     repo = Path(repo)
@@ -131,6 +132,8 @@ def export_model(
     seconds: dict[str, float] = {}
     fused: dict[str, int] = {}
     with atomic.staged_dir(repo / name) as tmp:
+        # mkdtemp makes the folder 0700; the server may run as another user (containers).
+        tmp.chmod(0o755)
         files = {FP32_FILE: tmp / FP32_FILE}
         tolerances = {FP32_FILE: parity.FP32_TOLERANCE}
 
@@ -150,7 +153,7 @@ def export_model(
             _step("fp16")
             t0 = time.perf_counter()
             opt.to_fp16(files[FP32_FILE], tmp / FP16_FILE)
-            files[FP16_FILE], tolerances[FP16_FILE] = tmp / FP16_FILE, parity.FP16_TOLERANCE
+            files[FP16_FILE], tolerances[FP16_FILE] = tmp / FP16_FILE, fp16_tolerance
             seconds["fp16"] = time.perf_counter() - t0
 
         _step("parity")
@@ -245,12 +248,20 @@ def export_random(
     optimize: bool = False,
     vocab_size: int = RANDOM_VOCAB,
     seed: int = 0,
+    fp16_tolerance: float = parity.FP16_TOLERANCE,
 ) -> ExportReport:
     """Random-weight `<arch>-<preset>-random` export for speed benchmarks (manifest random_init)."""
     cfg = random_config(preset, arch, vocab_size=vocab_size)
     run = random_run(cfg, synthetic_tokenizer(vocab_size, cfg.max_len), list(LEXNAMES), seed=seed)
     return export_model(
-        run, repo, name or f"{arch}-{preset}-random", opset=opset, fp16=fp16, optimize=optimize, seed=seed
+        run,
+        repo,
+        name or f"{arch}-{preset}-random",
+        opset=opset,
+        fp16=fp16,
+        optimize=optimize,
+        seed=seed,
+        fp16_tolerance=fp16_tolerance,
     )
 
 

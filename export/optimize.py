@@ -26,7 +26,11 @@ def optimize(src: str | Path, dst: str | Path, cfg: ModelConfig) -> dict[str, in
     SkipLayerNormalization, BiasGelu, ...) are ORT contrib ops both providers implement.
     Returns the count of fused operators the optimizer reports (0s dropped).
     """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_rotary_embeddings = False  # decoder-only pattern; slow to search 144 layers
 
     # The optimizer logs every fusion attempt at INFO/WARNING; keep the CLI quiet.
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
@@ -38,6 +42,7 @@ def optimize(src: str | Path, dst: str | Path, cfg: ModelConfig) -> dict[str, in
             hidden_size=cfg.heads * cfg.head_dim,
             opt_level=1,
             use_gpu=False,
+            optimization_options=options,
         )
         opt.save_model_to_file(str(dst), use_external_data_format=False)
     stats = opt.get_fused_operator_statistics()
