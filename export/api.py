@@ -207,6 +207,8 @@ def export_model(
         )
         run.tokenizer.save(tmp / manifest.tokenizer)
         atomic.write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
+        for f in tmp.iterdir():  # mkstemp-written files are 0600; readers may be another user
+            f.chmod(0o644)
     return ExportReport(path=repo / name, manifest=manifest, seconds=seconds, fused=fused)
 
 

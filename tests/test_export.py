@@ -52,6 +52,7 @@ def test_manifest_fields_and_sha256(tiny_repo: Path, tiny_runs: dict[str, Path])
     for arch, run_dir in tiny_runs.items():
         folder = tiny_repo / f"{arch}-tiny"
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+        assert all(p.stat().st_mode & 0o004 for p in [folder, *folder.iterdir()])  # world-readable
         m = load_manifest(folder)
         run = load_run(run_dir)
         assert (m.name, m.arch, m.layers, m.heads) == (
