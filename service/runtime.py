@@ -55,6 +55,22 @@ def cuda_options(settings: ServiceSettings) -> dict[str, Any]:
     return opts
 
 
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels (e.g. those torch brings) when present.
+
+    Without this the CUDA provider only finds libraries on the system loader path, and a
+    machine whose CUDA comes from pip silently falls back to CPU. Best effort: a CUDA
+    base image has the libraries on the loader path anyway.
+    """
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 - a missing wheel is not an error here
+        log.debug("onnxruntime.preload_dlls() failed: %s", exc)
+
+
 def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any]]]:
     """Providers (with options) to ask for, best first; CPU is always the fallback."""
     available = ort.get_available_providers()
@@ -64,6 +80,7 @@ def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any
     if want_cuda:
         if CUDA not in available:
             raise RuntimeError(f"provider=cuda but this onnxruntime offers only {', '.join(available)}")
+        preload_cuda_libraries()
         return [(CUDA, cuda_options(settings)), (CPU, {})]
     return [(CPU, {})]
 

@@ -51,6 +51,8 @@ def test_settings_env_prefix_and_alias(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_cuda_chosen_with_gpu_and_options_passed(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:
     monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [runtime.CUDA, runtime.CPU])
     monkeypatch.setattr(runtime, "gpu_count", lambda: 1)
+    preloads: list[bool] = []
+    monkeypatch.setattr(runtime.ort, "preload_dlls", lambda *a, **k: preloads.append(True), raising=False)
     s = ServiceSettings(
         cuda_device_id=0, cuda_arena_extend_strategy="kNextPowerOfTwo", cudnn_conv_algo_search="EXHAUSTIVE",
         cuda_mem_limit_bytes=1 << 30, intra_op_threads=3, inter_op_threads=2, graph_optimization_level="extended",
@@ -64,6 +66,19 @@ def test_cuda_chosen_with_gpu_and_options_passed(monkeypatch: pytest.MonkeyPatch
     so = captured["sess_options"]
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 2
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert preloads == [True]  # CUDA/cuDNN from pip wheels are loaded before the session
+
+
+def test_cuda_preload_failure_is_not_fatal(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [runtime.CUDA, runtime.CPU])
+    monkeypatch.setattr(runtime, "gpu_count", lambda: 1)
+
+    def broken(*a: object, **k: object) -> None:
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(runtime.ort, "preload_dlls", broken, raising=False)
+    _make(ServiceSettings())
+    assert captured["providers"] == [runtime.CUDA, runtime.CPU]
 
 
 def test_cpu_when_cuda_provider_listed_but_no_gpu(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:
