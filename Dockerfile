@@ -11,8 +11,10 @@
 # torch). The service imports models/{tokenizer,atomic,config,cliargs}.py and export/manifest.py,
 # which are torch-free; the whole source tree is copied and installed as a package.
 
-# CUDA 12 + cuDNN 9 runtime: what onnxruntime-gpu >= 1.20 from PyPI is built against.
-ARG BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# CUDA 13 + cuDNN 9 runtime: the current onnxruntime-gpu wheels on PyPI (1.31) link
+# libcudart.so.13 and libcublas.so.13. An older onnxruntime-gpu built for CUDA 12 needs
+# --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 instead.
+ARG BASE_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS build
