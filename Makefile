@@ -32,8 +32,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
-	  || $(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q 'torch==2.13.0'
 	$(PY) -m pip install -q -e '.[all,dev]'
 	@touch $@
 
@@ -50,8 +49,23 @@ train: install
 	$(PY) -m models.train --arch mha --preset $(PRESET) --out $(RUNS)
 	$(PY) -m models.train --arch sha --preset $(PRESET) --out $(RUNS)
 
+export: venv
+	$(PY) -m export $(RUNS)/mha-$(PRESET)-admin --repo $(REPO)
+	$(PY) -m export $(RUNS)/sha-$(PRESET)-admin --repo $(REPO)
+
+serve: venv
+	$(PY) -m service --model-repository $(REPO)
+
+loadtest: venv
+	$(PY) -m loadtest sweep --repo $(REPO) --out $(RESULTS)
+
+# BERT-base-size random-init pair (12L-12H vs 144L-1H) and the paper's in-process sweep.
+paper: venv
+	$(PY) -m export --random-init --preset base --arch both --repo $(REPO)
+	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(REPO) --out $(RESULTS)/paper
+
 demo: install
-	$(PY) -m scripts.demo --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS)
+	$(PY) scripts/demo.py --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)
 
 clean:
 	rm -rf $(RUNS) $(REPO) $(RESULTS) .pytest_cache .ruff_cache

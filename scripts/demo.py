@@ -1,0 +1,255 @@
+"""`make demo`: train MHA and SHA, export both, serve them, load-test, print the comparison.
+
+    python scripts/demo.py [--preset small] [--runs runs] [--repo model_repository]
+                           [--results results] [--force] [--skip-loadtest]
+
+Every step is the project's own CLI or API, run the way a user would run it, so the demo
+is also an end-to-end check: a completed training run in `runs/` is reused (`--force`, or
+`make demo FORCE=1`, retrains), the service is a real `python -m service` subprocess on a
+free loopback port, and the load test is `python -m loadtest sweep` against it. The service
+gets SIGTERM at the end (or on any failure) and must drain and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ARCHS = ("mha", "sha")
+COMPARE_TEXT = ["a large carnivorous feline of Africa and Asia", "move fast by using one's feet"]
+
+
+class DemoSettings(BaseSettings):
+    """The demo's one settings object (env vars H2H_DEMO_*, CLI flags override)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="H2H_DEMO_", cli_prog_name="scripts/demo.py", cli_kebab_case=True, cli_implicit_flags=True
+    )
+
+    preset: Literal["tiny", "small", "base"] = "small"
+    runs: Path = Path("runs")
+    repo: Path = Path("model_repository")
+    results: Path = Path("results")
+    force: bool = Field(default=False, description="retrain even when a completed run exists")
+    epochs: int = Field(default=2, ge=1)
+    wordnet_dir: Path | None = Field(
+        default=None, description="WordNet dict folder (default /usr/share/wordnet)"
+    )
+    skip_loadtest: bool = False
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def completed_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json of a run that finished (the trainer writes complete=true last)."""
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if m.get("complete") else None
+
+
+def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
+    from models.settings import TrainSettings
+    from models.train import train
+
+    out: dict[str, dict[str, Any]] = {}
+    for arch in ARCHS:
+        ts = TrainSettings(arch=arch, preset=s.preset, out=s.runs, epochs=s.epochs,
+                           **({"wordnet_dir": s.wordnet_dir} if s.wordnet_dir else {}))  # fmt: skip
+        run_dir = s.runs / ts.run_name()
+        metrics = None if s.force else completed_metrics(run_dir)
+        if metrics is not None:
+            print(
+                f"{arch}: reusing {run_dir} (test accuracy {metrics['test_accuracy']:.4f}; --force retrains)"
+            )
+        else:
+            metrics = train(ts)
+        out[arch] = {**metrics, "run_dir": run_dir}
+    return out
+
+
+def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    from export.api import export_run
+
+    names = {}
+    for arch, m in runs.items():
+        t0 = time.perf_counter()
+        path = export_run(m["run_dir"], s.repo)
+        manifest = json.loads((path / "manifest.json").read_text())
+        parity = manifest["variants"]["model.onnx"]["parity"]["max_abs_logits"]
+        print(
+            f"{arch}: exported {path} in {time.perf_counter() - t0:.1f}s (parity max |Δlogits| {parity:.1e})"
+        )
+        names[arch] = path.name
+    return names
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(s: DemoSettings, port: int, log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "H2H_MODEL_REPOSITORY": str(s.repo), "H2H_HOST": "127.0.0.1", "H2H_PORT": str(port)}
+    with log.open("wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"service exited with {proc.returncode} before it was ready; see {log}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"service not ready after {timeout:.0f}s; see {log}")
+
+
+def stop_service(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def show_compare(url: str) -> None:
+    import httpx
+
+    r = httpx.post(f"{url}/v1/compare", json={"texts": COMPARE_TEXT, "top_k": 2}, timeout=30)
+    r.raise_for_status()
+    print(f"POST /v1/compare {json.dumps({'texts': COMPARE_TEXT})}")
+    print(json.dumps(r.json(), indent=2)[:4000])
+
+
+def loadtest(s: DemoSettings, url: str) -> dict[str, Any] | None:
+    cmd = [sys.executable, "-m", "loadtest", "sweep", "--preset", "default", "--mode", "both",
+           "--repo", str(s.repo), "--url", url, "--out", str(s.results)]  # fmt: skip
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    rc = subprocess.call(cmd, cwd=ROOT)
+    if rc != 0:
+        print(f"load test exited with {rc}", file=sys.stderr)
+        return None
+    return json.loads((s.results / "results.json").read_text())
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: dict[str, Any] | None) -> str:
+    """One Markdown table: training side (params, accuracy, time) and serving side (latency)."""
+    from loadtest.analysis import max_throughput
+
+    points = (results or {}).get("points", [])
+    header = ["", "layers x heads", "params", "test acc", "train time"]
+    inproc = [p for p in points if p.get("mode") == "inproc" and p.get("p50_ms") is not None]
+    http1 = [p for p in points if p.get("load") == "closed" and p.get("concurrency") == 1 and p.get("p50_ms")]
+    small = min(((p["batch"], p["seq"]) for p in inproc), default=None)
+    large = max(((p["batch"] * p["seq"], p["batch"], p["seq"]) for p in inproc), default=None)
+    hsmall = min(((p["batch"], p["seq"]) for p in http1), default=None)
+    if small:
+        header.append(f"in-process p50 ms b{small[0]} s{small[1]}")
+    if large:
+        header.append(f"in-process p50 ms b{large[1]} s{large[2]}")
+    if hsmall:
+        header.append(f"HTTP p50 ms b{hsmall[0]} s{hsmall[1]}")
+    tput = max_throughput(points, "http") if points else {}
+    if tput:
+        header.append("HTTP max rows/s")
+
+    def at(rows: list[dict[str, Any]], model: str, b: int, q: int) -> float | None:
+        return next(
+            (p["p50_ms"] for p in rows if p["model"] == model and p["batch"] == b and p["seq"] == q), None
+        )
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arch, m in runs.items():
+        name = names.get(arch, "")
+        cells = [f"{arch.upper()} ({m['norm']})", f"{m['layers']}L-{m['heads']}H", f"{m['params']:,}",
+                 f"{m['test_accuracy']:.4f}", f"{m['train_time_s']:.0f}s ({m.get('device', '?')})"]  # fmt: skip
+        if small:
+            cells.append(_ms(at(inproc, name, *small)))
+        if large:
+            cells.append(_ms(at(inproc, name, large[1], large[2])))
+        if hsmall:
+            cells.append(_ms(at(http1, name, *hsmall)))
+        if tput:
+            cells.append(f"{tput.get(name, 0):,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    s = CliApp.run(DemoSettings)
+    os.chdir(ROOT)
+    from models.data import WordNetMissingError
+
+    banner(f"1/4 train MHA and SHA ({s.preset}) -> {s.runs}/")
+    try:
+        runs = train_both(s)
+    except WordNetMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    banner(f"2/4 export to ONNX with a parity check -> {s.repo}/")
+    names = export_both(s, runs)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = s.results / "service.log"
+    banner(f"3/4 serve {', '.join(names.values())} at {url} (log {log})")
+    proc = start_service(s, port, log)
+    results = None
+    try:
+        wait_ready(proc, url, s.ready_timeout_s, log)
+        show_compare(url)
+        if not s.skip_loadtest:
+            banner(f"4/4 load test (in-process and HTTP) -> {s.results}/")
+            results = loadtest(s, url)
+    finally:
+        rc = stop_service(proc)
+        print(f"service stopped on SIGTERM, exit code {rc}")
+
+    banner("MHA vs SHA")
+    print(comparison(runs, names, results))
+    if results is not None:
+        from loadtest.report import verdict
+
+        print()
+        print(verdict(results["points"]))
+        plots = sorted(p.name for p in s.results.glob("*.png"))
+        print(f"\nreport: {s.results / 'report.md'}\nplots in {s.results}/: {', '.join(plots)}")
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
