@@ -30,6 +30,11 @@ class ModelConfig(BaseModel):
     norm: Norm = "admin"
     max_len: int = Field(default=64, gt=0)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # fairseq's defaults (the code base of Admin and of the paper): dropout on the residual
+    # branches and embeddings only. Dropout masks are also the single largest CPU cost of a
+    # small-model training step (the CPU RNG), so the extra sites are off unless asked for.
+    attention_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    activation_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     pad_id: int = 0
 
     @model_validator(mode="after")

@@ -99,7 +99,7 @@ class Encoder(nn.Module):
         for _ in range(cfg.layers):
             blocks.append(
                 Sublayer(
-                    SelfAttention(cfg.d_model, cfg.heads, cfg.head_dim, cfg.dropout),
+                    SelfAttention(cfg.d_model, cfg.heads, cfg.head_dim, cfg.attention_dropout),
                     cfg.d_model,
                     cfg.norm,
                     cfg.dropout,
@@ -107,7 +107,7 @@ class Encoder(nn.Module):
             )
             blocks.append(
                 Sublayer(
-                    FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout), cfg.d_model, cfg.norm, cfg.dropout
+                    FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation_dropout), cfg.d_model, cfg.norm, cfg.dropout
                 )
             )
         self.sublayers = nn.ModuleList(blocks)
