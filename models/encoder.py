@@ -107,7 +107,10 @@ class Encoder(nn.Module):
             )
             blocks.append(
                 Sublayer(
-                    FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation_dropout), cfg.d_model, cfg.norm, cfg.dropout
+                    FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation_dropout),
+                    cfg.d_model,
+                    cfg.norm,
+                    cfg.dropout,
                 )
             )
         self.sublayers = nn.ModuleList(blocks)

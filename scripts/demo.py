@@ -49,6 +49,9 @@ class DemoSettings(BaseSettings):
         default=None, description="WordNet dict folder (default /usr/share/wordnet)"
     )
     skip_loadtest: bool = False
+    loadtest_preset: Literal["default", "tiny"] = Field(
+        default="default", description="loadtest grid: default (about a minute) or tiny (seconds, tests)"
+    )
     ready_timeout_s: float = Field(default=120.0, gt=0)
 
 
@@ -151,7 +154,7 @@ def show_compare(url: str) -> None:
 
 
 def loadtest(s: DemoSettings, url: str) -> dict[str, Any] | None:
-    cmd = [sys.executable, "-m", "loadtest", "sweep", "--preset", "default", "--mode", "both",
+    cmd = [sys.executable, "-m", "loadtest", "sweep", "--preset", s.loadtest_preset, "--mode", "both",
            "--repo", str(s.repo), "--url", url, "--out", str(s.results)]  # fmt: skip
     print("$ " + " ".join(cmd[1:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
@@ -209,7 +212,14 @@ def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: 
 
 
 def main() -> int:
-    s = CliApp.run(DemoSettings)
+    from pydantic import ValidationError
+
+    from models.cliargs import fail, validation_message
+
+    try:
+        s = CliApp.run(DemoSettings)
+    except ValidationError as exc:
+        fail(validation_message(exc))
     os.chdir(ROOT)
     from models.data import WordNetMissingError
 

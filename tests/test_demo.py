@@ -1,0 +1,54 @@
+"""`make demo` end to end on the fixture: train, export, serve, compare, load-test, table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "scripts" / "demo.py"
+
+
+def _demo(tmp_path: Path, wordnet_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(DEMO), "--preset", "tiny", "--epochs", "1", "--wordnet-dir", str(wordnet_dir),
+            "--runs", str(tmp_path / "runs"), "--repo", str(tmp_path / "repo"),
+            "--results", str(tmp_path / "results"), *extra]  # fmt: skip
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> None:
+    first = _demo(tmp_path, wordnet_dir, "--loadtest-preset", "tiny")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    # trained both, exported both with a parity figure, served, compared, load-tested
+    for arch in ("mha", "sha"):
+        assert (tmp_path / "runs" / f"{arch}-tiny-admin" / "metrics.json").is_file()
+        assert json.loads((tmp_path / "repo" / f"{arch}-tiny" / "manifest.json").read_text())["arch"] == arch
+    assert "parity max |Δlogits|" in out
+    compare = json.loads(out[out.index("{", out.index("POST /v1/compare") + 20) : out.index("=== 4/4")])
+    assert set(compare["results"]) == {"mha-tiny", "sha-tiny"}
+    assert "service stopped on SIGTERM, exit code 0" in out
+    table = out[out.index("=== MHA vs SHA ===") :]
+    assert "| MHA (admin) | 2L-4H |" in table and "| SHA (admin) | 8L-1H |" in table
+    assert "in-process p50 ms" in table and "HTTP p50 ms" in table
+    results = tmp_path / "results"
+    assert (results / "report.md").is_file() and (results / "results.csv").is_file()
+    assert list(results.glob("*.png")), "no plots written"
+    assert f"plots in {results}/" in out
+
+    # second run: completed runs are reused, not retrained
+    second = _demo(tmp_path, wordnet_dir, "--skip-loadtest")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("reusing") == 2
+
+
+def test_demo_bad_flag_is_one_line_exit_2(tmp_path: Path, wordnet_dir: Path) -> None:
+    r = _demo(tmp_path, wordnet_dir, "--epochs", "0")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: epochs: Input should be greater than or equal to 1"]
+    assert not (tmp_path / "runs").exists()
