@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, api_v1, api_v2
 from service.core import ApiError, Service
-from service.metrics import UNKNOWN_MODEL
+from service.metrics import NO_MODEL, UNKNOWN_MODEL
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -68,7 +68,8 @@ class ServiceMiddleware:
             match, child = route.matches(scope)
             if match == Match.FULL:
                 name = child.get("path_params", {}).get("name")
-                return getattr(route, "path", "_unmatched"), self.service.model_label(name)
+                label = NO_MODEL if name is None else self.service.model_label(name)
+                return getattr(route, "path", "_unmatched"), label
         return "_unmatched", UNKNOWN_MODEL
 
     async def _reply(self, send: Send, status: int, body: dict, headers: dict[str, str]) -> None:

@@ -14,7 +14,8 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
-UNKNOWN_MODEL = "_unknown"
+UNKNOWN_MODEL = "_unknown"  # a model name that is not loaded (never the name itself)
+NO_MODEL = "_none"  # routes about no single model: /v1/compare, health, model lists
 
 
 class GpuCollector(Collector):

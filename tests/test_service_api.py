@@ -382,6 +382,7 @@ def test_full_queue_answers_429_at_once(runner: AppRunner) -> None:
 def test_metrics_names_and_labels(runner: AppRunner) -> None:
     runner.post("/v1/models/mha-tiny/predict", json={"texts": ["a dog"]})
     runner.post("/v1/models/nope/predict", json={"texts": ["a dog"]})
+    runner.post("/v1/compare", json={"texts": ["a dog"]})
     text = runner.get("/metrics").text
     for name in (
         "h2h_requests_total", "h2h_request_duration_seconds_bucket", "h2h_queue_wait_seconds_bucket",
@@ -392,6 +393,7 @@ def test_metrics_names_and_labels(runner: AppRunner) -> None:
         assert f"\n{name}" in text, name
     assert 'h2h_requests_total{model="mha-tiny",route="/v1/models/{name}/predict",status="200"}' in text
     assert 'h2h_requests_total{model="_unknown",route="/v1/models/{name}/predict",status="404"}' in text
+    assert 'h2h_requests_total{model="_none",route="/v1/compare",status="200"}' in text
     assert 'h2h_model_ready{model="broken-tiny"} 0.0' in text
     assert 'h2h_model_ready{model="mha-tiny"} 1.0' in text
     assert 'provider="CPUExecutionProvider"' in text and 'arch="sha"' in text
