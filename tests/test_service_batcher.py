@@ -71,6 +71,35 @@ def test_delay_window_runs_a_partial_batch() -> None:
     asyncio.run(body())
 
 
+def test_zero_delay_runs_at_once_and_batches_what_queues_meanwhile() -> None:
+    """max_queue_delay_ms=0: no waiting for company, yet rows that arrive while a batch
+    computes run together next (what README promises for H2H_MAX_QUEUE_DELAY_MS=0)."""
+
+    async def body() -> None:
+        rec = Recorder()
+        gate, entered = threading.Event(), threading.Event()
+
+        def slow_first(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if not rec.shapes:
+                entered.set()
+                gate.wait(5)  # hold the first batch until the others are queued
+            return rec(ids, mask)
+
+        b = DynamicBatcher("m", slow_first, max_batch_size=8, max_queue_delay_ms=0)
+        await b.start()
+        first = asyncio.create_task(b.submit(rows(3)))
+        await until(entered.is_set)  # a lone row runs at once, not after a delay window
+        rest = [asyncio.create_task(b.submit(rows(3))) for _ in range(3)]
+        await until(lambda: b.queued_rows == 3)
+        gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert rec.shapes == [(1, 3), (3, 3)]
+        assert [r.batch_size for r in results] == [1, 3, 3, 3]
+        await b.stop()
+
+    asyncio.run(body())
+
+
 def test_rows_grouped_by_length_bucket() -> None:
     async def body() -> None:
         rec = Recorder()
