@@ -13,6 +13,7 @@ PRESET ?= small
 RUNS ?= runs
 REPO ?= model_repository
 RESULTS ?= results
+PAPER_REPO ?= paper_repository
 
 .PHONY: demo test install system-deps venv train export serve loadtest paper lint clean
 
@@ -61,11 +62,11 @@ loadtest: venv
 
 # BERT-base-size random-init pair (12L-12H vs 144L-1H) and the paper's in-process sweep.
 paper: venv
-	$(PY) -m export --random-init --preset base --arch both --repo $(REPO)
-	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(REPO) --out $(RESULTS)/paper
+	$(PY) -m export --random-init --preset base --arch both --repo $(PAPER_REPO)
+	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(PAPER_REPO) --out $(RESULTS)/paper
 
 demo: install
 	$(PY) scripts/demo.py --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)
 
 clean:
-	rm -rf $(RUNS) $(REPO) $(RESULTS) .pytest_cache .ruff_cache
+	rm -rf $(RUNS) $(REPO) $(PAPER_REPO) $(RESULTS) .pytest_cache .ruff_cache

@@ -110,9 +110,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(s: DemoSettings, port: int, log: Path) -> subprocess.Popen:
+def start_service(s: DemoSettings, port: int, log: Path, names: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "H2H_MODEL_REPOSITORY": str(s.repo), "H2H_HOST": "127.0.0.1", "H2H_PORT": str(port)}
+    env = {**os.environ, "H2H_MODEL_REPOSITORY": str(s.repo), "H2H_HOST": "127.0.0.1", "H2H_PORT": str(port),
+           "H2H_MODELS": json.dumps(list(names.values()))}  # fmt: skip
     with log.open("wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
 
@@ -153,8 +154,10 @@ def show_compare(url: str) -> None:
     print(json.dumps(r.json(), indent=2)[:4000])
 
 
-def loadtest(s: DemoSettings, url: str) -> dict[str, Any] | None:
+def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
+    # name the two models: the repository may hold others (e.g. the random-init paper pair)
     cmd = [sys.executable, "-m", "loadtest", "sweep", "--preset", s.loadtest_preset, "--mode", "both",
+           "--models", ",".join(names.values()),
            "--repo", str(s.repo), "--url", url, "--out", str(s.results)]  # fmt: skip
     print("$ " + " ".join(cmd[1:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
@@ -237,14 +240,14 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     log = s.results / "service.log"
     banner(f"3/4 serve {', '.join(names.values())} at {url} (log {log})")
-    proc = start_service(s, port, log)
+    proc = start_service(s, port, log, names)
     results = None
     try:
         wait_ready(proc, url, s.ready_timeout_s, log)
         show_compare(url)
         if not s.skip_loadtest:
             banner(f"4/4 load test (in-process and HTTP) -> {s.results}/")
-            results = loadtest(s, url)
+            results = loadtest(s, url, names)
     finally:
         rc = stop_service(proc)
         print(f"service stopped on SIGTERM, exit code {rc}")

@@ -22,6 +22,9 @@ def _demo(tmp_path: Path, wordnet_dir: Path, *extra: str) -> subprocess.Complete
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> None:
+    # another MHA model already in the repository must not confuse serving or the sweep
+    subprocess.run([sys.executable, "-m", "export", "--random-init", "--preset", "tiny", "--arch", "mha",
+                    "--repo", str(tmp_path / "repo")], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
     first = _demo(tmp_path, wordnet_dir, "--loadtest-preset", "tiny")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
