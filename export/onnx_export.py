@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.fold import fold_admin
 from models.encoder import Encoder
 
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -33,9 +34,13 @@ class GraphContractError(RuntimeError):
 
 
 def export_onnx(model: Encoder, path: str | Path, *, opset: int = 17) -> Path:
-    """Trace `model` (in eval mode) and write a self-contained ONNX file to `path`."""
+    """Trace `model` (in eval mode) and write a self-contained ONNX file to `path`.
+
+    Admin's ω is folded into neighbouring weights first (export.fold), so the graph is a
+    plain Post-LN encoder the ONNX Runtime optimizer can fuse.
+    """
     path = Path(path)
-    model = model.eval()
+    model = fold_admin(model.eval())
     seq = min(8, model.cfg.max_len)
     ids = torch.randint(2, model.cfg.vocab_size, (2, seq), dtype=torch.long)
     mask = torch.ones_like(ids)

@@ -30,25 +30,22 @@ def optimize(src: str | Path, dst: str | Path, cfg: ModelConfig) -> dict[str, in
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    # Searches that never match our graphs and cost most of the time on 144 layers (measured:
-    # 132 s -> 75 s for sha-base): rotary embeddings (decoder-only), Attention (our explicit
-    # matmul attention with an additive mask is not a pattern the fuser knows: 0 fusions on
-    # every preset), EmbedLayerNormalization (needs BERT's token-type input), quantized
-    # MatMul, and the symbolic shape inference those fusions rely on.
+    # Searches that never match our graphs and cost time on 144 layers: rotary embeddings
+    # (decoder-only), EmbedLayerNormalization (needs BERT's token-type input), quantized MatMul.
     options.enable_rotary_embeddings = False
-    options.enable_attention = False
     options.enable_embed_layer_norm = False
     options.enable_qordered_matmul = False
-    options.enable_shape_inference = False
 
     # The optimizer logs every fusion attempt at INFO/WARNING; keep the CLI quiet.
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    # (its modules also log under their bare names, e.g. "fusion_attention")
+    for name in ("onnxruntime.transformers", "fusion_attention", "fusion_base", "onnx_model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
         opt = optimize_model(
             str(src),
             model_type="bert",
             num_heads=cfg.heads,
-            hidden_size=cfg.heads * cfg.head_dim,
+            hidden_size=0,  # detected: SHA's q/k/v width (head_dim) differs from d_model
             opt_level=1,
             use_gpu=False,
             optimization_options=options,

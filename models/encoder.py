@@ -134,8 +134,9 @@ class Encoder(nn.Module):
         seq = input_ids.shape[1]
         pos = torch.arange(seq, device=input_ids.device).unsqueeze(0)
         x = self.embed_dropout(self.embed_norm(self.tokens(input_ids) + self.positions(pos)))
-        mask = attention_mask.to(x.dtype)
-        additive = (1.0 - mask)[:, None, None, :] * MASK_VALUE  # [b, 1, 1, s]
+        # [b, 1, 1, s]; written in BERT's order (unsqueeze, cast, 1 - m, scale) because that is
+        # the mask pattern ONNX Runtime's transformer optimizer needs to fuse Attention
+        additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * MASK_VALUE
         for sub in self.sublayers:
             x = sub(x, additive)
         return self.final_norm(x)

@@ -75,7 +75,7 @@ def test_manifest_fields_and_sha256(tiny_repo: Path, tiny_runs: dict[str, Path])
 
 
 def test_graph_io_contract(tiny_repo: Path) -> None:
-    """int64 inputs with dynamic batch/sequence dims; omega is a Mul by an initializer."""
+    """int64 inputs with dynamic batch/sequence dims; Admin's omega is folded away (no Mul)."""
     model = onnx.load(str(tiny_repo / "sha-tiny" / "model.onnx"))
     dims = {
         v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input
@@ -83,10 +83,8 @@ def test_graph_io_contract(tiny_repo: Path) -> None:
     assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.INT64 for v in model.graph.input)
     assert [o.name for o in model.graph.output] == ["logits", "embedding"]
-    inits = {i.name for i in model.graph.initializer}
-    assert any(
-        n.op_type == "Mul" and any("omega" in i and i in inits for i in n.input) for n in model.graph.node
-    )
+    assert not any("omega" in i for n in model.graph.node for i in n.input)
+    assert not any("omega" in i.name for i in model.graph.initializer)
 
 
 def test_optimized_and_fp16_variants(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
@@ -97,7 +95,10 @@ def test_optimized_and_fp16_variants(tiny_runs: dict[str, Path], tmp_path: Path)
     assert m.variants["model.fp16.onnx"].precision == "fp16" and m.variants["model.opt.onnx"].optimized
     assert m.variants["model.fp16.onnx"].parity.tolerance == 1e-2
     ops = {n.op_type for n in onnx.load(str(folder / "model.opt.onnx")).graph.node}
-    assert {"SkipLayerNormalization", "BiasGelu"} <= ops
+    # Admin's omega is folded away before export, so the optimizer sees plain Post-LN blocks
+    # and fuses each single-head attention block too
+    assert {"SkipLayerNormalization", "BiasGelu", "Attention"} <= ops
+    assert m.fused_operators["Attention"] == 8  # tiny SHA: 8 layers
     for variant in m.variants:
         path = verify_variant(folder, m, variant)
         sess = _session(path)
@@ -208,3 +209,22 @@ def test_manifest_importable_without_torch() -> None:
     code = "import sys; sys.modules['torch'] = None; import export, export.manifest; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_admin_fold_is_exact_and_removes_the_residual_mul(tiny_runs: dict[str, Path]) -> None:
+    from export.fold import fold_admin
+
+    run = load_run(tiny_runs["sha"])
+    model = run.model.eval()
+    assert model.cfg.norm == "admin"
+    omegas = [sub.omega.detach().clone() for sub in model.sublayers]
+    folded = fold_admin(model)
+    assert all(sub.omega is None and sub.norm_kind == "post" for sub in folded.sublayers)
+    assert all(torch.equal(sub.omega, w) for sub, w in zip(model.sublayers, omegas, strict=True))  # untouched
+    torch.manual_seed(0)
+    ids = torch.randint(2, model.cfg.vocab_size, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        (a_logits, a_emb), (b_logits, b_emb) = model(ids, mask), folded(ids, mask)
+    assert torch.allclose(a_logits, b_logits, atol=1e-5) and torch.allclose(a_emb, b_emb, atol=1e-5)
