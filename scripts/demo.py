@@ -89,14 +89,14 @@ def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
 
 
 def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    from export.api import export_run
+    from export.api import FP32_FILE, export_run
+    from export.manifest import load_manifest
 
     names = {}
     for arch, m in runs.items():
         t0 = time.perf_counter()
         path = export_run(m["run_dir"], s.repo)
-        manifest = json.loads((path / "manifest.json").read_text())
-        parity = manifest["variants"]["model.onnx"]["parity"]["max_abs_logits"]
+        parity = load_manifest(path).variants[FP32_FILE].parity.max_abs_logits
         print(
             f"{arch}: exported {path} in {time.perf_counter() - t0:.1f}s (parity max |Δlogits| {parity:.1e})"
         )
@@ -164,7 +164,9 @@ def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any]
     if rc != 0:
         print(f"load test exited with {rc}", file=sys.stderr)
         return None
-    return json.loads((s.results / "results.json").read_text())
+    from loadtest.results import load
+
+    return load(s.results)
 
 
 def _ms(v: float | None) -> str:
@@ -230,8 +232,7 @@ def main() -> int:
     try:
         runs = train_both(s)
     except WordNetMissingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        fail(str(exc))
 
     banner(f"2/4 export to ONNX with a parity check -> {s.repo}/")
     names = export_both(s, runs)
