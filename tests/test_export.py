@@ -72,6 +72,9 @@ def test_manifest_fields_and_sha256(tiny_repo: Path, tiny_runs: dict[str, Path])
         p = m.variants["model.onnx"].parity
         assert p.max_abs_logits <= p.tolerance == 1e-4 and p.argmax_agreement == 1.0
         assert [1, 1] in p.shapes and [2, run.config.max_len] in p.shapes
+        assert p.rows == sum(b for b, _ in p.shapes) and p.decisive_disagreements == 0
+        # padded rows need several rows of length > 1 (tests/test_parity_values.py checks them)
+        assert sum(1 for b, s in p.shapes if b >= 2 and s >= 2) >= 2
 
 
 def test_graph_io_contract(tiny_repo: Path) -> None:

@@ -145,14 +145,14 @@ def test_docs(runner: AppRunner) -> None:
 
 
 # -- v1 ----------------------------------------------------------------------------------------
-def test_predict_texts(runner: AppRunner, mha) -> None:  # noqa: ANN001
+def test_predict_texts(runner: AppRunner, mha, repo: Path) -> None:  # noqa: ANN001
+    from models.tokenizer import Tokenizer
+
+    texts = ["a small domesticated carnivore", "a tall tree"]
+    ids, _ = Tokenizer.load(repo / "mha-tiny" / "tokenizer.json").encode_batch(texts)
     r = runner.post(
         "/v1/models/mha-tiny/predict",
-        json={
-            "texts": ["a small domesticated carnivore", "a tall tree"],
-            "top_k": 2,
-            "return_embedding": True,
-        },
+        json={"texts": texts, "top_k": 2, "return_embedding": True},
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -162,7 +162,8 @@ def test_predict_texts(runner: AppRunner, mha) -> None:  # noqa: ANN001
     assert len(p["top_k"]) == 2 and p["top_k"][0]["score"] >= p["top_k"][1]["score"]
     assert 0 < p["score"] <= 1 and len(p["embedding"]) == mha.d_model
     t = body["timing"]
-    assert t["batch_size"] >= 2 and t["compute_ms"] > 0 and t["total_ms"] >= t["compute_ms"]
+    assert t["batch_size"] == 2 and t["padded_length"] == len(ids[0])  # alone: its own batch
+    assert t["compute_ms"] > 0 and t["total_ms"] >= t["compute_ms"]
 
 
 def test_predict_ids_matches_texts(runner: AppRunner, repo: Path) -> None:
@@ -270,7 +271,7 @@ def test_v2_infer_json(runner: AppRunner, mha) -> None:  # noqa: ANN001
     assert tensors["logits"]["shape"] == [2, len(mha.labels)] and tensors["logits"]["datatype"] == "FP32"
     assert tensors["embedding"]["shape"] == [2, mha.d_model]
     assert len(tensors["logits"]["data"]) == 2 * len(mha.labels)
-    assert out["parameters"]["batch_size"] >= 2
+    assert out["parameters"]["batch_size"] == 2 and out["parameters"]["padded_length"] == 3
     v1 = runner.post("/v1/models/mha-tiny/predict", json={"input_ids": [[5, 6]]}).json()
     logits = np.array(tensors["logits"]["data"]).reshape(2, -1)
     assert int(logits[1].argmax()) == v1["predictions"][0]["label_id"]  # padding changes nothing
@@ -379,11 +380,42 @@ def test_full_queue_answers_429_at_once(runner: AppRunner) -> None:
 
 
 # -- metrics -------------------------------------------------------------------------------------
+def _samples(text: str) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, *sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
 def test_metrics_names_and_labels(runner: AppRunner) -> None:
+    before = _samples(runner.get("/metrics").text)
     runner.post("/v1/models/mha-tiny/predict", json={"texts": ["a dog"]})
     runner.post("/v1/models/nope/predict", json={"texts": ["a dog"]})
     runner.post("/v1/compare", json={"texts": ["a dog"]})
     text = runner.get("/metrics").text
+    after = _samples(text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, *sorted(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    for model, route, status in (
+        ("mha-tiny", "/v1/models/{name}/predict", "200"),
+        ("_unknown", "/v1/models/{name}/predict", "404"),
+        ("_none", "/v1/compare", "200"),
+    ):
+        labels = {"model": model, "route": route, "status": status}
+        assert delta("h2h_requests_total", **labels) == 1, labels
+        assert delta("h2h_request_duration_seconds_count", **labels) == 1, labels  # observed, not just named
+    # one-row batches: mha-tiny ran the predict and its share of the compare, sha-tiny the compare
+    for model, batches in (("mha-tiny", 2), ("sha-tiny", 1)):
+        assert delta("h2h_batch_size_count", model=model) == batches, model
+        assert delta("h2h_batch_size_sum", model=model) == batches, model
+        assert delta("h2h_queue_wait_seconds_count", model=model) == batches, model
+        assert delta("h2h_padding_fraction_sum", model=model) == 0.0, model  # one row: no padding
     for name in (
         "h2h_requests_total", "h2h_request_duration_seconds_bucket", "h2h_queue_wait_seconds_bucket",
         "h2h_compute_seconds_bucket", "h2h_batch_size_bucket", "h2h_sequence_length_bucket",
