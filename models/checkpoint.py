@@ -72,7 +72,8 @@ def load_run(run_dir: str | Path, *, map_location: str = "cpu") -> Run:
         raw = json.loads((run_dir / "config.json").read_text())
         if raw.get("format") != RUN_FORMAT:
             raise ValueError(f"format is {raw.get('format')!r}, expected {RUN_FORMAT!r}")
-        cfg = ModelConfig.model_validate(raw["model"])
+        # runs written before `attn_init` existed were initialised per projection
+        cfg = ModelConfig.model_validate({"attn_init": "per_head", **raw["model"]})
         labels = list(raw["labels"])
     except (ValueError, KeyError, TypeError) as exc:
         raise RunDirError(f"{run_dir / 'config.json'} is corrupt: {str(exc).splitlines()[0]}") from exc

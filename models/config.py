@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Norm = Literal["pre", "post", "admin"]
 Arch = Literal["mha", "sha"]
+# How attention weights are initialised (see models.encoder.init_attention):
+#   combined  as slices of one xavier-initialised (3 d_model x d_model) in-projection and one
+#             d_model x d_model out-projection, as fairseq / Transformer-Clinic do; the
+#             per-element variance is the same for any head count (the default)
+#   per_head  xavier on each projection's own shape (d_model -> heads*head_dim); a 1-head layer
+#             then starts with ~1.6x the attention-score spread of a 4-head layer
+AttnInit = Literal["combined", "per_head"]
 
 
 class ModelConfig(BaseModel):
@@ -36,6 +43,7 @@ class ModelConfig(BaseModel):
     attention_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     activation_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     pad_id: int = 0
+    attn_init: AttnInit = "combined"
 
     @model_validator(mode="after")
     def _check_heads(self) -> ModelConfig:
@@ -81,6 +89,7 @@ def mha(
     norm: Norm = "admin",
     max_len: int = 64,
     dropout: float = 0.1,
+    attn_init: AttnInit = "combined",
 ) -> ModelConfig:
     """The shallow multi-head encoder."""
     return ModelConfig(
@@ -95,6 +104,7 @@ def mha(
         norm=norm,
         max_len=max_len,
         dropout=dropout,
+        attn_init=attn_init,
     )
 
 
@@ -126,8 +136,10 @@ def from_preset(
     num_labels: int,
     norm: Norm = "admin",
     dropout: float = 0.1,
+    attn_init: AttnInit = "combined",
+    max_len: int | None = None,
 ) -> ModelConfig:
-    """Build the MHA config of a preset, or its SHA twin."""
+    """Build the MHA config of a preset, or its SHA twin (`max_len` overrides the preset's)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -140,8 +152,9 @@ def from_preset(
         vocab_size=vocab_size,
         num_labels=num_labels,
         norm=norm,
-        max_len=p.max_len,
+        max_len=max_len or p.max_len,
         dropout=dropout,
+        attn_init=attn_init,
     )
     return base if arch == "mha" else sha_from(base)
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.config import Arch, Norm
+from models.config import Arch, AttnInit, Norm
 from models.data import DEFAULT_WORDNET_DIR
 
 
@@ -28,7 +28,16 @@ class TrainSettings(BaseSettings):
     warmup_frac: float = Field(default=0.06, ge=0, lt=1)
     clip_norm: float = Field(default=1.0, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    seed: int = 13
+    attn_init: AttnInit = Field(
+        default="combined", description="attention init: combined (fairseq's, default) or per_head (older)"
+    )
+    max_len: int | None = Field(
+        default=None, ge=2, le=4096, description="max tokens per text (default: the preset's)"
+    )
+    seed: int = Field(default=13, description="initialisation and batch order")
+    split_seed: int = Field(
+        default=13, description="train/validation/test split; fixed so seeds compare on the same data"
+    )
     min_freq: int = Field(default=2, ge=1)
     max_vocab: int = Field(default=30000, ge=16)
     wordnet_dir: Path = DEFAULT_WORDNET_DIR

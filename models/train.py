@@ -10,12 +10,14 @@ epoch with the best validation accuracy and their test accuracy.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import platform
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ from models import admin
 from models.checkpoint import save_run
 from models.cliargs import OneLineArgumentParser, fail, validation_message
 from models.config import ModelConfig, flops_per_token, from_preset
-from models.data import LEXNAMES, Example, WordNetMissingError, load_wordnet, split
+from models.data import LEXNAMES, Example, Splits, WordNetMissingError, load_wordnet, split
 from models.encoder import Encoder, build, count_parameters
 from models.settings import TrainSettings
 from models.tokenizer import Tokenizer
@@ -102,33 +104,51 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def train(s: TrainSettings) -> dict[str, Any]:
-    """Run one training job end to end; returns the metrics written to metrics.json."""
-    random.seed(s.seed)
-    torch.manual_seed(s.seed)
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    device = pick_device(s.device)
+@dataclass
+class Prepared:
+    """Tokenizer, model config and encoded splits: everything a run trains and tests on."""
 
-    splits = split(load_wordnet(s.wordnet_dir), seed=s.seed)
+    tok: Tokenizer
+    cfg: ModelConfig
+    train: Encoded
+    validation: Encoded
+    test: Encoded
+    data_sha256: str
+
+
+def data_fingerprint(splits: Splits) -> str:
+    """sha256 of every split's keys, labels and texts: records compare only on equal data."""
+    h = hashlib.sha256()
+    for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
+        h.update(f"{name}:{len(part)}\n".encode())
+        for e in part:
+            h.update(f"{e.key}\t{e.label}\t{e.text}\n".encode())
+    return h.hexdigest()
+
+
+def prepare(s: TrainSettings) -> Prepared:
+    """Load and split WordNet, build the tokenizer and the config, encode every split.
+
+    The tokenizer's max length is set from the config *before* any split is encoded, so
+    the model trains on exactly the truncation the saved tokenizer serves with.
+    """
+    splits = split(load_wordnet(s.wordnet_dir), seed=s.split_seed)
     tok = Tokenizer.build((e.text for e in splits.train), min_freq=s.min_freq, max_size=s.max_vocab)
+    cfg: ModelConfig = from_preset(
+        s.preset, s.arch, vocab_size=tok.vocab_size, num_labels=len(LEXNAMES), norm=s.norm,
+        dropout=s.dropout, attn_init=s.attn_init, max_len=s.max_len,
+    )  # fmt: skip
+    tok.max_length = cfg.max_len
     train_data, val_data, test_data = (
         Encoded.of(x, tok) for x in (splits.train, splits.validation, splits.test)
     )
-    cfg: ModelConfig = from_preset(
-        s.preset, s.arch, vocab_size=tok.vocab_size, num_labels=len(LEXNAMES), norm=s.norm, dropout=s.dropout
-    )
-    tok.max_length = cfg.max_len
-    model = build(cfg).to(device)
+    return Prepared(tok, cfg, train_data, val_data, test_data, data_fingerprint(splits))
 
-    omegas: list[float] = []
-    if cfg.norm == "admin":
-        prof_rng = random.Random(s.seed + 1)
-        ids, mask, _ = next(bucketed_batches(train_data, min(256, len(train_data)), prof_rng, cfg.pad_id))
-        omegas = admin.profile(model, ids.to(device), mask.to(device))
 
-    steps_per_epoch = math.ceil(len(train_data) / s.batch_size)
-    total_steps = min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
+def make_optimizer(
+    model: Encoder, s: TrainSettings, total_steps: int, device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (no decay on vectors and omega) with linear warmup then linear decay to 0."""
     warmup = max(1, int(total_steps * s.warmup_frac))
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "omega" in n]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "omega" not in n]
@@ -143,21 +163,11 @@ def train(s: TrainSettings) -> dict[str, Any]:
         opt,
         lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup))),
     )
+    return opt, sched
 
-    params, params_body = count_parameters(model), count_parameters(model, body_only=True)
-    mean_len = sum(len(r) for r in train_data.ids) / len(train_data)
-    console.print(
-        f"[bold]{cfg.arch.upper()} {cfg.label}[/] norm={cfg.norm} params={params:,} (body {params_body:,}) "
-        f"train/val/test={len(train_data)}/{len(val_data)}/{len(test_data)} vocab={tok.vocab_size} device={device}"
-    )
 
-    rng = random.Random(s.seed)
-    step, tokens, start = 0, 0, time.perf_counter()
-    losses: list[tuple[int, float]] = []
-    best: dict[str, Any] = {"val": -1.0}
-    run_dir = s.out / s.run_name()
-    model.train()
-    progress = Progress(
+def _progress() -> Progress:
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
@@ -167,87 +177,175 @@ def train(s: TrainSettings) -> dict[str, Any]:
         TimeRemainingColumn(),
         console=console,
     )
-    with progress:
-        task = progress.add_task(f"{cfg.arch} {cfg.label}", total=total_steps, loss=float("nan"), tps=0.0)
+
+
+@dataclass
+class Fit:
+    """What the epoch loop produced: the best epoch's weights and the per-epoch record."""
+
+    best_state: dict[str, Tensor]
+    best_val: float
+    best_epoch: int
+    val_curve: list[float]
+    epoch_train_s: list[float]  # cumulative optimizer-step seconds at each epoch's end
+    losses: list[tuple[int, float]]
+    steps: int
+    tokens: int
+
+
+def fit(
+    model: Encoder, data: Prepared, s: TrainSettings, device: torch.device, total_steps: int, run_dir: Path
+) -> Fit:
+    """Train for `total_steps`, validating (and saving the best weights) after each epoch.
+
+    Validation and checkpoint writes are left out of `epoch_train_s`, so equal-wall-clock
+    comparisons between models measure training alone.
+    """
+    opt, sched = make_optimizer(model, s, total_steps, device)
+    rng = random.Random(s.seed)
+    state = {"step": 0, "tokens": 0, "running": 0.0, "seen": 0, "train_s": 0.0}
+    losses: list[tuple[int, float]] = []
+    out = Fit({}, -1.0, 0, [], [], losses, 0, 0)
+    model.train()
+    with _progress() as progress:
+        task = progress.add_task(
+            f"{data.cfg.arch} {data.cfg.label}", total=total_steps, loss=float("nan"), tps=0.0
+        )
         for epoch in range(s.epochs):
-            running, seen = 0.0, 0
-            for ids, mask, y in bucketed_batches(train_data, s.batch_size, rng, cfg.pad_id):
-                ids, mask, y = ids.to(device), mask.to(device), y.to(device)
-                logits, _ = model(ids, mask)
-                loss = torch.nn.functional.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
-                opt.step()
-                sched.step()
-                step += 1
-                tokens += int(mask.sum())
-                loss_value = loss.item()
-                running, seen = running + loss_value, seen + 1
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss became {loss_value} at step {step}: training diverged")
-                if step % s.log_every == 0 or step == total_steps:
-                    losses.append((step, running / seen))
-                    tps = tokens / (time.perf_counter() - start)
-                    progress.update(task, completed=step, loss=running / seen, tps=tps)
-                    if not console.is_terminal and step % (s.log_every * 10) == 0:
-                        # Logs and CI have no live bar: print a plain line now and then.
-                        console.print(f"step {step}/{total_steps} loss {running / seen:.3f} {tps:,.0f} tok/s")
-                    running, seen = 0.0, 0
-                if step >= total_steps:
+            t0 = time.perf_counter()
+            state["running"], state["seen"] = 0.0, 0  # logged losses never span two epochs
+            for ids, mask, y in bucketed_batches(data.train, s.batch_size, rng, data.cfg.pad_id):
+                _step(model, opt, sched, s, ids.to(device), mask.to(device), y.to(device), state)
+                if state["step"] % s.log_every == 0 or state["step"] == total_steps:
+                    _log(progress, task, state, losses, s, t0)
+                if state["step"] >= total_steps:
                     break
-            val_acc = accuracy(model, val_data, device)
+            state["train_s"] += time.perf_counter() - t0
+            out.epoch_train_s.append(round(state["train_s"], 3))
+            val_acc = accuracy(model, data.validation, device)
+            out.val_curve.append(val_acc)
             console.print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f}")
-            if val_acc > best["val"]:
-                best = {
-                    "val": val_acc,
-                    "epoch": epoch + 1,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                }
-                save_run(
-                    run_dir,
-                    model.cpu(),
-                    tok,
-                    list(LEXNAMES),
-                    {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc},
-                )
+            if val_acc > out.best_val:
+                out.best_val, out.best_epoch = val_acc, epoch + 1
+                out.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                partial = {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc}
+                save_run(run_dir, model.cpu(), data.tok, list(LEXNAMES), partial)
                 model.to(device)
-            if step >= total_steps:
+            if state["step"] >= total_steps:
                 break
+    out.steps, out.tokens = int(state["step"]), int(state["tokens"])
+    return out
+
+
+def _step(
+    model: Encoder,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    s: TrainSettings,
+    ids: Tensor,
+    mask: Tensor,
+    y: Tensor,
+    state: dict[str, Any],
+) -> None:
+    """One optimizer step; raises FloatingPointError when the loss stops being finite."""
+    logits, _ = model(ids, mask)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
+    opt.step()
+    sched.step()
+    state["step"] += 1
+    state["tokens"] += int(mask.sum())
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"loss became {loss_value} at step {state['step']}: training diverged")
+    state["running"] += loss_value
+    state["seen"] += 1
+
+
+def _log(
+    progress: Progress, task: Any, state: dict[str, Any], losses: list, s: TrainSettings, t0: float
+) -> None:
+    """Record the mean loss since the last log point and refresh the bar (plain lines off a TTY)."""
+    mean = state["running"] / state["seen"]
+    step = state["step"]
+    losses.append((step, mean))
+    tps = state["tokens"] / max(1e-9, state["train_s"] + time.perf_counter() - t0)
+    progress.update(task, completed=step, loss=mean, tps=tps)
+    if not console.is_terminal and step % (s.log_every * 10) == 0:
+        console.print(f"step {step}/{progress.tasks[0].total} loss {mean:.3f} {tps:,.0f} tok/s")
+    state["running"], state["seen"] = 0.0, 0
+
+
+def train(s: TrainSettings) -> dict[str, Any]:
+    """Run one training job end to end; returns the metrics written to metrics.json."""
+    random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = pick_device(s.device)
+    data = prepare(s)
+    cfg, train_data = data.cfg, data.train
+    model = build(cfg).to(device)
+
+    omegas: list[float] = []
+    if cfg.norm == "admin":
+        prof_rng = random.Random(s.seed + 1)
+        ids, mask, _ = next(bucketed_batches(train_data, min(256, len(train_data)), prof_rng, cfg.pad_id))
+        omegas = admin.profile(model, ids.to(device), mask.to(device))
+
+    steps_per_epoch = math.ceil(len(train_data) / s.batch_size)
+    total_steps = min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
+    params, params_body = count_parameters(model), count_parameters(model, body_only=True)
+    mean_len = sum(len(r) for r in train_data.ids) / len(train_data)
+    console.print(
+        f"[bold]{cfg.arch.upper()} {cfg.label}[/] norm={cfg.norm} init={cfg.attn_init} params={params:,} "
+        f"(body {params_body:,}) train/val/test={len(train_data)}/{len(data.validation)}/{len(data.test)} "
+        f"vocab={data.tok.vocab_size} max_len={cfg.max_len} device={device}"
+    )
+    run_dir = s.out / s.run_name()
+    start = time.perf_counter()
+    result = fit(model, data, s, device, total_steps, run_dir)
     train_time = time.perf_counter() - start
 
-    model.load_state_dict(best["state"])
-    test_acc = accuracy(model, test_data, device)
+    model.load_state_dict(result.best_state)
+    test_acc = accuracy(model, data.test, device)
     metrics: dict[str, Any] = {
         "complete": True,
         "arch": cfg.arch,
         "layers": cfg.layers,
         "heads": cfg.heads,
         "norm": cfg.norm,
+        "attn_init": cfg.attn_init,
         "preset": s.preset,
+        "max_len": cfg.max_len,
         "params": params,
         "params_body": params_body,
         "flops_per_token": flops_per_token(cfg),
         "flops_per_token_at_mean_length": flops_per_token(cfg, round(mean_len)),
-        "validation_accuracy": best["val"],
+        "validation_accuracy": result.best_val,
         "test_accuracy": test_acc,
-        "best_epoch": best["epoch"],
+        "best_epoch": result.best_epoch,
         "epochs": s.epochs,
-        "steps": step,
+        "steps": result.steps,
+        "val_curve": result.val_curve,
+        "epoch_train_s": result.epoch_train_s,
         "train_time_s": round(train_time, 2),
-        "tokens_per_s": round(tokens / train_time, 1),
-        "final_loss": losses[-1][1] if losses else None,
-        "first_loss": losses[0][1] if losses else None,
-        "loss_curve": losses,
+        "tokens_per_s": round(result.tokens / max(1e-9, result.epoch_train_s[-1]), 1),
+        "final_loss": result.losses[-1][1] if result.losses else None,
+        "first_loss": result.losses[0][1] if result.losses else None,
+        "loss_curve": result.losses,
         "admin_omegas": omegas,
-        "examples": {"train": len(train_data), "validation": len(val_data), "test": len(test_data)},
+        "examples": {"train": len(train_data), "validation": len(data.validation), "test": len(data.test)},
+        "data_sha256": data.data_sha256,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "settings": s.model_dump(mode="json"),
     }
-    save_run(run_dir, model.cpu(), tok, list(LEXNAMES), metrics)
+    save_run(run_dir, model.cpu(), data.tok, list(LEXNAMES), metrics)
     console.print(f"test accuracy {test_acc:.4f}  ({train_time:.0f}s)  -> {run_dir}")
     return metrics
 

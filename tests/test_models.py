@@ -133,3 +133,84 @@ def test_outputs_have_the_contract_shapes() -> None:
     cfg = from_preset("tiny", "mha", vocab_size=300, num_labels=45)
     logits, emb = build(cfg).eval()(torch.ones(3, 10, dtype=torch.long), torch.ones(3, 10, dtype=torch.long))
     assert logits.shape == (3, 45) and emb.shape == (3, cfg.d_model)
+
+
+def _attention_weights(model, name: str) -> torch.Tensor:
+    """Every attention layer's `name` weight (query/key/value/out), flattened together."""
+    from models.encoder import SelfAttention
+
+    return torch.cat(
+        [getattr(m, name).weight.detach().flatten() for m in model.modules() if isinstance(m, SelfAttention)]
+    )
+
+
+@pytest.mark.parametrize("arch", ["mha", "sha"])
+def test_combined_attention_init_has_the_same_weight_std_for_any_head_count(arch: str) -> None:
+    """q/k/v match xavier on the (3d x d) in-projection, out on d x d, whatever the heads (4 or 1)."""
+    torch.manual_seed(0)
+    cfg = from_preset("small", arch, vocab_size=300, num_labels=45)
+    assert cfg.attn_init == "combined" and cfg.heads == (4 if arch == "mha" else 1)
+    model = build(cfg)
+    d = cfg.d_model
+    for name in ("query", "key", "value"):
+        std = float(_attention_weights(model, name).std())
+        assert std == pytest.approx((2.0 / (d + 3 * d)) ** 0.5, rel=0.03), (name, std)
+    assert float(_attention_weights(model, "out").std()) == pytest.approx((2.0 / (2 * d)) ** 0.5, rel=0.03)
+
+
+def test_per_head_init_is_still_selectable_and_scales_with_head_count() -> None:
+    """The older scheme: xavier on each projection's own shape (d -> heads * head_dim)."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=300, num_labels=45, attn_init="per_head")
+    stds = {}
+    for arch in ("mha", "sha"):
+        cfg = from_preset("small", arch, **kw)
+        inner = cfg.heads * cfg.head_dim
+        stds[arch] = float(_attention_weights(build(cfg), "query").std())
+        assert stds[arch] == pytest.approx((2.0 / (cfg.d_model + inner)) ** 0.5, rel=0.03)
+    assert stds["sha"] / stds["mha"] == pytest.approx(1.26, abs=0.03)
+
+
+def _score_std(cfg) -> float:
+    """Std of the attention scores (q.k / sqrt(head_dim)) of every layer, on unit-variance input."""
+    from models.encoder import SelfAttention
+
+    model = build(cfg)
+    x = torch.randn(4, 16, cfg.d_model)
+    scores = []
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SelfAttention):
+                q, k = m._split(m.query(x)), m._split(m.key(x))
+                scores.append((q @ k.transpose(-1, -2) / cfg.head_dim**0.5).flatten())
+    return float(torch.cat(scores).std())
+
+
+def test_init_parity_gives_single_and_multi_head_layers_the_same_score_spread() -> None:
+    """The issue's 1.6x: per_head gives a 1-head layer ~1.6x the score std; combined gives ~1x."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=300, num_labels=45)
+    for init, ratio in (("combined", 1.0), ("per_head", 1.6)):
+        mha_cfg, sha_cfg = (from_preset("small", a, attn_init=init, **kw) for a in ("mha", "sha"))
+        assert _score_std(sha_cfg) / _score_std(mha_cfg) == pytest.approx(ratio, rel=0.1), init
+
+
+@pytest.mark.parametrize("init", ["combined", "per_head"])
+def test_admin_profiles_under_either_attention_init(init: str) -> None:
+    torch.manual_seed(0)
+    cfg = from_preset("small", "sha", vocab_size=5000, num_labels=45, attn_init=init)
+    ids = torch.randint(2, 5000, (16, 20))
+    omegas = admin.profile(build(cfg), ids, torch.ones_like(ids))
+    assert omegas[0] == 1.0 and all(0 < a <= b < 10 for a, b in zip(omegas, omegas[1:], strict=False))
+    assert omegas[-1] > 2.0  # 32 sublayers accumulate branch variance under either init
+
+
+def test_unknown_attention_init_is_rejected() -> None:
+    from pydantic import ValidationError
+
+    from models.encoder import SelfAttention, init_attention
+
+    with pytest.raises(ValidationError, match="attn_init"):
+        from_preset("tiny", "sha", vocab_size=300, num_labels=45, attn_init="orthogonal")
+    with pytest.raises(ValueError, match="unknown attention init"):
+        init_attention(SelfAttention(8, 2, 4, 0.0), 8, "orthogonal")

@@ -77,3 +77,58 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, r.stderr)
+
+
+def test_max_len_other_than_64_truncates_training_rows_like_the_saved_tokenizer(
+    tmp_path: Path, wordnet_dir: Path
+) -> None:
+    """Splits are encoded after the tokenizer takes the config's max length (issue 11)."""
+    from models.data import load_wordnet, split
+    from models.settings import TrainSettings
+    from models.tokenizer import Tokenizer
+    from models.train import prepare, train
+
+    s = TrainSettings(arch="sha", preset="tiny", max_len=8, max_steps=3, batch_size=16,
+                      wordnet_dir=wordnet_dir, out=tmp_path, min_freq=1)  # fmt: skip
+    data = prepare(s)
+    assert data.cfg.max_len == 8 and data.tok.max_length == 8
+    lengths = [len(r) for r in data.train.ids + data.validation.ids + data.test.ids]
+    assert max(lengths) == 8 and lengths.count(8) > len(lengths) // 4  # many glosses are longer
+    metrics = train(s)
+    assert metrics["max_len"] == 8 and metrics["steps"] == 3
+    saved = Tokenizer.load(tmp_path / s.run_name() / "tokenizer.json")
+    assert saved.max_length == 8
+    splits = split(load_wordnet(wordnet_dir), seed=s.split_seed)
+    assert [saved.encode(e.text) for e in splits.train] == data.train.ids
+    assert [saved.encode(e.text) for e in splits.test] == data.test.ids
+    assert load_run(tmp_path / s.run_name()).config.max_len == 8
+
+
+def test_seeds_share_one_split_and_the_data_fingerprint_says_so(wordnet_dir: Path) -> None:
+    from models.settings import TrainSettings
+    from models.train import prepare
+
+    kw = dict(arch="mha", preset="tiny", wordnet_dir=wordnet_dir, min_freq=1)
+    a, b = prepare(TrainSettings(seed=1, **kw)), prepare(TrainSettings(seed=2, **kw))
+    assert a.train.ids == b.train.ids and a.data_sha256 == b.data_sha256
+    c = prepare(TrainSettings(seed=1, split_seed=99, **kw))
+    assert c.data_sha256 != a.data_sha256
+
+
+def test_run_without_attn_init_in_its_config_loads_as_per_head(
+    tmp_path: Path, tiny_runs: dict[str, Path]
+) -> None:
+    """Checkpoints written before the field existed stay loadable, with the init they had."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_runs["sha"], old)
+    raw = json.loads((old / "config.json").read_text())
+    assert raw["model"].pop("attn_init") == "combined"
+    (old / "config.json").write_text(json.dumps(raw))
+    before, after = load_run(tiny_runs["sha"]), load_run(old)
+    assert after.config.attn_init == "per_head"
+    ids = torch.tensor([before.tokenizer.encode("a domestic animal kept as a pet")])
+    torch.testing.assert_close(
+        after.model(ids, torch.ones_like(ids))[0], before.model(ids, torch.ones_like(ids))[0]
+    )
