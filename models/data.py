@@ -5,6 +5,7 @@ Data comes from Debian's `wordnet-base` package (/usr/share/wordnet), never from
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,13 @@ def split(examples: list[Example], seed: int = 13, val_frac: float = 0.1, test_f
         validation=ordered[:n_val],
         test=ordered[n_val : n_val + n_test],
     )
+
+
+def data_fingerprint(splits: Splits) -> str:
+    """sha256 of every split's keys, labels and texts: accuracy records compare only on equal data."""
+    h = hashlib.sha256()
+    for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
+        h.update(f"{name}:{len(part)}\n".encode())
+        for e in part:
+            h.update(f"{e.key}\t{e.label}\t{e.text}\n".encode())
+    return h.hexdigest()

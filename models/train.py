@@ -10,7 +10,6 @@ epoch with the best validation accuracy and their test accuracy.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import platform
 import random
@@ -31,7 +30,7 @@ from models import admin
 from models.checkpoint import save_run
 from models.cliargs import OneLineArgumentParser, fail, validation_message
 from models.config import ModelConfig, flops_per_token, from_preset
-from models.data import LEXNAMES, Example, Splits, WordNetMissingError, load_wordnet, split
+from models.data import LEXNAMES, Example, WordNetMissingError, data_fingerprint, load_wordnet, split
 from models.encoder import Encoder, build, count_parameters
 from models.settings import TrainSettings
 from models.tokenizer import Tokenizer
@@ -114,16 +113,6 @@ class Prepared:
     validation: Encoded
     test: Encoded
     data_sha256: str
-
-
-def data_fingerprint(splits: Splits) -> str:
-    """sha256 of every split's keys, labels and texts: records compare only on equal data."""
-    h = hashlib.sha256()
-    for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
-        h.update(f"{name}:{len(part)}\n".encode())
-        for e in part:
-            h.update(f"{e.key}\t{e.label}\t{e.text}\n".encode())
-    return h.hexdigest()
 
 
 def prepare(s: TrainSettings) -> Prepared:

@@ -1,78 +1,211 @@
-"""Train the norm-placement ablation and print one Markdown table.
+"""Seeded MHA vs SHA comparison: learning-rate sweep, N seeds per variant, summary and plot.
 
-    python scripts/ablation.py --preset small --out runs/ablation [--epochs 2] [--device auto]
+    python scripts/ablation.py --seeds 3 --lrs 5e-4,1e-3,2e-3 --epochs 4 [--variants mha-admin,sha-admin]
 
-Variants: MHA with Admin, SHA with Admin, SHA with Pre-LN, SHA with Post-LN (no Admin). The
-paper's claim is SHA-Admin >= MHA, and that deep Post-LN without Admin trains worse or not at
-all. A diverged run is reported as such instead of stopping the table.
+For each variant (mha-admin, sha-admin, sha-pre, sha-post) a short sweep trains one seed per
+learning rate (--sweep-epochs), picks the rate with the best validation accuracy, then trains
+--seeds seeds at that rate for --epochs. Every finished run is appended at once (atomically,
+under a lock) to --out (default docs/accuracy.json), so an interrupted ablation resumes where
+it stopped: a run already in the records is never retrained. The summary (mean ± std, SHA −
+MHA with a Welch 95% interval, equal-wall-clock comparison) is printed and written beside the
+records as .md, with a .png of validation accuracy per epoch. All seeds share one data split.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import ValidationError  # noqa: E402
 
 from models import atomic  # noqa: E402
+from models.accuracy import (  # noqa: E402
+    VARIANTS,
+    RecordsError,
+    append_record,
+    best_lr,
+    diverged_record,
+    load_records,
+    record_from_metrics,
+    run_key,
+    terms_of,
+)
+from models.accuracy_report import summary_markdown  # noqa: E402
 from models.cliargs import OneLineArgumentParser, fail, validation_message  # noqa: E402
-from models.data import WordNetMissingError  # noqa: E402
+from models.config import PRESETS  # noqa: E402
+from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split  # noqa: E402
 from models.settings import TrainSettings  # noqa: E402
-from models.train import train  # noqa: E402
-
-VARIANTS = [("mha", "admin"), ("sha", "admin"), ("sha", "pre"), ("sha", "post")]
 
 
-def main() -> int:
+def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="ablation.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list (default: all four)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant at its chosen rate")
+    p.add_argument("--seed-base", type=int, default=1, help="seeds are seed-base .. seed-base+seeds-1")
+    p.add_argument("--lrs", default="1e-3", help="comma list of learning rates to sweep")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--sweep-epochs", type=int, default=1, help="epochs of each sweep run")
     p.add_argument("--preset", default="small")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    p.add_argument("--attn-init", default="combined", help="combined (default) or per_head")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--max-len", type=int, default=None, help="default: the preset's")
+    p.add_argument("--out", type=Path, default=Path("docs/accuracy.json"), help="records file (.json)")
+    p.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="where run folders go")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--wordnet-dir", type=Path, default=TrainSettings().wordnet_dir)
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--variants", default=",".join(f"{a}-{n}" for a, n in VARIANTS),
-                   help="comma list of arch-norm, e.g. sha-pre,sha-post (default: all four)")  # fmt: skip
-    a = p.parse_args()
-    known = {f"{x}-{y}": (x, y) for x, y in VARIANTS}
-    names = [v for v in a.variants.split(",") if v]
-    unknown = [v for v in names if v not in known]
-    if unknown or not names:
-        p.error(f"--variants: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(known)}")
-    chosen = [known[v] for v in names]
-    try:  # every variant's settings checked before hours of training start
-        settings = [
-            TrainSettings(arch=arch, norm=norm, preset=a.preset, epochs=a.epochs, out=a.out, device=a.device,
-                          wordnet_dir=a.wordnet_dir, seed=a.seed, name=f"{arch}-{a.preset}-{norm}-e{a.epochs}")
-            for arch, norm in chosen
-        ]  # fmt: skip
-    except ValidationError as exc:
-        fail(validation_message(exc))
-    rows = []
-    for s in settings:
+    p.add_argument(
+        "--summary-only", action="store_true", help="rewrite the summary from --out, train nothing"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the runs that would train, train nothing")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Flags, checked as a whole before any training starts (each problem: one line, exit 2)."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    a.variant_list = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in a.variant_list if v not in VARIANTS]
+    if unknown or not a.variant_list:
+        p.error(f"--variants: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(VARIANTS)}")
+    try:
+        a.lr_list = sorted({float(x) for x in a.lrs.split(",") if x.strip()})
+    except ValueError:
+        p.error(f"--lrs: not a comma list of numbers: {a.lrs!r}")
+    if not a.lr_list or not all(0 < lr < 1 for lr in a.lr_list):
+        p.error(f"--lrs: every rate must be in (0, 1), got {a.lrs!r}")
+    for flag in ("seeds", "epochs", "sweep_epochs"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')}: must be at least 1")
+    if a.out.suffix != ".json":
+        p.error(f"--out: the records file must end in .json, got {a.out}")
+    return a
+
+
+def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
+    arch, norm = VARIANTS[variant]
+    name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
+    return TrainSettings(
+        arch=arch, norm=norm, preset=a.preset, epochs=epochs, lr=lr, seed=seed, batch_size=a.batch_size,
+        attn_init=a.attn_init, dropout=a.dropout, max_len=a.max_len, device=a.device, threads=a.threads,
+        wordnet_dir=a.wordnet_dir, out=a.runs, name=name,
+    )  # fmt: skip
+
+
+def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
+    """The equal-terms fields of a run (models.accuracy.TERMS), known before it trains."""
+    max_len = a.max_len or PRESETS[a.preset].max_len
+    return {"preset": a.preset, "epochs": epochs, "attn_init": a.attn_init, "batch_size": a.batch_size,
+            "max_len": max_len, "dropout": a.dropout, "data_sha256": data_sha256}  # fmt: skip
+
+
+def cpu_name() -> str:
+    """The CPU model, so timings from different machines are never read as one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+class Runner:
+    """Trains a run unless the records already hold it; appends each new record at once."""
+
+    def __init__(self, a: argparse.Namespace, data_sha256: str) -> None:
+        self.a, self.data_sha256 = a, data_sha256
+        self.records = load_records(a.out)
+        self.done = {run_key(r) for r in self.records}
+        self.planned: list[str] = []
+
+    def ensure(self, variant: str, lr: float, seed: int, epochs: int, phase: str) -> None:
+        t = terms(self.a, epochs, self.data_sha256)
+        key = run_key({"variant": variant, "lr": lr, "seed": seed, **t})
+        if key in self.done:
+            return
+        s = settings_for(self.a, variant, lr, seed, epochs)
+        if self.a.dry_run:
+            self.planned.append(
+                f"{phase}: {variant} lr {lr:g} seed {seed} epochs {epochs} -> {s.out / s.name}"
+            )
+            self.done.add(key)
+            return
+        from models.train import train  # torch is imported only when something trains
+
         try:
             m = train(s)
-        except WordNetMissingError as exc:
-            fail(str(exc))
+            record = record_from_metrics(variant, lr, seed, phase, m)
         except FloatingPointError as exc:
-            rows.append({"arch": s.arch, "norm": s.norm, "diverged": str(exc)})
-            continue
-        rows.append({k: m[k] for k in ("arch", "norm", "layers", "heads", "params", "validation_accuracy",
-                                       "test_accuracy", "train_time_s", "device")})  # fmt: skip
-    tag = "_".join(names)
-    atomic.write_json(a.out / f"ablation-{a.preset}-e{a.epochs}-{tag}.json", rows)
-    print(
-        f"| model | norm | layers x heads | params | val acc | test acc | train time ({rows[0].get('device', '?')}) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "diverged" in r:
-            print(f"| {r['arch'].upper()} | {r['norm']} | | | diverged | diverged | |")
+            record = diverged_record(variant, lr, seed, phase, t, str(exc))
+        record["cpu"] = cpu_name()
+        append_record(self.a.out, record)
+        self.records.append(record)
+        self.done.add(key)
+
+
+def run_plan(a: argparse.Namespace, runner: Runner) -> None:
+    """Sweep (when more than one rate is given), then the seeds at each variant's best rate."""
+    seeds = list(range(a.seed_base, a.seed_base + a.seeds))
+    chosen = {}
+    for v in a.variant_list:
+        if len(a.lr_list) > 1:
+            pending = len(runner.planned)
+            for lr in a.lr_list:
+                runner.ensure(v, lr, seeds[0], a.sweep_epochs, "sweep")
+            if len(runner.planned) > pending:  # a dry run whose sweep is not done yet
+                runner.planned.append(f"seeds: {v} seeds {seeds} epochs {a.epochs} at the best swept rate")
+                continue
+            sweep_terms = terms_of(terms(a, a.sweep_epochs, runner.data_sha256))
+            chosen[v] = best_lr(runner.records, v, a.lr_list, sweep_terms, seeds[0])
+            print(f"{v}: best learning rate {chosen[v]:g} (of {', '.join(f'{x:g}' for x in a.lr_list)})")
         else:
-            print(f"| {r['arch'].upper()} | {r['norm']} | {r['layers']}L-{r['heads']}H | {r['params']:,} | "
-                  f"{r['validation_accuracy']:.4f} | {r['test_accuracy']:.4f} | {r['train_time_s']:.0f}s |")  # fmt: skip
+            chosen[v] = a.lr_list[0]
+        for seed in seeds:
+            runner.ensure(v, chosen[v], seed, a.epochs, "seed")
+
+
+def write_summary(out: Path) -> str:
+    """Summary Markdown beside the records (and the plot when matplotlib is installed)."""
+    records = load_records(out)
+    md = summary_markdown(records)
+    atomic.write_text(out.with_suffix(".md"), md)
+    try:
+        from models.accuracy_plot import plot_curves
+    except ImportError:  # pragma: no cover - matplotlib ships with the project's [all] extra
+        return md
+    if plot_curves(records, out.with_suffix(".png")):
+        md += f"\nplot: {out.with_suffix('.png')}\n"
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        for v in a.variant_list:  # every variant's settings checked before hours of training start
+            settings_for(a, v, a.lr_list[0], a.seed_base, a.epochs)
+        if not a.summary_only:
+            data_sha256 = data_fingerprint(
+                split(load_wordnet(a.wordnet_dir), seed=TrainSettings().split_seed)
+            )
+            runner = Runner(a, data_sha256)
+            run_plan(a, runner)
+            if a.dry_run:
+                print("\n".join(runner.planned) or "nothing to train: every run is in the records")
+                return 0
+        print(write_summary(a.out))
+    except ValidationError as exc:
+        fail(validation_message(exc))
+    except (WordNetMissingError, RecordsError) as exc:
+        fail(str(exc))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""scripts/ablation.py: one table from real (fixture) training runs; bad flags are one line."""
+"""scripts/ablation.py on the fixture: sweep, seeds at the best rate, records, summary, resume."""
 
 from __future__ import annotations
 
@@ -18,16 +18,52 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)  # fmt: skip
 
 
-def test_tiny_ablation_prints_one_row_per_variant(tmp_path: Path, wordnet_dir: Path) -> None:
-    r = _run("--preset", "tiny", "--epochs", "1", "--wordnet-dir", str(wordnet_dir), "--out", str(tmp_path),
-             "--variants", "sha-pre,sha-post")  # fmt: skip
+def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordnet_dir: Path) -> None:
+    out = tmp_path / "docs" / "accuracy.json"
+    common = (
+        "--preset",
+        "tiny",
+        "--wordnet-dir",
+        str(wordnet_dir),
+        "--out",
+        str(out),
+        "--runs",
+        str(tmp_path / "runs"),
+    )
+    r = _run(*common, "--variants", "mha-admin,sha-admin", "--lrs", "1e-3,3e-3", "--seeds", "2", "--epochs", "2",
+             "--sweep-epochs", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    table = r.stdout[r.stdout.index("| model |") :].splitlines()
-    assert table[2].startswith("| SHA | pre | 8L-1H |") and table[3].startswith("| SHA | post | 8L-1H |")
-    rows = json.loads((tmp_path / "ablation-tiny-e1-sha-pre_sha-post.json").read_text())
-    assert [(row["arch"], row["norm"]) for row in rows] == [("sha", "pre"), ("sha", "post")]
-    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)
-    assert (tmp_path / "sha-tiny-post-e1" / "metrics.json").is_file()
+    records = json.loads(out.read_text())
+    # 2 variants x 2 rates swept with seed 1 (reused as seed 1: same epochs), then seed 2 at the best rate
+    assert len(records) == 6
+    for v in ("mha-admin", "sha-admin"):
+        sweep = {
+            rec["lr"]: rec["val_accuracy"] for rec in records if rec["variant"] == v and rec["seed"] == 1
+        }
+        best = max(sweep, key=sweep.get)
+        assert f"{v}: best learning rate {best:g}" in r.stdout
+        (seed2,) = [rec for rec in records if rec["variant"] == v and rec["seed"] == 2]
+        assert seed2["lr"] == best and seed2["phase"] == "seed"
+    for rec in records:
+        assert rec["epochs"] == 2 and rec["attn_init"] == "combined" and rec["device"] == "cpu"
+        assert len(rec["val_curve"]) == 2 and 0 < rec["epoch_train_s"][0] < rec["epoch_train_s"][1]
+        assert rec["val_accuracy"] == max(rec["val_curve"]) and 0 <= rec["test_accuracy"] <= 1
+        assert rec["train_seconds"] >= rec["epoch_train_s"][-1]
+    assert len({rec["data_sha256"] for rec in records}) == 1  # every seed on the same split
+    md = (tmp_path / "docs" / "accuracy.md").read_text()
+    assert md in r.stdout and "sha-admin − mha-admin:" in md and "95% interval" in md and "at " in md
+    assert (tmp_path / "docs" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Same command again: every run is in the records, nothing retrains; then more variants append.
+    again = _run(*common, "--variants", "mha-admin,sha-admin", "--lrs", "1e-3,3e-3", "--seeds", "2",
+                 "--epochs", "2", "--sweep-epochs", "2", "--dry-run")  # fmt: skip
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+    more = _run(*common, "--variants", "sha-pre,sha-post", "--seeds", "1", "--epochs", "2", "--lrs", "1e-3")
+    assert more.returncode == 0, more.stderr[-3000:]
+    records = json.loads(out.read_text())
+    assert [rec["variant"] for rec in records[6:]] == ["sha-pre", "sha-post"]
+    md = _run("--out", str(out), "--summary-only").stdout
+    assert "sha-post − mha-admin:" in md and "(no interval: needs ≥ 2 seeds of each)" in md
 
 
 @pytest.mark.parametrize(
@@ -37,11 +73,24 @@ def test_tiny_ablation_prints_one_row_per_variant(tmp_path: Path, wordnet_dir: P
         (["--variants", ","], "ablation.py: --variants: unknown (empty)"),
         (["--preset", "huge"], "error: preset: Input should be 'tiny', 'small' or 'base'"),
         (["--epochs", "x"], "ablation.py: argument --epochs: invalid int value"),
+        (["--lrs", "1e-3,fast"], "ablation.py: --lrs: not a comma list of numbers"),
+        (["--lrs", "2"], "ablation.py: --lrs: every rate must be in (0, 1)"),
+        (["--seeds", "0"], "ablation.py: --seeds: must be at least 1"),
+        (["--attn-init", "orthogonal"], "error: attn_init: Input should be 'combined' or 'per_head'"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    r = _run("--out", str(tmp_path), *args)
+    r = _run("--out", str(tmp_path / "accuracy.json"), "--runs", str(tmp_path / "runs"), *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_out_must_be_a_json_file_and_a_corrupt_one_is_reported(tmp_path: Path, wordnet_dir: Path) -> None:
+    r = _run("--out", str(tmp_path))
+    assert r.returncode == 2 and "--out: the records file must end in .json" in r.stderr
+    bad = tmp_path / "accuracy.json"
+    bad.write_text("{}")
+    r = _run("--out", str(bad), "--wordnet-dir", str(wordnet_dir), "--preset", "tiny")
+    assert r.returncode == 2 and r.stderr.strip().endswith("must hold a JSON list of run records")

@@ -1,0 +1,128 @@
+"""Seeded accuracy records (docs/accuracy.json): one object per training run, and their summary.
+
+A record is only compared with records trained on equal terms: same data (the split's
+sha256), preset, epochs, attention init, batch size, max length and dropout. Those fields
+form a record's `terms`; the summary works group by group. Within a group each variant's
+learning rate is the one with the most seeds (the rate the ablation picked), so sweep runs
+at other rates never mix into the seeded mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from models import atomic
+
+VARIANTS: dict[str, tuple[str, str]] = {
+    "mha-admin": ("mha", "admin"),
+    "sha-admin": ("sha", "admin"),
+    "sha-pre": ("sha", "pre"),
+    "sha-post": ("sha", "post"),
+}
+BASELINE = "mha-admin"
+TERMS = ("preset", "epochs", "attn_init", "batch_size", "max_len", "dropout", "data_sha256")
+RUN_KEY = ("variant", "lr", "seed", *TERMS)
+
+
+class RecordsError(ValueError):
+    """The records file exists but is not a JSON list of objects."""
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Every record in `path` ([] when the file does not exist yet)."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RecordsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise RecordsError(f"{path} must hold a JSON list of run records")
+    return data
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside `path`, so two ablations appending at once lose no record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one record: read, extend and rewrite atomically under the lock."""
+    with _locked(path):
+        records = load_records(path)
+        records.append(record)
+        atomic.write_json(path, records)
+
+
+def run_key(record: dict[str, Any]) -> tuple:
+    """What makes two records the same deterministic run (so a finished run is not retrained)."""
+    return tuple(record.get(k) for k in RUN_KEY)
+
+
+def terms_of(record: dict[str, Any]) -> tuple:
+    return tuple(record.get(k) for k in TERMS)
+
+
+def record_from_metrics(variant: str, lr: float, seed: int, phase: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The record of one finished run, from the metrics models.train.train returned."""
+    s = m["settings"]
+    return {
+        "variant": variant, "phase": phase, "seed": seed, "lr": lr, "epochs": m["epochs"],
+        "test_accuracy": m["test_accuracy"], "val_accuracy": m["validation_accuracy"],
+        "val_curve": m["val_curve"], "epoch_train_s": m["epoch_train_s"], "best_epoch": m["best_epoch"],
+        "train_seconds": m["train_time_s"], "attn_init": m["attn_init"], "preset": m["preset"],
+        "arch": m["arch"], "norm": m["norm"], "layers": m["layers"], "heads": m["heads"],
+        "params": m["params"], "batch_size": s["batch_size"], "max_len": m["max_len"],
+        "dropout": s["dropout"], "steps": m["steps"], "data_sha256": m["data_sha256"],
+        "device": m["device"], "threads": m["threads"], "torch": m["torch"],
+    }  # fmt: skip
+
+
+def diverged_record(variant: str, lr: float, seed: int, phase: str, terms: dict[str, Any], why: str) -> dict:
+    """A run whose loss stopped being finite: kept (it is a result), never averaged."""
+    return {"variant": variant, "phase": phase, "seed": seed, "lr": lr, **terms, "diverged": why,
+            "test_accuracy": None, "val_accuracy": None, "val_curve": [], "epoch_train_s": []}  # fmt: skip
+
+
+def groups(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records split by equal terms, the group with the most runs first."""
+    by: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        by.setdefault(terms_of(r), []).append(r)
+    return sorted(by.values(), key=lambda g: -len(g))
+
+
+def chosen_runs(group: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    """The variant's finished runs at its chosen rate: most seeds, then best mean validation."""
+    by_lr: dict[float, list[dict[str, Any]]] = {}
+    for r in group:
+        if r["variant"] == variant and r.get("val_accuracy") is not None:
+            by_lr.setdefault(r["lr"], []).append(r)
+    if not by_lr:
+        return []
+    best = max(by_lr.values(), key=lambda rs: (len(rs), sum(r["val_accuracy"] for r in rs) / len(rs)))
+    return sorted(best, key=lambda r: r["seed"])
+
+
+def best_lr(records: list[dict[str, Any]], variant: str, lrs: list[float], terms: tuple, seed: int) -> float:
+    """The swept rate with the highest validation accuracy for `variant` (diverged = worst)."""
+    score = {lr: -1.0 for lr in lrs}
+    for r in records:
+        if r["variant"] == variant and terms_of(r) == terms and r["seed"] == seed and r["lr"] in score:
+            score[r["lr"]] = max(
+                score[r["lr"]], r["val_accuracy"] if r.get("val_accuracy") is not None else -1
+            )
+    return max(lrs, key=lambda lr: score[lr])
