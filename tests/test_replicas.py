@@ -1,0 +1,387 @@
+"""Two replicas behind one Prometheus: the dashboard's numbers are the fleet's, not one pod's.
+
+Two `python -m service` processes on loopback serve the tiny fixture repository; replica A
+batches at once (1 ms window), replica B waits 60 ms for more rows, so B is slow and its queue is
+rarely empty. A real Prometheus (Debian's `prometheus`, 1 s scrape and rule interval) runs the
+repository's recording rules and scrapes both, each target labelled with a `namespace` and `pod`
+the way the Prometheus Operator's PodMonitor labels pods on Kubernetes. Several client threads
+send requests to both for a few seconds, counting every answer.
+
+Then, through the Prometheus HTTP API:
+- per-replica request counters equal what each client counted, and the sum equals the total;
+- the dashboard's latency quantiles (recording rules, `sum by (le, model)`) equal the quantile of
+  the two replicas' merged histograms, recomputed here from each replica's own bucket rates at
+  the rule's evaluation time: the fast replica's majority sets p50, the slow one sets p99, and
+  the average of per-replica p50s (what a wrong aggregation would show) is far off;
+- the dashboard's request rate equals the sum of the per-replica rates;
+- per-replica queue depth and in-flight series are visible (the slow replica's queue was seen
+  non-empty), and the prometheus-adapter query the HPA relies on returns one value per pod;
+- the dashboard's replica (`instance`) variable lists both replicas, and the per-replica panels
+  return one series per replica.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_deploy import NO_PROMETHEUS, PROMETHEUS, dashboard, free_port, iter_panels, rule_files, substitute
+from test_k8s import ADAPTER_VALUES, adapter_query
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "mha-tiny"
+INFER = 'route=~".+/(predict|infer)"'
+COMMON_ENV = {
+    "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_INTER_OP_THREADS": "1",
+    "H2H_MAX_BATCH_SIZE": "8", "H2H_LOG_LEVEL": "warning",
+}  # fmt: skip
+REPLICAS = {  # pod name -> its batching window
+    "replica-a": {"H2H_MAX_QUEUE_DELAY_MS": "1"},
+    "replica-b": {"H2H_MAX_QUEUE_DELAY_MS": "60"},
+}
+SLOW_S = 0.05  # replica B's requests all take longer than this (60 ms window), A's mostly less
+# (threads, pause between requests): A paced so B keeps a share of the traffic that sets the
+# fleet's p99 (above 1%) on any machine, and so the test does not hog the CPU
+CLIENTS = {"replica-a": (4, 0.01), "replica-b": (4, 0.0)}
+TRAFFIC_S = 6.0
+NAMESPACE = "h2h-test"
+TEXTS = ("a small domesticated carnivore", "a tree", "dog", "an instrument for measuring time")
+
+
+# --------------------------------------------------------------------------------------------
+# processes and queries
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{what}: process exited {proc.returncode}\n{log.read_text()[-3000:]}"
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def query(prom: str, expr: str, at: float) -> list[dict]:
+    """Instant query: [{"metric": {...}, "value": float}]."""
+    import httpx
+
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=10)
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    assert body["data"]["resultType"] == "vector", body["data"]
+    return [{"metric": s["metric"], "value": float(s["value"][1])} for s in body["data"]["result"]]
+
+
+def _start_service(repo: Path, pod: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = tmp / f"{pod}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--model-repository", str(repo),
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, **COMMON_ENV, **REPLICAS[pod]}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, f"127.0.0.1:{port}", log
+
+
+def _prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
+    """The shipped rules (1 s interval) and one scrape job over every replica, each target
+    labelled like a PodMonitor target (namespace, pod)."""
+    rules_dir = tmp / "rules"
+    rules_dir.mkdir()
+    files = []
+    for f in rule_files():
+        doc = yaml.safe_load(f.read_text())
+        for g in doc["groups"]:
+            g["interval"] = "1s"
+        (rules_dir / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+        files.append(str(rules_dir / f.name))
+    cfg = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": files,
+        "scrape_configs": [{
+            "job_name": "headtohead",
+            "static_configs": [
+                {"targets": [addr], "labels": {"namespace": NAMESPACE, "pod": pod}} for pod, addr in targets.items()
+            ],
+        }],
+    }  # fmt: skip
+    out = tmp / "prometheus.yml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def _drive(targets: dict[str, str], seconds: float) -> dict[str, dict[int, int]]:
+    """Closed-loop clients on every replica for `seconds`; status counts per replica."""
+    import httpx
+
+    counts: dict[str, dict[int, int]] = {pod: {} for pod in targets}
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker(pod: str, k: int) -> None:
+        with httpx.Client(base_url=f"http://{targets[pod]}", timeout=30) as c:
+            i = k
+            while time.monotonic() < deadline:
+                try:
+                    r = c.post(f"/v1/models/{MODEL}/predict", json={"texts": [TEXTS[i % len(TEXTS)]]})
+                except Exception as exc:  # noqa: BLE001 (reported below)
+                    errors.append(repr(exc))
+                    continue
+                with lock:
+                    counts[pod][r.status_code] = counts[pod].get(r.status_code, 0) + 1
+                i += 1
+                time.sleep(CLIENTS[pod][1])
+
+    threads = [
+        threading.Thread(target=worker, args=(pod, k)) for pod in targets for k in range(CLIENTS[pod][0])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+    return counts
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    if PROMETHEUS is None:
+        pytest.skip(NO_PROMETHEUS)
+    import httpx
+
+    repo: Path = request.getfixturevalue("tiny_repo")  # after the skip: it trains two models
+    tmp = tmp_path_factory.mktemp("replicas")
+    procs: list[subprocess.Popen] = []
+    try:
+        services = {}
+        for pod in REPLICAS:
+            proc, addr, log = _start_service(repo, pod, tmp)
+            procs.append(proc)
+            services[pod] = (proc, addr, log)
+        targets = {pod: addr for pod, (_, addr, _) in services.items()}
+        pport = free_port()
+        prom = f"http://127.0.0.1:{pport}"
+        plog = tmp / "prometheus.log"
+        with open(plog, "w") as out:
+            pr = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={_prometheus_config(tmp, targets)}",
+                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{pport}",
+                 "--log.level=warn"],
+                cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        procs.append(pr)
+        for pod, (proc, addr, log) in services.items():
+            _wait(f"{pod} ready", lambda a=addr: httpx.get(f"http://{a}/v2/health/ready").status_code == 200,
+                  120, proc, log)  # fmt: skip
+        _wait("prometheus ready", lambda: httpx.get(f"{prom}/-/ready").status_code == 200, 60, pr, plog)
+
+        def both_up() -> bool:
+            active = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
+            return sorted(t["labels"]["pod"] for t in active if t["health"] == "up") == sorted(REPLICAS)
+
+        _wait("prometheus scrapes both replicas", both_up, 30, pr, plog)
+        counts = _drive(targets, TRAFFIC_S)
+        instance = {pod: addr for pod, addr in targets.items()}
+        expected = {addr: counts[pod].get(200, 0) for pod, addr in instance.items()}
+
+        def scraped_all() -> bool:  # the last scrape after the traffic has every answer
+            got = query(prom, f'sum by (instance) (h2h_requests_total{{model="{MODEL}", {INFER}, status="200"}})',
+                        time.time())  # fmt: skip
+            return {s["metric"]["instance"]: s["value"] for s in got} == expected
+
+        _wait("prometheus has the final counts", scraped_all, 20, pr, plog)
+        time.sleep(2.5)  # at least one rule evaluation over the complete data
+        yield {"prom": prom, "at": time.time(), "counts": counts, "instance": instance}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus's histogram_quantile, to recompute the fleet's quantile from per-replica buckets
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus's linear interpolation over cumulative buckets {le: count} (le may be inf)."""
+    les = sorted(buckets)
+    assert les[-1] == math.inf, les
+    total = buckets[math.inf]
+    assert total > 0
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le in les:
+        if buckets[le] >= rank:
+            if le == math.inf:
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (buckets[le] - prev_count)
+        prev_le, prev_count = le, buckets[le]
+    raise AssertionError("unreachable: the +Inf bucket holds the total")
+
+
+def test_histogram_quantile_matches_prometheus_definition() -> None:
+    b = {0.1: 50.0, 0.2: 90.0, 0.5: 100.0, math.inf: 100.0}
+    assert histogram_quantile(0.5, b) == pytest.approx(0.1)
+    assert histogram_quantile(0.7, b) == pytest.approx(0.15)
+    assert histogram_quantile(0.95, b) == pytest.approx(0.35)
+    assert histogram_quantile(0.999, {0.1: 99.0, math.inf: 100.0}) == pytest.approx(0.1)
+
+
+def _rule(record: str) -> str:
+    for f in rule_files():
+        for g in yaml.safe_load(f.read_text())["groups"]:
+            for r in g["rules"]:
+                if r["record"] == record:
+                    return r["expr"]
+    raise KeyError(record)
+
+
+def _eval_time(fleet: dict, record: str) -> float:
+    """When the rule last produced the sample the dashboard shows (its evaluation timestamp)."""
+    (s,) = query(fleet["prom"], f'timestamp({record}{{model="{MODEL}"}})', fleet["at"])
+    return s["value"]
+
+
+def _one(result: list[dict]) -> float:
+    (s,) = [s for s in result if s["metric"].get("model") == MODEL]
+    return s["value"]
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+
+
+def test_request_counts_add_up_across_replicas(fleet: dict) -> None:
+    counts, instance = fleet["counts"], fleet["instance"]
+    for pod in REPLICAS:
+        assert set(counts[pod]) == {200}, counts  # no errors, no 429 at this load
+    got = query(
+        fleet["prom"], f'sum by (instance) (h2h_requests_total{{model="{MODEL}", {INFER}}})', fleet["at"]
+    )
+    assert {s["metric"]["instance"]: s["value"] for s in got} == {
+        instance[p]: counts[p][200] for p in REPLICAS
+    }
+    (total,) = query(
+        fleet["prom"], f'sum(h2h_request_duration_seconds_count{{model="{MODEL}", {INFER}}})', fleet["at"]
+    )
+    assert total["value"] == sum(c[200] for c in counts.values())
+    assert counts["replica-a"][200] > counts["replica-b"][200] > 20  # the fast replica answers more
+
+
+@pytest.mark.parametrize("quantile", ["p50", "p99"])
+def test_dashboard_latency_quantiles_merge_replica_histograms(fleet: dict, quantile: str) -> None:
+    record = f"model:h2h_request_duration_seconds:{quantile}"
+    expr = _rule(record)
+    m = re.fullmatch(r"histogram_quantile\(([\d.]+), sum by \(le, model\) \((rate\(.+\))\)\)", expr)
+    assert m, f"{record} no longer merges replicas with sum by (le, model): {expr}"
+    q, inner = float(m.group(1)), m.group(2)
+    t = _eval_time(fleet, record)
+    prom = fleet["prom"]
+    fleet_q = _one(query(prom, expr, t))
+    # what the dashboard plots: the rule's own sample (same data, unless a scrape landed between
+    # the rule's evaluation and this query, which only moves rate()'s extrapolation a little)
+    assert _one(query(prom, record, t)) == pytest.approx(fleet_q, rel=0.05)
+
+    per: dict[str, dict[float, float]] = {}
+    for s in query(prom, f"sum by (le, model, instance) ({inner})", t):
+        if s["metric"]["model"] == MODEL:
+            per.setdefault(s["metric"]["instance"], {})[float(s["metric"]["le"])] = s["value"]
+    a, b = (per[fleet["instance"][p]] for p in ("replica-a", "replica-b"))
+    merged = {le: a[le] + b[le] for le in a}
+    assert fleet_q == pytest.approx(histogram_quantile(q, merged), rel=1e-9)
+
+    p_a, p_b = histogram_quantile(q, a), histogram_quantile(q, b)
+    assert p_b >= SLOW_S  # replica B waits 60 ms for every batch
+    if quantile == "p50":  # the fast replica's majority sets the fleet's median...
+        assert fleet_q < SLOW_S and fleet_q < (p_a + p_b) / 2  # ...not the average of the two medians
+    else:  # ...and the slow replica's share sets the tail
+        assert fleet_q >= SLOW_S
+
+
+def test_dashboard_request_rate_sums_replicas(fleet: dict) -> None:
+    record = "model:h2h_requests:rate1m"
+    expr = _rule(record)
+    m = re.fullmatch(r"sum by \(model\) \((rate\(.+\))\)", expr)
+    assert m, expr
+    t = _eval_time(fleet, record)
+    fleet_rate = _one(query(fleet["prom"], expr, t))
+    assert _one(query(fleet["prom"], record, t)) == pytest.approx(fleet_rate, rel=0.05)  # as plotted
+    per = {
+        s["metric"]["instance"]: s["value"]
+        for s in query(fleet["prom"], f"sum by (model, instance) ({m.group(1)})", t)
+        if s["metric"]["model"] == MODEL
+    }
+    a, b = (per[fleet["instance"][p]] for p in ("replica-a", "replica-b"))
+    assert a > b > 0
+    assert fleet_rate == pytest.approx(a + b, rel=1e-9)
+
+
+def test_per_replica_queue_depth_and_adapter_metric(fleet: dict) -> None:
+    prom, at, inst = fleet["prom"], fleet["at"], fleet["instance"]
+    for name in ("h2h_queue_depth", "h2h_inflight_requests"):
+        series = query(prom, f'{name}{{model="{MODEL}"}}', at)
+        assert sorted(s["metric"]["instance"] for s in series) == sorted(inst.values()), name
+        (seen,) = query(
+            prom, f'max_over_time({name}{{model="{MODEL}", instance="{inst["replica-b"]}"}}[1m])', at
+        )
+        assert seen["value"] >= 1, f"{name} never seen above 0 on the slow replica"
+    # the dashboard's queue panel: one queue-depth series per model and replica
+    (panel,) = [p for p in iter_panels(dashboard()["panels"]) if p["title"] == "Queue depth and in-flight"]
+    shown = query(prom, substitute(panel["targets"][0]["expr"]), at)
+    assert {(s["metric"]["model"], s["metric"]["instance"]) for s in shown} == {
+        (m, i) for m in ("mha-tiny", "sha-tiny") for i in inst.values()
+    }
+    # what prometheus-adapter answers the HPA: one value per pod, B's in-flight average above 0
+    values = yaml.safe_load(ADAPTER_VALUES.read_text())
+    (rule,) = [r for r in values["rules"]["custom"] if r["name"]["as"] == "h2h_inflight_requests"]
+    q = adapter_query(rule, f'namespace="{NAMESPACE}",pod=~"replica-a|replica-b"', "pod")
+    per_pod = {s["metric"]["pod"]: s["value"] for s in query(prom, q, at)}
+    assert set(per_pod) == set(REPLICAS) and per_pod["replica-b"] > 0, per_pod
+
+
+def test_dashboard_replica_selector_and_panels(fleet: dict) -> None:
+    d = dashboard()
+    (var,) = [v for v in d["templating"]["list"] if v["name"] == "instance"]
+    assert var["type"] == "query" and var["multi"] and var["includeAll"] and var["allValue"] == ".*"
+    m = re.fullmatch(r"label_values\((.+),\s*instance\)", var["query"]["query"])
+    assert m, var["query"]
+    listed = query(fleet["prom"], f"count by (instance) ({substitute(m.group(1))})", fleet["at"])
+    assert sorted(s["metric"]["instance"] for s in listed) == sorted(fleet["instance"].values())
+
+    (row,) = [p for p in d["panels"] if p["type"] == "row" and p["title"] == "Replicas"]
+    panels = [p for p in d["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert len(panels) == 3
+    for p in panels:
+        for t in p["targets"]:
+            got = query(fleet["prom"], substitute(t["expr"]), fleet["at"])
+            assert sorted(s["metric"]["instance"] for s in got) == sorted(fleet["instance"].values()), p[
+                "title"
+            ]
