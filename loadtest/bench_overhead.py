@@ -1,86 +1,183 @@
-"""The two overhead ratios the project tracks, against a running service:
+"""What the service costs on top of the model, in one run, with wrk (C) as the client.
 
-  latency:    service p50 at batch 1 (HTTP, concurrency 1) minus in-process p50 at batch 1, in ms
-  throughput: service max throughput / in-process max throughput, in sequences (rows) per second
+It starts the service (`python -m service`, default settings unless H2H_* variables say
+otherwise) and a bare FastAPI route that parses the same JSON (`loadtest.floor_app`) on free
+loopback ports, then prints, side by side:
 
-In-process max: best of batch 1, 2, 4, ... up to the service's max_batch_size run back to back.
-Service max: best of (batch 1 at concurrency 2 x max_batch_size, the batcher does the batching)
-and (batch max_batch_size at concurrency 2).
+  c=1 overhead     service p50 at batch 1 (wrk, one connection) minus ONNX Runtime in-process p50
+  capacity         batch-1 requests/s at 32 connections
+  CPU / request    server process CPU time / requests, at c=1 and c=32
+  overload         goodput (successful rows/s) with large requests at c=200 over the same at c=8,
+                   with the status counts from the server's own /metrics (no 5xx allowed)
+  floor            the same c=1 and c=32 figures for the bare FastAPI route
 
-  python -m loadtest.bench_overhead --url http://127.0.0.1:8000 --repo model_repository --model mha
+and checks them against the targets of the serving-overhead issue. With --profile it samples
+the server with py-spy during the c=32 run and prints the top frames, which is where the
+remaining time goes when a target is missed.
+
+  python -m loadtest.bench_overhead --repo model_repository --model mha
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from loadtest import http_client as hc
+from loadtest.bench_procs import Server, profile_top, start_floor, start_service, wrk_run
 from loadtest.inproc import InprocModel
+from loadtest.results import machine
 from loadtest.stats import summarize
 from loadtest.sweep import PlanError, repo_models, resolve
+from models.atomic import write_json
 from models.cliargs import OneLineArgumentParser, fail
 
+TARGETS = {"overhead_c1_ms": 0.3, "capacity_c32_rps": 3000.0, "overload_goodput": 0.8}
 
-async def _http(url: str, model: str, body: bytes, conc: int, duration: float) -> hc.LoadResult:
-    async with hc.make_client(conc, 30.0) as client:
-        await hc.closed_loop(client, hc.predict_url(url, model), body, conc, 0.5)  # warm-up
-        return await hc.closed_loop(client, hc.predict_url(url, model), body, conc, duration)
+
+@dataclass
+class Point:
+    """One wrk run against one server."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non2xx: int
+    cpu_ms_per_request: float
+
+
+def measure(server: Server, url: str, body: bytes, conc: int, seconds: float) -> Point:
+    cpu0 = server.cpu_seconds()
+    w = wrk_run(url, body, conc, seconds)
+    cpu = server.cpu_seconds() - cpu0
+    n = max(1, int(w["requests"]))
+    return Point(
+        rps=w["rps"], p50_ms=w["p50_ms"], p99_ms=w["p99_ms"], requests=n, non2xx=int(w["non2xx"]),
+        cpu_ms_per_request=round(cpu * 1000.0 / n, 4),
+    )  # fmt: skip
+
+
+def overload(server: Server, url: str, body: bytes, rows: int, seconds: float) -> dict:
+    """Goodput at c=200 over c=8 with `rows`-row requests, statuses from the server's /metrics."""
+    out: dict = {}
+    for conc in (8, 200):
+        before = server.status_counts()
+        w = wrk_run(url, body, conc, seconds)
+        after = server.status_counts()
+        counts = {s: after.get(s, 0) - before.get(s, 0) for s in after if after.get(s, 0) != before.get(s, 0)}
+        ok = counts.get("200", 0)
+        out[f"c{conc}"] = {"rows_per_s": round(ok * rows / w["seconds"], 1), "statuses": counts,
+                           "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"]}  # fmt: skip
+    base = out["c8"]["rows_per_s"]
+    out["goodput"] = round(out["c200"]["rows_per_s"] / base, 4) if base else 0.0
+    out["server_errors"] = sum(v for k, v in out["c200"]["statuses"].items() if k.startswith("5"))
+    return out
+
+
+def inproc_p50(model_dir: Path, seq: int) -> float:
+    m = InprocModel(model_dir, provider="auto")
+    return summarize(m.time_shape(1, seq, repeats=2000, budget_s=3.0).seconds)["p50_ms"]
+
+
+def _verdict(r: dict) -> list[str]:
+    lines = []
+    checks = (
+        ("c=1 overhead (ms)", r["overhead_c1_ms"], TARGETS["overhead_c1_ms"], "<="),
+        ("batch-1 capacity at c=32 (req/s)", r["service"]["c32"]["rps"], TARGETS["capacity_c32_rps"], ">="),
+        ("overload goodput c=200 / c=8", r["overload"]["goodput"], TARGETS["overload_goodput"], ">="),
+    )
+    for label, value, target, op in checks:
+        ok = value <= target if op == "<=" else value >= target
+        lines.append(f"  {'PASS' if ok else 'MISS'}  {label}: {value:,.3f} (target {op} {target:,})")
+    errors = r["overload"]["server_errors"]
+    lines.append(f"  {'PASS' if errors == 0 else 'MISS'}  5xx under overload: {errors}")
+    return lines
+
+
+def report(r: dict) -> str:
+    s, f = r["service"], r["floor"]
+    rows = [
+        f"model {r['model']}, batch 1 x seq {r['seq']}; in-process ORT p50 {r['inproc_p50_ms']:.3f} ms",
+        f"{'':10} {'c=1 p50':>9} {'c=1 p99':>9} {'CPU/req':>9} {'c=32 req/s':>11} {'c=32 p50':>9} "
+        f"{'c=32 p99':>9} {'CPU/req':>9}",
+    ]
+    for name, d in (("service", s), ("floor", f)):
+        a, b = d["c1"], d["c32"]
+        rows.append(
+            f"{name:10} {a['p50_ms']:9.3f} {a['p99_ms']:9.3f} {a['cpu_ms_per_request']:9.3f} "
+            f"{b['rps']:11,.0f} {b['p50_ms']:9.3f} {b['p99_ms']:9.3f} {b['cpu_ms_per_request']:9.3f}"
+        )
+    o = r["overload"]
+    rows.append(
+        f"overload ({r['overload_rows']}x{r['overload_seq']} rows): c=8 {o['c8']['rows_per_s']:,.0f} rows/s "
+        f"{o['c8']['statuses']}, c=200 {o['c200']['rows_per_s']:,.0f} rows/s {o['c200']['statuses']}"
+    )
+    return "\n".join(rows + _verdict(r))
+
+
+def run(a, model_dir: Path, vocab: int, max_seq: int) -> dict:  # noqa: ANN001
+    seq = min(a.seq, max_seq)
+    body1 = hc.predict_body(1, seq, vocab)
+    big_seq = min(a.overload_seq, max_seq)
+    big = hc.predict_body(a.overload_rows, big_seq, vocab)
+    r: dict = {"model": a.model_name, "seq": seq, "overload_rows": a.overload_rows, "overload_seq": big_seq,
+               "machine": machine()}  # fmt: skip
+    r["inproc_p50_ms"] = round(inproc_p50(model_dir, seq), 4)
+    with start_service(Path(a.repo), [a.model_name], root=a.service_root) as svc:
+        url = hc.predict_url(svc.base, a.model_name)
+        wrk_run(url, body1, 1, 1.0)  # warm-up
+        r["service"] = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
+        if a.profile:
+            with profile_top(svc.pid, a.duration) as top:
+                r["service"]["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+            r["profile_top"] = top.lines
+        else:
+            r["service"]["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+        r["overload"] = overload(svc, url, big, a.overload_rows, a.duration)
+    with start_floor() as floor:
+        url = hc.predict_url(floor.base, a.model_name)
+        wrk_run(url, body1, 1, 1.0)
+        r["floor"] = {"c1": asdict(measure(floor, url, body1, 1, a.duration)),
+                      "c32": asdict(measure(floor, url, body1, 32, a.duration))}  # fmt: skip
+    r["overhead_c1_ms"] = round(r["service"]["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
+    r["floor_overhead_c1_ms"] = round(r["floor"]["c1"]["p50_ms"], 4)
+    return r
 
 
 def main(argv: list[str] | None = None) -> None:
     p = OneLineArgumentParser(prog="bench_overhead", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--repo", default="model_repository")
+    p.add_argument("--repo", default="model_repository", help="model repository the service loads")
     p.add_argument("--model", default="mha", help="model name or arch alias (mha/sha)")
-    p.add_argument("--seq", type=int, default=16)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per HTTP measurement")
+    p.add_argument("--seq", type=int, default=16, help="tokens per row at batch 1")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    p.add_argument("--overload-rows", type=int, default=32, help="rows per request in the overload test")
+    p.add_argument("--overload-seq", type=int, default=64, help="tokens per row in the overload test")
+    p.add_argument("--service-root", type=Path, help="run `python -m service` from this source tree "
+                   "(e.g. a worktree of an older commit, for before/after)")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="py-spy the server during the c=32 run")
+    p.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     a = p.parse_args(argv)
-    url = a.url.rstrip("/")
-    from pathlib import Path
-
+    if a.duration <= 0 or a.seq < 1 or a.overload_rows < 1 or a.overload_seq < 1:
+        fail("--duration, --seq, --overload-rows and --overload-seq must be positive")
     try:
         avail = repo_models(Path(a.repo))
-        (name,) = resolve([a.model], avail, f"repository {a.repo}")
-        hc.check_ready(url)
-    except (PlanError, hc.ServiceUnreachable) as exc:
+        (a.model_name,) = resolve([a.model], avail, f"repository {a.repo}")
+    except PlanError as exc:
         fail(str(exc))
-    info = avail[name]
-    seq = min(a.seq, info.max_sequence_length)
-    max_batch = int(hc.model_config(url, name).get("max_batch_size") or 32)
-
-    m = InprocModel(info.dir, provider="auto")
-    in_b1 = summarize(m.time_shape(1, seq).seconds)["p50_ms"]
-    in_best, b = 0.0, 1
-    while b <= max_batch:
-        p50 = summarize(m.time_shape(b, seq).seconds)["p50_ms"]
-        in_best = max(in_best, b / (p50 / 1e3))
-        b *= 2
-    provider = m.provider
-    del m
-
-    res1 = asyncio.run(_http(url, name, hc.predict_body(1, seq, info.vocab_size), 1, a.duration))
-    http_b1 = summarize(res1.latencies)["p50_ms"]
-    best_http, errors = 0.0, res1.error_count
-    for rows, conc in ((1, 2 * max_batch), (max_batch, 2)):
-        r = asyncio.run(_http(url, name, hc.predict_body(rows, seq, info.vocab_size), conc, a.duration))
-        errors += r.error_count
-        best_http = max(best_http, r.ok * rows / r.window_s)
-    if http_b1 is None:
-        fail(f"no successful request to {url} ({errors} errors)")
-    out = {
-        "model": name, "seq": seq, "provider_inproc": provider,
-        "inproc_p50_b1_ms": round(in_b1, 4), "service_p50_b1_ms": round(http_b1, 4),
-        "overhead_p50_b1_ms": round(http_b1 - in_b1, 4),
-        "inproc_max_rows_per_s": round(in_best, 1), "service_max_rows_per_s": round(best_http, 1),
-        "throughput_ratio": round(best_http / in_best, 4), "errors": errors,
-    }  # fmt: skip
-    print(f"{name} seq {seq}: service p50 at batch 1 - in-process p50 = {http_b1:.2f} - {in_b1:.2f} "
-          f"= {http_b1 - in_b1:.2f} ms")  # fmt: skip
-    print(f"{name} seq {seq}: service max throughput / in-process max = {best_http:,.0f} / {in_best:,.0f} "
-          f"rows/s = {best_http / in_best:.3f}")  # fmt: skip
-    print(json.dumps(out))
+    info = avail[a.model_name]
+    try:
+        r = run(a, info.dir, info.vocab_size, info.max_sequence_length)
+    except (RuntimeError, OSError) as exc:
+        fail(str(exc))
+    print(report(r))
+    for line in r.get("profile_top", []):
+        print(f"  profile: {line}")
+    print(json.dumps(r))
+    if a.out:
+        write_json(a.out, r)
     sys.exit(0)
 
 

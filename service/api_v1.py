@@ -7,10 +7,10 @@ model in the URL, `body` for the body as a whole).
 from __future__ import annotations
 
 import asyncio
-import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
+from service.bodies import RawRequest, RawResponse, openapi_body
 from service.core import ApiError, Service
 from service.repository import ModelEntry
 from service.schemas import (
@@ -33,10 +33,6 @@ ERRORS = {
 
 def _svc(request: Request) -> Service:
     return request.app.state.service
-
-
-def _start(request: Request) -> float:
-    return request.scope.get("h2h.start") or time.perf_counter()
 
 
 def summary(entry: ModelEntry) -> ModelSummary:
@@ -83,38 +79,49 @@ async def _predict_one(
     return await svc.predict(entry, ids_rows, mask_rows, body.top_k, body.return_embedding, t0)
 
 
-@router.post(
-    "/models/{name}/predict",
-    response_model=PredictResponse,
-    responses=ERRORS,
-    response_model_exclude_none=True,
-)
-async def predict(name: str, body: PredictRequest, request: Request) -> dict:
-    """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
-    optional embedding and the batch's timing."""
-    t0 = _start(request)
-    svc = _svc(request)
-    entry = svc.model(name)
+async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
+    """The predict route's work, from raw bytes to raw bytes: the server's middleware calls it
+    directly for speed, and the FastAPI route below (which documents it) calls it too."""
+    entry = svc.model(req.name)
+    body = req.parse(PredictRequest)
     if (body.texts is None) == (body.input_ids is None):
         raise ApiError(422, "give exactly one of texts or input_ids", "texts")
     if body.attention_mask is not None and body.input_ids is None:
         raise ApiError(422, "attention_mask needs input_ids", "attention_mask")
-    return await _predict_one(svc, entry, body, t0)
+    return RawResponse.json(await _predict_one(svc, entry, body, req.start))
 
 
-@router.post("/compare", response_model=CompareResponse, responses=ERRORS, response_model_exclude_none=True)
-async def compare(body: CompareRequest, request: Request) -> dict:
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra=openapi_body(PredictRequest),
+)
+async def predict(name: str, request: Request) -> Response:
+    """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
+    optional embedding and the batch's timing."""
+    req = await RawRequest.from_request(request, name)
+    return (await predict_raw(_svc(request), req)).to_response()
+
+
+@router.post(
+    "/compare", response_model=CompareResponse, responses=ERRORS, openapi_extra=openapi_body(CompareRequest)
+)
+async def compare(request: Request) -> Response:
     """The same texts through every model (or those named), answers and timings side by side."""
-    t0 = _start(request)
+    req = await RawRequest.from_request(request, "")
     svc = _svc(request)
+    body = req.parse(CompareRequest)
     names = body.models or [n for n, e in svc.models.items() if e.ready]
     if not names:
         raise ApiError(503, "no model is ready", "models")
     entries = [svc.model(n, f"models.{i}") for i, n in enumerate(names)]
     for e in entries:  # validate for every model before queueing anything
         svc.encode_texts(e, body.texts)
-    results = await asyncio.gather(*(_predict_one(svc, e, body, t0) for e in entries), return_exceptions=True)
+    results = await asyncio.gather(
+        *(_predict_one(svc, e, body, req.start) for e in entries), return_exceptions=True
+    )
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    return {"results": dict(zip(names, results, strict=True))}
+    return RawResponse.json({"results": dict(zip(names, results, strict=True))}).to_response()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.bodies import RawRequest, RawResponse
 from service.core import ApiError, Service
 from service.repository import ModelEntry
 from service.v2codec import HEADER, V2Error, encode_response, parse_request
@@ -170,12 +171,16 @@ async def model_stats(name: str, request: Request) -> dict:
 @router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
 @router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
-    t0 = request.scope.get("h2h.start") or time.perf_counter()
-    _version(version)
-    svc = _svc(request)
-    entry = svc.model(name)
+    raw = await RawRequest.from_request(request, name, version)
+    return (await infer_raw(_svc(request), raw)).to_response()
+
+
+async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
+    """The infer route's work, bytes to bytes (the middleware calls it directly for speed)."""
+    _version(raw.version)
+    entry = svc.model(raw.name)
     try:
-        req = parse_request(await request.body(), request.headers.get(HEADER))
+        req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
     except V2Error as exc:
         raise ApiError(400, str(exc)) from None
     unknown = set(req.inputs) - {"input_ids", "attention_mask"}
@@ -208,15 +213,15 @@ async def infer(name: str, request: Request, version: str | None = None) -> Resp
             raise ApiError(400, f"unknown output {oname[:64]!r} (outputs: {', '.join(OUTPUTS)})")
     result = await svc.infer(entry, ids_rows, mask_rows)
     tensors = {"logits": result.logits, "embedding": result.embedding}
-    head = {"model_name": name, "model_version": VERSION}
+    head = {"model_name": raw.name, "model_version": VERSION}
     if req.id is not None:
         head["id"] = req.id
     head["parameters"] = {
         "queue_ms": round(result.queue_ms, 3),
         "compute_ms": round(result.compute_ms, 3),
-        "total_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+        "total_ms": round((time.perf_counter() - raw.start) * 1000.0, 3),
         "batch_size": result.batch_size,
         "padded_length": result.padded_length,
     }
     body, headers = encode_response(head, [(o, tensors[o], binary) for o, binary in wanted])
-    return Response(content=body, headers=headers)
+    return RawResponse(body, headers)

@@ -8,31 +8,38 @@ by route template and known model name only.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, api_v1, api_v2
+from service.bodies import RawRequest, RawResponse, field_of
 from service.core import ApiError, Service
 from service.metrics import NO_MODEL, UNKNOWN_MODEL
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 
-# routes that do inference work: refused with 503 once draining starts
-_WORK_ROUTES = re.compile(r"^/v1/(models/[^/]+/predict|compare)$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+# routes that do inference work, with the template their metrics are labelled with: refused
+# with 503 once draining starts, and with 429 before their body is read when the queue is full
+_WORK_ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^/v1/models/(?P<name>[^/]+)/predict$"), "/v1/models/{name}/predict"),
+    (re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$"), "/v2/models/{name}/infer"),
+    (re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer$"), "/v2/models/{name}/versions/{version}/infer"),
+    (re.compile(r"^/v1/compare$"), "/v1/compare"),
+)  # fmt: skip
 
 
 def _is_v2(path: str) -> bool:
@@ -43,41 +50,109 @@ def error_body(path: str, message: str, field: str | None) -> dict[str, Any]:
     return {"error": message} if _is_v2(path) else {"error": message, "field": field}
 
 
-def _loc_field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in {"body", "path", "query"}:
-        parts = parts[1:] if len(parts) > 1 else parts
-    return ".".join(parts) or "body"
+# the hot routes, served by the middleware itself: FastAPI's routing, dependency solving and
+# exception middleware cost more per request than the rest of a batch-1 request's Python work
+_HOT: dict[str, Callable[[Service, RawRequest], Awaitable[RawResponse]]] = {
+    "/v1/models/{name}/predict": api_v1.predict_raw,
+    "/v2/models/{name}/infer": api_v2.infer_raw,
+    "/v2/models/{name}/versions/{version}/infer": api_v2.infer_raw,
+}
+
+
+class WorkRoute(NamedTuple):
+    template: str
+    name: str | None
+    version: str | None
+
+
+def _work_route(scope: Scope) -> WorkRoute | None:
+    """The inference POST a request is for, from its URL alone, else None."""
+    if scope["method"] != "POST":
+        return None
+    path = scope["path"]
+    for pattern, template in _WORK_ROUTES:
+        m = pattern.match(path)
+        if m is not None:
+            groups = m.groupdict()
+            return WorkRoute(template, groups.get("name"), groups.get("version"))
+    return None
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, service: Service, fastapi_app: FastAPI) -> None:
+    """Outermost ASGI layer: refusals decided from the URL alone, body limit, request metrics.
+
+    Admission comes first so that an overloaded server spends nothing on bodies it will
+    refuse; routing is Starlette's, read back from the scope for the metric labels.
+    """
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        self.fastapi_app = fastapi_app
-        self._all_routes: list[BaseRoute] | None = None
 
-    def _routes(self) -> list[BaseRoute]:
-        if self._all_routes is None:
-            routes = [r for r in self.fastapi_app.router.routes if hasattr(r, "path")]
-            self._all_routes = routes + list(api_v1.router.routes) + list(api_v2.router.routes)
-        return self._all_routes
-
-    def _route(self, scope: Scope) -> tuple[str, str]:
-        for route in self._routes():
-            match, child = route.matches(scope)
-            if match == Match.FULL:
-                name = child.get("path_params", {}).get("name")
-                label = NO_MODEL if name is None else self.service.model_label(name)
-                return getattr(route, "path", "_unmatched"), label
-        return "_unmatched", UNKNOWN_MODEL
+    def _labels(self, scope: Scope, work: WorkRoute | None) -> tuple[str, str]:
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        if template is None:
+            if work is None:
+                return "_unmatched", UNKNOWN_MODEL
+            template, name = work.template, work.name
+        else:
+            name = (scope.get("path_params") or {}).get("name")
+        return template, NO_MODEL if name is None else self.service.model_label(name)
 
     async def _reply(self, send: Send, status: int, body: dict, headers: dict[str, str]) -> None:
-        raw = json.dumps(body).encode()
+        raw = orjson.dumps(body)
         hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": raw})
+
+    async def _refusal(self, work: WorkRoute | None) -> ApiError | None:
+        svc = self.service
+        if work is None:
+            return None
+        name = work.name
+        if svc.draining:
+            model = NO_MODEL if name is None else svc.model_label(name)
+            svc.metrics.rejected(model, "shutting_down")
+            headers = {**svc.retry_headers(), "connection": "close"}
+            return ApiError(503, "server is shutting down", None, headers)
+        return None if name is None else await svc.admission(name)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | int:
+        """The whole body, or the status to answer: 413 above the limit, 499 on disconnect."""
+        limit = self.service.settings.max_body_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return 413
+        chunks: list[bytes] = []
+        size = 0
+        more = scope["method"] in {"POST", "PUT", "PATCH"}
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 499  # client went away before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return 413
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _serve_hot(
+        self, handler: Callable[[Service, RawRequest], Awaitable[RawResponse]], req: RawRequest, path: str,
+        send: Send,
+    ) -> None:  # fmt: skip
+        """A hot route's answer, errors mapped as the app's exception handlers map them."""
+        try:
+            response = await handler(self.service, req)
+        except ApiError as exc:
+            response = RawResponse.json(error_body(path, exc.message, exc.field), exc.status, exc.headers)
+        except Exception:
+            log.exception("unhandled error on %s", path)
+            response = RawResponse.json(error_body(path, "internal server error", None), 500)
+        await response.send(send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,9 +160,8 @@ class ServiceMiddleware:
             return
         t0 = time.perf_counter()
         scope["h2h.start"] = t0
-        svc = self.service
         path = scope.get("path", "")
-        route, model = self._route(scope)
+        work = _work_route(scope)
         status = 500
 
         async def send_wrapper(message: Message) -> None:
@@ -97,35 +171,24 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            if svc.draining and _WORK_ROUTES.match(path):
-                svc.metrics.rejected(model, "shutting_down")
-                retry = {"retry-after": str(svc.settings.retry_after_s), "connection": "close"}
-                await self._reply(send_wrapper, 503, error_body(path, "server is shutting down", None), retry)
+            refusal = await self._refusal(work)
+            if refusal is not None:
+                body = error_body(path, refusal.message, refusal.field)
+                await self._reply(send_wrapper, refusal.status, body, refusal.headers)
                 return
-            # Buffer the body up to the limit; bigger bodies are refused before any parsing.
-            limit = svc.settings.max_body_bytes
-            declared = dict(scope.get("headers") or []).get(b"content-length")
-            too_big = declared is not None and declared.isdigit() and int(declared) > limit
-            chunks: list[bytes] = []
-            size = 0
-            more = scope["method"] in {"POST", "PUT", "PATCH"} and not too_big
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    status = 499  # client went away before sending its body
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    too_big = True
-                    break
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            if too_big:
-                msg = f"request body is larger than {limit} bytes"
+            body = await self._read_body(scope, receive)
+            if isinstance(body, int) and body == 499:
+                status = 499
+                return
+            if isinstance(body, int):
+                msg = f"request body is larger than {self.service.settings.max_body_bytes} bytes"
                 await self._reply(send_wrapper, 413, error_body(path, msg, "body"), {"connection": "close"})
                 return
-            body = b"".join(chunks)
+            hot = _HOT.get(work.template) if work is not None else None
+            if hot is not None and work is not None and work.name is not None:
+                req = RawRequest.from_scope(scope, body, work.name, work.version)
+                await self._serve_hot(hot, req, path, send_wrapper)
+                return
             replayed = False
 
             async def replay() -> Message:
@@ -137,10 +200,28 @@ class ServiceMiddleware:
 
             await self.app(scope, replay, send_wrapper)
         finally:
-            svc.metrics.observe_request(model, route, status, time.perf_counter() - t0)
+            route, model = self._labels(scope, work)
+            self.service.metrics.observe_request(model, route, status, time.perf_counter() - t0)
 
 
-def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = True) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI with `ServiceMiddleware` in front of its whole middleware stack.
+
+    `add_middleware` would put it inside Starlette's error and FastAPI's telemetry and body-limit
+    layers, which every hot request would then cross for nothing: the middleware answers hot
+    routes itself and maps their errors as the exception handlers do.
+    """
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+
+def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = True) -> ServiceApp:
     settings = settings or ServiceSettings()
     service = Service(settings, gpu_metrics=gpu_metrics)
 
@@ -152,7 +233,7 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
         finally:
             await service.stop()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="headtohead",
         version=__version__,
         description="Shallow multi-head vs deep single-head encoders behind one API: simple JSON (v1) "
@@ -182,7 +263,7 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
             return JSONResponse(
                 error_body(request.url.path, f"malformed JSON: {err}".rstrip(": "), "body"), status_code=400
             )
-        field = _loc_field(first.get("loc", ("body",)))
+        field = field_of(first.get("loc", ("body",)))
         msg = str(first.get("msg", "invalid"))
         ctype = request.headers.get("content-type", "")
         if field == "body" and "json" not in ctype and first.get("type") == "model_attributes_type":
@@ -204,5 +285,5 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body(request.url.path, "internal server error", None), status_code=500)
 
-    app.add_middleware(ServiceMiddleware, service=service, fastapi_app=app)
+    app.front = ServiceMiddleware(partial(FastAPI.__call__, app), service)
     return app

@@ -9,10 +9,16 @@ Pure asyncio + numpy (no FastAPI, no ONNX Runtime) so it is unit-testable with a
   `ceil(length / bucket_width)`; a batch holds rows of one bucket only and is padded to its
   longest row, so little padding is computed.
 - A batch runs when its bucket holds `max_batch_size` rows, or when its oldest request has
-  waited `max_queue_delay_ms`, whichever first; the oldest waiting request goes first.
+  waited `max_queue_delay_ms`, whichever first; the oldest waiting request goes first. With
+  the default delay of 0 a request that finds the model idle runs at once, and rows that
+  arrive while a batch computes form the next batch (TEI's rule): no fixed wait at low load.
 - The queue is bounded in rows: a full queue raises `QueueFull` at once (the API answers 429
-  with Retry-After) instead of letting latency grow.
-- `session.run` happens in a worker thread (one per model), never on the event loop.
+  with Retry-After) instead of letting latency grow. `has_room()` lets the HTTP layer refuse
+  before it parses a body, and `retry_after_s()` estimates the drain time from measured
+  rows/s.
+- `session.run` happens in a worker thread (one per model), except when nothing else is
+  queued and the batch's shape is known to run in under `inline_compute_ms`: then on the
+  event loop itself, since waking a thread and waking the loop back cost more than the run.
 - `close()` refuses new work; `drain()` flushes everything queued without waiting for the
   delay window and returns when every accepted request is answered.
 """
@@ -143,11 +149,12 @@ class DynamicBatcher:
         run_fn: RunFn,
         *,
         max_batch_size: int = 32,
-        max_queue_delay_ms: float = 2.0,
+        max_queue_delay_ms: float = 0.0,
         max_queue_rows: int = 512,
         bucket_width: int = 16,
         pad_id: int = 0,
         timeout_s: float = 30.0,
+        inline_compute_ms: float = 1.0,
         observer: Observer | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or bucket_width < 1:
@@ -160,10 +167,15 @@ class DynamicBatcher:
         self.bucket_width = bucket_width
         self.pad_id = pad_id
         self.timeout_s = timeout_s
+        self.inline_max_s = inline_compute_ms / 1000.0
+        self._compute_s: dict[tuple[int, int], float] = {}  # (rows, bucket) -> moving average
         self.observer: Observer = observer or NullObserver()
         self.stats = Stats()
         self._buckets: dict[int, deque[_Item]] = {}
         self._queued_rows = 0
+        self.mean_request_rows = 1.0  # moving average, for admission of requests not yet parsed
+        self.on_room: Callable[[], None] | None = None  # called when rows leave the queue
+        self._drain_rows_per_s = 0.0  # moving average of rows / compute second
         self._inflight = 0  # accepted, not yet answered
         self._accepting = False
         self._draining = False
@@ -244,6 +256,17 @@ class DynamicBatcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    def has_room(self, rows: int = 1) -> bool:
+        """Whether `rows` more rows would be accepted now (the check `submit` makes)."""
+        return self._accepting and self._queued_rows + rows <= self.max_queue_rows
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the queued rows drain at the measured rate (1..60)."""
+        rate = self._drain_rows_per_s
+        if rate <= 0.0:
+            return 1
+        return max(1, min(60, math.ceil(self._queued_rows / rate)))
+
     def bucket_of(self, length: int) -> int:
         return max(1, math.ceil(length / self.bucket_width))
 
@@ -252,9 +275,19 @@ class DynamicBatcher:
         self, ids_rows: Sequence[np.ndarray], mask_rows: Sequence[np.ndarray] | None = None
     ) -> BatchResult:
         """Queue one request (rows of int64 token ids, trailing padding trimmed) and wait."""
+        item = self._enqueue(ids_rows, mask_rows)
+        loop = asyncio.get_running_loop()
+        # a timer rather than wait_for(shield(...)): two fewer tasks and futures per request
+        timer = loop.call_later(self.timeout_s, self._expire, item)
+        t0 = time.perf_counter()
+        try:
+            return await item.future
+        finally:
+            timer.cancel()
+            self._settle(item, time.perf_counter() - t0)
+
+    def _enqueue(self, ids_rows: Sequence[np.ndarray], mask_rows: Sequence[np.ndarray] | None) -> _Item:
         rows = len(ids_rows)
-        if mask_rows is None:
-            mask_rows = [np.ones(len(r), dtype=np.int64) for r in ids_rows]
         if not self._accepting:
             self.observer.rejected(self.name, ShuttingDown.reason)
             raise ShuttingDown("server is shutting down")
@@ -263,39 +296,44 @@ class DynamicBatcher:
         if self._queued_rows + rows > self.max_queue_rows:
             self.observer.rejected(self.name, QueueFull.reason)
             raise QueueFull(f"queue of {self.name} is full ({self._queued_rows} rows waiting)")
-        loop = asyncio.get_running_loop()
+        if mask_rows is None:
+            mask_rows = [np.ones(len(r), dtype=np.int64) for r in ids_rows]
         longest = max(len(r) for r in ids_rows)
         item = _Item(
             ids=list(ids_rows), masks=list(mask_rows), bucket=self.bucket_of(longest),
-            future=loop.create_future(), enqueued=time.perf_counter(), rows=rows,
+            future=asyncio.get_running_loop().create_future(), enqueued=time.perf_counter(), rows=rows,
         )  # fmt: skip
         self._buckets.setdefault(item.bucket, deque()).append(item)
         self._queued_rows += rows
+        self.mean_request_rows = 0.9 * self.mean_request_rows + 0.1 * rows
         self._inflight += 1
         assert self._idle is not None and self._changed is not None
         self._idle.clear()
         self.observer.accepted(self.name)
         self.observer.queue_depth(self.name, self._queued_rows)
         self._changed.set()
-        t0 = time.perf_counter()
-        try:
-            return await asyncio.wait_for(asyncio.shield(item.future), self.timeout_s)
-        except TimeoutError:
+        return item
+
+    def _expire(self, item: _Item) -> None:
+        """Timeout: the request is answered 504 now; the worker drops it if not yet batched."""
+        if not item.future.done():
             self.observer.rejected(self.name, RequestTimeout.reason)
-            item.future.cancel()  # the worker skips it if it has not started yet
-            raise RequestTimeout(f"no answer within {self.timeout_s:g} s") from None
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
-            ns = int((time.perf_counter() - t0) * 1e9)
-            if item.future.done() and not item.future.cancelled() and item.future.exception() is None:
-                self.stats.success_count += 1
-                self.stats.success_ns += ns
-            else:
-                self.stats.fail_count += 1
-                self.stats.fail_ns += ns
-            self.observer.answered(self.name)
+            item.future.set_exception(RequestTimeout(f"no answer within {self.timeout_s:g} s"))
+
+    def _settle(self, item: _Item, seconds: float) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            assert self._idle is not None
+            self._idle.set()
+        ns = int(seconds * 1e9)
+        fut = item.future
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            self.stats.success_count += 1
+            self.stats.success_ns += ns
+        else:
+            self.stats.fail_count += 1
+            self.stats.fail_ns += ns
+        self.observer.answered(self.name)
 
     # worker ----------------------------------------------------------------------------
     def _pick(self, now: float) -> int | None:
@@ -328,6 +366,8 @@ class DynamicBatcher:
         if not q:
             del self._buckets[bucket]
         self.observer.queue_depth(self.name, self._queued_rows)
+        if self.on_room is not None:
+            self.on_room()
         return taken
 
     async def _worker(self) -> None:
@@ -347,7 +387,7 @@ class DynamicBatcher:
             if items:
                 await self._run(loop, items)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+    def _pad(self, items: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
         rows = [r for it in items for r in it.ids]
         masks = [m for it in items for m in it.masks]
         width = max(len(r) for r in rows)
@@ -356,30 +396,38 @@ class DynamicBatcher:
         for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
             ids[i, : len(r)] = r
             mask[i, : len(m)] = m
+        return ids, mask
+
+    async def _compute(self, loop: asyncio.AbstractEventLoop, ids: np.ndarray, mask: np.ndarray) -> tuple:
+        """Run the model: on the event loop itself when nothing else waits and this shape is
+        known to be quick (a thread hand-off costs more than a small batch-1 run), else in the
+        worker thread so the loop keeps reading requests meanwhile."""
+        key = (ids.shape[0], self.bucket_of(ids.shape[1]))
+        known = self._compute_s.get(key)
+        inline = known is not None and known < self.inline_max_s and self._queued_rows == 0
+        started = time.perf_counter()
+        if inline:
+            out = self.run_fn(ids, mask)
+        else:
+            out = await loop.run_in_executor(self._executor, self.run_fn, ids, mask)
+        took = time.perf_counter() - started
+        self._compute_s[key] = took if known is None else 0.8 * known + 0.2 * took
+        return out
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+        ids, mask = self._pad(items)
         started = time.perf_counter()
         for it in items:
             self.observer.queue_wait(self.name, started - it.enqueued)
         try:
-            logits, embedding = await loop.run_in_executor(self._executor, self.run_fn, ids, mask)
+            logits, embedding = await self._compute(loop, ids, mask)
         except Exception as exc:  # the model failed: every request in the batch hears why
             for it in items:
                 if not it.future.done():
                     it.future.set_exception(exc)
             return
         compute_s = time.perf_counter() - started
-        real = int(mask.sum())
-        self.observer.batch(
-            self.name, rows=len(rows), padded_length=width, real_tokens=real, compute_s=compute_s
-        )
-        st = self.stats
-        st.execution_count += 1
-        st.inference_count += len(rows)
-        st.compute_ns += int(compute_s * 1e9)
-        st.queue_ns += sum(int((started - it.enqueued) * 1e9) for it in items)
-        st.last_inference_ms = int(time.time() * 1000)
-        bs = st.batch_sizes.setdefault(len(rows), [0, 0])
-        bs[0] += 1
-        bs[1] += int(compute_s * 1e9)
+        self._record(items, ids.shape[0], ids.shape[1], int(mask.sum()), started, compute_s)
         offset = 0
         for it in items:
             if not it.future.done():
@@ -389,8 +437,25 @@ class DynamicBatcher:
                         embedding=embedding[offset : offset + it.rows],
                         queue_ms=(started - it.enqueued) * 1000.0,
                         compute_ms=compute_s * 1000.0,
-                        batch_size=len(rows),
-                        padded_length=width,
+                        batch_size=ids.shape[0],
+                        padded_length=ids.shape[1],
                     )
                 )
             offset += it.rows
+
+    def _record(
+        self, items: list[_Item], rows: int, width: int, real: int, started: float, compute_s: float
+    ) -> None:
+        rate = rows / max(compute_s, 1e-9)
+        prev = self._drain_rows_per_s
+        self._drain_rows_per_s = rate if prev == 0.0 else 0.8 * prev + 0.2 * rate
+        self.observer.batch(self.name, rows=rows, padded_length=width, real_tokens=real, compute_s=compute_s)
+        st = self.stats
+        st.execution_count += 1
+        st.inference_count += rows
+        st.compute_ns += int(compute_s * 1e9)
+        st.queue_ns += sum(int((started - it.enqueued) * 1e9) for it in items)
+        st.last_inference_ms = int(time.time() * 1000)
+        bs = st.batch_sizes.setdefault(rows, [0, 0])
+        bs[0] += 1
+        bs[1] += int(compute_s * 1e9)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service import repository
+from service.admission import WaitingRoom
 from service.batcher import BatcherError, BatchResult, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown
 from service.metrics import UNKNOWN_MODEL, Metrics
 from service.repository import ModelEntry
@@ -35,6 +36,7 @@ class Service:
         self.metrics = Metrics(gpu=gpu_metrics)
         self.models: dict[str, ModelEntry] = {}
         self.batchers: dict[str, DynamicBatcher] = {}
+        self.rooms: dict[str, WaitingRoom] = {}
         self.draining = False
         self.started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,10 +63,11 @@ class Service:
                 entry.name, entry.runtime.run,
                 max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms,
                 max_queue_rows=s.max_queue_rows, bucket_width=s.length_bucket, pad_id=m.pad_id,
-                timeout_s=s.request_timeout_s, observer=self.metrics,
+                timeout_s=s.request_timeout_s, inline_compute_ms=s.inline_compute_ms, observer=self.metrics,
             )  # fmt: skip
             await b.start()
             self.batchers[entry.name] = b
+            self.rooms[entry.name] = WaitingRoom(b, s.admission_wait_ms / 1000.0)
         self.started = True
         print(self.summary(), flush=True)
 
@@ -85,6 +88,8 @@ class Service:
         if self._loop is not None and not self._loop.is_closed():
             for b in list(self.batchers.values()):
                 self._loop.call_soon_threadsafe(b.flush)
+            for room in list(self.rooms.values()):
+                self._loop.call_soon_threadsafe(room.refuse_all)
 
     async def stop(self) -> None:
         self.draining = True
@@ -192,18 +197,42 @@ class Service:
             mask_rows.append(mask[:end])
         return ids_rows, mask_rows
 
+    # admission -------------------------------------------------------------------------
+    def retry_headers(self, b: DynamicBatcher | None = None) -> dict[str, str]:
+        """Retry-After: the queue's measured drain time, never below the configured value."""
+        wait = max(self.settings.retry_after_s, b.retry_after_s() if b is not None else 0)
+        return {"Retry-After": str(wait)}
+
+    async def admission(self, name: str) -> ApiError | None:
+        """The refusal of a work request for `name` decided before its body is read, or None.
+
+        Under overload, parsing and validating a body only to refuse it is what starves the
+        model (useful work fell to 13% of capacity): a full queue is answered here, from the
+        URL alone, after a bounded wait for room (service.admission). Unknown or unready
+        models are left to the route, which names the field.
+        """
+        room = self.rooms.get(name)
+        if room is None or await room.enter():
+            return None
+        b = room.batcher
+        if not b.accepting:
+            self.metrics.rejected(name, ShuttingDown.reason)
+            return ApiError(503, "server is shutting down", None, self.retry_headers(b))
+        self.metrics.rejected(name, QueueFull.reason)
+        msg = f"queue of {name} is full ({b.queued_rows} rows waiting)"
+        return ApiError(self.settings.reject_status, msg, None, self.retry_headers(b))
+
     # inference -------------------------------------------------------------------------
     async def infer(
         self, entry: ModelEntry, ids_rows: list[np.ndarray], mask_rows: list[np.ndarray] | None = None
     ) -> BatchResult:
         b = self.batchers[entry.name]
-        retry = {"Retry-After": str(self.settings.retry_after_s)}
         try:
             return await b.submit(ids_rows, mask_rows)
         except QueueFull as exc:
-            raise ApiError(self.settings.reject_status, str(exc), None, retry) from None
+            raise ApiError(self.settings.reject_status, str(exc), None, self.retry_headers(b)) from None
         except ShuttingDown as exc:
-            raise ApiError(503, str(exc), None, retry) from None
+            raise ApiError(503, str(exc), None, self.retry_headers(b)) from None
         except RequestTimeout as exc:
             raise ApiError(504, str(exc)) from None
         except BatcherError as exc:

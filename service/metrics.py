@@ -99,35 +99,67 @@ class Metrics:
             "h2h_model_info", "Static facts about each loaded model (value 1)",
             ["model", "arch", "layers", "heads", "provider", "variant"], registry=r,
         )  # fmt: skip
+        self._series: dict[str, _ModelSeries] = {}
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if gpu:
             r.register(GpuCollector())
 
+    # labelled children, resolved once: `labels()` takes a lock and builds a key on every call,
+    # which the profile showed on the hot path
+    def _model(self, model: str) -> _ModelSeries:
+        series = self._series.get(model)
+        if series is None:
+            series = self._series[model] = _ModelSeries(self, model)
+        return series
+
     # batcher Observer ---------------------------------------------------------------------
     def accepted(self, model: str) -> None:
-        self.inflight.labels(model).inc()
+        self._model(model).inflight.inc()
 
     def answered(self, model: str) -> None:
-        self.inflight.labels(model).dec()
+        self._model(model).inflight.dec()
 
     def rejected(self, model: str, reason: str) -> None:
         self.rejected_c.labels(model, reason).inc()
 
     def queue_depth(self, model: str, rows: int) -> None:
-        self.queue_depth_g.labels(model).set(rows)
+        self._model(model).queue_depth.set(rows)
 
     def queue_wait(self, model: str, seconds: float) -> None:
-        self.queue_wait_h.labels(model).observe(seconds)
+        self._model(model).queue_wait.observe(seconds)
 
     def batch(self, model: str, *, rows: int, padded_length: int, real_tokens: int, compute_s: float) -> None:
-        self.compute.labels(model).observe(compute_s)
-        self.batch_size.labels(model).observe(rows)
-        self.sequence_length.labels(model).observe(padded_length)
+        m = self._model(model)
+        m.compute.observe(compute_s)
+        m.batch_size.observe(rows)
+        m.sequence_length.observe(padded_length)
         total = rows * padded_length
-        self.padding_fraction.labels(model).observe(1.0 - real_tokens / total if total else 0.0)
-        self.tokens.labels(model).inc(real_tokens)
+        m.padding_fraction.observe(1.0 - real_tokens / total if total else 0.0)
+        m.tokens.inc(real_tokens)
 
     # HTTP -----------------------------------------------------------------------------------
     def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
-        s = str(status)
-        self.requests.labels(model, route, s).inc()
-        self.request_duration.labels(model, route, s).observe(seconds)
+        key = (model, route, status)
+        pair = self._request_series.get(key)
+        if pair is None:
+            s = str(status)
+            pair = self._request_series[key] = (
+                self.requests.labels(model, route, s),
+                self.request_duration.labels(model, route, s),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+class _ModelSeries:
+    """One model's labelled children of the per-model metrics."""
+
+    def __init__(self, m: Metrics, model: str) -> None:
+        self.inflight = m.inflight.labels(model)
+        self.queue_depth = m.queue_depth_g.labels(model)
+        self.queue_wait = m.queue_wait_h.labels(model)
+        self.compute = m.compute.labels(model)
+        self.batch_size = m.batch_size.labels(model)
+        self.sequence_length = m.sequence_length.labels(model)
+        self.padding_fraction = m.padding_fraction.labels(model)
+        self.tokens = m.tokens.labels(model)

@@ -85,8 +85,22 @@ def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any
     return [(CPU, {})]
 
 
-def session_options(settings: ServiceSettings) -> ort.SessionOptions:
+def spinning(settings: ServiceSettings, provider: str) -> bool:
+    """Whether ORT's thread pools busy-wait between runs.
+
+    On CPU a spinning pool keeps cores busy after every run, the very cores the event loop needs
+    to parse the next requests; on CUDA the host threads barely matter, so ORT's default stays.
+    """
+    if settings.ort_spinning == "auto":
+        return provider == CUDA
+    return settings.ort_spinning == "on"
+
+
+def session_options(settings: ServiceSettings, provider: str = CPU) -> ort.SessionOptions:
     so = ort.SessionOptions()
+    spin = "1" if spinning(settings, provider) else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
     if settings.intra_op_threads:
         so.intra_op_num_threads = settings.intra_op_threads
@@ -104,7 +118,7 @@ class OrtModel:
         chosen = choose_providers(settings)
         self.session = ort.InferenceSession(
             str(path),
-            sess_options=session_options(settings),
+            sess_options=session_options(settings, chosen[0][0]),
             providers=[name for name, _ in chosen],
             provider_options=[opts for _, opts in chosen],
         )

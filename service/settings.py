@@ -53,8 +53,16 @@ class ServiceSettings(BaseSettings):
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="auto: CUDA when a GPU and the CUDA provider exist, else CPU"
     )
-    intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="0: ONNX Runtime's default (one per physical core)"
+    )
     inter_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
+    ort_spinning: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="ORT intra/inter-op threads busy-wait for work after each run. auto: off on CPU, where "
+        "spinning threads take the cores the event loop needs (2.6 -> 1.4 ms CPU per batch-1 request "
+        "measured), ORT's default (on) with CUDA",
+    )
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     cuda_device_id: int = Field(default=0, ge=0)
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
@@ -66,11 +74,26 @@ class ServiceSettings(BaseSettings):
     # dynamic batcher
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="rows per executed batch")
     max_queue_delay_ms: float = Field(
-        default=2.0, ge=0, description="longest wait for more rows before a batch runs"
+        default=0.0,
+        ge=0,
+        description="extra wait for more rows before a batch runs. 0: a request that finds its model idle "
+        "runs at once and rows arriving meanwhile form the next batch (TEI's rule)",
     )
     max_queue_rows: int = Field(default=512, ge=1, description="queued rows per model before 429")
+    admission_wait_ms: float = Field(
+        default=100.0,
+        ge=0,
+        description="when a model's queue is full, how long a request may wait, body unread and first "
+        "come first served, for room before it is answered 429; 0: refuse at once",
+    )
     length_bucket: int = Field(
         default=16, ge=1, description="batch only rows whose lengths share a bucket of this width"
+    )
+    inline_compute_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="run a batch on the event loop, skipping the worker-thread hand-off, when nothing "
+        "else is queued and batches of its shape take less than this; 0: always the worker thread",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="per-request limit (504)")
     reject_status: Literal[429, 503] = Field(default=429, description="status for a full queue")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -184,7 +185,7 @@ def encode_response(
         else:
             t["data"] = arr.reshape(-1).tolist()
         tensors.append(t)
-    body = json.dumps({**head, "outputs": tensors}, separators=(",", ":")).encode()
+    body = orjson.dumps({**head, "outputs": tensors})
     if not tail:
         return body, {"content-type": "application/json"}
     return body + b"".join(tail), {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,10 +18,12 @@ class Recorder:
     def __init__(self) -> None:
         self.shapes: list[tuple[int, int]] = []
         self.threads: set[str] = set()
+        self.order: list[str] = []  # thread name of each run
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.shapes.append(ids.shape)
         self.threads.add(threading.current_thread().name)
+        self.order.append(threading.current_thread().name)
         s = (ids * mask).sum(axis=1).astype(np.float32)
         n = mask.sum(axis=1).astype(np.float32)
         return np.stack([s, n], axis=1), n[:, None]
@@ -61,11 +64,45 @@ def test_concurrent_requests_merge_into_one_batch() -> None:
 def test_delay_window_runs_a_partial_batch() -> None:
     async def body() -> None:
         rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=5)
+        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=150)
         await b.start()
         r = await b.submit(rows(2, 3))
         assert r.batch_size == 2 and r.logits.shape == (2, 2)
-        assert r.queue_ms >= 0 and r.compute_ms >= 0
+        # a lone request waits for company for the whole window when one is configured
+        assert 140.0 <= r.queue_ms < 5_000.0
+        assert r.compute_ms < 5_000.0 and b.stats.queue_ns >= 140e6
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_default_is_the_idle_fast_path() -> None:
+    """No delay window by default: a lone request that finds the model idle runs at once."""
+
+    async def body() -> None:
+        b = DynamicBatcher("m", Recorder(), max_batch_size=8)
+        assert b.max_delay == 0.0
+        await b.start()
+        r = await asyncio.wait_for(b.submit(rows(3)), 1.0)
+        assert r.batch_size == 1 and r.queue_ms < 100.0
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_oldest_full_bucket_runs_first() -> None:
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=2, max_queue_delay_ms=60_000, bucket_width=16)
+        await b.start()
+        b.pause()
+        older = [asyncio.create_task(b.submit(rows(40))) for _ in range(2)]  # bucket 3, full
+        await until(lambda: b.queued_rows == 2)
+        newer = [asyncio.create_task(b.submit(rows(3))) for _ in range(2)]  # bucket 1, full
+        await until(lambda: b.queued_rows == 4)
+        b.resume()
+        await asyncio.gather(*older, *newer)
+        assert rec.shapes == [(2, 40), (2, 3)]
         await b.stop()
 
     asyncio.run(body())
@@ -210,3 +247,49 @@ def test_trim_rows_drops_trailing_padding_only() -> None:
     r, m = trim_rows(ids, mask)
     assert [x.tolist() for x in r] == [[0, 5, 6], [7]]
     assert [x.tolist() for x in m] == [[0, 1, 1], [1]]
+
+
+def test_known_quick_shape_runs_inline_when_nothing_else_waits() -> None:
+    """The thread hand-off is skipped for a shape measured below inline_compute_ms."""
+
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=8, inline_compute_ms=1_000.0)
+        await b.start()
+        await b.submit(rows(3))  # shape unknown: worker thread
+        await b.submit(rows(3))  # known quick, queue empty: on the event loop
+        assert len(rec.shapes) == 2
+        assert rec.order[0].startswith("ort-m") and rec.order[1] == threading.current_thread().name
+        await b.stop()
+        rec2 = Recorder()
+        off = DynamicBatcher("m", rec2, max_batch_size=8, inline_compute_ms=0.0)
+        await off.start()
+        for _ in range(3):
+            await off.submit(rows(3))
+        assert all(t.startswith("ort-m") for t in rec2.order) and len(rec2.order) == 3
+        await off.stop()
+
+    asyncio.run(body())
+
+
+def test_retry_after_follows_the_measured_drain_rate() -> None:
+    async def body() -> None:
+        def slow(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            time.sleep(0.05 * ids.shape[0])  # 20 rows/s
+            return Recorder()(ids, mask)
+
+        b = DynamicBatcher("m", slow, max_batch_size=4, max_queue_rows=100, inline_compute_ms=0.0)
+        await b.start()
+        assert b.retry_after_s() == 1  # nothing measured yet
+        await b.submit(rows(1, 1))
+        b.pause()
+        tasks = [asyncio.create_task(b.submit(rows(1, 1, 1, 1))) for _ in range(20)]  # 80 rows
+        await until(lambda: b.queued_rows == 80)
+        assert 3 <= b.retry_after_s() <= 5  # 80 rows at ~20 rows/s
+        assert b.has_room(20) and not b.has_room(21)
+        for t in tasks:
+            t.cancel()
+        b.resume()
+        await b.stop()
+
+    asyncio.run(body())

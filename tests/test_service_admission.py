@@ -1,0 +1,201 @@
+"""The cheap request path: admission before parsing, the waiting room, ORT thread settings,
+and the overhead benchmark's own logic (fast tests, no live server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadtest.bench_overhead import TARGETS, report
+from loadtest.bench_procs import top_frames
+from service.admission import WaitingRoom
+from service.app import create_app
+from service.batcher import DynamicBatcher
+from service.runtime import CPU, CUDA, session_options
+from service.settings import ServiceSettings
+from tests.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
+
+
+def _echo(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = mask.sum(axis=1).astype(np.float32)
+    return np.stack([n, n], axis=1), n[:, None]
+
+
+def _row(n: int = 2) -> list[np.ndarray]:
+    return [np.arange(1, n + 1, dtype=np.int64)]
+
+
+async def _full(b: DynamicBatcher) -> list[asyncio.Task]:
+    """Pause `b` and fill its queue with one-row requests."""
+    b.pause()
+    tasks = [asyncio.create_task(b.submit(_row())) for _ in range(b.max_queue_rows)]
+    while b.queued_rows < b.max_queue_rows:
+        await asyncio.sleep(0.001)
+    return tasks
+
+
+def test_room_admits_at_once_when_there_is_room_and_refuses_at_once_with_no_wait() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
+        await b.start()
+        assert await WaitingRoom(b, 0.0).enter() is True
+        tasks = await _full(b)
+        t0 = time.perf_counter()
+        assert await WaitingRoom(b, 0.0).enter() is False
+        assert time.perf_counter() - t0 < 0.05
+        b.resume()
+        await asyncio.gather(*tasks)
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_waiter_is_refused_after_its_wait() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
+        await b.start()
+        room = WaitingRoom(b, 0.12)
+        tasks = await _full(b)
+        t0 = time.perf_counter()
+        assert await room.enter() is False
+        assert 0.1 <= time.perf_counter() - t0 < 2.0
+        assert room.waiting == 0
+        b.resume()
+        await asyncio.gather(*tasks)
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_behind() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
+        await b.start()
+        room = WaitingRoom(b, 5.0)
+        tasks = await _full(b)
+        order: list[str] = []
+
+        async def wait(tag: str) -> None:
+            assert await room.enter()
+            order.append(tag)
+            await b.submit(_row())  # the admitted request queues, as the route would
+
+        first = asyncio.create_task(wait("first"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(wait("second"))
+        await asyncio.sleep(0.01)
+        assert room.waiting == 2 and order == []
+        b.resume()  # one batch of 2 rows leaves the queue: room for the waiters
+        await asyncio.wait_for(asyncio.gather(first, second, *tasks), 5.0)
+        assert order == ["first", "second"]
+        await b.stop()
+
+    asyncio.run(body())
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    repo = make_repo(tiny_repo, tmp_path_factory.mktemp("adm"))
+    r = AppRunner(create_app(settings_for(repo, admission_wait_ms=0.0), gpu_metrics=False))
+    yield r
+    r.close()
+
+
+def _scope(app, path: str) -> dict:  # noqa: ANN001
+    return {
+        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": "", "app": app,
+    }  # fmt: skip
+
+
+def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> None:
+    b = runner.service.batchers["mha-tiny"]
+    reads: list[int] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        reads.append(1)
+        return {"type": "http.request", "body": b'{"texts": ["a"]}', "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def go() -> None:
+        tasks = await _full(b)
+        try:
+            await runner.app(_scope(runner.app, "/v1/models/mha-tiny/predict"), receive, send)
+        finally:
+            b.resume()
+        await asyncio.gather(*tasks)
+
+    runner.call(go())
+    assert reads == []  # refused from the URL alone
+    start = sent[0]
+    assert start["status"] == 429
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"1" and headers[b"content-type"] == b"application/json"
+    assert b"is full" in sent[1]["body"] and b.max_queue_rows == MAX_QUEUE
+    metrics = runner.get("/metrics").text
+    assert (
+        'h2h_requests_total{model="mha-tiny",route="/v1/models/{name}/predict",status="429"} 1.0' in metrics
+    )
+
+
+def test_hot_route_errors_keep_their_shape(runner: AppRunner) -> None:
+    """Served by the middleware, not FastAPI: the error bodies must not change."""
+    r = runner.post("/v1/models/mha-tiny/predict", content=b"{", headers={"content-type": "application/json"})
+    assert (
+        r.status_code == 400
+        and r.json()["field"] == "body"
+        and r.json()["error"].startswith("malformed JSON")
+    )
+    r = runner.post("/v2/models/mha-tiny/infer", json={"inputs": []})
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    r = runner.post("/v2/models/mha-tiny/versions/2/infer", json={"inputs": []})
+    assert r.status_code == 404 and "version" in r.json()["error"]
+
+
+def test_ort_threads_do_not_spin_on_cpu_by_default() -> None:
+    key = "session.intra_op.allow_spinning"
+    s = ServiceSettings()
+    assert s.ort_spinning == "auto"
+    assert session_options(s, CPU).get_session_config_entry(key) == "0"
+    assert session_options(s, CUDA).get_session_config_entry(key) == "1"
+    on = ServiceSettings(ort_spinning="on")
+    assert session_options(on, CPU).get_session_config_entry("session.inter_op.allow_spinning") == "1"
+
+
+def test_top_frames_from_py_spy_raw_output() -> None:
+    raw = "main;a;b 30\nmain;a;c 10\nmain;b 60\nnot a line\n"
+    assert top_frames(raw, 2) == [" 90.0% b", " 10.0% c"]
+    assert top_frames("") == []
+
+
+def _result(overhead: float, rps: float, goodput: float, errors: int) -> dict:
+    point = {
+        "rps": rps,
+        "p50_ms": 0.5,
+        "p99_ms": 1.0,
+        "requests": 100,
+        "non2xx": 0,
+        "cpu_ms_per_request": 0.4,
+    }
+    over = {"rows_per_s": 100.0, "statuses": {"200": 10}, "p50_ms": 1.0, "p99_ms": 2.0}
+    return {
+        "model": "m", "seq": 16, "inproc_p50_ms": 0.2, "overhead_c1_ms": overhead, "overload_rows": 32,
+        "overload_seq": 64, "service": {"c1": point, "c32": point}, "floor": {"c1": point, "c32": point},
+        "overload": {"c8": over, "c200": over, "goodput": goodput, "server_errors": errors},
+    }  # fmt: skip
+
+
+def test_overhead_report_checks_every_target() -> None:
+    good = report(_result(0.2, 3500.0, 0.9, 0))
+    assert good.count("PASS") == 4 and "MISS" not in good
+    bad = report(_result(TARGETS["overhead_c1_ms"] + 0.1, 2000.0, 0.5, 3))
+    assert bad.count("MISS") == 4
+    assert "5xx under overload: 3" in bad
