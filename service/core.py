@@ -47,7 +47,7 @@ class Service:
         s = self.settings
         entries = repository.discover(s.model_repository, s.models)
         for entry in entries:
-            await asyncio.to_thread(repository.load, entry, s)
+            await asyncio.to_thread(repository.load, entry, s, len(entries))
             self.models[entry.name] = entry
             self.metrics.model_ready.labels(entry.name).set(1 if entry.ready else 0)
             if not entry.ready:

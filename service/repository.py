@@ -68,8 +68,9 @@ def _plain_name(value: str, what: str) -> str:
     return value
 
 
-def load(entry: ModelEntry, settings: ServiceSettings) -> ModelEntry:
-    """Fill `entry` in place: ready with a session, or failed with the reason."""
+def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> ModelEntry:
+    """Fill `entry` in place: ready with a session, or failed with the reason. `sessions`: how
+    many models share the machine's cores (ORT thread counts)."""
     t0 = time.perf_counter()
     try:
         m = load_manifest(entry.path)
@@ -85,7 +86,7 @@ def load(entry: ModelEntry, settings: ServiceSettings) -> ModelEntry:
         tok = Tokenizer.load(entry.path / m.tokenizer)
         if tok.vocab_size != m.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} words, manifest says {m.vocab_size}")
-        runtime = OrtModel(path, settings)
+        runtime = OrtModel(path, settings, sessions)
         entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, variant
         if settings.warmup:
             import numpy as np

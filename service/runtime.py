@@ -8,6 +8,7 @@ is the one the session actually runs on (`session.get_providers()[0]`), never th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,37 @@ def spinning(settings: ServiceSettings, provider: str) -> bool:
     return settings.ort_spinning == "on"
 
 
-def session_options(settings: ServiceSettings, provider: str = CPU) -> ort.SessionOptions:
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(settings: ServiceSettings, provider: str, sessions: int = 1) -> int:
+    """Threads per session; 0 leaves ORT's default (one per core) in place.
+
+    auto on CPU: the cores but one (the event loop's), shared among the sessions, at least 1.
+    Measured on 2 cores with spinning off: a batch-1 run takes 0.47 ms with 2 threads and 0.24
+    ms with 1 inside the server (waking the second thread costs more than it computes), and
+    under load the second core is the event loop's anyway.
+    """
+    if settings.intra_op_threads:
+        return settings.intra_op_threads
+    if provider == CUDA:
+        return 0
+    return max(1, (usable_cores() - 1) // max(1, sessions))
+
+
+def session_options(settings: ServiceSettings, provider: str = CPU, sessions: int = 1) -> ort.SessionOptions:
     so = ort.SessionOptions()
     spin = "1" if spinning(settings, provider) else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
-    if settings.intra_op_threads:
-        so.intra_op_num_threads = settings.intra_op_threads
+    threads = intra_op_threads(settings, provider, sessions)
+    if threads:
+        so.intra_op_num_threads = threads
     if settings.inter_op_threads:
         so.inter_op_num_threads = settings.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -114,11 +138,11 @@ def session_options(settings: ServiceSettings, provider: str = CPU) -> ort.Sessi
 class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
-    def __init__(self, path: Path, settings: ServiceSettings) -> None:
+    def __init__(self, path: Path, settings: ServiceSettings, sessions: int = 1) -> None:
         chosen = choose_providers(settings)
         self.session = ort.InferenceSession(
             str(path),
-            sess_options=session_options(settings, chosen[0][0]),
+            sess_options=session_options(settings, chosen[0][0], sessions),
             providers=[name for name, _ in chosen],
             provider_options=[opts for _, opts in chosen],
         )

@@ -54,7 +54,10 @@ class ServiceSettings(BaseSettings):
         default="auto", description="auto: CUDA when a GPU and the CUDA provider exist, else CPU"
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="0: ONNX Runtime's default (one per physical core)"
+        default=0,
+        ge=0,
+        description="threads per ONNX Runtime session. 0 (auto): on CPU the cores but one (the event "
+        "loop's) shared among the loaded models, at least 1; ORT's default with CUDA",
     )
     inter_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
     ort_spinning: Literal["auto", "on", "off"] = Field(

@@ -199,3 +199,16 @@ def test_overhead_report_checks_every_target() -> None:
     bad = report(_result(TARGETS["overhead_c1_ms"] + 0.1, 2000.0, 0.5, 3))
     assert bad.count("MISS") == 4
     assert "5xx under overload: 3" in bad
+
+
+def test_auto_intra_op_threads_leave_the_event_loop_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import runtime
+
+    s = ServiceSettings()
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    assert runtime.intra_op_threads(s, CPU, sessions=2) == 1
+    assert session_options(s, CPU, sessions=2).intra_op_num_threads == 1
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 16)
+    assert runtime.intra_op_threads(s, CPU, sessions=2) == 7
+    assert runtime.intra_op_threads(s, CUDA, sessions=2) == 0  # ORT's default on GPU hosts
+    assert runtime.intra_op_threads(ServiceSettings(intra_op_threads=3), CPU, sessions=2) == 3
