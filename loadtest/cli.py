@@ -36,6 +36,7 @@ def build_parser() -> OneLineArgumentParser:
     s.add_argument("--inproc-budget", type=float, help="in-process: seconds per point (default 1)")
     s.add_argument("--repo", help="model repository for in-process runs (default model_repository)")
     s.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
+    s.add_argument("--client-procs", type=int, help="load client processes for http points (default 1)")
     s.add_argument("--out", help="results folder (default results)")
     s.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="in-process execution provider")
     s.add_argument("--variant", help="in-process model variant, e.g. model.opt.onnx")

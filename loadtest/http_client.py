@@ -1,6 +1,7 @@
-"""Drive the running service with httpx.AsyncClient: closed loop and open loop.
+"""Drive the running service: closed loop and open loop, over the lean `loadtest.wire` client.
 
-Every request is `POST /v1/models/{name}/predict` with `input_ids` of exactly [batch, seq]
+httpx is kept for the control plane (readiness, model list, config, /metrics), where speed does
+not matter. Every request is `POST /v1/models/{name}/predict` with `input_ids` of exactly [batch, seq]
 (random ids in [2, vocab_size)) and an all-ones `attention_mask`, so a point measures that
 shape. The body is serialised once per point; the client only sends bytes.
 """
@@ -11,12 +12,14 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
 
 from loadtest.schedule import Clock, MonotonicClock, ScheduleStats, poisson_offsets, run_open_loop
+from loadtest.wire import Pool, RequestError
 
 
 class ServiceUnreachable(RuntimeError):
@@ -78,6 +81,7 @@ class LoadResult:
     errors: Counter = field(default_factory=Counter)  # "http_429", "ReadTimeout", ...
     window_s: float = 0.0
     schedule: ScheduleStats | None = None
+    client_cpu_s: float = 0.0  # CPU the client's event loop(s) spent in the measured window
 
     @property
     def ok(self) -> int:
@@ -87,68 +91,142 @@ class LoadResult:
     def error_count(self) -> int:
         return sum(self.errors.values())
 
-
-def make_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
-    return httpx.AsyncClient(
-        limits=limits, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        headers={"content-type": "application/json"},
-    )  # fmt: skip
+    def client_cpu_us_per_request(self) -> float | None:
+        n = self.ok + self.error_count
+        return self.client_cpu_s / n * 1e6 if n else None
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: bytes, res: LoadResult, t_ref: float) -> None:
-    """POST once; latency counted from `t_ref` (the send time, or the intended one)."""
+Send = Callable[[], Awaitable[int]]
+
+
+class WireClient:
+    """The load client: one keep-alive `wire.Pool` per (url, body); an async context manager."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self.pools: dict[tuple[str, bytes], Pool] = {}
+
+    def sender(self, url: str, body: bytes) -> Send:
+        key = (url, body)
+        if key not in self.pools:
+            self.pools[key] = Pool(url, body, self.timeout)
+        return self.pools[key].send
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+    async def __aenter__(self) -> WireClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_client(concurrency: int, timeout: float) -> WireClient:
+    """A load client (connections open on demand, so `concurrency` needs no pool limit)."""
+    del concurrency
+    return WireClient(timeout)
+
+
+async def _post(send: Send, res: LoadResult, t_ref: float, clock: Clock) -> None:
+    """One request; latency counted from `t_ref` (the send time, or the intended one)."""
     try:
-        r = await client.post(url, content=body)
-        await r.aread()
-        done = time.perf_counter()
-        if r.status_code == 200:
-            res.latencies.append(done - t_ref)
-        else:
-            res.errors[f"http_{r.status_code}"] += 1
-    except httpx.HTTPError as exc:
-        res.errors[type(exc).__name__] += 1
+        status = await send()
+    except RequestError as exc:
+        res.errors[exc.kind] += 1
+        return
+    if status == 200:
+        res.latencies.append(clock.now() - t_ref)
+    else:
+        res.errors[f"http_{status}"] += 1
+
+
+async def _wait_until(clock: Clock, start: float | None) -> float:
+    if start is not None and start > clock.now():
+        await clock.sleep(start - clock.now())
+    return start if start is not None else clock.now()
 
 
 async def closed_loop(
-    client: httpx.AsyncClient, url: str, body: bytes, concurrency: int, duration: float
-) -> LoadResult:
-    """`concurrency` workers, each sending its next request as soon as the last one answers."""
-    res = LoadResult()
-    t0 = time.perf_counter()
-    end = t0 + duration
+    client: WireClient, url: str, body: bytes, concurrency: int, duration: float, *,
+    clock: Clock | None = None, start: float | None = None,
+) -> LoadResult:  # fmt: skip
+    """`concurrency` workers, each sending its next request as soon as the last one answers.
+
+    `start` (a `clock` time, perf_counter by default) lets several processes begin together.
+    """
+    clock = clock or MonotonicClock()
+    send, res = client.sender(url, body), LoadResult()
+    t0 = await _wait_until(clock, start)
+    end, cpu0 = t0 + duration, time.thread_time()
 
     async def worker() -> None:
-        while time.perf_counter() < end:
-            await _post(client, url, body, res, time.perf_counter())
+        while clock.now() < end:
+            await _post(send, res, clock.now(), clock)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    res.window_s = time.perf_counter() - t0
+    res.window_s = clock.now() - t0
+    res.client_cpu_s = time.thread_time() - cpu0
     return res
 
 
 async def open_loop(
-    client: httpx.AsyncClient, url: str, body: bytes, rate: float, duration: float, *,
+    client: WireClient, url: str, body: bytes, rate: float, duration: float, *,
     seed: int = 0, clock: Clock | None = None, max_outstanding: int = 4096,
+    start: float | None = None, drain_s: float | None = None,
 ) -> LoadResult:  # fmt: skip
-    """Poisson arrivals at `rate`/s for `duration` s; latency from each intended send time.
+    """Poisson arrivals at `rate`/s for `duration` s; latency from each *intended* send time.
 
-    Requests beyond `max_outstanding` in flight are not sent and count as `dropped_overload`.
+    Measuring from the intended time is what keeps the open loop free of coordinated omission:
+    a send the client got to late (busy loop, stalled process) carries its lateness in its
+    latency instead of quietly lowering the offered load. Requests beyond `max_outstanding` in
+    flight are not sent and count as `dropped_overload`; with `drain_s`, requests still
+    unanswered that long after the last arrival are cancelled and count as `unfinished`.
     """
-    res = LoadResult()
+    clock = clock or MonotonicClock()
+    send, res = client.sender(url, body), LoadResult()
     tasks: set[asyncio.Task] = set()
 
     def fire(intended: float) -> None:
         if len(tasks) >= max_outstanding:
             res.errors["dropped_overload"] += 1
             return
-        t = asyncio.get_running_loop().create_task(_post(client, url, body, res, intended))
+        t = asyncio.get_running_loop().create_task(_post(send, res, intended, clock))
         tasks.add(t)
         t.add_done_callback(tasks.discard)
 
-    t0 = time.perf_counter()
-    res.schedule = await run_open_loop(poisson_offsets(rate, duration, seed), fire, clock or MonotonicClock())
+    t0 = await _wait_until(clock, start)
+    cpu0 = time.thread_time()
+    res.schedule = await run_open_loop(poisson_offsets(rate, duration, seed), fire, clock, start=t0)
     if tasks:
-        await asyncio.gather(*list(tasks), return_exceptions=True)
-    res.window_s = time.perf_counter() - t0  # includes draining the last responses
+        _, pending = await asyncio.wait(list(tasks), timeout=drain_s)
+        for t in pending:
+            t.cancel()
+        if pending:
+            res.errors["unfinished"] += len(pending)
+            await asyncio.gather(*pending, return_exceptions=True)
+    res.window_s = clock.now() - t0  # includes draining the last responses
+    res.client_cpu_s = time.thread_time() - cpu0
     return res
+
+
+def merge(parts: list[LoadResult]) -> LoadResult:
+    """One result from several client processes that measured the same window side by side."""
+    out = LoadResult()
+    scheds = [p.schedule for p in parts if p.schedule is not None]
+    for p in parts:
+        out.latencies += p.latencies
+        out.errors.update(p.errors)
+        out.window_s = max(out.window_s, p.window_s)
+        out.client_cpu_s += p.client_cpu_s
+    if scheds:
+        out.schedule = ScheduleStats(
+            planned=sum(s.planned for s in scheds), sent=sum(s.sent for s in scheds),
+            late=sum(s.late for s in scheds), max_lag_s=max(s.max_lag_s for s in scheds),
+            lag_sum_s=sum(s.lag_sum_s for s in scheds), start=min(s.start for s in scheds),
+            first_sent=min(s.first_sent for s in scheds), last_sent=max(s.last_sent for s in scheds),
+            lags=[x for s in scheds for x in s.lags],
+        )  # fmt: skip
+    return out

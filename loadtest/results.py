@@ -23,7 +23,8 @@ COLUMNS = [
     "provider", "variant", "requests", "errors", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
     "min_ms", "max_ms", "rps", "tokens_per_s", "window_s", "late_sends", "max_lag_ms",
     "achieved_rate", "server_queue_ms", "server_compute_ms", "server_batches",
-    "server_rows_per_batch", "server_rejected", "error_kinds", "note",
+    "server_rows_per_batch", "server_rejected", "client_procs", "client_cpu_us_per_req",
+    "client_cpu_cores", "error_kinds", "note",
 ]  # fmt: skip
 
 JSON_NAME = "results.json"

@@ -76,15 +76,17 @@ async def run_open_loop(
     *,
     late_after: float = 0.002,
     stop: Callable[[], bool] | None = None,
+    start: float | None = None,
 ) -> ScheduleStats:
     """Call `fire(intended_abs_time)` at each `start + offset`; never waits for responses.
 
     `fire` must not block (it should create a task and return). Returns counts of late sends
-    and the lag distribution. `stop()` returning True ends the schedule early.
+    and the lag distribution. `stop()` returning True ends the schedule early. `start` (a clock
+    time, default now) anchors the schedule, so client processes can share one.
     """
     clock = clock or MonotonicClock()
     st = ScheduleStats(planned=len(offsets))
-    st.start = clock.now()
+    st.start = clock.now() if start is None else start
     for off in offsets:
         if stop is not None and stop():
             break

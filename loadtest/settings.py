@@ -39,6 +39,7 @@ class LoadtestSettings(BaseSettings):
     provider: Literal["auto", "cuda", "cpu"] = "auto"
     variant: str | None = Field(default=None, description="model variant file key for inproc")
     timeout: float = Field(default=30.0, gt=0, description="per-request timeout (http)")
+    client_procs: int = Field(default=1, ge=1, le=64, description="load client processes (http)")
     max_points: int = Field(default=400, ge=1, description="refuse grids larger than this")
     seed: int = 0
 

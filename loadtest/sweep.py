@@ -3,7 +3,6 @@ write results after every point (an interrupted sweep keeps what it measured).""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from loadtest import http_client as hc
 from loadtest import promscrape, results
 from loadtest.grid import PRESETS, GridError, parse_list, parse_names
+from loadtest.procs import Driver, LoadSpec
 from loadtest.settings import LoadtestSettings
 from loadtest.stats import summarize
 
@@ -305,7 +305,9 @@ class Runner:
             self._add(i, p, self._run_inproc(p))
         self._inproc.clear()  # free sessions before loading the service
         if http:
-            asyncio.run(self._run_http_all(http))
+            with Driver(self.plan.settings.client_procs) as driver:
+                for i, p in http:
+                    self._add(i, p, self._run_http(p, driver))
         self.save()
         return self.rows
 
@@ -334,28 +336,17 @@ class Runner:
         return row
 
     # over HTTP
-    async def _run_http_all(self, pts: list[tuple[int, Point]]) -> None:
-        for i, p in pts:
-            self._add(i, p, await self._run_http(p))
-
-    async def _run_http(self, p: Point) -> dict[str, Any]:
+    def _run_http(self, p: Point, driver: Driver) -> dict[str, Any]:
         s, info = self.plan.settings, self.plan.models[p.model]
-        url = hc.predict_url(s.url, p.model)
-        body = hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed)
         self.meta["providers"].setdefault("http", {})[p.model] = info.server_provider
-        conc = p.concurrency if p.load == "closed" else 1
-        async with hc.make_client(conc if p.load == "closed" else 256, s.timeout) as client:
-            if s.warmup > 0:
-                await hc.closed_loop(client, url, body, conc, s.warmup)
-            before = promscrape.parse((await client.get(f"{s.url}/metrics")).text, p.model)
-            if p.load == "closed":
-                res = await hc.closed_loop(client, url, body, p.concurrency, self.plan.duration)
-            else:
-                assert p.rate is not None
-                res = await hc.open_loop(
-                    client, url, body, p.rate, self.plan.duration, seed=s.seed + i_hash(p)
-                )
-            after = promscrape.parse((await client.get(f"{s.url}/metrics")).text, p.model)
+        spec = LoadSpec(
+            hc.predict_url(s.url, p.model), hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed),
+            "closed" if p.load == "closed" else "open", self.plan.duration, concurrency=p.concurrency,
+            rate=p.rate, warmup=s.warmup, seed=s.seed + i_hash(p), timeout=s.timeout,
+        )  # fmt: skip
+        scraped: list[Any] = []
+        res = driver.run(spec, lambda: scraped.append(promscrape.parse(hc.scrape_metrics(s.url), p.model)))
+        after = promscrape.parse(hc.scrape_metrics(s.url), p.model)
         if res.ok == 0 and any(k in res.errors for k in ("ConnectError", "RemoteProtocolError")):
             raise hc.ServiceUnreachable(f"service at {s.url} stopped answering ({dict(res.errors)})")
         st = summarize(res.latencies)
@@ -364,12 +355,20 @@ class Runner:
                    requests=res.ok, errors=res.error_count, error_kinds=dict(res.errors))  # fmt: skip
         row.update(st)
         _throughput(row, res.ok, res.window_s, p)
+        row.update(client_row(res, driver.procs))
         if res.schedule is not None:
             sch = res.schedule
             row.update(late_sends=sch.late, max_lag_ms=sch.max_lag_s * 1e3,
                        achieved_rate=sch.achieved_rate(self.plan.duration))  # fmt: skip
-        row.update(promscrape.diff(before, after))
+        row.update(promscrape.diff(scraped[0], after))
         return row
+
+
+def client_row(res: hc.LoadResult, procs: int) -> dict[str, Any]:
+    """The client's own cost, so a reader can tell when the load generator was the bottleneck."""
+    us = res.client_cpu_us_per_request()
+    return {"client_procs": procs, "client_cpu_us_per_req": None if us is None else round(us, 1),
+            "client_cpu_cores": round(res.client_cpu_s / res.window_s, 4) if res.window_s > 0 else None}  # fmt: skip
 
 
 def i_hash(p: Point) -> int:
