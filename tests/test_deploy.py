@@ -17,7 +17,7 @@ skipped are the `h2h_gpu_*` ones, and only when the service exports no GPU serie
 Grafana variables are substituted before a dashboard query goes to Prometheus (GRAFANA_VARS):
 `$__rate_interval` -> `1m` (with a 1 s scrape interval Grafana would pick >= 4 s; 1 m matches the
 recording rules' window and keeps every rate() fed for the whole test), `$__interval` -> `5s`,
-`$__range` -> `5m`, `$model` -> `.*` (the variable's "All" value).
+`$__range` -> `5m`, `$model` and `$instance` -> `.*` (the variables' "All" value).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ GRAFANA_VARS = {
     "__interval": "5s",
     "__range": "5m",
     "model": ".*",
+    "instance": ".*",
 }
 GPU_METRIC = re.compile(r"\bh2h_gpu_")
 
@@ -308,7 +309,8 @@ def test_dashboard_panels() -> None:
             assert t["datasource"]["uid"] == "prometheus" and t["expr"].strip(), p["title"]
     # what the issue asks the dashboard to show
     text = json.dumps(d)
-    for needle in ("h2h_requests", "model:h2h_request_duration_seconds:p95", "model:h2h_request_duration_seconds:p99",
+    for needle in ("h2h_requests", "histogram_quantile(0.95, sum by (le, model) (rate(h2h_request_duration_seconds",
+                   "histogram_quantile(0.99, sum by (le, model) (rate(h2h_request_duration_seconds",
                    "h2h_queue_wait_seconds", "h2h_compute_seconds", "h2h_batch_size_bucket",
                    "h2h_sequence_length_bucket", 'status=\\"429\\"', "h2h_gpu_utilization_ratio",
                    "h2h_gpu_memory_used_bytes", 'arch=\\"mha\\"', 'arch=\\"sha\\"'):  # fmt: skip
@@ -321,6 +323,10 @@ def test_dashboard_panels() -> None:
     for p in iter_panels(d["panels"]):
         for t in p.get("targets") or []:
             assert "[$__rate_interval]" in t["expr"] or "[" not in t["expr"], t["expr"]
+            # the replica selector filters every query: each series selector carries it (recording
+            # rules, aggregated over every replica, would ignore it)
+            for m in re.finditer(r"\b(?:[a-z_]+:)?h2h_[a-z0-9_:]+(\{[^}]*\})?", t["expr"]):
+                assert 'instance=~"$instance"' in (m.group(1) or ""), (p["title"], m.group(0))
 
 
 def test_dashboard_uses_only_known_metrics() -> None:

@@ -17,7 +17,11 @@ Then, through the Prometheus HTTP API:
 - per-replica queue depth and in-flight series are visible (the slow replica's queue was seen
   non-empty), and the prometheus-adapter query the HPA relies on returns one value per pod;
 - the dashboard's replica (`instance`) variable lists both replicas, and the per-replica panels
-  return one series per replica.
+  return one series per replica;
+- the replica selector filters the panels: with every replica selected the dashboard's latency
+  and request-rate panels show the fleet's numbers (the recording rules' values), with one
+  replica selected they show exactly that replica's quantile and rate, and no panel returns a
+  series of a replica that is not selected.
 """
 
 from __future__ import annotations
@@ -275,6 +279,21 @@ def _one(result: list[dict]) -> float:
     return s["value"]
 
 
+def panel_query(title: str, ref: str, instance: str | None = None) -> str:
+    """A dashboard target's PromQL as Grafana sends it: every variable at "All", or the replica
+    variable set to one instance (Grafana regex-escapes a selected value for `=~`)."""
+    (p,) = [p for p in iter_panels(dashboard()["panels"]) if p["title"] == title]
+    (t,) = [t for t in p["targets"] if t["refId"] == ref]
+    return on_replica(t["expr"], instance)
+
+
+def on_replica(expr: str, instance: str | None) -> str:
+    if instance is not None:
+        value = re.escape(instance).replace("\\", "\\\\")  # inside a PromQL string literal
+        expr = expr.replace('instance=~"$instance"', f'instance=~"{value}"')
+    return substitute(expr)
+
+
 # --------------------------------------------------------------------------------------------
 # tests
 
@@ -319,6 +338,13 @@ def test_dashboard_latency_quantiles_merge_replica_histograms(fleet: dict, quant
     assert fleet_q == pytest.approx(histogram_quantile(q, merged), rel=1e-9)
 
     p_a, p_b = histogram_quantile(q, a), histogram_quantile(q, b)
+    # the Latency panel: the fleet's quantile with every replica selected, one replica's own
+    # quantile with that replica selected (its histogram alone, nothing of the other)
+    panel = ("Latency p50 / p95 / p99 per model", {"p50": "A", "p99": "C"}[quantile])
+    assert _one(query(prom, panel_query(*panel), t)) == pytest.approx(fleet_q, rel=1e-9)
+    for pod, own in (("replica-a", p_a), ("replica-b", p_b)):
+        shown = _one(query(prom, panel_query(*panel, instance=fleet["instance"][pod]), t))
+        assert shown == pytest.approx(own, rel=1e-9), pod
     assert p_b >= SLOW_S  # replica B waits 60 ms for every batch
     if quantile == "p50":  # the fast replica's majority sets the fleet's median...
         assert fleet_q < SLOW_S and fleet_q < (p_a + p_b) / 2  # ...not the average of the two medians
@@ -342,6 +368,18 @@ def test_dashboard_request_rate_sums_replicas(fleet: dict) -> None:
     a, b = (per[fleet["instance"][p]] for p in ("replica-a", "replica-b"))
     assert a > b > 0
     assert fleet_rate == pytest.approx(a + b, rel=1e-9)
+    # the Traffic row's request-rate panel: the sum with every replica selected, and exactly one
+    # replica's rate with that replica selected
+
+    def shown(instance: str | None) -> float:
+        got = query(fleet["prom"], panel_query("Request rate by model and status", "A", instance), t)
+        (s,) = [s for s in got if s["metric"]["model"] == MODEL]  # all answers were 200s
+        assert s["metric"]["status"] == "200"
+        return s["value"]
+
+    assert shown(None) == pytest.approx(a + b, rel=1e-9)
+    assert shown(fleet["instance"]["replica-a"]) == pytest.approx(a, rel=1e-9)
+    assert shown(fleet["instance"]["replica-b"]) == pytest.approx(b, rel=1e-9)
 
 
 def test_per_replica_queue_depth_and_adapter_metric(fleet: dict) -> None:
@@ -379,9 +417,17 @@ def test_dashboard_replica_selector_and_panels(fleet: dict) -> None:
     (row,) = [p for p in d["panels"] if p["type"] == "row" and p["title"] == "Replicas"]
     panels = [p for p in d["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
     assert len(panels) == 3
+    b = fleet["instance"]["replica-b"]
     for p in panels:
         for t in p["targets"]:
             got = query(fleet["prom"], substitute(t["expr"]), fleet["at"])
             assert sorted(s["metric"]["instance"] for s in got) == sorted(fleet["instance"].values()), p[
                 "title"
             ]
+            got = query(fleet["prom"], on_replica(t["expr"], b), fleet["at"])
+            assert [s["metric"]["instance"] for s in got] == [b], p["title"]
+    # with one replica selected, no panel shows a series of the other one
+    for p in iter_panels(d["panels"]):
+        for t in p.get("targets") or []:
+            got = query(fleet["prom"], on_replica(t["expr"], b), fleet["at"])
+            assert {s["metric"].get("instance", b) for s in got} <= {b}, (p["title"], t["refId"])
