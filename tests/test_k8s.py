@@ -318,7 +318,10 @@ def test_deployment_probes_shutdown_and_security(overlay: tuple[str, dict[str, d
     assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in vols["tmp"]  # writable scratch
 
 
-def test_deployment_env_is_real_settings_and_overlay_specific(overlay: tuple[str, dict[str, dict]]) -> None:
+def test_deployment_env_is_real_settings_and_overlay_specific(
+    overlay: tuple[str, dict[str, dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import runtime
     from service.settings import ServiceSettings
 
     name, objs = overlay
@@ -336,7 +339,12 @@ def test_deployment_env_is_real_settings_and_overlay_specific(overlay: tuple[str
     else:
         assert gpu is None and "nvidia.com/gpu" not in c["resources"]["requests"]
         assert settings.provider == "cpu" and c["image"] == "headtohead-service:cpu"
-        assert settings.intra_op_threads == int(c["resources"]["requests"]["cpu"])
+        # the pin is what the service's auto default picks with exactly the requested cores
+        # (in a pod auto would count the node's cores), with one model loaded or two
+        monkeypatch.setattr(runtime, "usable_cores", lambda: int(c["resources"]["requests"]["cpu"]))
+        auto = ServiceSettings(provider="cpu", intra_op_threads=0)  # 0 = auto
+        for models in (1, 2):
+            assert settings.intra_op_threads == runtime.intra_op_threads(auto, runtime.CPU, models)
 
 
 def test_service_pdb_and_selectors(overlay: tuple[str, dict[str, dict]]) -> None:
