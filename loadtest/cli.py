@@ -44,9 +44,37 @@ def build_parser() -> OneLineArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    _capacity_parser(sub)
     r = sub.add_parser("report", help="write report.md and PNG plots from a results folder")
-    r.add_argument("results", help="results folder (with results.json)")
+    r.add_argument("results", help="results folder (with results.json and/or capacity.json)")
     return p
+
+
+def _capacity_parser(sub: Any) -> None:
+    c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
+    c.add_argument(
+        "--slo-p99-ms", type=float, help="p99 latency target in ms, from intended send times (default 50)"
+    )
+    c.add_argument("--models", help="comma list of served model names or mha/sha (default mha,sha)")
+    c.add_argument("--batch", help=f"rows per request: {GRID_HELP} (default 1)")
+    c.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (default 16,64)")
+    c.add_argument("--max-error-rate", type=float, help="largest error share a passing probe may have, 429s "
+                   "included (default 0.001)")  # fmt: skip
+    c.add_argument("--probe-duration", type=float, help="seconds per probe (default 2; longer at low rates)")
+    c.add_argument("--max-probes", type=int, help="probes per model and shape (default 8)")
+    c.add_argument(
+        "--tolerance", type=float, help="stop bisecting when the bracket is this narrow (default 0.1)"
+    )
+    c.add_argument(
+        "--start-rate", type=float, help="first rate in req/s (default: half the closed-loop c=8 rate)"
+    )
+    c.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
+    c.add_argument("--out", help="results folder (default results)")
+    c.add_argument("--client-procs", type=int, help="load client processes (default 1)")
+    c.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 30)")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--no-report", action="store_true", help="skip rewriting report.md and plots")
+    c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
 
 def _settings(args: Any):
@@ -140,25 +168,34 @@ def cmd_sweep(args: Any) -> int:
 
 
 def cmd_report(args: Any) -> int:
-    from loadtest.report import verdict, write_report
+    from loadtest import capacity_run
+    from loadtest.report import headline, write_report
     from loadtest.results import load
 
     path = Path(args.results)
-    if not (path / "results.json").is_file() and not path.is_file():
-        fail(f"{path} has no results.json (run `python -m loadtest sweep --out {path}` first)")
+    has_sweep = (path / "results.json").is_file() or path.is_file()
+    if not has_sweep and not (path / capacity_run.JSON_NAME).is_file():
+        fail(
+            f"{path} has no results.json or capacity.json (run `python -m loadtest sweep --out {path}` first)"
+        )
     try:
-        data = load(path)
+        points = load(path)["points"] if has_sweep else []
+        out = write_report(path)
     except ValueError as exc:
         fail(str(exc).splitlines()[0])
-    out = write_report(path)
     print(f"wrote {out}", file=sys.stderr)
-    print(verdict(data["points"]))
+    print(headline(points, capacity_run.load(path if path.is_dir() else path.parent)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    rc = cmd_sweep(args) if args.command == "sweep" else cmd_report(args)
+    if args.command == "capacity":
+        from loadtest.capacity_cli import cmd_capacity
+
+        rc = cmd_capacity(args)
+    else:
+        rc = cmd_sweep(args) if args.command == "sweep" else cmd_report(args)
     raise SystemExit(rc)
 
 

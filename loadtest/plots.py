@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from loadtest import analysis  # noqa: E402
+from loadtest import analysis, choose  # noqa: E402
 from models import atomic  # noqa: E402
 
 Row = dict[str, Any]
@@ -135,6 +135,32 @@ def overhead_plot(points: list[Row], out: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, out / "overhead.png")
+
+
+def accuracy_vs_capacity(
+    cands: list[choose.Candidate], shape: tuple[int, int], slo_ms: float, out: Path
+) -> Path | None:
+    """One point per model: capacity within the SLO at `shape` (x) against test accuracy (y)."""
+    pts = [c for c in cands if c.accuracy is not None and shape in c.capacity]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    for c in pts:
+        x, y = c.capacity[shape], float(c.accuracy or 0.0)
+        ax.scatter([x], [y], s=70, marker="o" if c.arch == "mha" else "s", zorder=3,
+                   color="tab:blue" if c.arch == "mha" else "tab:orange")  # fmt: skip
+        ax.annotate(
+            f"{c.model}\n{c.shape_label}", (x, y), textcoords="offset points", xytext=(8, 4), fontsize=8
+        )
+    b, q = shape
+    xs, ys = [c.capacity[shape] for c in pts], [float(c.accuracy or 0.0) for c in pts]
+    ax.set_xlim(0, max(xs) * 1.35 + 1e-9)
+    pad = max(0.01, (max(ys) - min(ys)) * 0.5)
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    ax.set(xlabel=f"capacity, requests/s (batch {b} x seq {q}, open loop)", ylabel="test accuracy",
+           title=f"Accuracy vs capacity at p99 \u2264 {slo_ms:g} ms")  # fmt: skip
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out / "accuracy_vs_capacity.png")
 
 
 def all_plots(points: list[Row], out: Path) -> list[Path]:

@@ -56,3 +56,13 @@ def diff(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
         "server_rows_per_batch": d["rows_sum"] / d["batches"] if d["batches"] > 0 else None,
         "server_rejected": int(after.rejected - before.rejected),
     }
+
+
+def inflight(text: str, model: str) -> float:
+    """`h2h_inflight_requests` for `model` (requests accepted and not yet answered; 0 when absent)."""
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "h2h_inflight_requests":
+            for s in fam.samples:
+                if s.labels.get("model") == model:
+                    return s.value
+    return 0.0

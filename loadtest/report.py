@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loadtest import analysis, plots, results
+from loadtest import analysis, capacity_run, choose, plots, results
 from models.atomic import write_text
 
 Row = dict[str, Any]
@@ -32,6 +32,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _pct(r: float) -> str:
     return f"{abs(1 - r) * 100:.0f}%"
+
+
+def headline(points: list[Row], capacity: dict[str, Any] | None) -> str:
+    """What the CLI prints after writing a report: the cost verdict and/or the recommendation."""
+    parts = [verdict(points)] if points or not capacity else []
+    rows = (capacity or {}).get("rows") or []
+    shape = choose.headline_shape(rows)
+    if shape is not None:
+        manifests = (capacity or {}).get("meta", {}).get("manifests", {})
+        parts.append(
+            choose.recommend(choose.candidates(rows, points, manifests), shape, rows[0]["slo_p99_ms"])
+        )
+    return "\n".join(parts)
 
 
 def verdict(points: list[Row]) -> str:
@@ -104,9 +117,53 @@ def _meta_section(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build(points: list[Row], meta: dict[str, Any], images: list[Path]) -> str:
-    out = ["# Load test: shallow multi-head vs deep single-head", "", "## Verdict", "", verdict(points), "",
-           "## Setup", "", _meta_section(meta), ""]  # fmt: skip
+def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> list[str]:
+    """Markdown lines: accuracy, p50 at batch 1 and capacity per model, the plot, one recommendation."""
+    rows = cap.get("rows") or []
+    shape = choose.headline_shape(rows)
+    if shape is None:
+        return []
+    slo, max_err = rows[0]["slo_p99_ms"], rows[0]["max_error_rate"]
+    cands = choose.candidates(rows, points, manifests)
+    shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
+    acc = {c.model: None if c.accuracy is None else f"{c.accuracy:.4f}" for c in cands}
+    table = [
+        [c.model, c.shape_label, acc[c.model], c.p50_b1_ms, *[c.capacity.get(k) for k in shapes]]
+        for c in cands
+    ]
+    out = ["## Which model to serve", "", choose.recommend(cands, shape, slo), "",
+           f"Capacity: the highest Poisson arrival rate (requests/s) whose p99, measured from the intended "
+           f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
+           f"`python -m loadtest capacity`. p50 at batch 1: {cands[0].p50_source or 'not measured'}.", "",
+           _table(["model", "layers x heads", "test accuracy", "p50 ms, batch 1",
+                   *[f"req/s b{b} s{q}" for b, q in shapes]], table), ""]  # fmt: skip
+    ratios = [x for x in cap.get("ratios") or [] if x.get("sha_over_mha") is not None]
+    if ratios:
+        out += ["SHA/MHA capacity: " + "; ".join(f"batch {x['batch']} x seq {x['seq']} **{x['sha_over_mha']:.2f}**"
+                                                 for x in ratios) + ".", ""]  # fmt: skip
+    return out
+
+
+def build(
+    points: list[Row], meta: dict[str, Any], images: list[Path], capacity: dict[str, Any] | None = None
+) -> str:
+    out = ["# Load test: shallow multi-head vs deep single-head", ""]
+    if points or not capacity:
+        out += ["## Verdict", "", verdict(points), ""]
+    if capacity:
+        manifests = {**(capacity.get("meta") or {}).get("manifests", {}), **meta.get("manifests", {})}
+        out += which_model_section(capacity, points, manifests)
+        if any(p.name == "accuracy_vs_capacity.png" for p in images):
+            out += ["![Accuracy vs capacity](accuracy_vs_capacity.png)", ""]
+        else:
+            out += ["(No accuracy-vs-capacity plot: no model has a recorded test accuracy.)", ""]
+    out += ["## Setup", "", _meta_section(meta or (capacity or {}).get("meta", {})), ""]
+    if capacity and meta:
+        cm = capacity.get("meta") or {}
+        out[-1:] = [
+            f"- capacity search: created {cm.get('created', '?')}, elapsed {cm.get('elapsed_s', '?')} s",
+            "",
+        ]
     g = analysis.ratio_grid(points)
     if g is not None:
         out += [f"## SHA / MHA p50 latency ratio ({g.source})", "",
@@ -153,11 +210,21 @@ def build(points: list[Row], meta: dict[str, Any], images: list[Path]) -> str:
 
 
 def write_report(results_dir: Path) -> Path:
-    data = results.load(results_dir)
+    """report.md and the plots from results.json (the sweep) and/or capacity.json (the SLO search)."""
     results_dir = Path(results_dir)
-    if results_dir.is_file():
-        results_dir = results_dir.parent
-    images = plots.all_plots(data["points"], results_dir)
-    path = results_dir / REPORT_NAME
-    write_text(path, build(data["points"], data["meta"], images))
+    folder = results_dir.parent if results_dir.is_file() else results_dir
+    has_sweep = results_dir.is_file() or (folder / results.JSON_NAME).is_file()
+    data = results.load(results_dir) if has_sweep else {"points": [], "meta": {}}
+    cap = capacity_run.load(folder)
+    images = plots.all_plots(data["points"], folder)
+    if cap and cap.get("rows"):
+        manifests = {**cap["meta"].get("manifests", {}), **data["meta"].get("manifests", {})}
+        cands = choose.candidates(cap["rows"], data["points"], manifests)
+        shape = choose.headline_shape(cap["rows"])
+        plot = (
+            plots.accuracy_vs_capacity(cands, shape, cap["rows"][0]["slo_p99_ms"], folder) if shape else None
+        )
+        images += [plot] if plot else []
+    path = folder / REPORT_NAME
+    write_text(path, build(data["points"], data["meta"], images, cap))
     return path

@@ -77,9 +77,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def to_csv(points: list[dict[str, Any]]) -> str:
+def to_csv(points: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns or COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for p in points:
         row = dict(p)

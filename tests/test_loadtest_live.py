@@ -131,3 +131,47 @@ def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
              "--seq", "8", "--dry-run", timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["inproc mha-other b=1 s=8", "inproc sha-tiny b=1 s=8"]
+
+
+def test_capacity_search_against_live_service(live_service: str, tmp_path: Path):
+    out = tmp_path / "results"
+    r = _run("capacity", "--models", "mha,sha", "--seq", "16", "--slo-p99-ms", "500", "--probe-duration", "0.4",
+             "--max-probes", "3", "--url", live_service, "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((out / "capacity.json").read_text())
+    rows = list(csv.DictReader((out / "capacity.csv").open()))
+    assert [(x["model"], int(x["batch"]), int(x["seq"])) for x in rows] == [
+        ("mha-tiny", 1, 16),
+        ("sha-tiny", 1, 16),
+    ]
+    for row in data["rows"]:
+        assert row["capacity_rps"] > 0 and row["capacity_rows_per_s"] == row["capacity_rps"]
+        assert row["p99_ms"] <= 500 and row["p50_c1_ms"] > 0 and 1 <= row["probes"] <= 3
+        assert row["accuracy"] == data["meta"]["manifests"][row["model"]]["test_accuracy"]
+    assert len(data["probes"]) == sum(row["probes"] for row in data["rows"])
+    assert data["ratios"][0]["sha_over_mha"] == pytest.approx(
+        data["rows"][1]["capacity_rps"] / data["rows"][0]["capacity_rps"]
+    )
+    assert "SHA/MHA capacity at b=1 s=16" in r.stdout and "req/s" in r.stderr  # summary, per-probe progress
+    md = (out / "report.md").read_text()
+    assert "## Which model to serve" in md and "Serve " in md
+    assert all(0 <= row["accuracy"] <= 1 for row in data["rows"])  # the fixture runs record test accuracy
+    assert (out / "accuracy_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--slo-p99-ms", "-1"], "slo_p99_ms"), (["--batch", "0"], "must be positive"),
+     (["--max-error-rate", "2"], "max_error_rate"), (["--models", "gpt"], "no model 'gpt'")],
+)  # fmt: skip
+def test_capacity_bad_input_is_one_line_exit_2(args, needle, live_service: str, tmp_path: Path):
+    r = _run("capacity", "--url", live_service, "--out", str(tmp_path), *args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_capacity_without_a_service_is_one_line_exit_2(tmp_path: Path):
+    url = f"http://127.0.0.1:{_free_port()}"
+    r = _run("capacity", "--url", url, "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and url in r.stderr, r.stderr

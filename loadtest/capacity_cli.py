@@ -1,0 +1,114 @@
+"""The `capacity` subcommand: settings from flags, a progress bar per probe, a summary table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from models.cliargs import fail, validation_message
+
+
+class _ProbeProgress:
+    """rich progress bar on a terminal (one tick per probe), one plain line per probe otherwise."""
+
+    def __init__(self, targets: int, max_probes: int) -> None:
+        self.max_probes = max_probes
+        self.bar = None
+        self.used = 0
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
+            self.task = self.bar.add_task("capacity", total=targets * max_probes)
+
+    def __enter__(self) -> _ProbeProgress:
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def probe(self, target: Any, p: Any) -> None:
+        self.used += 1
+        p99 = f"{p.p99_ms:.1f} ms" if p.p99_ms is not None else "–"
+        mark = "pass" if p.passed else f"fail ({p.reason})"
+        msg = f"{target.label()}: {p.rate:,.1f} req/s for {p.duration_s:.1f} s: p99 {p99}, {p.errors} errors: {mark}"
+        if self.bar:
+            self.bar.console.print(msg, highlight=False)
+            self.bar.update(self.task, advance=1, description=target.label())
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def search_done(self) -> None:
+        """A search that stopped early gives its unused probes back to the bar."""
+        if self.bar:
+            self.bar.update(self.task, advance=self.max_probes - self.used)
+        self.used = 0
+
+
+def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float, max_err: float) -> str:
+    lines = [
+        f"capacity at p99 <= {slo:g} ms (from intended send times), errors <= {max_err:.2%}, Poisson arrivals:"
+    ]
+    for r in rows:
+        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "–"
+        lines.append(f"  {r['model']:<20} b={r['batch']:<3} s={r['seq']:<4} {r['capacity_rps']:>9,.1f} req/s "
+                     f"{r['capacity_rows_per_s']:>9,.1f} rows/s  p99 {p99} ms  ({r['status']}, {r['probes']} probes)")  # fmt: skip
+    for x in ratios:
+        ratio = f"{x['sha_over_mha']:.2f}" if x["sha_over_mha"] is not None else "–"
+        lines.append(f"  SHA/MHA capacity at b={x['batch']} s={x['seq']}: {ratio} ({x['sha']} / {x['mha']})")
+    return "\n".join(lines)
+
+
+def _settings(args: Any):
+    from loadtest.capacity_run import CapacitySettings
+
+    skip = {"command", "no_report", "dry_run"}
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    try:
+        return CapacitySettings(**overrides)
+    except Exception as exc:
+        fail(validation_message(exc))
+
+
+def cmd_capacity(args: Any) -> int:
+    from loadtest import http_client as hc
+    from loadtest.capacity_run import CapacityRunner, plan, ratios
+    from loadtest.sweep import PlanError
+
+    s = _settings(args)
+    try:
+        pl = plan(s)
+    except (PlanError, hc.ServiceUnreachable) as exc:
+        fail(str(exc))
+    except hc.httpx.HTTPError as exc:
+        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")
+    for n in pl.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
+          f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
+          file=sys.stderr)  # fmt: skip
+    if args.dry_run:
+        for t in pl.targets:
+            print(t.label())
+        return 0
+    try:
+        with _ProbeProgress(len(pl.targets), s.max_probes) as prog:
+            runner = CapacityRunner(pl, prog.probe, prog.search_done)
+            rows = runner.run()
+    except hc.ServiceUnreachable as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"interrupted: finished searches are in {s.out}", file=sys.stderr)
+        return 130
+    print(f"wrote {s.out / 'capacity.csv'} and {s.out / 'capacity.json'}", file=sys.stderr)
+    if not args.no_report:
+        from loadtest.report import write_report
+
+        print(f"wrote {write_report(s.out)}", file=sys.stderr)
+    print(summary(rows, ratios(rows), s.slo_p99_ms, s.max_error_rate))
+    return 0

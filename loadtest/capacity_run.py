@@ -1,0 +1,269 @@
+"""`python -m loadtest capacity`: run the SLO capacity search against a running service.
+
+Per model and request shape: a short closed-loop calibration (concurrency 1 gives the p50 a
+lone request sees; concurrency 8 the rate the search starts from, half the closed-loop
+throughput), then `capacity.search` with open-loop probes. Results go next to a sweep's, in
+the same style: `capacity.json` (meta, one row per model and shape, every probe, the SHA/MHA
+ratios) and `capacity.csv`, written atomically after every search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loadtest import http_client as hc
+from loadtest import promscrape, results
+from loadtest.capacity import Probe, SearchResult, SearchSpec, judge, search
+from loadtest.grid import GridError, parse_list, parse_names
+from loadtest.procs import Driver, LoadSpec
+from loadtest.stats import summarize
+from loadtest.sweep import ModelInfo, PlanError, resolve, service_models
+from models.atomic import write_json, write_text
+
+JSON_NAME = "capacity.json"
+CSV_NAME = "capacity.csv"
+COLUMNS = [
+    "model", "arch", "layers", "heads", "batch", "seq", "slo_p99_ms", "max_error_rate", "capacity_rps",
+    "capacity_rows_per_s", "goodput_rps", "p50_ms", "p99_ms", "error_rate", "p50_c1_ms", "closed_c8_rps",
+    "probes", "failed_above_rps", "status", "provider", "variant", "client_cpu_us_per_req", "accuracy",
+]  # fmt: skip
+
+
+class CapacitySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_LOADTEST_", extra="ignore", protected_namespaces=())
+
+    models: str = Field(default="mha,sha", description="model names or arch aliases (mha, sha)")
+    batch: str = "1"
+    seq: str = "16,64"
+    slo_p99_ms: float = Field(default=50.0, gt=0, le=600_000)
+    max_error_rate: float = Field(default=0.001, ge=0, lt=1)
+    url: str = "http://127.0.0.1:8000"
+    out: Path = Path("results")
+    probe_duration: float = Field(default=2.0, gt=0, le=120, description="seconds per probe (at least)")
+    min_requests: int = Field(default=200, ge=1, description="a probe lasts long enough to send this many")
+    max_probes: int = Field(default=8, ge=2, le=40)
+    tolerance: float = Field(default=0.1, gt=0.005, le=1.0)
+    start_rate: float | None = Field(
+        default=None, gt=0, description="first rate (default: from a calibration)"
+    )
+    warmup: float = Field(default=0.2, ge=0, le=60)
+    timeout: float = Field(default=30.0, gt=0)
+    client_procs: int = Field(default=1, ge=1, le=64)
+    seed: int = 0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("http://"):
+            raise ValueError(f"{v!r} is not an http:// URL")
+        return v.rstrip("/")
+
+    def spec(self, start_rate: float) -> SearchSpec:
+        return SearchSpec(self.slo_p99_ms, self.max_error_rate, start_rate, self.max_probes, self.tolerance)
+
+    def probe_seconds(self, rate: float) -> float:
+        """At least `probe_duration`, longer at low rates so a p99 rests on `min_requests` samples
+        (capped at 4x, so one probe never runs away)."""
+        return min(max(self.probe_duration, self.min_requests / rate), 4 * self.probe_duration)
+
+
+@dataclass
+class Target:
+    model: str
+    batch: int
+    seq: int
+
+    def label(self) -> str:
+        return f"{self.model} b={self.batch} s={self.seq}"
+
+
+@dataclass
+class CapacityPlan:
+    settings: CapacitySettings
+    models: dict[str, ModelInfo]
+    targets: list[Target]
+    notes: list[str] = field(default_factory=list)
+
+    def estimate_s(self) -> float:
+        s = self.settings
+        per_probe = s.probe_duration * 1.3 + s.warmup + 0.3
+        return len(self.targets) * (2.5 + 0.75 * s.max_probes * per_probe)
+
+
+def plan(s: CapacitySettings) -> CapacityPlan:
+    """Models from the running service, shapes from the flags; PlanError on anything unusable."""
+    try:
+        names = parse_names(s.models)
+        batches, seqs = parse_list(s.batch), parse_list(s.seq)
+    except GridError as exc:
+        raise PlanError(str(exc)) from None
+    hc.check_ready(s.url)
+    served = service_models(s.url)
+    models = {n: served[n] for n in resolve(names, served, f"service at {s.url}")}
+    notes, targets = [], []
+    for n, info in models.items():
+        info.server_max_batch = int(hc.model_config(s.url, n).get("max_batch_size") or 0) or None
+        for q in sorted({min(q, info.max_sequence_length) for q in seqs}):
+            for b in batches:
+                if info.server_max_batch and b > info.server_max_batch:
+                    notes.append(
+                        f"{n}: batch {b} skipped (the service takes at most {info.server_max_batch} rows)"
+                    )
+                    continue
+                targets.append(Target(n, b, q))
+        if any(q > info.max_sequence_length for q in seqs):
+            notes.append(f"{n}: sequence lengths above {info.max_sequence_length} clamped to it")
+    if not targets:
+        raise PlanError("nothing to measure (every shape was skipped)")
+    return CapacityPlan(s, models, targets, notes)
+
+
+def wait_idle(url: str, model: str, timeout: float = 10.0) -> None:
+    """Let the server finish what a probe left queued, so the next probe starts from idle."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if promscrape.inflight(hc.scrape_metrics(url), model) <= 0:
+                return
+        except Exception:  # metrics are a convenience here; never fail the search on them
+            return
+        time.sleep(0.05)
+
+
+class CapacityRunner:
+    """Runs every target's search, saving after each; `on_probe(target, probe)` reports progress."""
+
+    def __init__(
+        self, pl: CapacityPlan, on_probe: Callable[[Target, Probe], None] | None = None,
+        on_search_done: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.plan, self.s = pl, pl.settings
+        self.on_probe = on_probe or (lambda t, p: None)
+        self.on_search_done = on_search_done or (lambda: None)
+        self.rows: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
+        self.meta = self._meta()
+
+    def _meta(self) -> dict[str, Any]:
+        s = self.s
+        return {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+            "settings": s.model_dump(mode="json"), "machine": results.machine(), "versions": results.versions(),
+            "service": {"url": s.url, "metadata": hc.server_metadata(s.url)},
+            "models": {n: {"arch": i.arch, "layers": i.layers, "heads": i.heads, "server_provider": i.server_provider,
+                           "server_variant": i.server_variant, "server_max_batch": i.server_max_batch,
+                           "max_sequence_length": i.max_sequence_length}
+                       for n, i in self.plan.models.items()},
+            "providers": {"http": {n: i.server_provider for n, i in self.plan.models.items()}},
+            "duration_s": s.probe_duration,
+            "manifests": {n: i.manifest for n, i in self.plan.models.items()}, "notes": list(self.plan.notes),
+        }  # fmt: skip
+
+    def run(self) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        with Driver(self.s.client_procs) as driver:
+            for t in self.plan.targets:
+                self.rows.append(self._search(driver, t))
+                self.on_search_done()
+                self.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
+                self.save()
+        return self.rows
+
+    def save(self) -> None:
+        data = {"meta": self.meta, "rows": self.rows, "ratios": ratios(self.rows), "probes": self.probes}
+        self.s.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.s.out / JSON_NAME, data)
+        write_text(self.s.out / CSV_NAME, results.to_csv(self.rows, COLUMNS))
+
+    def _body(self, t: Target) -> tuple[str, bytes]:
+        info = self.plan.models[t.model]
+        return hc.predict_url(self.s.url, t.model), hc.predict_body(
+            t.batch, t.seq, info.vocab_size, self.s.seed
+        )
+
+    def _calibrate(self, driver: Driver, t: Target) -> tuple[float | None, float]:
+        """p50 of lone requests (concurrency 1) and closed-loop requests/s at concurrency 8."""
+        url, body = self._body(t)
+        one = driver.run(
+            LoadSpec(url, body, "closed", 1.0, concurrency=1, warmup=0.3, timeout=self.s.timeout)
+        )
+        eight = driver.run(
+            LoadSpec(url, body, "closed", 1.0, concurrency=8, warmup=0.1, timeout=self.s.timeout)
+        )
+        if one.ok == 0 and any(k in one.errors for k in ("ConnectError", "RemoteProtocolError")):
+            raise hc.ServiceUnreachable(f"service at {self.s.url} stopped answering ({dict(one.errors)})")
+        return summarize(one.latencies)["p50_ms"], eight.ok / eight.window_s if eight.window_s else 0.0
+
+    def _probe(self, driver: Driver, t: Target, spec: SearchSpec, rate: float) -> Probe:
+        url, body = self._body(t)
+        secs = self.s.probe_seconds(rate)
+        drain = max(1.0, 4 * self.s.slo_p99_ms / 1e3)
+        seed = self.s.seed + len(self.probes)
+        load = LoadSpec(url, body, "open", secs, rate=rate, warmup=self.s.warmup, seed=seed,
+                        timeout=self.s.timeout, drain_s=drain)  # fmt: skip
+        res = driver.run(load)
+        wait_idle(self.s.url, t.model)
+        return judge(rate, res, spec, secs)
+
+    def _search(self, driver: Driver, t: Target) -> dict[str, Any]:
+        p50_c1, closed_rps = self._calibrate(driver, t)
+        start = self.s.start_rate or max(1.0, 0.5 * closed_rps)
+        spec = self.s.spec(start)
+
+        def on_probe(p: Probe) -> None:
+            self.probes.append({"model": t.model, "batch": t.batch, "seq": t.seq, **p.__dict__})
+            self.on_probe(t, p)
+
+        found = search(lambda r: self._probe(driver, t, spec, r), spec, on_probe)
+        return self._row(t, found, p50_c1, closed_rps)
+
+    def _row(self, t: Target, found: SearchResult, p50_c1: float | None, closed_rps: float) -> dict[str, Any]:
+        info, best = self.plan.models[t.model], found.best
+        return {
+            "model": t.model, "arch": info.arch, "layers": info.layers, "heads": info.heads, "batch": t.batch,
+            "seq": t.seq, "slo_p99_ms": self.s.slo_p99_ms, "max_error_rate": self.s.max_error_rate,
+            "capacity_rps": found.capacity_rps, "capacity_rows_per_s": found.capacity_rps * t.batch,
+            "goodput_rps": best.goodput_rps if best else 0.0, "p50_ms": best.p50_ms if best else None,
+            "p99_ms": best.p99_ms if best else None, "error_rate": best.error_rate if best else None,
+            "p50_c1_ms": p50_c1, "closed_c8_rps": closed_rps, "probes": len(found.probes),
+            "failed_above_rps": found.failed_above.rate if found.failed_above else None, "status": found.status,
+            "provider": info.server_provider, "variant": info.server_variant,
+            "client_cpu_us_per_req": best.client_cpu_us_per_req if best else None,
+            "accuracy": info.manifest.get("test_accuracy"),
+        }  # fmt: skip
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SHA capacity / MHA capacity per shape, for the first model of each arch."""
+    mha = next((r["model"] for r in rows if r["arch"] == "mha"), None)
+    sha = next((r["model"] for r in rows if r["arch"] == "sha"), None)
+    cap = {(r["model"], r["batch"], r["seq"]): r["capacity_rps"] for r in rows}
+    out = []
+    for (m, b, q), c_mha in cap.items():
+        c_sha = cap.get((sha, b, q))
+        if m == mha and c_sha is not None:
+            out.append({"batch": b, "seq": q, "mha": mha, "sha": sha, "mha_rps": c_mha, "sha_rps": c_sha,
+                        "sha_over_mha": c_sha / c_mha if c_mha else None})  # fmt: skip
+    return out
+
+
+def load(results_dir: Path) -> dict[str, Any] | None:
+    """capacity.json from a results folder, or None when there is none."""
+    import json
+
+    path = Path(results_dir) / JSON_NAME
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "rows" not in data:
+        raise ValueError(f"{path} is not a capacity results file (no 'rows')")
+    return data

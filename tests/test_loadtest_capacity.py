@@ -1,0 +1,179 @@
+"""Capacity under an SLO: the bounded search against fake servers, the pass/fail judgement,
+the "which model to serve" answer and its report section and plot."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from loadtest import choose
+from loadtest.capacity import Probe, SearchSpec, judge, search
+from loadtest.capacity_run import ratios
+from loadtest.http_client import LoadResult
+from loadtest.report import write_report
+from loadtest.schedule import ScheduleStats, poisson_offsets
+
+
+def threshold_server(capacity: float):
+    """A fake server that meets the SLO exactly up to `capacity` req/s; records the rates probed."""
+    seen: list[float] = []
+
+    def probe(rate: float) -> Probe:
+        seen.append(rate)
+        ok = rate <= capacity
+        return Probe(rate, ok, "ok" if ok else "p99 too high", p99_ms=10.0 if ok else 500.0)
+
+    return probe, seen
+
+
+def test_search_doubles_then_bisects_to_the_tolerance():
+    probe, seen = threshold_server(730.0)
+    r = search(probe, SearchSpec(slo_p99_ms=50, start_rate=100.0, max_probes=12, tolerance=0.1))
+    assert seen[:4] == [100.0, 200.0, 400.0, 800.0]  # coarse doubling until the first failure
+    assert all(400.0 < x < 800.0 for x in seen[4:])  # then only inside the bracket
+    assert r.status == "bracketed" and r.failed_above is not None
+    assert 730.0 / 1.1 <= r.capacity_rps <= 730.0 < r.failed_above.rate <= r.capacity_rps * 1.1
+    assert len(r.probes) == len(seen) <= 8  # 4 to bracket + 3 halvings of a factor-2 bracket in log space
+
+
+def test_search_halves_when_the_start_is_too_high():
+    probe, seen = threshold_server(90.0)
+    r = search(probe, SearchSpec(slo_p99_ms=50, start_rate=1000.0, max_probes=12, tolerance=0.05))
+    assert seen[:5] == [1000.0, 500.0, 250.0, 125.0, 62.5]
+    assert r.status == "bracketed" and 90.0 / 1.05 <= r.capacity_rps <= 90.0
+
+
+def test_search_stops_at_the_probe_budget_with_a_lower_bound():
+    probe, seen = threshold_server(1e5)
+    r = search(probe, SearchSpec(slo_p99_ms=50, start_rate=10.0, max_probes=4))
+    assert seen == [10.0, 20.0, 40.0, 80.0] and r.capacity_rps == 80.0
+    assert r.status == "probe budget spent" and r.failed_above is None
+
+
+def test_search_reports_an_unreachable_slo():
+    probe, seen = threshold_server(0.0)
+    r = search(probe, SearchSpec(slo_p99_ms=1, start_rate=1.0, max_probes=20, min_rate=0.1))
+    assert r.capacity_rps == 0.0 and r.best is None and r.status == "SLO missed at the lowest rate"
+    assert seen == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_search_stops_at_the_max_rate():
+    probe, _ = threshold_server(1e9)
+    r = search(probe, SearchSpec(slo_p99_ms=50, start_rate=300.0, max_rate=1000.0, max_probes=10))
+    assert [p.rate for p in r.probes] == [300.0, 600.0, 1000.0]
+    assert r.status == "max rate passed" and r.capacity_rps == 1000.0
+
+
+def _result(latencies_ms: list[float], errors: Counter | None = None, window: float = 2.0) -> LoadResult:
+    n = len(latencies_ms) + sum((errors or Counter()).values())
+    return LoadResult([x / 1e3 for x in latencies_ms], errors or Counter(), window, ScheduleStats(n, n), 0.01)
+
+
+def test_judge_counts_429s_and_p99_from_successes():
+    spec = SearchSpec(slo_p99_ms=50, max_error_rate=0.01)
+    fast = [5.0] * 990
+    assert judge(100, _result(fast), spec, 2.0).passed
+    p = judge(100, _result(fast, Counter(http_429=10)), spec, 2.0)  # 10 of 1000 = exactly 1%: allowed
+    assert p.passed and p.error_rate == pytest.approx(0.01) and p.goodput_rps == pytest.approx(495.0)
+    p = judge(100, _result(fast, Counter(http_429=11)), spec, 2.0)
+    assert not p.passed and "errors" in p.reason and p.error_kinds == {"http_429": 11}
+    p = judge(100, _result(fast[:-20] + [80.0] * 20), spec, 2.0)  # 2% slow: p99 = 80 ms
+    assert not p.passed and p.reason == "p99 80.0 ms > 50 ms"
+    assert not judge(100, _result([], Counter(ReadTimeout=3)), spec, 2.0).passed
+
+
+def queue_server(service_s: float, slo_ms: float, seconds: float = 20.0):
+    """A fake FIFO server with a fixed service time, driven by Poisson arrivals: latency is
+    measured from each arrival (the intended send time), so queueing shows in the p99."""
+    spec = SearchSpec(slo_p99_ms=slo_ms, start_rate=10.0, max_probes=12, tolerance=0.05)
+
+    def probe(rate: float) -> Probe:
+        arrivals = poisson_offsets(rate, seconds, seed=7)
+        free, lat = 0.0, np.empty(len(arrivals))
+        for i, t in enumerate(arrivals):
+            free = max(free, t) + service_s
+            lat[i] = free - t
+        return judge(rate, _result(list(lat * 1e3), window=seconds), spec, seconds)
+
+    return probe, spec
+
+
+def test_search_on_a_queueing_server_lands_below_saturation():
+    probe, spec = queue_server(service_s=0.002, slo_ms=20.0)  # saturates at 500 req/s
+    r = search(probe, spec)
+    assert r.status == "bracketed"
+    assert 300.0 < r.capacity_rps < 500.0  # the p99 explodes before the server saturates
+    assert probe(r.capacity_rps).passed and not probe(r.failed_above.rate).passed
+    tight = search(*queue_server(service_s=0.002, slo_ms=5.0))
+    assert tight.capacity_rps < r.capacity_rps  # a tighter SLO leaves less capacity
+
+
+def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600.0, cap_sha: float = 360.0):
+    base = {"slo_p99_ms": 50.0, "max_error_rate": 0.001, "status": "bracketed", "probes": 6}
+    rows = []
+    for seq, scale in ((16, 1.0), (64, 0.5)):
+        rows.append({**base, "model": "mha-x", "arch": "mha", "layers": 4, "heads": 4, "batch": 1, "seq": seq,
+                     "capacity_rps": cap_mha * scale, "capacity_rows_per_s": cap_mha * scale, "p99_ms": 30.0,
+                     "p50_c1_ms": 3.0 * (1 + seq / 64), "accuracy": acc_mha})  # fmt: skip
+        rows.append({**base, "model": "sha-x", "arch": "sha", "layers": 16, "heads": 1, "batch": 1, "seq": seq,
+                     "capacity_rps": cap_sha * scale, "capacity_rows_per_s": cap_sha * scale, "p99_ms": 40.0,
+                     "p50_c1_ms": 5.0 * (1 + seq / 64), "accuracy": acc_sha})  # fmt: skip
+    return rows
+
+
+def test_recommendation_when_one_model_wins_both():
+    rows = _cap_rows(0.7858, 0.7646)
+    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
+    assert text == ("Serve mha-x: it is more accurate than sha-x (0.7858 vs 0.7646 test accuracy) and carries "
+                    "1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s).")  # fmt: skip
+
+
+def test_recommendation_names_the_trade_off():
+    rows = _cap_rows(0.7646, 0.7858)
+    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
+    assert text.startswith("Serve sha-x if 360 req/s per replica covers your traffic within p99 <= 50 ms")
+    assert (
+        "2.1 points more accurate (0.7858 vs 0.7646" in text
+        and "mha-x carries 1.67x as much (600 req/s)" in text
+    )
+
+
+def test_recommendation_without_accuracy_and_without_capacity():
+    text = choose.recommend(choose.candidates(_cap_rows(None, None), [], {}), (1, 16), 50.0)
+    assert text.startswith("No test accuracy is recorded for mha-x, sha-x") and "serve mha-x" in text
+    none = choose.recommend(choose.candidates(_cap_rows(0.7, 0.7, 0.0, 0.0), [], {}), (1, 16), 5.0)
+    assert none.startswith("No model meets p99 <= 5 ms")
+    # accuracy from the manifests when the capacity rows carry none
+    c = choose.candidates(
+        _cap_rows(None, None), [], {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
+    )
+    assert "as accurate as sha-x (0.8000 vs 0.8000" in choose.recommend(c, (1, 16), 50.0)
+
+
+def test_capacity_ratios_per_shape():
+    r = ratios(_cap_rows(0.78, 0.76))
+    assert [(x["seq"], round(x["sha_over_mha"], 3)) for x in r] == [(16, 0.6), (64, 0.6)]
+
+
+def test_which_model_section_and_plot_in_the_report(tmp_path):
+    rows = _cap_rows(0.7858, 0.7646)
+    meta = {"machine": {"cpu": "test cpu", "cores": 2, "gpus": []}, "manifests": {}, "notes": []}
+    (tmp_path / "capacity.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios(rows)}))
+    md = write_report(tmp_path).read_text()
+    assert "## Which model to serve" in md and "Serve mha-x: it is more accurate" in md
+    assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600.0 | 300.0 |" in md
+    assert "batch 1 x seq 16 **0.60**" in md and "## Verdict" not in md  # no sweep in this folder
+    assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
+    png = (tmp_path / "accuracy_vs_capacity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*.tmp"))
+    # without accuracy there is no plot, and the report says why
+    (tmp_path / "accuracy_vs_capacity.png").unlink()
+    rows = _cap_rows(None, None)
+    (tmp_path / "capacity.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios(rows)}))
+    md = write_report(tmp_path).read_text()
+    assert (
+        "no model has a recorded test accuracy" in md and not (tmp_path / "accuracy_vs_capacity.png").exists()
+    )
