@@ -65,6 +65,13 @@ paper: venv
 	$(PY) -m export --random-init --preset base --arch both --repo $(PAPER_REPO)
 	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(PAPER_REPO) --out $(RESULTS)/paper
 
+# GPU report (CUDA host, about 10 minutes on an H100): pytest -m gpu, BERT-base-size exports,
+# in-process sweeps (fp32, fp16), the service on CUDA with the HTTP sweep and the capacity search
+# -> docs/gpu/<gpu-name>/ and a summary appended to docs/benchmarks.md. Without a GPU: exit 2.
+.PHONY: gpu-report
+gpu-report: venv
+	$(PY) scripts/gpu_report.py
+
 demo: install
 	$(PY) scripts/demo.py --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)
 

@@ -6,7 +6,7 @@ renders them and `plots.accuracy_vs_capacity` draws them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Row = dict[str, Any]
@@ -23,6 +23,7 @@ class Candidate:
     p50_b1_ms: float | None  # a lone request at batch 1
     p50_source: str
     capacity: dict[tuple[int, int], float]  # (batch, seq) -> req/s within the SLO
+    lower_bound: set[tuple[int, int]] = field(default_factory=set)  # shapes where no probe failed
 
     @property
     def shape_label(self) -> str:
@@ -65,12 +66,24 @@ def candidates(cap_rows: list[Row], points: list[Row], manifests: dict[str, Any]
             p50, src = _p50_b1(m, cap_rows, points)
             out[m] = Candidate(m, r["arch"], int(r["layers"]), int(r["heads"]), _accuracy(m, r, manifests),
                                p50, src, {})  # fmt: skip
-        out[m].capacity[(int(r["batch"]), int(r["seq"]))] = float(r["capacity_rps"])
+        key = (int(r["batch"]), int(r["seq"]))
+        out[m].capacity[key] = float(r["capacity_rps"])
+        if r.get("failed_above_rps") is None and float(r["capacity_rps"]) > 0:
+            out[m].lower_bound.add(key)
     return list(out.values())
 
 
 def recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) -> str:
     """One plain sentence with the numbers: the model to serve at `shape` under p99 <= `slo_ms`."""
+    text = _recommend(cands, shape, slo_ms)
+    bounds = [c.model for c in cands if shape in c.lower_bound]
+    if bounds:
+        text += (f" ({' and '.join(bounds)}: lower bound{'s' if len(bounds) > 1 else ''}, every probe passed; "
+                 f"raise --max-probes for the limit.)")  # fmt: skip
+    return text
+
+
+def _recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) -> str:
     b, q = shape
     where = f"within p99 <= {slo_ms:g} ms at batch {b} x seq {q}"
     cs = [c for c in cands if shape in c.capacity]

@@ -117,9 +117,11 @@ def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600
     for seq, scale in ((16, 1.0), (64, 0.5)):
         rows.append({**base, "model": "mha-x", "arch": "mha", "layers": 4, "heads": 4, "batch": 1, "seq": seq,
                      "capacity_rps": cap_mha * scale, "capacity_rows_per_s": cap_mha * scale, "p99_ms": 30.0,
+                     "failed_above_rps": cap_mha * scale * 1.08,
                      "p50_c1_ms": 3.0 * (1 + seq / 64), "accuracy": acc_mha})  # fmt: skip
         rows.append({**base, "model": "sha-x", "arch": "sha", "layers": 16, "heads": 1, "batch": 1, "seq": seq,
                      "capacity_rps": cap_sha * scale, "capacity_rows_per_s": cap_sha * scale, "p99_ms": 40.0,
+                     "failed_above_rps": cap_sha * scale * 1.08,
                      "p50_c1_ms": 5.0 * (1 + seq / 64), "accuracy": acc_sha})  # fmt: skip
     return rows
 
@@ -151,6 +153,13 @@ def test_recommendation_without_accuracy_and_without_capacity():
         _cap_rows(None, None), [], {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
     )
     assert "as accurate as sha-x (0.8000 vs 0.8000" in choose.recommend(c, (1, 16), 50.0)
+
+
+def test_recommendation_flags_lower_bounds():
+    rows = _cap_rows(0.7858, 0.7646)
+    rows[0]["failed_above_rps"] = None  # mha-x b1 s16: every probe passed
+    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
+    assert text.endswith("(mha-x: lower bound, every probe passed; raise --max-probes for the limit.)")
 
 
 def test_capacity_ratios_per_shape():

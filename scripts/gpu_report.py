@@ -1,0 +1,354 @@
+"""`make gpu-report`: every GPU measurement of the project in one command, on a CUDA host.
+
+    python scripts/gpu_report.py [--repo results/gpu-repository] [--out-root docs/gpu] [--budget-s 570]
+
+Steps, each timed, each bounded by what is left of the budget (about 10 minutes on an H100):
+
+1. `pytest -m gpu` (CUDA IO-binding parity with the CPU, NVML metrics);
+2. export the BERT-base-size random-init pair (12L-12H, 144L-1H) with `--optimize --fp16
+   --fp16-tolerance 0.1` (fp16 error accumulates over 288 residual sublayers; docs/benchmarks.md),
+   MHA and SHA in parallel; a repository that already holds both with every variant is reused;
+3. the paper's in-process sweep on CUDA for fp32 and fp16 (then the fused-Attention fp32 graph if
+   time is left): batch 1,4,16,64 x sequence 32,128,512;
+4. the service on CUDA (fp16 variant by default) on a free loopback port, the HTTP sweep
+   (batch 1,8,32 x sequence 32,128 x concurrency 1,16) and the capacity search (p99 <= 50 ms,
+   batch 1 x sequence 32,128), with 4 load-client processes;
+5. docs/gpu/<gpu-name>/: report.md, results.json (GPU name, driver, providers, versions, step
+   timings, crossover facts) and one results folder per sweep with its own report and plots; a
+   summary is appended to docs/benchmarks.md.
+
+Without an NVIDIA GPU (NVML) and ONNX Runtime's CUDA provider it exits 2 with one line.
+`--rehearse-cpu` runs the same pipeline on the CPU with the tiny preset and seconds-long points
+(no GPU figures; it checks the pipeline, and the tests use it).
+Exit codes: 0 every step passed; 1 a step failed (the report says which); 2 no GPU or bad flags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.cliargs import OneLineArgumentParser, fail  # noqa: E402
+
+VARIANTS = {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx", "inproc-opt": "model.opt.onnx"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Models, grids and durations: the GPU defaults, or the CPU rehearsal's seconds-long ones."""
+
+    preset: str = "base"
+    provider: str = "cuda"
+    inproc_batch: str = "1,4,16,64"
+    inproc_seq: str = "32,128,512"
+    inproc_budget: str = "0.4"
+    http_batch: str = "1,8,32"
+    http_seq: str = "32,128"
+    concurrency: str = "1,16"
+    duration: str = "2"
+    cap_batch: str = "1"
+    cap_seq: str = "32,128"
+    probe_duration: str = "2"
+    max_probes: str = "6"
+    client_procs: str = "4"
+    export_extra: tuple[str, ...] = ("--optimize", "--fp16", "--fp16-tolerance", "0.1")
+
+    @property
+    def models(self) -> list[str]:
+        return [f"mha-{self.preset}-random", f"sha-{self.preset}-random"]
+
+
+REHEARSAL = Plan(preset="tiny", provider="cpu", inproc_batch="1,4", inproc_seq="16,32", inproc_budget="0.1",
+                 http_batch="1,4", http_seq="16", concurrency="1,4", duration="0.3", cap_seq="16",
+                 probe_duration="0.3", max_probes="3", client_procs="2")  # fmt: skip
+
+
+def gpu_facts() -> dict[str, Any] | None:
+    """Name, driver and memory of GPU 0 through NVML; None without an NVIDIA GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        if pynvml.nvmlDeviceGetCount() == 0:
+            return None
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+        return {"name": dec(pynvml.nvmlDeviceGetName(h)), "driver": dec(pynvml.nvmlSystemGetDriverVersion()),
+                "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}", "count": pynvml.nvmlDeviceGetCount(),
+                "memory_gib": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1)}  # fmt: skip
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+@dataclass
+class Run:
+    """The budget and the record of every step."""
+
+    budget_s: float
+    logs: Path
+    t0: float = field(default_factory=time.monotonic)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def left(self) -> float:
+        return self.budget_s - (time.monotonic() - self.t0)
+
+    def record(self, name: str, status: str, seconds: float, **extra: Any) -> bool:
+        log = self.logs / f"{name}.log"
+        if status.startswith("failed") and log.is_file():  # the committed results.json says why
+            extra["log_tail"] = log.read_text(errors="replace").splitlines()[-20:]
+        self.steps.append({"name": name, "status": status, "seconds": round(seconds, 1), **extra})
+        print(
+            f"[{time.monotonic() - self.t0:5.0f} s] {name}: {status} ({seconds:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return status in ("ok", "reused", "skipped: no gpu tests")
+
+    def step(
+        self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, ok_codes: tuple = (0,)
+    ) -> bool:
+        """Run one command with what is left of the budget; its output goes to logs/<name>.log."""
+        left = self.left()
+        if left < 5:
+            return self.record(name, "skipped: out of time", 0.0)
+        t = time.monotonic()
+        with (self.logs / f"{name}.log").open("w") as log:
+            try:
+                rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                                    stderr=subprocess.STDOUT, timeout=left).returncode  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return self.record(name, "failed: out of time", time.monotonic() - t, command=" ".join(cmd))
+        status = "ok" if rc in ok_codes else f"failed: exit {rc}"
+        if rc == 5 and name == "gpu-tests":
+            status = "skipped: no gpu tests"
+        return self.record(name, status, time.monotonic() - t, command=" ".join(cmd))
+
+
+def _repo_ready(repo: Path, plan: Plan) -> bool:
+    """True when both models are there with every variant the export step would write."""
+    from export.manifest import load_manifest
+
+    want = (
+        {"model.onnx", "model.opt.onnx", "model.fp16.onnx"}
+        if "--optimize" in plan.export_extra
+        else {"model.onnx"}
+    )
+    try:
+        return all(want <= set(load_manifest(repo / m).variants) for m in plan.models)
+    except Exception:
+        return False
+
+
+def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
+    """Both models at once (two processes): the 144-layer export is the long pole."""
+    if _repo_ready(repo, plan):
+        return run.record("export", "reused", 0.0, repo=str(repo))
+    t = time.monotonic()
+    threads = str(max(1, (os.cpu_count() or 2) // 2))
+    procs = []
+    for arch in ("mha", "sha"):
+        cmd = [sys.executable, "-m", "export", "--random-init", "--preset", plan.preset, "--arch", arch, "--repo",
+               str(repo), "--threads", threads, *plan.export_extra]  # fmt: skip
+        log = (run.logs / f"export-{arch}.log").open("w")
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
+    rcs = []
+    for p, log in procs:
+        try:
+            rcs.append(p.wait(timeout=max(1.0, run.left())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rcs.append(p.wait())
+        log.close()
+    status = "ok" if rcs == [0, 0] else f"failed: exit {rcs}"
+    tails = {arch: (run.logs / f"export-{arch}.log").read_text(errors="replace").splitlines()[-20:]
+             for arch, rc in zip(("mha", "sha"), rcs, strict=True) if rc != 0}  # fmt: skip
+    return run.record(
+        "export", status, time.monotonic() - t, repo=str(repo), **({"log_tails": tails} if tails else {})
+    )
+
+
+def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
+    for folder, variant in VARIANTS.items():
+        run.step(folder, [sys.executable, "-m", "loadtest", "sweep", "--mode", "inproc", "--models",
+                          ",".join(plan.models), "--repo", str(repo), "--provider", plan.provider, "--variant",
+                          variant, "--batch", plan.inproc_batch, "--seq", plan.inproc_seq, "--inproc-budget",
+                          plan.inproc_budget, "--out", str(out / folder)])  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
+    """The service on `plan.provider` with `variant`, on a free loopback port; waits until ready."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "H2H_PROVIDER": plan.provider, "H2H_VARIANT": variant, "H2H_LOG_LEVEL": "warning",
+           "H2H_MODELS": json.dumps(plan.models), "H2H_REQUIRE_ALL_MODELS": "true"}  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    t = time.monotonic()
+    log = (run.logs / "service-start.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--model-repository", str(repo), "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + min(240.0, max(5.0, run.left()))
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                run.record(
+                    "service-start", "ok", time.monotonic() - t, variant=variant, provider=plan.provider
+                )
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_service(proc)
+    run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
+    return None, url
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    """SIGTERM (the service drains and exits 0), then kill if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
+    if run.left() < 30:
+        run.record("http", "skipped: out of time", 0.0)
+        return
+    proc, url = start_service(run, repo, plan, variant)
+    if proc is None:
+        return
+    try:
+        models = ",".join(plan.models)
+        run.step("http-sweep", [sys.executable, "-m", "loadtest", "sweep", "--mode", "http", "--url", url,
+                                "--models", models, "--batch", plan.http_batch, "--seq", plan.http_seq,
+                                "--concurrency", plan.concurrency, "--duration", plan.duration, "--client-procs",
+                                plan.client_procs, "--out", str(out / "http"), "--no-report"])  # fmt: skip
+        run.step("capacity", [sys.executable, "-m", "loadtest", "capacity", "--url", url, "--models", models,
+                              "--batch", plan.cap_batch, "--seq", plan.cap_seq, "--slo-p99-ms", "50",
+                              "--probe-duration", plan.probe_duration, "--max-probes", plan.max_probes,
+                              "--client-procs", plan.client_procs, "--out", str(out / "http")])  # fmt: skip
+        if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
+            run.step("http-report", [sys.executable, "-m", "loadtest", "report", str(out / "http")])
+    finally:
+        stop_service(proc)
+
+
+def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path | None) -> None:
+    """report.md and results.json in `out`; the summary appended to `benchmarks` (atomically)."""
+    from loadtest import gpu_summary, results
+    from models.atomic import write_json, write_text
+
+    facts.update(steps=run.steps, elapsed_s=round(time.monotonic() - run.t0, 1))
+    summary = gpu_summary.collect(out, {k: v for k, v in VARIANTS.items() if (out / k).is_dir()})
+    write_json(
+        out / "results.json",
+        {**facts, **summary, "machine": results.machine(), "versions": results.versions()},
+    )
+    facts.update(machine=results.machine(), versions=results.versions())
+    write_text(out / "report.md", gpu_summary.report_md(facts, summary, out))
+    if benchmarks is not None:
+        try:
+            rel = os.path.relpath(out, benchmarks.parent)
+        except ValueError:
+            rel = str(out)
+        old = benchmarks.read_text(encoding="utf-8") if benchmarks.is_file() else "# Benchmarks\n"
+        write_text(benchmarks, old.rstrip("\n") + "\n" + gpu_summary.benchmarks_block(facts, summary, rel))
+
+
+def _parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog="gpu_report", description=__doc__.splitlines()[0])
+    p.add_argument("--repo", default="results/gpu-repository", help="model repository for the exports (reused "
+                   "when complete)")  # fmt: skip
+    p.add_argument("--logs", default="results/gpu-report-logs", help="one log per step (not committed)")
+    p.add_argument("--out-root", help="the report goes to OUT_ROOT/<gpu-name>/ (default docs/gpu; rehearsal: "
+                   "results/gpu-rehearsal)")  # fmt: skip
+    p.add_argument("--benchmarks", help="file the summary is appended to (default docs/benchmarks.md; rehearsal: "
+                   "none; '' for none)")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=570.0, help="seconds for all steps (default 570)")
+    p.add_argument(
+        "--serve-variant", default="model.fp16.onnx", help="variant the service runs for the HTTP steps"
+    )
+    p.add_argument("--skip-tests", action="store_true", help="skip `pytest -m gpu`")
+    p.add_argument("--rehearse-cpu", action="store_true",
+                   help="run the pipeline on the CPU with the tiny preset (checks the pipeline; no GPU figures)")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.budget_s <= 0:
+        fail("gpu_report: --budget-s must be positive")
+    plan = REHEARSAL if a.rehearse_cpu else Plan()
+    out_root = a.out_root or ("results/gpu-rehearsal" if a.rehearse_cpu else "docs/gpu")
+    benchmarks = (
+        a.benchmarks if a.benchmarks is not None else ("" if a.rehearse_cpu else "docs/benchmarks.md")
+    )
+    facts_gpu = {"name": "CPU rehearsal", "driver": "none"} if a.rehearse_cpu else gpu_facts()
+    if facts_gpu is None:
+        fail(
+            "no NVIDIA GPU on this host (NVML finds none): make gpu-report needs a CUDA GPU and onnxruntime-gpu"
+        )
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if not a.rehearse_cpu and "CUDAExecutionProvider" not in providers:
+        fail(
+            f"onnxruntime has no CUDAExecutionProvider (has {', '.join(providers)}): install onnxruntime-gpu"
+        )
+    from loadtest.gpu_summary import slug
+
+    out = ROOT / out_root / slug(facts_gpu["name"])
+    shutil.rmtree(out, ignore_errors=True)  # a report describes one run, never a mix of two
+    out.mkdir(parents=True)
+    (ROOT / a.logs).mkdir(parents=True, exist_ok=True)
+    run = Run(a.budget_s, ROOT / a.logs)
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    print(f"gpu-report: {facts_gpu['name']}, budget {a.budget_s:.0f} s, writing {out}", file=sys.stderr)
+    if not (a.skip_tests or a.rehearse_cpu):
+        run.step("gpu-tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"])
+    repo = ROOT / a.repo
+    if export_pair(run, repo, plan):
+        inproc_sweeps(run, repo, out, plan)
+        http_steps(run, repo, out, plan, a.serve_variant)
+    facts = {
+        "gpu": facts_gpu,
+        "providers": providers,
+        "created": created,
+        "plan": plan.__dict__ | {"models": plan.models},
+    }
+    write_outputs(run, out, facts, (ROOT / benchmarks) if benchmarks else None)
+    print(f"wrote {out / 'report.md'}", file=sys.stderr)
+    return 0 if all(s["status"] in ("ok", "reused", "skipped: no gpu tests") for s in run.steps) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""`make gpu-report` (scripts/gpu_report.py): one line and exit 2 without a GPU, the whole
+pipeline rehearsed on the CPU, and the summary it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest import gpu_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_report.py"
+
+
+def _has_gpu() -> bool:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_report
+
+        return gpu_report.gpu_facts() is not None
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path):
+    if _has_gpu():
+        pytest.skip("this host has an NVIDIA GPU: the no-GPU exit cannot be observed here")
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# Benchmarks\n")
+    r = _run(
+        "--out-root", str(tmp_path / "gpu"), "--benchmarks", str(bench), "--repo", str(tmp_path / "repo")
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: no NVIDIA GPU") and r.stdout == ""
+    assert not (tmp_path / "gpu").exists() and bench.read_text() == "# Benchmarks\n"  # nothing written
+
+
+def test_bad_flags_exit_2_with_one_line():
+    r = _run("--budget-s", "-3")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "budget" in r.stderr
+
+
+def test_make_target_runs_the_script():
+    r = subprocess.run(["make", "-n", "gpu-report"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "scripts/gpu_report.py" in r.stdout.splitlines()[-1]
+
+
+def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
+    """In-process rows for the BERT-base pair with the given SHA/MHA p50 ratio per (batch, seq)."""
+    rows = []
+    for (b, q), r in ratio.items():
+        mha_ms = 1.0 + b * q / 100
+        for model, arch, layers, heads, ms in (("mha-base-random", "mha", 12, 12, mha_ms),
+                                               ("sha-base-random", "sha", 144, 1, mha_ms * r)):  # fmt: skip
+            rows.append({"mode": "inproc", "load": "inproc", "model": model, "arch": arch, "layers": layers,
+                         "heads": heads, "batch": b, "seq": q, "p50_ms": ms})  # fmt: skip
+    return rows
+
+
+def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
+    from loadtest.results import write
+
+    assert gpu_summary.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    write(tmp_path / "inproc-fp16", {}, _points({(1, 32): 1.3, (16, 512): 0.8, (64, 512): 0.7}))
+    write(tmp_path / "inproc-fp32", {}, _points({(1, 32): 1.4, (64, 512): 1.1}))
+    s = gpu_summary.collect(tmp_path, {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx"})
+    assert s["inproc"]["inproc-fp16"]["crossover"]["sha_cheaper_at"] == [[16, 512], [64, 512]]
+    fp16 = gpu_summary.crossover_sentence("fp16", s["inproc"]["inproc-fp16"]["crossover"])
+    assert fp16 == ("fp16: the crossover appears — SHA is cheaper at 2 of 3 shapes (seq 512 from batch 16), "
+                    "down to 0.70x MHA at batch 64 x seq 512.")  # fmt: skip
+    fp32 = gpu_summary.crossover_sentence("fp32", s["inproc"]["inproc-fp32"]["crossover"])
+    assert fp32.startswith("fp32: no crossover — MHA is cheaper at all 2 shapes; SHA's best is 1.10x MHA")
+    facts = {"gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580.1"}, "created": "2026-01-02T03:04:05+00:00",
+             "machine": {"cpu": "x", "cores": 16}, "steps": [{"name": "export", "status": "ok", "seconds": 90.0}]}  # fmt: skip
+    md = gpu_summary.report_md(facts, s, tmp_path)
+    assert "| export | ok | 90 |" in md and "| seq 512 | – | **0.80** | **0.70** |" in md
+    block = gpu_summary.benchmarks_block(facts, s, "gpu/nvidia-h100-80gb-hbm3")
+    assert block.startswith("\n## GPU report: NVIDIA H100 80GB HBM3 (2026-01-02, `make gpu-report`)")
+    assert "[gpu/nvidia-h100-80gb-hbm3/report.md](gpu/nvidia-h100-80gb-hbm3/report.md)" in block
+    assert "- in-process, model.fp16.onnx: the crossover appears — SHA is cheaper at 2 of 3 shapes" in block
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# Benchmarks\n\nearlier text\n")
+    r = _run("--rehearse-cpu", "--repo", str(tmp_path / "repo"), "--out-root", str(tmp_path / "gpu"),
+             "--logs", str(tmp_path / "logs"), "--benchmarks", str(bench), timeout=400)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "gpu" / "cpu-rehearsal"
+    data = json.loads((out / "results.json").read_text())
+    assert [s["name"] for s in data["steps"]] == ["export", "inproc-fp32", "inproc-fp16", "inproc-opt",
+                                                  "service-start", "http-sweep", "capacity"]  # fmt: skip
+    assert all(s["status"] == "ok" for s in data["steps"]), data["steps"]
+    assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
+    assert set(data["inproc"]) == {"inproc-fp32", "inproc-fp16", "inproc-opt"}
+    assert {r["model"] for r in data["http"]["capacity"]} == {"mha-tiny-random", "sha-tiny-random"}
+    for sub in ("inproc-fp32", "inproc-fp16", "inproc-opt", "http"):
+        assert (out / sub / "results.json").is_file() and (out / sub / "report.md").is_file()
+    assert (out / "http" / "capacity.json").is_file()
+    md = (out / "report.md").read_text()
+    assert "## The paper's crossover on this GPU" in md and "in-process, model.fp16.onnx" in md
+    text = bench.read_text()
+    assert text.startswith("# Benchmarks\n\nearlier text\n") and "## GPU report: CPU rehearsal" in text
+    # a second run reuses the exports
+    r = _run("--rehearse-cpu", "--repo", str(tmp_path / "repo"), "--out-root", str(tmp_path / "gpu"),
+             "--logs", str(tmp_path / "logs"), "--budget-s", "5", timeout=200)  # fmt: skip
+    steps = json.loads((out / "results.json").read_text())["steps"]
+    assert steps[0] == {"name": "export", "status": "reused", "seconds": 0.0, "repo": str(tmp_path / "repo")}
