@@ -7,16 +7,20 @@ Errors: `{"error": "..."}` with a 4xx status (5xx only for 503 not-ready / shutt
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from service import __version__
 from service.bodies import RawRequest, RawResponse
 from service.core import ApiError, Service
 from service.repository import ModelEntry
+from service.schemas import V2ErrorResponse
 from service.v2codec import HEADER, V2Error, encode_response, parse_request
+from service.v2schemas import InferenceResponse, infer_openapi
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -25,26 +29,22 @@ VERSION = "1"
 OUTPUTS = ("logits", "embedding")
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 
-INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object"},
-                "example": {
-                    "inputs": [
-                        {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [5, 17, 9]},
-                        {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 1]},
-                    ]
-                },
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": f"binary tensor extension: {HEADER} bytes of JSON, then raw tensors",
-            },
-        },
-    }
+_MEANING = {
+    400: "a body that breaks the protocol or the model's inputs (the message says what)",
+    404: "no model of that name, or a version other than 1",
+    413: "body above H2H_MAX_BODY_BYTES",
+    429: "the model's queue is full; retry after the Retry-After header's seconds",
+    503: "the model is not ready, or the server is shutting down",
+    504: "no answer within H2H_REQUEST_TIMEOUT_S",
 }
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": V2ErrorResponse, "description": _MEANING[s]} for s in statuses}
+
+
+INFER_ERRORS = _errors(400, 404, 413, 429, 503, 504)
+MODEL_ERRORS = _errors(404, 503)
 
 
 def _svc(request: Request) -> Service:
@@ -73,18 +73,28 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
+class Readiness(BaseModel):
+    ready: bool
+    draining: bool
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
+
+
+_NOT_READY = {503: {"model": Readiness, "description": "not ready, or draining after SIGTERM"}}
+
+
+@router.get("/health/ready", response_model=Readiness, responses=_NOT_READY)
 async def ready(request: Request) -> JSONResponse:
     svc = _svc(request)
     ok = svc.ready
     return JSONResponse({"ready": ok, "draining": svc.draining}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def model_metadata(name: str, request: Request, version: str | None = None) -> dict:
-    _version(version)
-    entry = _known(_svc(request), name)
+def _metadata(svc: Service, name: str) -> dict:
+    entry = _known(svc, name)
     if entry.manifest is None:
         raise ApiError(503, f"model {name} is not ready: {entry.error}")
     m = entry.manifest
@@ -97,20 +107,39 @@ async def model_metadata(name: str, request: Request, version: str | None = None
     }
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(name: str, request: Request, version: str | None = None) -> JSONResponse:
+@router.get("/models/{name}", responses=MODEL_ERRORS)
+async def model_metadata(name: str, request: Request) -> dict:
+    return _metadata(_svc(request), name)
+
+
+@router.get("/models/{name}/versions/{version}", responses=MODEL_ERRORS)
+async def model_version_metadata(name: str, version: str, request: Request) -> dict:
     _version(version)
-    entry = _known(_svc(request), name)
+    return _metadata(_svc(request), name)
+
+
+def _model_ready(svc: Service, name: str) -> JSONResponse:
+    entry = _known(svc, name)
     if not entry.ready:
         return JSONResponse({"error": f"model {name} is not ready: {entry.error}"}, status_code=503)
     return JSONResponse({"name": name, "ready": True})
 
 
+@router.get("/models/{name}/ready", response_model=ModelReadiness, responses=MODEL_ERRORS)
+async def model_ready(name: str, request: Request) -> JSONResponse:
+    return _model_ready(_svc(request), name)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReadiness, responses=MODEL_ERRORS)
+async def model_version_ready(name: str, version: str, request: Request) -> JSONResponse:
+    _version(version)
+    return _model_ready(_svc(request), name)
+
+
 _TYPE = {"INT64": "TYPE_INT64", "FP32": "TYPE_FP32", "FP16": "TYPE_FP16"}
 
 
-@router.get("/models/{name}/config")
+@router.get("/models/{name}/config", responses=MODEL_ERRORS)
 async def model_config(name: str, request: Request) -> dict:
     """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
     svc = _svc(request)
@@ -137,7 +166,7 @@ async def model_config(name: str, request: Request) -> dict:
     }
 
 
-@router.get("/models/{name}/stats")
+@router.get("/models/{name}/stats", responses=_errors(404))
 async def model_stats(name: str, request: Request) -> dict:
     svc = _svc(request)
     entry = _known(svc, name)
@@ -168,9 +197,19 @@ async def model_stats(name: str, request: Request) -> dict:
     }
 
 
-@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
-@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
+_INFER = {"response_model": InferenceResponse, "responses": INFER_ERRORS, "openapi_extra": infer_openapi()}
+
+
+@router.post("/models/{name}/infer", **_INFER)
+async def infer(name: str, request: Request) -> Response:
+    """Inference in the KServe v2 JSON form, or Triton's binary tensor extension."""
+    raw = await RawRequest.from_request(request, name)
+    return (await infer_raw(_svc(request), raw)).to_response()
+
+
+@router.post("/models/{name}/versions/{version}/infer", **_INFER)
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    """As /v2/models/{name}/infer; the only version is 1."""
     raw = await RawRequest.from_request(request, name, version)
     return (await infer_raw(_svc(request), raw)).to_response()
 

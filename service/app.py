@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, api_v1, api_v2
+from service import __version__, accesslog, api_v1, api_v2, openapi
 from service.bodies import RawRequest, RawResponse, field_of
 from service.core import ApiError, Service
 from service.metrics import NO_MODEL, UNKNOWN_MODEL
@@ -88,6 +88,9 @@ class ServiceMiddleware:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self.json_log = service.settings.access_log_json
+        if self.json_log:
+            accesslog.enable_json_lines()
 
     def _labels(self, scope: Scope, work: WorkRoute | None) -> tuple[str, str]:
         route = scope.get("route")
@@ -150,7 +153,7 @@ class ServiceMiddleware:
         except ApiError as exc:
             response = RawResponse.json(error_body(path, exc.message, exc.field), exc.status, exc.headers)
         except Exception:
-            log.exception("unhandled error on %s", path)
+            log.exception("unhandled error on %s (request %s)", path, req.request_id)
             response = RawResponse.json(error_body(path, "internal server error", None), 500)
         await response.send(send)
 
@@ -160,6 +163,7 @@ class ServiceMiddleware:
             return
         t0 = time.perf_counter()
         scope["h2h.start"] = t0
+        rid = scope["h2h.request_id"] = accesslog.request_id(scope)
         path = scope.get("path", "")
         work = _work_route(scope)
         status = 500
@@ -168,6 +172,7 @@ class ServiceMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (accesslog.HEADER, rid)]
             await send(message)
 
         try:
@@ -201,7 +206,10 @@ class ServiceMiddleware:
             await self.app(scope, replay, send_wrapper)
         finally:
             route, model = self._labels(scope, work)
-            self.service.metrics.observe_request(model, route, status, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            self.service.metrics.observe_request(model, route, status, seconds)
+            if self.json_log:
+                accesslog.record(scope["method"], route, model, status, seconds, rid)
 
 
 class ServiceApp(FastAPI):
@@ -282,8 +290,10 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
+        rid = (request.scope.get("h2h.request_id") or b"-").decode()
+        log.exception("unhandled error on %s (request %s)", request.url.path, rid)
         return JSONResponse(error_body(request.url.path, "internal server error", None), status_code=500)
 
+    openapi.install(app, service)
     app.front = ServiceMiddleware(partial(FastAPI.__call__, app), service)
     return app

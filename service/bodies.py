@@ -85,11 +85,13 @@ class RawRequest:
     headers: dict[str, str]  # lower-case names
     start: float  # perf_counter when the server first saw the request
     version: str | None = None
+    request_id: str = "-"
 
     @classmethod
     def from_scope(cls, scope: Scope, body: bytes, name: str, version: str | None) -> RawRequest:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
-        return cls(name, body, headers, scope.get("h2h.start") or time.perf_counter(), version)
+        rid = (scope.get("h2h.request_id") or b"-").decode("ascii")
+        return cls(name, body, headers, scope.get("h2h.start") or time.perf_counter(), version, rid)
 
     @classmethod
     async def from_request(cls, request: Request, name: str, version: str | None = None) -> RawRequest:
@@ -124,6 +126,7 @@ class RawResponse:
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting `model` as the JSON request body of a raw-body route."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    """`openapi_extra` documenting `model` as the JSON request body of a raw-body route (the
+    schema itself is registered by service.openapi)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}

@@ -128,11 +128,32 @@ class Service:
                 422, f"batch of {rows} rows is above the limit of {self.settings.max_batch_size}", field
             )
 
-    def encode_texts(self, entry: ModelEntry, texts: Sequence[str], field: str = "texts") -> list[np.ndarray]:
+    def encode_texts(
+        self, entry: ModelEntry, texts: Sequence[str], field: str = "texts", truncate: bool = False
+    ) -> tuple[list[np.ndarray], list[int], list[bool]]:
+        """Token ids per text, the tokens each row keeps, and whether it was cut.
+
+        A text longer than the model's maximum is refused (422 naming the row and its token
+        count) unless the request says `truncate` (TEI's rule): silently cutting a 500 KB text
+        to 64 tokens answered a question nobody asked.
+        """
         self._batch_limit(len(texts), field)
-        assert entry.tokenizer is not None and entry.manifest is not None
-        limit = min(entry.tokenizer.max_length, entry.manifest.max_sequence_length)
-        return [np.asarray(entry.tokenizer.encode(t, limit), dtype=np.int64) for t in texts]
+        tok, m = entry.tokenizer, entry.manifest
+        assert tok is not None and m is not None
+        limit = min(tok.max_length, m.max_sequence_length)
+        rows, kept, cut = [], [], []
+        for i, text in enumerate(texts):
+            n = len(tok.tokenize(text))
+            if n > limit and not truncate:
+                raise ApiError(
+                    422, f"text has {n} tokens, above the model's maximum of {limit}; shorten it or "
+                    'send "truncate": true', f"{field}.{i}",
+                )  # fmt: skip
+            row = np.asarray(tok.encode(text, limit), dtype=np.int64)
+            rows.append(row)
+            kept.append(len(row))
+            cut.append(n > limit)
+        return rows, kept, cut
 
     def check_ids(
         self,

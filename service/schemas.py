@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+)
 
 from export.manifest import MODEL_NAME_RE
 
@@ -20,33 +30,85 @@ def _utf8(text: str) -> str:
 Text = Annotated[str, AfterValidator(_utf8)]
 
 
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's "integer" includes 3.0; strings and booleans stay refused
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
+# Exactly one input kind; attention_mask only with input_ids (what predict enforces).
+_ONE_INPUT = [
+    {
+        "required": ["texts"],
+        "not": {"anyOf": [{"required": ["input_ids"]}, {"required": ["attention_mask"]}]},
+    },
+    {"required": ["input_ids"], "not": {"required": ["texts"]}},
+]
+
+
+def _no_null_defaults(extra: dict[str, Any]):  # noqa: ANN202
+    """json_schema_extra for models whose optional fields are absent, never null: their schema
+    must not show `"default": null` (null is refused: the field is left out instead)."""
+
+    def patch(schema: dict[str, Any]) -> None:
+        for prop in schema.get("properties", {}).values():
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+        schema.update(extra)
+
+    return patch
+
+
+_HAS_ONE = WithJsonSchema(
+    {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1}, "contains": {"const": 1}}
+)
+_TRUNCATE = "texts longer than the model's maximum: 422 naming the row and its token count, or cut to the maximum with true"
+
+
 class PredictRequest(BaseModel):
+    """Exactly one of `texts` or `input_ids`. Limits that depend on the server (rows per
+    request, tokens per row, vocabulary) are filled into /openapi.json from its settings and
+    models; `attention_mask` rows must match `input_ids` rows in length (checked, 422)."""
+
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"texts": ["a small domesticated carnivore"], "top_k": 3},
-                {"input_ids": [[5, 17, 9]], "attention_mask": [[1, 1, 1]]},
-            ]
-        },
+        json_schema_extra=_no_null_defaults(
+            {
+                "oneOf": _ONE_INPUT,
+                "examples": [
+                    {"texts": ["a small domesticated carnivore"], "top_k": 3},
+                    {"input_ids": [[5, 17, 9]], "attention_mask": [[1, 1, 1]]},
+                ],
+            }
+        ),
     )
 
-    texts: list[Text] | None = Field(default=None, description="raw texts, tokenized by the server")
-    input_ids: list[list[StrictInt]] | None = Field(default=None, description="token ids per row")
-    attention_mask: list[list[StrictInt]] | None = Field(
-        default=None, description="1 for real tokens, 0 for padding; same shape as input_ids"
+    texts: list[Text] = Field(default=None, min_length=1, description="raw texts, tokenized by the server")  # type: ignore[assignment]
+    input_ids: list[Annotated[list[Annotated[JsonInt, Field(ge=0)]], Field(min_length=1)]] = Field(  # type: ignore[assignment]
+        default=None, min_length=1, description="token ids per row, each in [0, vocabulary size)"
     )
-    top_k: StrictInt = Field(default=3, ge=1, le=1000)
+    attention_mask: list[Annotated[list[Annotated[JsonInt, Field(ge=0, le=1)]], _HAS_ONE]] = Field(  # type: ignore[assignment]
+        default=None,
+        min_length=1,
+        description="1 for real tokens, 0 for padding; same shape as input_ids; each row needs a 1",
+    )
+    top_k: JsonInt = Field(default=3, ge=1, le=1000)
     return_embedding: StrictBool = False
+    truncate: StrictBool = Field(default=False, description=_TRUNCATE)
 
 
 class CompareRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults({}))
 
-    texts: list[Text]
-    models: list[str] | None = Field(default=None, description="default: every ready model")
-    top_k: StrictInt = Field(default=3, ge=1, le=1000)
+    texts: list[Text] = Field(min_length=1)
+    models: list[Annotated[str, Field(pattern=MODEL_NAME_RE.pattern)]] = Field(  # type: ignore[assignment]
+        default=None, min_length=1, description="default: every ready model"
+    )
+    top_k: JsonInt = Field(default=3, ge=1, le=1000)
     return_embedding: StrictBool = False
+    truncate: StrictBool = Field(default=False, description=_TRUNCATE)
 
     @field_validator("models")
     @classmethod
@@ -70,7 +132,9 @@ class Prediction(BaseModel):
     label_id: int
     score: float
     top_k: list[LabelScore]
-    embedding: list[float] | None = None
+    tokens: int = Field(description="tokens of this row the model read")
+    truncated: bool = Field(description="whether the text was cut to the model's maximum")
+    embedding: list[float] = Field(default=None, description="with return_embedding")  # type: ignore[assignment]
 
 
 class Timing(BaseModel):
@@ -92,8 +156,17 @@ class CompareResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """v1 errors: what is wrong and the request field it is about (dotted path, `name` for the
+    model in the URL, `body` for the body as a whole, null when no field is to blame)."""
+
     error: str
     field: str | None = None
+
+
+class V2ErrorResponse(BaseModel):
+    """KServe v2 errors: `{"error": "..."}`."""
+
+    error: str
 
 
 class ModelSummary(BaseModel):

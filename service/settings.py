@@ -47,7 +47,12 @@ class ServiceSettings(BaseSettings):
         default=False, description="/v2/health/ready needs every model (default: at least one)"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    access_log: bool = False
+    access_log: bool = Field(default=False, description="uvicorn's plain-text access log")
+    access_log_json: bool = Field(
+        default=False,
+        description="one JSON line per request on stdout: method, route template, model, status, "
+        "latency, request id (never bodies)",
+    )
 
     # ONNX Runtime
     provider: Literal["auto", "cuda", "cpu"] = Field(

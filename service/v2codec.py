@@ -83,6 +83,21 @@ def _from_json_data(data: Any, datatype: str, shape: list[int], where: str) -> n
     return out.reshape(shape)
 
 
+def _params(obj: dict[str, Any]) -> Any:
+    """An object's `parameters`: absent or null reads as {}; anything else must be an object."""
+    value = obj.get("parameters")
+    return {} if value is None else value
+
+
+def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
+    value = params.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise V2Error(f"parameters.{key} must be true or false")
+    return value
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         try:
@@ -102,7 +117,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise V2Error(f"malformed JSON: {exc}") from None
     if not isinstance(req, dict):
         raise V2Error("request must be a JSON object")
-    params = req.get("parameters") or {}
+    params = _params(req)
     if not isinstance(params, dict):
         raise V2Error("parameters must be an object")
     raw_inputs = req.get("inputs")
@@ -119,10 +134,10 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in inputs:
             raise V2Error(f"{where}: given twice")
         datatype = t.get("datatype")
-        if datatype not in DTYPES:
+        if not isinstance(datatype, str) or datatype not in DTYPES:
             raise V2Error(f"{where}: datatype {str(datatype)[:16]!r} is not supported")
         shape = _shape(t.get("shape"), where)
-        tparams = t.get("parameters") or {}
+        tparams = _params(t)
         if not isinstance(tparams, dict):
             raise V2Error(f"{where}: parameters must be an object")
         size = tparams.get("binary_data_size")
@@ -151,18 +166,21 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         for k, o in enumerate(req["outputs"]):
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise V2Error(f"outputs[{k}]: each output needs a name")
-            op = o.get("parameters") or {}
+            if any(o["name"] == seen for seen, _ in outputs):
+                raise V2Error(f"output {o['name'][:64]!r}: asked twice")
+            op = _params(o)
             if not isinstance(op, dict):
                 raise V2Error(f"outputs[{k}]: parameters must be an object")
             if op.get("classification"):
                 raise V2Error("the classification extension is not supported")
-            outputs.append((o["name"], bool(op.get("binary_data", params.get("binary_data_output", False)))))
+            default = _flag(params, "binary_data_output", False)
+            outputs.append((o["name"], _flag(op, "binary_data", default)))
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise V2Error("id must be a string")
     return InferRequest(
         id=rid, inputs=inputs, outputs=outputs,
-        binary_output=bool(params.get("binary_data_output", False)), parameters=params,
+        binary_output=_flag(params, "binary_data_output", False), parameters=params,
     )  # fmt: skip
 
 

@@ -1,0 +1,92 @@
+"""The OpenAPI document, made to say what the server enforces.
+
+FastAPI's generated document misses what this server does differently: the hot routes read raw
+bodies (their request models are registered here), errors have our bodies rather than FastAPI's
+`HTTPValidationError`, and some limits come from settings and the loaded models (rows per request,
+tokens per row, vocabulary size), so they are filled in once the models are loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.core import Service
+from service.schemas import CompareRequest, ErrorResponse, PredictRequest, V2ErrorResponse
+from service.v2schemas import InferenceRequest
+
+REF = "#/components/schemas/{model}"
+RAW_BODY_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, CompareRequest, InferenceRequest)
+
+
+def _components(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    _, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    return dict(top.get("$defs", {}))
+
+
+def _limits(service: Service) -> tuple[int, int | None, int | None]:
+    """(rows per request, tokens per row, largest token id) valid for every ready model."""
+    manifests = [e.manifest for e in service.models.values() if e.ready and e.manifest is not None]
+    if not manifests:
+        return service.settings.max_batch_size, None, None
+    tokens = min(m.max_sequence_length for m in manifests)
+    return service.settings.max_batch_size, tokens, min(m.vocab_size for m in manifests) - 1
+
+
+def _fill_limits(schemas: dict[str, Any], service: Service) -> None:
+    rows, tokens, top_id = _limits(service)
+    predict, compare = schemas["PredictRequest"]["properties"], schemas["CompareRequest"]["properties"]
+    for prop in (predict["texts"], predict["input_ids"], predict["attention_mask"], compare["texts"]):
+        prop["maxItems"] = rows
+    if tokens is not None:
+        predict["input_ids"]["items"]["maxItems"] = tokens
+        predict["attention_mask"]["items"]["maxItems"] = tokens
+    if top_id is not None:
+        predict["input_ids"]["items"]["items"]["maximum"] = top_id
+
+
+def _error_bodies(doc: dict[str, Any]) -> None:
+    """FastAPI documents its own 422 body on every route with parameters; ours differ."""
+    for path, item in doc.get("paths", {}).items():
+        model = V2ErrorResponse if path.startswith("/v2") else ErrorResponse
+        for op in item.values():
+            resp = op.get("responses", {}).get("422")
+            if resp is None:
+                continue
+            if path.startswith("/v2") or op.get("requestBody") is None and "{name}" in path:
+                del op["responses"]["422"]  # a path parameter of type string cannot fail validation
+                continue
+            resp["content"] = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        doc.get("components", {}).get("schemas", {}).pop(name, None)
+
+
+def build(app: FastAPI, service: Service) -> dict[str, Any]:
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes,
+        openapi_version=app.openapi_version,
+    )  # fmt: skip
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(_components(RAW_BODY_MODELS))
+    schemas.update(_components((ErrorResponse, V2ErrorResponse)))
+    _fill_limits(schemas, service)
+    _error_bodies(doc)
+    return doc
+
+
+def install(app: FastAPI, service: Service) -> None:
+    """Serve `build()`'s document at /openapi.json, cached once the models are loaded."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build(app, service)
+        if service.started:
+            app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
