@@ -212,3 +212,16 @@ def test_auto_intra_op_threads_leave_the_event_loop_a_core(monkeypatch: pytest.M
     assert runtime.intra_op_threads(s, CPU, sessions=2) == 7
     assert runtime.intra_op_threads(s, CUDA, sessions=2) == 0  # ORT's default on GPU hosts
     assert runtime.intra_op_threads(ServiceSettings(intra_op_threads=3), CPU, sessions=2) == 3
+
+
+def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
+    from service.runtime import cgroup_cpu_limit
+
+    f = tmp_path / "cpu.max"
+    f.write_text("200000 100000\n")
+    assert cgroup_cpu_limit(f) == 2
+    f.write_text("50000 100000\n")
+    assert cgroup_cpu_limit(f) == 1
+    f.write_text("max 100000\n")
+    assert cgroup_cpu_limit(f) is None
+    assert cgroup_cpu_limit(tmp_path / "missing") is None
