@@ -91,8 +91,10 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
                     json={"texts": ["a small domesticated carnivore", "a tree"]}).json()  # fmt: skip
     assert [p["label_id"] for p in v1["predictions"]] == logits.argmax(axis=1).tolist()
 
-    stats = client.get_inference_statistics("mha-tiny")
-    assert stats["model_stats"][0]["inference_count"] >= 6
+    stats = client.get_inference_statistics("mha-tiny")["model_stats"][0]
+    # four sequential requests of two rows each: three tritonclient infers and one v1 predict
+    assert stats["inference_count"] == 8 and stats["execution_count"] == 4
+    assert int(stats["inference_stats"]["success"]["count"]) == 4
 
     with pytest.raises(InferenceServerException, match="unknown model"):
         bad = tc.InferInput("input_ids", [1, 1], "INT64")
