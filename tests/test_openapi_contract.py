@@ -8,8 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.test_service_server import free_port
+from tests.conftest import serve_in_thread
 
 # Two kinds of rule no JSON Schema can state, each answered with the status its protocol uses:
 # attention_mask rows as long as input_ids rows (v1: 422), and the binary tensor extension's
@@ -41,21 +39,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "429",
 
 @pytest.fixture(scope="module")
 def live_url(tiny_repo: Path):  # noqa: ANN201
-    import uvicorn
-
     s = ServiceSettings(model_repository=tiny_repo, provider="cpu", max_batch_size=8)
-    app = create_app(s, gpu_metrics=False)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(30)
+    with serve_in_thread(create_app(s, gpu_metrics=False)) as hostport:
+        yield f"http://{hostport}"
 
 
 def test_every_operation_keeps_its_documented_contract(live_url: str, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,36 +16,19 @@ import pytest
 
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.conftest import free_port, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path):  # noqa: ANN201
-    import uvicorn
-
     settings = ServiceSettings(
         model_repository=tiny_repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
         max_batch_size=8, max_queue_delay_ms=1.0,
     )  # fmt: skip
-    app = create_app(settings, gpu_metrics=False)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(30)
+    with serve_in_thread(create_app(settings, gpu_metrics=False)) as hostport:
+        yield hostport
 
 
 def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
