@@ -229,6 +229,39 @@ class ServiceApp(FastAPI):
             await self.front(scope, receive, send)
 
 
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    body = error_body(request.url.path, exc.message, exc.field)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own parameter validation (no route takes a parsed body or query now)."""
+    first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+    field = field_of(first.get("loc", ("body",)))
+    body = error_body(request.url.path, f"{field}: {first.get('msg', 'invalid')}", field)
+    return JSONResponse(body, status_code=422)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    field = "body" if exc.status_code == 400 else None
+    body = error_body(request.url.path, str(exc.detail), field)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    rid = (request.scope.get("h2h.request_id") or b"-").decode()
+    log.exception("unhandled error on %s (request %s)", request.url.path, rid)
+    return JSONResponse(error_body(request.url.path, "internal server error", None), status_code=500)
+
+
+ERROR_HANDLERS = (
+    (ApiError, _api_error),
+    (RequestValidationError, _validation),
+    (StarletteHTTPException, _http),
+    (Exception, _internal),
+)
+
+
 def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = True) -> ServiceApp:
     settings = settings or ServiceSettings()
     service = Service(settings, gpu_metrics=gpu_metrics)
@@ -257,43 +290,8 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(request.url.path, exc.message, exc.field), status_code=exc.status, headers=exc.headers
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":
-            err = (first.get("ctx") or {}).get("error", "")
-            return JSONResponse(
-                error_body(request.url.path, f"malformed JSON: {err}".rstrip(": "), "body"), status_code=400
-            )
-        field = field_of(first.get("loc", ("body",)))
-        msg = str(first.get("msg", "invalid"))
-        ctype = request.headers.get("content-type", "")
-        if field == "body" and "json" not in ctype and first.get("type") == "model_attributes_type":
-            msg = f"expected a JSON object with content-type: application/json (got {ctype[:40] or 'none'!r})"
-        return JSONResponse(error_body(request.url.path, f"{field}: {msg}", field), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        field = "body" if exc.status_code == 400 else None
-        detail = str(exc.detail)
-        if exc.status_code == 400 and "parsing the body" in detail:
-            detail = "body is not valid UTF-8 JSON"
-        return JSONResponse(
-            error_body(request.url.path, detail, field), status_code=exc.status_code, headers=exc.headers
-        )
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        rid = (request.scope.get("h2h.request_id") or b"-").decode()
-        log.exception("unhandled error on %s (request %s)", request.url.path, rid)
-        return JSONResponse(error_body(request.url.path, "internal server error", None), status_code=500)
-
+    for exc_class, handler in ERROR_HANDLERS:
+        app.add_exception_handler(exc_class, handler)
     openapi.install(app, service)
     app.front = ServiceMiddleware(partial(FastAPI.__call__, app), service)
     return app

@@ -30,6 +30,41 @@ class ApiError(Exception):
         self.status, self.message, self.field, self.headers = status, message, field, headers or {}
 
 
+def _ids_row(row: Sequence[int] | np.ndarray, max_len: int, vocab: int, where: str) -> np.ndarray:
+    """One row of token ids as int64, or the 422 that names what is wrong with it."""
+    try:
+        ids = np.asarray(row, dtype=np.int64)
+    except (OverflowError, ValueError, TypeError):
+        j = next((j for j, x in enumerate(row) if not -(2**63) <= x < 2**63), None)
+        raise ApiError(
+            422, "token ids must be 64-bit integers", where if j is None else f"{where}.{j}"
+        ) from None
+    if ids.ndim != 1 or ids.size == 0:
+        raise ApiError(422, "each row needs at least one token", where)
+    if ids.size > max_len:
+        raise ApiError(422, f"sequence of {ids.size} tokens is above the model's maximum of {max_len}", where)
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab))
+    if bad.size:
+        j = int(bad[0])
+        raise ApiError(422, f"token id {int(ids[j])} is outside the vocabulary [0, {vocab})", f"{where}.{j}")
+    return ids
+
+
+def _mask_row(row: Sequence[int] | np.ndarray, ids: np.ndarray, where: str) -> np.ndarray:
+    try:
+        mask = np.asarray(row, dtype=np.int64)
+    except (OverflowError, ValueError):
+        raise ApiError(422, "mask values must be 0 or 1", where) from None
+    if mask.shape != ids.shape:
+        raise ApiError(422, f"attention_mask row has {mask.size} values, input_ids row has {ids.size}", where)
+    bad = np.flatnonzero((mask != 0) & (mask != 1))
+    if bad.size:
+        raise ApiError(422, "mask values must be 0 or 1", f"{where}.{int(bad[0])}")
+    if not mask.any():
+        raise ApiError(422, "a row's mask needs at least one 1", where)
+    return mask
+
+
 class Service:
     def __init__(self, settings: ServiceSettings, *, gpu_metrics: bool = True) -> None:
         self.settings = settings
@@ -175,45 +210,13 @@ class Service:
             )
         ids_rows, mask_rows = [], []
         for i, row in enumerate(input_ids):
-            try:
-                ids = np.asarray(row, dtype=np.int64)
-            except (OverflowError, ValueError, TypeError):
-                j = next((j for j, x in enumerate(row) if not -(2**63) <= x < 2**63), None)
-                where = f"{ids_field}.{i}" if j is None else f"{ids_field}.{i}.{j}"
-                raise ApiError(422, "token ids must be 64-bit integers", where) from None
-            if ids.ndim != 1 or ids.size == 0:
-                raise ApiError(422, "each row needs at least one token", f"{ids_field}.{i}")
-            if ids.size > m.max_sequence_length:
-                raise ApiError(
-                    422, f"sequence of {ids.size} tokens is above the model's maximum of {m.max_sequence_length}",
-                    f"{ids_field}.{i}",
-                )  # fmt: skip
-            bad = np.flatnonzero((ids < 0) | (ids >= m.vocab_size))
-            if bad.size:
-                j = int(bad[0])
-                raise ApiError(
-                    422, f"token id {int(ids[j])} is outside the vocabulary [0, {m.vocab_size})",
-                    f"{ids_field}.{i}.{j}",
-                )  # fmt: skip
-            if attention_mask is None:
-                mask = np.ones_like(ids)
-            else:
-                try:
-                    mask = np.asarray(attention_mask[i], dtype=np.int64)
-                except (OverflowError, ValueError):
-                    raise ApiError(422, "mask values must be 0 or 1", f"{mask_field}.{i}") from None
-                if mask.shape != ids.shape:
-                    raise ApiError(
-                        422, f"attention_mask row has {mask.size} values, input_ids row has {ids.size}",
-                        f"{mask_field}.{i}",
-                    )  # fmt: skip
-                badm = np.flatnonzero((mask != 0) & (mask != 1))
-                if badm.size:
-                    raise ApiError(422, "mask values must be 0 or 1", f"{mask_field}.{i}.{int(badm[0])}")
-                if not mask.any():
-                    raise ApiError(422, "a row's mask needs at least one 1", f"{mask_field}.{i}")
-            nz = np.flatnonzero(mask)
-            end = int(nz[-1]) + 1
+            ids = _ids_row(row, m.max_sequence_length, m.vocab_size, f"{ids_field}.{i}")
+            mask = (
+                np.ones_like(ids)
+                if attention_mask is None
+                else _mask_row(attention_mask[i], ids, f"{mask_field}.{i}")
+            )
+            end = int(np.flatnonzero(mask)[-1]) + 1
             ids_rows.append(ids[:end])
             mask_rows.append(mask[:end])
         return ids_rows, mask_rows

@@ -98,7 +98,8 @@ def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
+    """The JSON head (an object) and the binary tail of a request body."""
     if header_length is not None:
         try:
             n = int(header_length)
@@ -117,71 +118,82 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise V2Error(f"malformed JSON: {exc}") from None
     if not isinstance(req, dict):
         raise V2Error("request must be a JSON object")
-    params = _params(req)
+    return req, rest
+
+
+def _object_params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = _params(obj)
     if not isinstance(params, dict):
-        raise V2Error("parameters must be an object")
-    raw_inputs = req.get("inputs")
+        raise V2Error(f"{where}parameters must be an object")
+    return params
+
+
+def _input(t: dict[str, Any], where: str, rest: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    """One input tensor, from its JSON data or its bytes in the tail at `offset`."""
+    datatype = t.get("datatype")
+    if not isinstance(datatype, str) or datatype not in DTYPES:
+        raise V2Error(f"{where}: datatype {str(datatype)[:16]!r} is not supported")
+    shape = _shape(t.get("shape"), where)
+    size = _object_params(t, f"{where}: ").get("binary_data_size")
+    if size is None:
+        if "data" not in t:
+            raise V2Error(f"{where}: needs data or parameters.binary_data_size")
+        return _from_json_data(t["data"], datatype, shape, where), offset
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise V2Error(f"{where}: binary_data_size must be a non-negative integer")
+    dt = DTYPES[datatype]
+    if size != math.prod(shape) * dt.itemsize:
+        raise V2Error(f"{where}: binary_data_size {size} does not match shape {shape} of {datatype}")
+    if offset + size > len(rest):
+        raise V2Error(f"{where}: body ends before its {size} binary bytes")
+    return np.frombuffer(rest[offset : offset + size], dtype=dt).reshape(shape), offset + size
+
+
+def _inputs(raw_inputs: Any, rest: memoryview) -> dict[str, np.ndarray]:
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise V2Error("inputs must be a non-empty list")
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for k, t in enumerate(raw_inputs):
-        where = f"inputs[{k}]"
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise V2Error(f"{where}: each input needs a name")
-        name = t["name"]
-        where = f"input {name[:64]!r}"
-        if name in inputs:
+            raise V2Error(f"inputs[{k}]: each input needs a name")
+        where = f"input {t['name'][:64]!r}"
+        if t["name"] in inputs:
             raise V2Error(f"{where}: given twice")
-        datatype = t.get("datatype")
-        if not isinstance(datatype, str) or datatype not in DTYPES:
-            raise V2Error(f"{where}: datatype {str(datatype)[:16]!r} is not supported")
-        shape = _shape(t.get("shape"), where)
-        tparams = _params(t)
-        if not isinstance(tparams, dict):
-            raise V2Error(f"{where}: parameters must be an object")
-        size = tparams.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise V2Error(f"{where}: binary_data_size must be a non-negative integer")
-            dt = DTYPES[datatype]
-            if size != math.prod(shape) * dt.itemsize:
-                raise V2Error(f"{where}: binary_data_size {size} does not match shape {shape} of {datatype}")
-            if offset + size > len(rest):
-                raise V2Error(f"{where}: body ends before its {size} binary bytes")
-            arr = np.frombuffer(rest[offset : offset + size], dtype=dt).reshape(shape)
-            offset += size
-        elif "data" in t:
-            arr = _from_json_data(t["data"], datatype, shape, where)
-        else:
-            raise V2Error(f"{where}: needs data or parameters.binary_data_size")
-        inputs[name] = arr
+        inputs[t["name"]], offset = _input(t, where, rest, offset)
     if offset != len(rest):
         raise V2Error(f"{len(rest) - offset} binary bytes after the last input")
-    outputs = None
-    if req.get("outputs") is not None:
-        if not isinstance(req["outputs"], list):
-            raise V2Error("outputs must be a list")
-        outputs = []
-        for k, o in enumerate(req["outputs"]):
-            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
-                raise V2Error(f"outputs[{k}]: each output needs a name")
-            if any(o["name"] == seen for seen, _ in outputs):
-                raise V2Error(f"output {o['name'][:64]!r}: asked twice")
-            op = _params(o)
-            if not isinstance(op, dict):
-                raise V2Error(f"outputs[{k}]: parameters must be an object")
-            if op.get("classification"):
-                raise V2Error("the classification extension is not supported")
-            default = _flag(params, "binary_data_output", False)
-            outputs.append((o["name"], _flag(op, "binary_data", default)))
+    return inputs
+
+
+def _outputs(raw: Any, binary_default: bool) -> list[tuple[str, bool]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise V2Error("outputs must be a list")
+    outputs: list[tuple[str, bool]] = []
+    for k, o in enumerate(raw):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise V2Error(f"outputs[{k}]: each output needs a name")
+        if any(o["name"] == seen for seen, _ in outputs):
+            raise V2Error(f"output {o['name'][:64]!r}: asked twice")
+        op = _object_params(o, f"outputs[{k}]: ")
+        if op.get("classification"):
+            raise V2Error("the classification extension is not supported")
+        outputs.append((o["name"], _flag(op, "binary_data", binary_default)))
+    return outputs
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    req, rest = _split(body, header_length)
+    params = _object_params(req, "")
+    inputs = _inputs(req.get("inputs"), rest)
+    binary = _flag(params, "binary_data_output", False)
+    outputs = _outputs(req.get("outputs"), binary)
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise V2Error("id must be a string")
-    return InferRequest(
-        id=rid, inputs=inputs, outputs=outputs,
-        binary_output=_flag(params, "binary_data_output", False), parameters=params,
-    )  # fmt: skip
+    return InferRequest(id=rid, inputs=inputs, outputs=outputs, binary_output=binary, parameters=params)
 
 
 def encode_response(
