@@ -225,3 +225,14 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
     f.write_text("max 100000\n")
     assert cgroup_cpu_limit(f) is None
     assert cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+def test_batch_above_the_limit_is_named_by_the_core(runner: AppRunner) -> None:
+    from tests.test_service_api import MAX_BATCH
+
+    r = runner.post("/v1/models/mha-tiny/predict", json={"texts": ["a"] * (MAX_BATCH + 1)})
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": f"batch of {MAX_BATCH + 1} rows is above the limit of {MAX_BATCH}",
+        "field": "texts",
+    }
