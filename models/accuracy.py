@@ -49,9 +49,13 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside `path`, so two ablations appending at once lose no record."""
+    """An exclusive lock on `path`'s folder, so two ablations appending at once lose no record.
+
+    The folder, not the file: the file is replaced by rename on every write, and a lock file
+    would be one more stray file in docs/.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
