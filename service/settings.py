@@ -89,7 +89,7 @@ class ServiceSettings(BaseSettings):
     )
     max_queue_rows: int = Field(default=512, ge=1, description="queued rows per model before 429")
     admission_wait_ms: float = Field(
-        default=100.0,
+        default=250.0,
         ge=0,
         description="when a model's queue is full, how long a request may wait, body unread and first "
         "come first served, for room before it is answered 429; 0: refuse at once",
