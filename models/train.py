@@ -267,6 +267,15 @@ def _log(
     state["running"], state["seen"] = 0.0, 0
 
 
+def profile_admin(model: Encoder, data: Prepared, seed: int, device: torch.device) -> list[float]:
+    """Admin's omegas from one training batch at initialisation ([] for other norms)."""
+    if data.cfg.norm != "admin":
+        return []
+    rng = random.Random(seed + 1)
+    ids, mask, _ = next(bucketed_batches(data.train, min(256, len(data.train)), rng, data.cfg.pad_id))
+    return admin.profile(model, ids.to(device), mask.to(device))
+
+
 def train(s: TrainSettings) -> dict[str, Any]:
     """Run one training job end to end; returns the metrics written to metrics.json."""
     random.seed(s.seed)
@@ -278,12 +287,7 @@ def train(s: TrainSettings) -> dict[str, Any]:
     cfg, train_data = data.cfg, data.train
     model = build(cfg).to(device)
 
-    omegas: list[float] = []
-    if cfg.norm == "admin":
-        prof_rng = random.Random(s.seed + 1)
-        ids, mask, _ = next(bucketed_batches(train_data, min(256, len(train_data)), prof_rng, cfg.pad_id))
-        omegas = admin.profile(model, ids.to(device), mask.to(device))
-
+    omegas = profile_admin(model, data, s.seed, device)
     steps_per_epoch = math.ceil(len(train_data) / s.batch_size)
     total_steps = min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
     params, params_body = count_parameters(model), count_parameters(model, body_only=True)
