@@ -102,11 +102,14 @@ def diverged_record(variant: str, lr: float, seed: int, phase: str, terms: dict[
 
 
 def groups(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Records split by equal terms, the group with the most runs first."""
+    """Records split by equal terms; the seeded group first, not a (larger) one-seed-per-rate sweep.
+
+    Order: most seeds of one variant at one rate, then most runs.
+    """
     by: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         by.setdefault(terms_of(r), []).append(r)
-    return sorted(by.values(), key=lambda g: -len(g))
+    return sorted(by.values(), key=lambda g: (-max(len(chosen_runs(g, v)) for v in VARIANTS), -len(g)))
 
 
 def chosen_runs(group: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:

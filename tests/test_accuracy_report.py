@@ -36,6 +36,9 @@ def test_groups_never_mix_terms_and_the_largest_comes_first() -> None:
     gs = groups(records)
     assert [len(g) for g in gs] == [2, 1, 1]
     assert all(len({terms_of(r) for r in g}) == 1 for g in gs)
+    # a 1-epoch sweep (one seed per rate, more runs) comes after the seeded group
+    sweep = [rec(v, 1, 0.6, lr=lr, epochs=1) for v in ("mha-admin", "sha-admin") for lr in (2e-3, 4e-3, 8e-3)]
+    assert groups(sweep + records)[0][0]["epochs"] == 3
 
 
 def test_chosen_rate_is_the_one_with_most_seeds_and_diverged_runs_are_not_averaged() -> None:
