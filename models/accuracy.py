@@ -26,7 +26,17 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "sha-post": ("sha", "post"),
 }
 BASELINE = "mha-admin"
-TERMS = ("preset", "epochs", "attn_init", "batch_size", "max_len", "dropout", "data_sha256")
+TERMS = ("preset", "epochs", "attn_init", "batch_size", "max_len", "dropout", "data_sha256", "recipe")
+# the rest of the training recipe (flags or H2H_TRAIN_* env vars): records differing here never mix
+RECIPE_FIELDS = (
+    "weight_decay",
+    "warmup_frac",
+    "clip_norm",
+    "min_freq",
+    "max_vocab",
+    "max_steps",
+    "split_seed",
+)
 RUN_KEY = ("variant", "lr", "seed", *TERMS)
 
 
@@ -76,6 +86,11 @@ def run_key(record: dict[str, Any]) -> tuple:
     return tuple(record.get(k) for k in RUN_KEY)
 
 
+def recipe(settings: dict[str, Any]) -> str:
+    """The recipe fields of a run's settings as one comparable string."""
+    return ",".join(f"{k}={settings.get(k)}" for k in RECIPE_FIELDS)
+
+
 def terms_of(record: dict[str, Any]) -> tuple:
     return tuple(record.get(k) for k in TERMS)
 
@@ -91,7 +106,7 @@ def record_from_metrics(variant: str, lr: float, seed: int, phase: str, m: dict[
         "arch": m["arch"], "norm": m["norm"], "layers": m["layers"], "heads": m["heads"],
         "params": m["params"], "batch_size": s["batch_size"], "max_len": m["max_len"],
         "dropout": s["dropout"], "steps": m["steps"], "data_sha256": m["data_sha256"],
-        "device": m["device"], "threads": m["threads"], "torch": m["torch"],
+        "device": m["device"], "threads": m["threads"], "torch": m["torch"], "recipe": recipe(s),
     }  # fmt: skip
 
 

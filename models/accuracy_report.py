@@ -133,12 +133,12 @@ def lr_table(group: list[dict[str, Any]]) -> list[str]:
 
 def group_section(group: list[dict[str, Any]]) -> list[str]:
     r0 = group[0]
-    terms = ", ".join(f"{k} {r0.get(k)}" for k in TERMS if k != "data_sha256")
+    terms = ", ".join(f"{k} {r0.get(k)}" for k in TERMS if k not in ("data_sha256", "recipe"))
     devices = sorted({f"{r.get('device')} ({r.get('cpu', '?')}, {r.get('threads')} threads)" for r in group})
     out = [
         f"## {terms}",
         "",
-        f"data {str(r0.get('data_sha256'))[:12]}, {len(group)} runs on {', '.join(devices)}",
+        f"data {str(r0.get('data_sha256'))[:12]}, {r0.get('recipe')}; {len(group)} runs on {', '.join(devices)}",
         "",
     ]
     out += variant_table(group) + [""]

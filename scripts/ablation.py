@@ -30,6 +30,7 @@ from models.accuracy import (  # noqa: E402
     best_lr,
     diverged_record,
     load_records,
+    recipe,
     record_from_metrics,
     run_key,
     terms_of,
@@ -101,8 +102,10 @@ def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epoc
 def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
     """The equal-terms fields of a run (models.accuracy.TERMS), known before it trains."""
     max_len = a.max_len or PRESETS[a.preset].max_len
+    settings = settings_for(a, next(iter(VARIANTS)), 1e-3, a.seed_base, epochs).model_dump()
     return {"preset": a.preset, "epochs": epochs, "attn_init": a.attn_init, "batch_size": a.batch_size,
-            "max_len": max_len, "dropout": a.dropout, "data_sha256": data_sha256}  # fmt: skip
+            "max_len": max_len, "dropout": a.dropout, "data_sha256": data_sha256,
+            "recipe": recipe(settings)}  # fmt: skip
 
 
 def cpu_name() -> str:

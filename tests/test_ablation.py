@@ -50,6 +50,9 @@ def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordne
         assert rec["val_accuracy"] == max(rec["val_curve"]) and 0 <= rec["test_accuracy"] <= 1
         assert rec["train_seconds"] >= rec["epoch_train_s"][-1]
     assert len({rec["data_sha256"] for rec in records}) == 1  # every seed on the same split
+    assert {rec["recipe"] for rec in records} == {
+        "weight_decay=0.01,warmup_frac=0.06,clip_norm=1.0,min_freq=2,max_vocab=30000,max_steps=None,split_seed=13"
+    }
     md = (tmp_path / "docs" / "accuracy.md").read_text()
     assert md in r.stdout and "sha-admin − mha-admin:" in md and "95% interval" in md and "at " in md
     assert (tmp_path / "docs" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,7 +48,7 @@ def test_chosen_rate_is_the_one_with_most_seeds_and_diverged_runs_are_not_averag
     assert [(r["lr"], r["seed"]) for r in runs] == [(1e-3, 1), (1e-3, 2)]
     sweep = [rec("sha-admin", 1, 0.7, lr=1e-3, curve=(0.6,)), rec("sha-admin", 1, 0.7, lr=2e-3, curve=(0.65,)),
              {**rec("sha-admin", 1, 0.0, lr=4e-3), "val_accuracy": None, "diverged": "inf"}]  # fmt: skip
-    assert best_lr(sweep, "sha-admin", [1e-3, 2e-3, 4e-3], tuple(TERMS.values()), 1) == 2e-3
+    assert best_lr(sweep, "sha-admin", [1e-3, 2e-3, 4e-3], terms_of(sweep[0]), 1) == 2e-3
 
 
 def test_summary_states_mean_std_and_the_welch_interval() -> None:
