@@ -84,9 +84,11 @@ def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp
         assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
         assert p["tokens_per_s"] == pytest.approx(p["rps"] * p["batch"] * p["seq"])
         if p["mode"] == "http":
-            assert p["server_compute_ms"] > 0 and p["server_queue_ms"] >= 0 and p["server_batches"] > 0
+            assert p["server_compute_ms"] > 0 and p["server_batches"] > 0
+            # the server's own split can never exceed what the client saw end to end
+            assert p["server_queue_ms"] + p["server_compute_ms"] <= p["max_ms"] + 0.5, p
         if p["load"] == "open":
-            assert p["late_sends"] >= 0 and p["achieved_rate"] > 0
+            assert p["achieved_rate"] > 0 and p["late_sends"] <= p["requests"] + p["errors"], p
     meta = data["meta"]
     assert meta["machine"]["cores"] >= 1 and "onnxruntime-gpu" in meta["versions"]
     assert set(meta["manifests"]) == {"mha-tiny", "sha-tiny"}
