@@ -95,7 +95,7 @@ async def ready(request: Request) -> JSONResponse:
 
 def _metadata(svc: Service, name: str) -> dict:
     entry = _known(svc, name)
-    if entry.manifest is None:
+    if not entry.ready or entry.manifest is None:
         raise ApiError(503, f"model {name} is not ready: {entry.error}")
     m = entry.manifest
     return {
@@ -144,7 +144,7 @@ async def model_config(name: str, request: Request) -> dict:
     """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
     svc = _svc(request)
     entry = _known(svc, name)
-    if entry.manifest is None:
+    if not entry.ready or entry.manifest is None:
         raise ApiError(503, f"model {name} is not ready: {entry.error}")
     m, s = entry.manifest, svc.settings
     return {

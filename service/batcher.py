@@ -131,17 +131,6 @@ class _Item:
     rows: int = 0
 
 
-def trim_rows(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Split a padded [b, s] pair into rows without their trailing masked positions."""
-    ids_rows, mask_rows = [], []
-    for ids, mask in zip(input_ids, attention_mask, strict=True):
-        nz = np.flatnonzero(mask)
-        end = int(nz[-1]) + 1 if nz.size else 1
-        ids_rows.append(np.ascontiguousarray(ids[:end], dtype=np.int64))
-        mask_rows.append(np.ascontiguousarray(mask[:end], dtype=np.int64))
-    return ids_rows, mask_rows
-
-
 class DynamicBatcher:
     def __init__(
         self,
@@ -231,6 +220,7 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(ShuttingDown("server stopped"))
         self._buckets.clear()
+        self._queued_rows = 0
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=False)
         return drained
@@ -338,7 +328,10 @@ class DynamicBatcher:
     # worker ----------------------------------------------------------------------------
     def _pick(self, now: float) -> int | None:
         """The bucket to run now, or None to keep waiting."""
-        full = [b for b, q in self._buckets.items() if sum(i.rows for i in q) >= self.max_batch_size]
+        full = [
+            b for b, q in self._buckets.items()
+            if sum(i.rows for i in q if not i.future.done()) >= self.max_batch_size
+        ]  # fmt: skip
         oldest = min(((q[0].enqueued, b) for b, q in self._buckets.items() if q), default=None)
         if oldest is None:
             return None

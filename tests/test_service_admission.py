@@ -236,3 +236,9 @@ def test_batch_above_the_limit_is_named_by_the_core(runner: AppRunner) -> None:
         "error": f"batch of {MAX_BATCH + 1} rows is above the limit of {MAX_BATCH}",
         "field": "texts",
     }
+
+
+def test_a_failed_model_is_not_ready_anywhere(runner: AppRunner) -> None:
+    for path in ("/v2/models/broken-tiny", "/v2/models/broken-tiny/ready", "/v2/models/broken-tiny/config"):
+        r = runner.get(path)
+        assert r.status_code == 503 and "not ready" in r.json()["error"], path

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge, trim_rows
+from service.batcher import DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge
 
 
 class Recorder:
@@ -241,14 +241,6 @@ def test_model_error_reaches_every_request_in_batch() -> None:
     asyncio.run(body())
 
 
-def test_trim_rows_drops_trailing_padding_only() -> None:
-    ids = np.array([[0, 5, 6, 0], [7, 0, 0, 0]])
-    mask = np.array([[0, 1, 1, 0], [1, 0, 0, 0]])
-    r, m = trim_rows(ids, mask)
-    assert [x.tolist() for x in r] == [[0, 5, 6], [7]]
-    assert [x.tolist() for x in m] == [[0, 1, 1], [1]]
-
-
 def test_known_quick_shape_runs_inline_when_nothing_else_waits() -> None:
     """The thread hand-off is skipped for a shape measured below inline_compute_ms."""
 
@@ -291,5 +283,43 @@ def test_retry_after_follows_the_measured_drain_rate() -> None:
             t.cancel()
         b.resume()
         await b.stop()
+
+    asyncio.run(body())
+
+
+def test_requests_that_left_do_not_fill_a_bucket() -> None:
+    """A cancelled (or timed-out) request still queued must not make its bucket look full."""
+
+    async def body() -> None:
+        rec = Recorder()
+        b = DynamicBatcher("m", rec, max_batch_size=2, max_queue_delay_ms=60_000)
+        await b.start()
+        b.pause()
+        gone = asyncio.create_task(b.submit(rows(3)))
+        await until(lambda: b.queued_rows == 1)
+        gone.cancel()
+        live = asyncio.create_task(b.submit(rows(3)))
+        await until(lambda: b.queued_rows == 2)
+        b.resume()
+        await asyncio.sleep(0.2)
+        assert not live.done() and rec.shapes == []  # one live row: not a full batch of 2
+        b.flush()
+        assert (await live).batch_size == 1
+        await b.stop()
+
+    asyncio.run(body())
+
+
+def test_stop_leaves_no_queued_rows_behind() -> None:
+    async def body() -> None:
+        b = DynamicBatcher("m", Recorder(), max_batch_size=2)
+        await b.start()
+        b.pause()
+        task = asyncio.create_task(b.submit(rows(3)))
+        await until(lambda: b.queued_rows == 1)
+        assert await b.stop(timeout=0.05) is False
+        assert b.queued_rows == 0
+        with pytest.raises(ShuttingDown):
+            await task
 
     asyncio.run(body())
