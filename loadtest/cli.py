@@ -32,7 +32,7 @@ def build_parser() -> OneLineArgumentParser:
     )
     s.add_argument("--duration", type=float, help="seconds per http point")
     s.add_argument("--warmup", type=float, help="http warm-up seconds per point (default 0.5)")
-    s.add_argument("--repeats", type=int, help="in-process: most timed runs per point (default 1000)")
+    s.add_argument("--repeats", type=int, help="in-process: most timed runs per point (default 50)")
     s.add_argument("--inproc-budget", type=float, help="in-process: seconds per point (default 1)")
     s.add_argument("--repo", help="model repository for in-process runs (default model_repository)")
     s.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
