@@ -79,23 +79,22 @@ def _wait_ready(server: Server, path: str, timeout: float) -> None:
 @contextlib.contextmanager
 def _serve(args: list[str], cwd: Path, ready_path: str, env: dict[str, str]) -> Iterator[Server]:
     port = free_port()
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, *args, "--port", str(port)], cwd=cwd, env={**os.environ, **env},
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    server = Server(proc, f"http://127.0.0.1:{port}")
-    try:
-        _wait_ready(server, ready_path, 120.0)
-        yield server
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, *args, "--port", str(port)], cwd=cwd, env={**os.environ, **env},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        server = Server(proc, f"http://127.0.0.1:{port}")
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            _wait_ready(server, ready_path, 120.0)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def start_service(repo: Path, models: list[str], root: Path | None = None):  # noqa: ANN201
