@@ -50,8 +50,10 @@ def test_bad_flags_exit_2_with_one_line():
 
 
 def test_make_target_runs_the_script():
-    r = subprocess.run(["make", "-n", "gpu-report"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and "scripts/gpu_report.py" in r.stdout.splitlines()[-1]
+    # --no-print-directory: under `make test` (MAKELEVEL set) make would add Entering/Leaving lines
+    cmd = ["make", "-n", "--no-print-directory", "gpu-report"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "scripts/gpu_report.py" in r.stdout.splitlines()[-1], r.stdout
 
 
 def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
