@@ -395,17 +395,13 @@ class DynamicBatcher:
         """Run the model: on the event loop itself when nothing else waits and this shape is
         known to be quick (a thread hand-off costs more than a small batch-1 run), else in the
         worker thread so the loop keeps reading requests meanwhile."""
-        key = (ids.shape[0], self.bucket_of(ids.shape[1]))
-        known = self._compute_s.get(key)
-        inline = known is not None and known < self.inline_max_s and self._queued_rows == 0
-        started = time.perf_counter()
-        if inline:
-            out = self.run_fn(ids, mask)
-        else:
-            out = await loop.run_in_executor(self._executor, self.run_fn, ids, mask)
-        took = time.perf_counter() - started
-        self._compute_s[key] = took if known is None else 0.8 * known + 0.2 * took
-        return out
+        known = self._compute_s.get(self._shape_key(ids.shape[0], ids.shape[1]))
+        if known is not None and known < self.inline_max_s and self._queued_rows == 0:
+            return self.run_fn(ids, mask)
+        return await loop.run_in_executor(self._executor, self.run_fn, ids, mask)
+
+    def _shape_key(self, rows: int, width: int) -> tuple[int, int]:
+        return rows, self.bucket_of(width)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
         ids, mask = self._pad(items)
@@ -439,6 +435,9 @@ class DynamicBatcher:
     def _record(
         self, items: list[_Item], rows: int, width: int, real: int, started: float, compute_s: float
     ) -> None:
+        key = self._shape_key(rows, width)
+        known = self._compute_s.get(key)
+        self._compute_s[key] = compute_s if known is None else 0.8 * known + 0.2 * compute_s
         rate = rows / max(compute_s, 1e-9)
         prev = self._drain_rows_per_s
         self._drain_rows_per_s = rate if prev == 0.0 else 0.8 * prev + 0.2 * rate
