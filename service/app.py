@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, NamedTuple
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -104,11 +103,7 @@ class ServiceMiddleware:
         return template, NO_MODEL if name is None else self.service.model_label(name)
 
     async def _reply(self, send: Send, status: int, body: dict, headers: dict[str, str]) -> None:
-        raw = orjson.dumps(body)
-        hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-        hdrs += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": hdrs})
-        await send({"type": "http.response.body", "body": raw})
+        await RawResponse.json(body, status, headers).send(send)
 
     async def _refusal(self, work: WorkRoute | None) -> ApiError | None:
         svc = self.service
