@@ -49,7 +49,7 @@ class InprocModel:
         settings = ServiceSettings(provider=provider)
         chosen = choose_providers(settings)
         self.session = ort.InferenceSession(
-            str(path), sess_options=session_options(settings),
+            str(path), sess_options=session_options(settings, chosen[0][0]),
             providers=[n for n, _ in chosen], provider_options=[o for _, o in chosen],
         )  # fmt: skip
         self.provider = self.session.get_providers()[0]
