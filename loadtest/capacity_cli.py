@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from models.cliargs import fail, validation_message
+from loadtest.cli import planned, settings_from
+from models.cliargs import fail
 
 
 class _ProbeProgress:
@@ -67,28 +68,15 @@ def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float
 def _settings(args: Any):
     from loadtest.capacity_run import CapacitySettings
 
-    skip = {"command", "no_report", "dry_run"}
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
-    try:
-        return CapacitySettings(**overrides)
-    except Exception as exc:
-        fail(validation_message(exc))
+    return settings_from(CapacitySettings, args)
 
 
 def cmd_capacity(args: Any) -> int:
     from loadtest import http_client as hc
     from loadtest.capacity_run import CapacityRunner, plan, ratios
-    from loadtest.sweep import PlanError
 
     s = _settings(args)
-    try:
-        pl = plan(s)
-    except (PlanError, hc.ServiceUnreachable) as exc:
-        fail(str(exc))
-    except hc.httpx.HTTPError as exc:
-        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")
-    for n in pl.notes:
-        print(f"note: {n}", file=sys.stderr)
+    pl = planned(plan, s)
     print(f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
           f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
           file=sys.stderr)  # fmt: skip

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from models.cliargs import OneLineArgumentParser, fail, validation_message
+
+T = TypeVar("T")
+S = TypeVar("S")
+P = TypeVar("P")
 
 GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
 
@@ -77,15 +82,36 @@ def _capacity_parser(sub: Any) -> None:
     c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
 
-def _settings(args: Any):
-    from loadtest.settings import LoadtestSettings
-
+def settings_from(cls: type[T], args: Any) -> T:
+    """A settings object from the flags given (env and defaults for the rest), or exit 2."""
     skip = {"command", "no_report", "dry_run"}
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     try:
-        return LoadtestSettings(**overrides)
+        return cls(**overrides)
     except Exception as exc:
         fail(validation_message(exc))
+
+
+def planned(plan_fn: Callable[[S], P], s: S) -> P:
+    """`plan_fn(s)` with its notes printed, or exit 2 with one line (bad plan, no service)."""
+    from loadtest import http_client as hc
+    from loadtest.sweep import PlanError
+
+    try:
+        pl = plan_fn(s)
+    except (PlanError, hc.ServiceUnreachable) as exc:
+        fail(str(exc))
+    except hc.httpx.HTTPError as exc:
+        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+    for n in pl.notes:  # type: ignore[attr-defined]
+        print(f"note: {n}", file=sys.stderr)
+    return pl
+
+
+def _settings(args: Any):
+    from loadtest.settings import LoadtestSettings
+
+    return settings_from(LoadtestSettings, args)
 
 
 class _Progress:
@@ -130,17 +156,10 @@ class _Progress:
 def cmd_sweep(args: Any) -> int:
     from loadtest import http_client as hc
     from loadtest.report import write_report
-    from loadtest.sweep import PlanError, plan, run_plan
+    from loadtest.sweep import plan, run_plan
 
     s = _settings(args)
-    try:
-        pl = plan(s)
-    except (PlanError, hc.ServiceUnreachable) as exc:
-        fail(str(exc))
-    except hc.httpx.HTTPError as exc:
-        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")
-    for n in pl.notes:
-        print(f"note: {n}", file=sys.stderr)
+    pl = planned(plan, s)
     modes = "+".join(pl.modes)
     print(f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
           f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}", file=sys.stderr)  # fmt: skip
