@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +39,17 @@ from typing import Any
 
 import pytest
 import yaml
-from test_deploy import NO_PROMETHEUS, PROMETHEUS, dashboard, free_port, iter_panels, rule_files, substitute
+from test_deploy import (
+    NO_PROMETHEUS,
+    PROMETHEUS,
+    _stop,
+    _wait,
+    dashboard,
+    free_port,
+    iter_panels,
+    rule_files,
+    substitute,
+)
 from test_k8s import ADAPTER_VALUES, adapter_query
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,29 +74,6 @@ TEXTS = ("a small domesticated carnivore", "a tree", "dog", "an instrument for m
 
 # --------------------------------------------------------------------------------------------
 # processes and queries
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"{what}: process exited {proc.returncode}\n{log.read_text()[-3000:]}"
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 (not up yet)
-            pass
-        assert time.monotonic() < deadline, f"{what} within {timeout:g} s\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
 
 
 def query(prom: str, expr: str, at: float) -> list[dict]:
