@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,12 +90,19 @@ def _serve(args: list[str], cwd: Path, ready_path: str, env: dict[str, str]) -> 
             _wait_ready(server, ready_path, 120.0)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 30.0)
+
+
+def stop_process(proc: subprocess.Popen, grace: float) -> int:
+    """SIGTERM (the service drains and exits 0), a kill after `grace` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def start_service(repo: Path, models: list[str], root: Path | None = None):  # noqa: ANN201

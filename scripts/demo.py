@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from loadtest.bench_procs import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,12 +104,6 @@ def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, s
     return names
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_service(s: DemoSettings, port: int, log: Path, names: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "H2H_MODEL_REPOSITORY": str(s.repo), "H2H_HOST": "127.0.0.1", "H2H_PORT": str(port),
@@ -132,17 +126,6 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> N
             pass
         time.sleep(0.3)
     raise SystemExit(f"service not ready after {timeout:.0f}s; see {log}")
-
-
-def stop_service(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def show_compare(url: str) -> None:
@@ -250,7 +233,7 @@ def main() -> int:
             banner(f"4/4 load test (in-process and HTTP) -> {s.results}/")
             results = loadtest(s, url, names)
     finally:
-        rc = stop_service(proc)
+        rc = stop_process(proc, 60.0)
         print(f"service stopped on SIGTERM, exit code {rc}")
 
     banner("MHA vs SHA")

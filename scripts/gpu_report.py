@@ -29,8 +29,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from loadtest.bench_procs import free_port, stop_process  # noqa: E402
 from models.cliargs import OneLineArgumentParser, fail  # noqa: E402
 
 VARIANTS = {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx", "inproc-opt": "model.opt.onnx"}
@@ -194,17 +193,11 @@ def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
                           plan.inproc_budget, "--out", str(out / folder)])  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
     """The service on `plan.provider` with `variant`, on a free loopback port; waits until ready."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "H2H_PROVIDER": plan.provider, "H2H_VARIANT": variant, "H2H_LOG_LEVEL": "warning",
            "H2H_MODELS": json.dumps(plan.models), "H2H_REQUIRE_ALL_MODELS": "true"}  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -223,20 +216,9 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    stop_service(proc)
+    stop_process(proc, 40.0)
     run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
     return None, url
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    """SIGTERM (the service drains and exits 0), then kill if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
@@ -259,7 +241,7 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
         if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
             run.step("http-report", [sys.executable, "-m", "loadtest", "report", str(out / "http")])
     finally:
-        stop_service(proc)
+        stop_process(proc, 40.0)
 
 
 def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path | None) -> None:
