@@ -117,13 +117,16 @@ def start_service(repo: Path, models: list[str], root: Path | None = None):  # n
         "--models",
         *models,
     ]
-    env = {"PYTHONPATH": str((root or ROOT).resolve())}
-    return _serve(args, (root or ROOT).resolve(), "/v2/health/ready", env)
+    return _serve(args, (root or ROOT).resolve(), "/v2/health/ready", _pythonpath(root or ROOT))
 
 
 def start_floor():  # noqa: ANN201
-    return _serve(["-m", "loadtest.floor_app", "--host", "127.0.0.1"], ROOT, "/openapi.json",
-                  {"PYTHONPATH": str(ROOT)})  # fmt: skip
+    return _serve(["-m", "loadtest.floor_app", "--host", "127.0.0.1"], ROOT, "/openapi.json", _pythonpath(ROOT))
+
+
+def _pythonpath(root: Path) -> dict[str, str]:
+    """The tree under test first; packages installed with `pip --target` (PYTHONPATH) stay visible."""
+    return {"PYTHONPATH": os.pathsep.join([str(root.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def wrk_run(url: str, body: bytes, conc: int, seconds: float) -> dict[str, float]:

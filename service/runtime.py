@@ -50,6 +50,7 @@ def cuda_options(settings: ServiceSettings) -> dict[str, Any]:
         "arena_extend_strategy": settings.cuda_arena_extend_strategy,
         "cudnn_conv_algo_search": settings.cudnn_conv_algo_search,
         "do_copy_in_default_stream": True,
+        "use_tf32": int(settings.cuda_tf32),
     }
     if settings.cuda_mem_limit_bytes:
         opts["gpu_mem_limit"] = settings.cuda_mem_limit_bytes
