@@ -1,7 +1,7 @@
 """The floor: ONNX Runtime timed directly, no HTTP, no batcher.
 
-Sessions are built like the service builds them (`service.runtime.choose_providers` and
-`session_options`, from the same `H2H_*` environment), so the CUDA execution provider is used
+Sessions are the service's own (`service.runtime.OrtModel`: provider choice and options from the
+same `H2H_*` environment), so the CUDA execution provider is used
 when a GPU is present and the CPU provider otherwise. On CUDA the inputs are bound on the
 device once (IO binding), outputs stay on the device, and each timed run ends with
 `synchronize_outputs()`, so the clock stops when the GPU is done, not when the launch returns.
@@ -33,12 +33,12 @@ class Timing:
 
 
 class InprocModel:
-    """One ONNX Runtime session over a model repository folder."""
+    """One ONNX Runtime session over a model repository folder, built by the service's own runtime."""
 
-    def __init__(self, model_dir: Path, *, provider: str = "auto", variant: str | None = None) -> None:
-        import onnxruntime as ort
-
-        from service.runtime import CUDA, choose_providers, session_options
+    def __init__(
+        self, model_dir: Path, *, provider: str = "auto", variant: str | None = None, cuda_graph: bool = False
+    ) -> None:
+        from service.runtime import CUDA, OrtModel
         from service.settings import ServiceSettings
 
         self.dir = Path(model_dir)
@@ -46,36 +46,10 @@ class InprocModel:
         key = variant if variant and variant in self.manifest.variants else None
         path = verify_variant(self.dir, self.manifest, key)
         self.variant = path.name
-        settings = ServiceSettings(provider=provider)
-        chosen = choose_providers(settings)
-        self.session = ort.InferenceSession(
-            str(path), sess_options=session_options(settings, chosen[0][0]),
-            providers=[n for n, _ in chosen], provider_options=[o for _, o in chosen],
-        )  # fmt: skip
-        self.provider = self.session.get_providers()[0]
+        self.model = OrtModel(path, ServiceSettings(provider=provider), cuda_graph=cuda_graph)
+        self.session = self.model.session
+        self.provider = self.model.provider
         self.cuda = self.provider == CUDA
-        self.device_id = settings.cuda_device_id
-        self._ort = ort
-
-    def _runner(self, ids: np.ndarray, mask: np.ndarray):
-        ort = self._ort
-        if self.cuda:
-            binding = self.session.io_binding()
-            for name, arr in (("input_ids", ids), ("attention_mask", mask)):
-                binding.bind_ortvalue_input(
-                    name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id)
-                )
-            for name in ("logits", "embedding"):
-                binding.bind_output(name, "cuda", self.device_id)
-            binding.synchronize_inputs()
-
-            def run() -> None:
-                self.session.run_with_iobinding(binding)
-                binding.synchronize_outputs()
-
-            return run
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        return lambda: self.session.run(["logits", "embedding"], feeds)
 
     def time_shape(
         self, batch: int, seq: int, *, repeats: int = 50, budget_s: float = 2.0, min_repeats: int = 3,
@@ -84,7 +58,7 @@ class InprocModel:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
         (never fewer than `min_repeats`)."""
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))
-        run = self._runner(ids, mask)
+        run = self.model.device_runner(ids, mask)
         for _ in range(warmup):
             run()
         times: list[float] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,14 @@ def session_options(settings: ServiceSettings, provider: str = CPU, sessions: in
 class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
-    def __init__(self, path: Path, settings: ServiceSettings, sessions: int = 1) -> None:
+    def __init__(
+        self, path: Path, settings: ServiceSettings, sessions: int = 1, *, cuda_graph: bool = False
+    ) -> None:
+        """`cuda_graph` (benchmarks only): ORT captures the first run on CUDA and replays it, which
+        holds for one input shape per session, so only `device_runner` may use such a model."""
         chosen = choose_providers(settings)
+        if cuda_graph and chosen[0][0] == CUDA:
+            chosen[0] = (CUDA, {**chosen[0][1], "enable_cuda_graph": 1})
         self.session = ort.InferenceSession(
             str(path),
             sess_options=session_options(settings, chosen[0][0], sessions),
@@ -177,6 +184,7 @@ class OrtModel:
         if not {"logits", "embedding"} <= set(outs):
             raise ValueError(f"{path.name}: outputs are {outs}, expected logits, embedding")
         self.output_names = ["logits", "embedding"]
+        self.cuda_graph = cuda_graph and self.provider == CUDA
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.use_io_binding:
@@ -197,3 +205,28 @@ class OrtModel:
         self.session.run_with_iobinding(binding)
         logits, embedding = binding.copy_outputs_to_cpu()
         return np.asarray(logits, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
+
+    def device_runner(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Callable[[], None]:
+        """A run of the model alone, for benchmarks: on CUDA the inputs are copied to the device once
+        and outputs stay there, and each call returns when the GPU is done (synchronize_outputs);
+        on CPU it is a plain run. The service's `run` adds the host copies to this."""
+        if self.provider != CUDA:
+            return lambda: self.session.run(
+                self.output_names, {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
+        binding = self.session.io_binding()
+        for name, arr in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
+            binding.bind_ortvalue_input(name, value)
+        for out in self.session.get_outputs():  # fixed buffers: a captured CUDA graph writes there
+            shape = [input_ids.shape[0], *out.shape[1:]]
+            dtype = np.float16 if out.type == "tensor(float16)" else np.float32
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", self.device_id)
+            binding.bind_ortvalue_output(out.name, value)
+        binding.synchronize_inputs()
+
+        def run() -> None:
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+
+        return run

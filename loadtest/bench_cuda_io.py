@@ -1,0 +1,97 @@
+"""Where a small request's time goes on CUDA, below HTTP: the model alone, the service's IO path
+(host arrays in, host arrays out: what `service.runtime.OrtModel.run` does per batch) and the
+model replayed as a captured CUDA graph (ORT's `enable_cuda_graph`, one fixed shape per session).
+
+    python -m loadtest.bench_cuda_io --repo results/small-repo --shapes 1x16,8x64
+
+A deep single-head model launches ~12x the kernels of its shallow twin, so at small shapes it is
+bound by kernel launches, which is what a CUDA graph removes; this says by how much, or why ORT
+refused to capture. Without a GPU it exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest.inproc import InprocModel, random_batch
+from loadtest.results import machine
+from models.atomic import write_json
+from models.cliargs import OneLineArgumentParser, fail
+
+
+def p50_ms(run: Callable[[], Any], *, repeats: int = 200, budget_s: float = 3.0) -> float:
+    for _ in range(3):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1e3, 4)
+
+
+def measure(model_dir: Path, variant: str | None, batch: int, seq: int) -> dict[str, Any]:
+    plain = InprocModel(model_dir, provider="cuda", variant=variant)
+    ids, mask = random_batch(batch, seq, plain.manifest.vocab_size, np.random.default_rng(0))
+    row: dict[str, Any] = {"model": plain.manifest.name, "variant": plain.variant, "batch": batch, "seq": seq,
+                           "provider": plain.provider}  # fmt: skip
+    row["alone_ms"] = p50_ms(plain.model.device_runner(ids, mask))
+    row["service_io_ms"] = p50_ms(lambda: plain.model.run(ids, mask))
+    try:
+        graph = InprocModel(model_dir, provider="cuda", variant=variant, cuda_graph=True)
+        row["cuda_graph_ms"] = p50_ms(graph.model.device_runner(ids, mask))
+    except Exception as exc:  # noqa: BLE001 - ORT's refusal is the finding
+        row["cuda_graph_error"] = str(exc).splitlines()[0][:300]
+    return row
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(b), int(s)) for b, s in (item.lower().split("x") for item in text.split(","))]
+    except ValueError:
+        fail(f"bench_cuda_io: --shapes must look like 1x16,8x64 (got {text!r})")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineArgumentParser(prog="bench_cuda_io", description=__doc__.splitlines()[0])
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
+    p.add_argument("--models", help="comma-separated model folders (default: every model in --repo)")
+    p.add_argument("--variant", help="variant file, e.g. model.fp16.onnx (default: each model's default)")
+    p.add_argument("--shapes", default="1x16,8x64", help="batch x seq list (default 1x16,8x64)")
+    p.add_argument("--out", type=Path, help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    shapes = _shapes(a.shapes)
+    import onnxruntime as ort
+
+    from service.runtime import CUDA, gpu_count
+
+    if CUDA not in ort.get_available_providers() or gpu_count() == 0:
+        fail("bench_cuda_io: needs onnxruntime's CUDAExecutionProvider and an NVIDIA GPU")
+    names = (
+        a.models.split(",")
+        if a.models
+        else sorted(d.name for d in a.repo.iterdir() if (d / "manifest.json").is_file())
+    )
+    rows = [measure(a.repo / n, a.variant, b, s) for n in names for b, s in shapes]
+    for r in rows:
+        graph = f"{r['cuda_graph_ms']:8.3f}" if "cuda_graph_ms" in r else "refused: " + r["cuda_graph_error"]
+        print(f"{r['model']:>20} {r['variant']:>16} {r['batch']:>3}x{r['seq']:<4} alone {r['alone_ms']:8.3f}  "
+              f"service IO {r['service_io_ms']:8.3f}  CUDA graph {graph}")  # fmt: skip
+    if a.out:
+        write_json(a.out, {"machine": machine(), "rows": rows})
+    print(json.dumps(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
