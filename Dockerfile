@@ -8,8 +8,8 @@
 # Run:            docker run --gpus all -p 8000:8000 -v "$PWD/model_repository:/models:ro" headtohead-service
 #
 # Only the serving core is installed (`pip install .`: pyproject's [project] dependencies, no
-# torch). The service imports models/{tokenizer,atomic,config,cliargs}.py and export/manifest.py,
-# which are torch-free; the whole source tree is copied and installed as a package.
+# torch). The service imports only contract/ (tensor names, manifest, tokenizer, atomic writes),
+# which is torch-free, so contract/ and service/ are all the source the image holds.
 
 # CUDA 13 + cuDNN 9 runtime: the current onnxruntime-gpu wheels on PyPI (1.31) link
 # libcudart.so.13 and libcublas.so.13. An older onnxruntime-gpu built for CUDA 12 needs
@@ -35,8 +35,7 @@ open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
  && if [ "$ORT_PACKAGE" != "onnxruntime-gpu" ]; then \
       pip uninstall -y onnxruntime-gpu && pip install "$ORT_PACKAGE"; \
     fi
-COPY models/ models/
-COPY export/ export/
+COPY contract/ contract/
 COPY service/ service/
 RUN pip install --no-deps . \
  && python -c "import service.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"

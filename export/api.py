@@ -1,6 +1,6 @@
 """Python entry points: a training run (or a random-init preset) -> one model folder.
 
-Everything is built in a temporary sibling folder (models.atomic.staged_dir) and renamed
+Everything is built in a temporary sibling folder (contract.atomic.staged_dir) and renamed
 into the repository only after every variant passed parity and the manifest validated,
 so a reader never sees half a model and a failed export leaves nothing behind.
 """
@@ -19,16 +19,16 @@ import onnx
 import onnxruntime
 import torch
 
+from contract import atomic
+from contract.manifest import MODEL_NAME_RE, Manifest, Variant, io_specs, sha256_file
+from contract.tokenizer import PAD, UNK, Tokenizer
 from export import optimize as opt
 from export import parity
-from export.manifest import MODEL_NAME_RE, Manifest, TensorSpec, Variant, sha256_file
 from export.onnx_export import export_onnx
-from models import atomic
 from models.checkpoint import Run, load_run, random_run
 from models.config import PRESETS, Arch, ModelConfig, flops_per_token, from_preset
 from models.data import LEXNAMES
 from models.encoder import count_parameters
-from models.tokenizer import PAD, UNK, Tokenizer
 
 FP32_FILE, OPT_FILE, FP16_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx"
 RANDOM_VOCAB = 30522  # BERT's vocabulary size: the embedding table matches BERT-base
@@ -104,15 +104,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _io_specs(cfg: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    inputs = [TensorSpec(name=n, datatype="INT64", shape=[-1, -1]) for n in ("input_ids", "attention_mask")]
-    outputs = [
-        TensorSpec(name="logits", datatype="FP32", shape=[-1, cfg.num_labels]),
-        TensorSpec(name="embedding", datatype="FP32", shape=[-1, cfg.d_model]),
-    ]
-    return inputs, outputs
-
-
 def export_model(
     run: Run,
     repo: str | Path,
@@ -175,7 +166,7 @@ def export_model(
             )
             for file, path in files.items()
         }
-        inputs, outputs = _io_specs(cfg)
+        inputs, outputs = io_specs(cfg.num_labels, cfg.d_model)
         manifest = Manifest(
             name=name,
             arch=cfg.arch,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from models.cliargs import OneLineArgumentParser, fail
+from contract.cli import OneLineArgumentParser, fail
 
 ARCHES = {"mha": ("mha",), "sha": ("sha",), "both": ("mha", "sha")}
 

@@ -16,17 +16,12 @@ from pathlib import Path
 import onnx
 import torch
 
+from contract import tensors
 from export.fold import fold_admin
 from models.encoder import Encoder
 
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAMES = ("logits", "embedding")
-DYNAMIC_AXES = {
-    "input_ids": {0: "batch", 1: "sequence"},
-    "attention_mask": {0: "batch", 1: "sequence"},
-    "logits": {0: "batch"},
-    "embedding": {0: "batch"},
-}
+INPUT_NAMES, OUTPUT_NAMES, DYNAMIC_AXES = tensors.INPUTS, tensors.OUTPUTS, tensors.DYNAMIC_AXES
+_ONNX_TYPES = {"INT64": onnx.TensorProto.INT64, "FP32": onnx.TensorProto.FLOAT}
 
 
 class GraphContractError(RuntimeError):
@@ -69,12 +64,9 @@ def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
 def check_contract(path: str | Path, *, d_model: int, num_labels: int) -> None:
     """Raise GraphContractError unless I/O names, dtypes and dynamic dims match the contract."""
     graph = onnx.load(str(path), load_external_data=False).graph
-    i64, f32 = onnx.TensorProto.INT64, onnx.TensorProto.FLOAT
     want = {
-        "input_ids": (i64, ["batch", "sequence"]),
-        "attention_mask": (i64, ["batch", "sequence"]),
-        "logits": (f32, ["batch", num_labels]),
-        "embedding": (f32, ["batch", d_model]),
+        name: (_ONNX_TYPES[dtype], dims)
+        for name, (dtype, dims) in tensors.graph_io(num_labels, d_model).items()
     }
     got = {v.name: (v.type.tensor_type.elem_type, _dims(v)) for v in [*graph.input, *graph.output]}
     for name, spec in want.items():

@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.manifest import Parity
+from contract import tensors
+from contract.manifest import Parity
 from models.encoder import Encoder
 
 FP32_TOLERANCE = 1e-4
@@ -81,12 +82,12 @@ def measure(
         ids, mask = random_batch(gen, batch, seq, cfg.vocab_size)
         with torch.no_grad():
             ref_logits, ref_emb = (t.numpy() for t in model(ids, mask))
-        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        feed = {tensors.INPUT_IDS: ids.numpy(), tensors.ATTENTION_MASK: mask.numpy()}
         rows += batch
         top2 = np.sort(ref_logits, axis=-1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
         for key, sess in sessions.items():
-            logits, emb = (np.asarray(x, dtype=np.float32) for x in sess.run(["logits", "embedding"], feed))
+            logits, emb = (np.asarray(x, dtype=np.float32) for x in sess.run(list(tensors.OUTPUTS), feed))
             worst[key][0] = max(worst[key][0], float(np.abs(logits - ref_logits).max()))
             worst[key][1] = max(worst[key][1], float(np.abs(emb - ref_emb).max()))
             same = logits.argmax(-1) == ref_logits.argmax(-1)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.atomic import write_json
+from contract.cli import OneLineArgumentParser, fail
 from loadtest.inproc import InprocModel, random_batch
 from loadtest.results import machine
-from models.atomic import write_json
-from models.cliargs import OneLineArgumentParser, fail
 
 
 def p50_ms(run: Callable[[], Any], *, repeats: int = 200, budget_s: float = 3.0) -> float:

@@ -25,14 +25,14 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from contract.atomic import write_json
+from contract.cli import OneLineArgumentParser, fail
 from loadtest import http_client as hc
 from loadtest.bench_procs import Server, profile_top, start_floor, start_service, wrk_run
 from loadtest.inproc import InprocModel
 from loadtest.results import machine
 from loadtest.stats import summarize
 from loadtest.sweep import PlanError, repo_models, resolve
-from models.atomic import write_json
-from models.cliargs import OneLineArgumentParser, fail
 
 TARGETS = {"overhead_c1_ms": 0.3, "capacity_c32_rps": 3000.0, "overload_goodput": 0.8}
 

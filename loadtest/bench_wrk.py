@@ -23,11 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from contract.cli import OneLineArgumentParser, fail
 from loadtest import http_client as hc
 from loadtest.procs import Driver, LoadSpec
 from loadtest.stats import summarize
 from loadtest.sweep import PlanError, resolve, service_models
-from models.cliargs import OneLineArgumentParser, fail
 
 LUA = Path(__file__).with_name("wrk_post.lua")
 

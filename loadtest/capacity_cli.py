@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from contract.cli import fail
 from loadtest.cli import planned, settings_from
-from models.cliargs import fail
 
 
 class _ProbeProgress:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.atomic import write_json, write_text
 from loadtest import http_client as hc
 from loadtest import promscrape, results
 from loadtest.capacity import Probe, SearchResult, SearchSpec, judge, search
@@ -27,7 +28,6 @@ from loadtest.grid import GridError, parse_list, parse_names
 from loadtest.procs import Driver, LoadSpec
 from loadtest.stats import summarize
 from loadtest.sweep import ModelInfo, PlanError, resolve, service_models
-from models.atomic import write_json, write_text
 
 JSON_NAME = "capacity.json"
 CSV_NAME = "capacity.csv"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.cliargs import OneLineArgumentParser, fail, validation_message
+from contract.cli import OneLineArgumentParser, fail, validation_message
 
 T = TypeVar("T")
 S = TypeVar("S")

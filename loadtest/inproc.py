@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import Manifest, load_manifest, verify_variant
+from contract.manifest import Manifest, load_manifest, verify_variant
 
 
 def random_batch(

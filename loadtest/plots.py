@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
+from contract import atomic  # noqa: E402
 from loadtest import analysis, choose  # noqa: E402
-from models import atomic  # noqa: E402
 
 Row = dict[str, Any]
 

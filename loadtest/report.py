@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contract.atomic import write_text
 from loadtest import analysis, capacity_run, choose, plots, results
-from models.atomic import write_text
 
 Row = dict[str, Any]
 REPORT_NAME = "report.md"

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from models.atomic import write_json, write_text
+from contract.atomic import write_json, write_text
 
 COLUMNS = [
     "mode", "load", "model", "arch", "layers", "heads", "batch", "seq", "concurrency", "rate",

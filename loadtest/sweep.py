@@ -80,7 +80,7 @@ class Plan:
 
 
 def repo_models(repo: Path) -> dict[str, ModelInfo]:
-    from export.manifest import load_manifest
+    from contract.manifest import load_manifest
 
     if not repo.is_dir():
         raise PlanError(f"model repository {repo} is not a folder (--repo)")

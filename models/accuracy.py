@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models import atomic
+from contract import atomic
 
 VARIANTS: dict[str, tuple[str, str]] = {
     "mha-admin": ("mha", "admin"),

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from models import atomic
+from contract import atomic
 from models.accuracy import VARIANTS, chosen_runs, groups
 
 COLORS = {"mha-admin": "tab:blue", "sha-admin": "tab:orange", "sha-pre": "tab:green", "sha-post": "tab:red"}

@@ -3,7 +3,7 @@
 Layout of `runs/<name>/`:
   model.safetensors   weights
   config.json         {"format", "model": ModelConfig, "labels": [...]}
-  tokenizer.json      models.tokenizer.Tokenizer
+  tokenizer.json      contract.tokenizer.Tokenizer
   metrics.json        accuracies, params, FLOPs, timings, settings
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from models import atomic
+from contract import atomic
+from contract.tokenizer import Tokenizer
 from models.config import ModelConfig
 from models.encoder import Encoder, build
-from models.tokenizer import Tokenizer
 
 RUN_FORMAT = "headtohead-run/1"
 RUN_FILES = ("model.safetensors", "config.json", "tokenizer.json", "metrics.json")

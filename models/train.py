@@ -26,14 +26,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from torch import Tensor
 
+from contract.cli import OneLineArgumentParser, fail, validation_message
+from contract.tokenizer import Tokenizer
 from models import admin
 from models.checkpoint import save_run
-from models.cliargs import OneLineArgumentParser, fail, validation_message
 from models.config import ModelConfig, flops_per_token, from_preset
 from models.data import LEXNAMES, Example, WordNetMissingError, data_fingerprint, load_wordnet, split
 from models.encoder import Encoder, build, count_parameters
 from models.settings import TrainSettings
-from models.tokenizer import Tokenizer
 
 console = Console(stderr=True)
 

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import ValidationError  # noqa: E402
 
-from models import atomic  # noqa: E402
+from contract import atomic  # noqa: E402
+from contract.cli import OneLineArgumentParser, fail, validation_message  # noqa: E402
 from models.accuracy import (  # noqa: E402
     VARIANTS,
     RecordsError,
@@ -36,7 +37,6 @@ from models.accuracy import (  # noqa: E402
     terms_of,
 )
 from models.accuracy_report import summary_markdown  # noqa: E402
-from models.cliargs import OneLineArgumentParser, fail, validation_message  # noqa: E402
 from models.config import PRESETS  # noqa: E402
 from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split  # noqa: E402
 from models.settings import TrainSettings  # noqa: E402

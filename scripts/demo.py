@@ -89,8 +89,8 @@ def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
 
 
 def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    from contract.manifest import load_manifest
     from export.api import FP32_FILE, export_run
-    from export.manifest import load_manifest
 
     names = {}
     for arch, m in runs.items():
@@ -202,7 +202,7 @@ def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: 
 def main() -> int:
     from pydantic import ValidationError
 
-    from models.cliargs import fail, validation_message
+    from contract.cli import fail, validation_message
 
     try:
         s = CliApp.run(DemoSettings)

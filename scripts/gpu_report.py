@@ -39,8 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from contract.cli import OneLineArgumentParser, fail  # noqa: E402
 from loadtest.bench_procs import free_port, stop_process  # noqa: E402
-from models.cliargs import OneLineArgumentParser, fail  # noqa: E402
 
 VARIANTS = {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx", "inproc-opt": "model.opt.onnx"}
 
@@ -144,7 +144,7 @@ class Run:
 
 def _repo_ready(repo: Path, plan: Plan) -> bool:
     """True when both models are there with every variant the export step would write."""
-    from export.manifest import load_manifest
+    from contract.manifest import load_manifest
 
     want = (
         {"model.onnx", "model.opt.onnx", "model.fp16.onnx"}
@@ -246,8 +246,8 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
 
 def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path | None) -> None:
     """report.md and results.json in `out`; the summary appended to `benchmarks` (atomically)."""
+    from contract.atomic import write_json, write_text
     from loadtest import gpu_summary, results
-    from models.atomic import write_json, write_text
 
     facts.update(steps=run.steps, elapsed_s=round(time.monotonic() - run.t0, 1))
     summary = gpu_summary.collect(out, {k: v for k, v in VARIANTS.items() if (out / k).is_dir()})

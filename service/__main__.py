@@ -14,7 +14,7 @@ from types import FrameType
 
 import uvicorn
 
-from models.cliargs import OneLineArgumentParser, fail, validation_message
+from contract.cli import OneLineArgumentParser, fail, validation_message
 from service.settings import ServiceSettings
 
 

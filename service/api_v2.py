@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from contract import tensors
 from service import __version__
 from service.bodies import RawRequest, RawResponse
 from service.core import ApiError, Service
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 PLATFORM = "onnxruntime_onnx"
 VERSION = "1"
-OUTPUTS = ("logits", "embedding")
+OUTPUTS = tensors.OUTPUTS
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 
 _MEANING = {
@@ -222,14 +223,14 @@ async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
         req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
     except V2Error as exc:
         raise ApiError(400, str(exc)) from None
-    unknown = set(req.inputs) - {"input_ids", "attention_mask"}
+    unknown = set(req.inputs) - set(tensors.INPUTS)
     if unknown:
-        raise ApiError(400, f"unknown input {sorted(unknown)[0][:64]!r} (inputs: input_ids, attention_mask)")
-    if "input_ids" not in req.inputs:
-        raise ApiError(400, "input 'input_ids' is required")
-    ids = req.inputs["input_ids"]
-    mask = req.inputs.get("attention_mask")
-    for tname, arr in (("input_ids", ids), ("attention_mask", mask)):
+        raise ApiError(400, f"unknown input {sorted(unknown)[0][:64]!r} (inputs: {', '.join(tensors.INPUTS)})")
+    if tensors.INPUT_IDS not in req.inputs:
+        raise ApiError(400, f"input {tensors.INPUT_IDS!r} is required")
+    ids = req.inputs[tensors.INPUT_IDS]
+    mask = req.inputs.get(tensors.ATTENTION_MASK)
+    for tname, arr in ((tensors.INPUT_IDS, ids), (tensors.ATTENTION_MASK, mask)):
         if arr is None:
             continue
         if arr.dtype.kind not in "iu":
@@ -251,7 +252,7 @@ async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
         if oname not in OUTPUTS:
             raise ApiError(400, f"unknown output {oname[:64]!r} (outputs: {', '.join(OUTPUTS)})")
     result = await svc.infer(entry, ids_rows, mask_rows)
-    tensors = {"logits": result.logits, "embedding": result.embedding}
+    values = {tensors.LOGITS: result.logits, tensors.EMBEDDING: result.embedding}
     head = {"model_name": raw.name, "model_version": VERSION}
     if req.id is not None:
         head["id"] = req.id
@@ -262,5 +263,5 @@ async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
         "batch_size": result.batch_size,
         "padded_length": result.padded_length,
     }
-    body, headers = encode_response(head, [(o, tensors[o], binary) for o, binary in wanted])
+    body, headers = encode_response(head, [(o, values[o], binary) for o, binary in wanted])
     return RawResponse(body, headers)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from contract import tensors
 from service import repository
 from service.admission import WaitingRoom
 from service.batcher import BatcherError, BatchResult, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown
@@ -282,7 +283,7 @@ class Service:
             ]
             p = {**top[0], "top_k": top}
             if embedding:
-                p["embedding"] = result.embedding[r].astype(float).tolist()
+                p[tensors.EMBEDDING] = result.embedding[r].astype(float).tolist()
             out.append(p)
         return out
 

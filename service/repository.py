@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
-from models.tokenizer import Tokenizer
+from contract.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
+from contract.tokenizer import Tokenizer
 from service.runtime import OrtModel
 from service.settings import ServiceSettings
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from contract import tensors
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
@@ -154,6 +155,10 @@ def session_options(settings: ServiceSettings, provider: str = CPU, sessions: in
     return so
 
 
+def _feeds(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {tensors.INPUT_IDS: input_ids, tensors.ATTENTION_MASK: attention_mask}
+
+
 class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
@@ -178,26 +183,24 @@ class OrtModel:
         self.device_id = settings.cuda_device_id
         self.use_io_binding = settings.io_binding and self.provider == CUDA
         names = {i.name for i in self.session.get_inputs()}
-        if names != {"input_ids", "attention_mask"}:
-            raise ValueError(f"{path.name}: inputs are {sorted(names)}, expected input_ids, attention_mask")
+        if names != set(tensors.INPUTS):
+            raise ValueError(f"{path.name}: inputs are {sorted(names)}, expected {', '.join(tensors.INPUTS)}")
         outs = [o.name for o in self.session.get_outputs()]
-        if not {"logits", "embedding"} <= set(outs):
-            raise ValueError(f"{path.name}: outputs are {outs}, expected logits, embedding")
-        self.output_names = ["logits", "embedding"]
+        if not set(tensors.OUTPUTS) <= set(outs):
+            raise ValueError(f"{path.name}: outputs are {outs}, expected {', '.join(tensors.OUTPUTS)}")
+        self.output_names = list(tensors.OUTPUTS)
         self.cuda_graph = cuda_graph and self.provider == CUDA
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.use_io_binding:
             return self._run_bound(input_ids, attention_mask)
-        logits, embedding = self.session.run(
-            self.output_names, {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
+        logits, embedding = self.session.run(self.output_names, _feeds(input_ids, attention_mask))
         return np.asarray(logits, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
 
     def _run_bound(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CUDA: inputs copied once to the device, outputs allocated there by ORT, copied back."""
         binding = self.session.io_binding()
-        for name, arr in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        for name, arr in _feeds(input_ids, attention_mask).items():
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
             binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
@@ -211,11 +214,9 @@ class OrtModel:
         and outputs stay there, and each call returns when the GPU is done (synchronize_outputs);
         on CPU it is a plain run. The service's `run` adds the host copies to this."""
         if self.provider != CUDA:
-            return lambda: self.session.run(
-                self.output_names, {"input_ids": input_ids, "attention_mask": attention_mask}
-            )
+            return lambda: self.session.run(self.output_names, _feeds(input_ids, attention_mask))
         binding = self.session.io_binding()
-        for name, arr in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        for name, arr in _feeds(input_ids, attention_mask).items():
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
             binding.bind_ortvalue_input(name, value)
         for out in self.session.get_outputs():  # fixed buffers: a captured CUDA graph writes there

@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from export.manifest import MODEL_NAME_RE
+from contract.manifest import MODEL_NAME_RE
 
 
 def _utf8(text: str) -> str:

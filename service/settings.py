@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from export.manifest import MODEL_NAME_RE
+from contract.manifest import MODEL_NAME_RE
 
 
 class ServiceSettings(BaseSettings):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.tensors import InputName, OutputName
+
 IntegerType = Literal["INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32"]
 BINARY = (
     "Binary tensor extension: with the header `Inference-Header-Content-Length: N` the body is N "
@@ -38,7 +40,7 @@ class OutputParameters(BaseModel):
 class InferInputTensor(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown keys are ignored, as KServe servers do
 
-    name: Literal["input_ids", "attention_mask"]
+    name: InputName
     shape: list[int] = Field(min_length=2, max_length=2, description="[batch, sequence]")
     datatype: IntegerType
     parameters: InputParameters | None = None
@@ -51,7 +53,7 @@ class InferInputTensor(BaseModel):
 class InferRequestedOutput(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    name: Literal["logits", "embedding"]
+    name: OutputName
     parameters: OutputParameters | None = None
 
 
@@ -82,7 +84,7 @@ class InferenceRequest(BaseModel):
 
 
 class InferOutputTensor(BaseModel):
-    name: Literal["logits", "embedding"]
+    name: OutputName
     shape: list[int]
     datatype: Literal["FP32"]
     parameters: InputParameters | None = None

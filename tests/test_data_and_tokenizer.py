@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.tokenizer import Tokenizer
 from models.data import LEXNAMES, WordNetMissingError, definition_of, load_wordnet, parse_data_file, split
-from models.tokenizer import Tokenizer
 
 
 def test_lexnames_are_the_45_supersenses() -> None:

@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contract.manifest import Manifest, load_manifest, sha256_file, verify_variant
+from contract.tokenizer import Tokenizer
 from export import api, cli
-from export.manifest import Manifest, load_manifest, sha256_file, verify_variant
 from models.checkpoint import load_run
-from models.tokenizer import Tokenizer
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -209,7 +209,7 @@ def test_cli_bad_inputs(tiny_runs: dict[str, Path], tmp_path: Path, capsys: pyte
 
 
 def test_manifest_importable_without_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import export, export.manifest; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import export, contract.manifest; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
 

@@ -39,7 +39,7 @@ def _settings(repo: Path, provider: str, **kw) -> ServiceSettings:  # noqa: ANN0
 
 def _logits(base: str, repo: Path, model: str, texts: list[str]) -> np.ndarray:
     """Logits through KServe v2 (token ids in, FP32 logits out): the tensors themselves."""
-    from models.tokenizer import Tokenizer
+    from contract.tokenizer import Tokenizer
 
     ids, mask = Tokenizer.load(repo / model / "tokenizer.json").encode_batch(texts)
     shape = [len(ids), len(ids[0])]
@@ -87,8 +87,8 @@ def test_concurrent_requests_batched_on_cuda_keep_their_rows(tiny_repo: Path, cp
 def test_fp16_variant_on_cuda_within_tolerance(tiny_runs: dict, tmp_path: Path, cpu_logits: dict) -> None:
     """The fp16 export served on CUDA (where fp16 pays) agrees with fp32 on the CPU within the
     tolerance its manifest records."""
+    from contract.manifest import load_manifest
     from export.api import export_run
-    from export.manifest import load_manifest
 
     repo = tmp_path / "repo"
     for arch, run_dir in tiny_runs.items():

@@ -17,8 +17,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from contract.manifest import Parity
 from export import parity
-from export.manifest import Parity
 
 TOL = 1e-4
 D_MODEL = 4

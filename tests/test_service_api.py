@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from export.manifest import load_manifest
+from contract.manifest import load_manifest
 from service.app import create_app
 from service.settings import ServiceSettings
 from service.v2codec import HEADER
@@ -146,7 +146,7 @@ def test_docs(runner: AppRunner) -> None:
 
 # -- v1 ----------------------------------------------------------------------------------------
 def test_predict_texts(runner: AppRunner, mha, repo: Path) -> None:  # noqa: ANN001
-    from models.tokenizer import Tokenizer
+    from contract.tokenizer import Tokenizer
 
     texts = ["a small domesticated carnivore", "a tall tree"]
     ids, _ = Tokenizer.load(repo / "mha-tiny" / "tokenizer.json").encode_batch(texts)
@@ -167,7 +167,7 @@ def test_predict_texts(runner: AppRunner, mha, repo: Path) -> None:  # noqa: ANN
 
 
 def test_predict_ids_matches_texts(runner: AppRunner, repo: Path) -> None:
-    from models.tokenizer import Tokenizer
+    from contract.tokenizer import Tokenizer
 
     tok = Tokenizer.load(repo / "sha-tiny" / "tokenizer.json")
     ids, mask = tok.encode_batch(["a small domesticated carnivore", "tree"])

@@ -103,7 +103,7 @@ def test_cpu_forced_and_cuda_missing(monkeypatch: pytest.MonkeyPatch, captured: 
 
 
 def _first_model(repo):  # noqa: ANN001, ANN202
-    from export.manifest import load_manifest, verify_variant
+    from contract.manifest import load_manifest, verify_variant
 
     d = repo / "mha-tiny"
     return verify_variant(d, load_manifest(d))

@@ -35,7 +35,7 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
     import tritonclient.http as tc
     from tritonclient.utils import InferenceServerException
 
-    from models.tokenizer import Tokenizer
+    from contract.tokenizer import Tokenizer
 
     client = tc.InferenceServerClient(url=server)
     assert client.is_server_live() and client.is_server_ready()

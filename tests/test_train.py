@@ -83,9 +83,9 @@ def test_max_len_other_than_64_truncates_training_rows_like_the_saved_tokenizer(
     tmp_path: Path, wordnet_dir: Path
 ) -> None:
     """Splits are encoded after the tokenizer takes the config's max length (issue 11)."""
+    from contract.tokenizer import Tokenizer
     from models.data import load_wordnet, split
     from models.settings import TrainSettings
-    from models.tokenizer import Tokenizer
     from models.train import prepare, train
 
     s = TrainSettings(arch="sha", preset="tiny", max_len=8, max_steps=3, batch_size=16,

@@ -6,7 +6,7 @@ module and nothing heavier.
 Layout, one folder per model (written to a temporary sibling, then renamed):
   model_repository/<name>/
     manifest.json      this schema
-    tokenizer.json     models.tokenizer.Tokenizer
+    tokenizer.json     contract.tokenizer.Tokenizer
     model.onnx         fp32 export (always present)
     model.opt.onnx     ONNX Runtime-optimized graph (with --optimize)
     model.fp16.onnx    fp16 weights, int64 inputs and fp32 outputs kept (with --fp16)
@@ -22,6 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract import tensors
+
 MANIFEST_FORMAT = "headtohead-model/1"
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -32,6 +34,13 @@ class TensorSpec(BaseModel):
     name: str
     datatype: Literal["INT64", "FP32", "FP16"]
     shape: list[int]
+
+
+def io_specs(num_labels: int, d_model: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The manifest's `inputs` and `outputs` for a model: contract.tensors with -1 for dynamic axes."""
+    specs = [TensorSpec(name=name, datatype=dtype, shape=[d if isinstance(d, int) else -1 for d in dims])
+             for name, (dtype, dims) in tensors.graph_io(num_labels, d_model).items()]  # fmt: skip
+    return specs[: len(tensors.INPUTS)], specs[len(tensors.INPUTS) :]
 
 
 class Parity(BaseModel):
