@@ -276,36 +276,30 @@ def profile_admin(model: Encoder, data: Prepared, seed: int, device: torch.devic
     return admin.profile(model, ids.to(device), mask.to(device))
 
 
-def train(s: TrainSettings) -> dict[str, Any]:
-    """Run one training job end to end; returns the metrics written to metrics.json."""
+def _seeded_device(s: TrainSettings) -> torch.device:
+    """Seed both RNGs and fix the thread count before anything is built.
+
+    The model's initial weights come from torch's RNG, so seeding first is what makes two
+    runs with one seed (test_training_is_deterministic) start from identical weights.
+    """
     random.seed(s.seed)
     torch.manual_seed(s.seed)
     if s.threads:
         torch.set_num_threads(s.threads)
-    device = pick_device(s.device)
-    data = prepare(s)
-    cfg, train_data = data.cfg, data.train
-    model = build(cfg).to(device)
+    return pick_device(s.device)
 
-    omegas = profile_admin(model, data, s.seed, device)
-    steps_per_epoch = math.ceil(len(train_data) / s.batch_size)
-    total_steps = min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
-    params, params_body = count_parameters(model), count_parameters(model, body_only=True)
-    mean_len = sum(len(r) for r in train_data.ids) / len(train_data)
-    console.print(
-        f"[bold]{cfg.arch.upper()} {cfg.label}[/] norm={cfg.norm} init={cfg.attn_init} params={params:,} "
-        f"(body {params_body:,}) train/val/test={len(train_data)}/{len(data.validation)}/{len(data.test)} "
-        f"vocab={data.tok.vocab_size} max_len={cfg.max_len} device={device}"
-    )
-    run_dir = s.out / s.run_name()
-    start = time.perf_counter()
-    result = fit(model, data, s, device, total_steps, run_dir)
-    train_time = time.perf_counter() - start
 
-    model.load_state_dict(result.best_state)
-    test_acc = accuracy(model, data.test, device)
-    metrics: dict[str, Any] = {
-        "complete": True,
+def _total_steps(s: TrainSettings, train_examples: int) -> int:
+    """All epochs' steps, cut to --max-steps so a quick run stops mid-epoch on purpose."""
+    steps_per_epoch = math.ceil(train_examples / s.batch_size)
+    return min(s.max_steps or 10**12, steps_per_epoch * s.epochs)
+
+
+def _model_facts(model: Encoder, data: Prepared, s: TrainSettings) -> dict[str, Any]:
+    """The model's shape, size and cost: the first block of metrics.json, known before training."""
+    cfg = data.cfg
+    mean_len = sum(len(r) for r in data.train.ids) / len(data.train)
+    return {
         "arch": cfg.arch,
         "layers": cfg.layers,
         "heads": cfg.heads,
@@ -313,10 +307,27 @@ def train(s: TrainSettings) -> dict[str, Any]:
         "attn_init": cfg.attn_init,
         "preset": s.preset,
         "max_len": cfg.max_len,
-        "params": params,
-        "params_body": params_body,
+        "params": count_parameters(model),
+        "params_body": count_parameters(model, body_only=True),
         "flops_per_token": flops_per_token(cfg),
         "flops_per_token_at_mean_length": flops_per_token(cfg, round(mean_len)),
+    }
+
+
+def _announce(facts: dict[str, Any], data: Prepared, device: torch.device) -> None:
+    """One line before training starts, so a wrong preset, vocab or device shows at once."""
+    cfg = data.cfg
+    console.print(
+        f"[bold]{cfg.arch.upper()} {cfg.label}[/] norm={cfg.norm} init={cfg.attn_init} "
+        f"params={facts['params']:,} (body {facts['params_body']:,}) "
+        f"train/val/test={len(data.train)}/{len(data.validation)}/{len(data.test)} "
+        f"vocab={data.tok.vocab_size} max_len={cfg.max_len} device={device}"
+    )
+
+
+def _fit_facts(result: Fit, s: TrainSettings, test_acc: float, train_time: float) -> dict[str, Any]:
+    """Accuracy, curves and speed of the finished fit: the middle block of metrics.json."""
+    return {
         "validation_accuracy": result.best_val,
         "test_accuracy": test_acc,
         "best_epoch": result.best_epoch,
@@ -329,14 +340,49 @@ def train(s: TrainSettings) -> dict[str, Any]:
         "final_loss": result.losses[-1][1] if result.losses else None,
         "first_loss": result.losses[0][1] if result.losses else None,
         "loss_curve": result.losses,
+    }
+
+
+def _provenance(
+    s: TrainSettings, data: Prepared, device: torch.device, omegas: list[float]
+) -> dict[str, Any]:
+    """Data, software and settings the run used: the last block, so a result can be reproduced."""
+    return {
         "admin_omegas": omegas,
-        "examples": {"train": len(train_data), "validation": len(data.validation), "test": len(data.test)},
+        "examples": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
         "data_sha256": data.data_sha256,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "settings": s.model_dump(mode="json"),
+    }
+
+
+def train(s: TrainSettings) -> dict[str, Any]:
+    """Run one training job end to end; returns the metrics written to metrics.json.
+
+    The final folder holds the best validation epoch's weights, so the test accuracy is
+    measured on those rather than on the last epoch's.
+    """
+    device = _seeded_device(s)
+    data = prepare(s)
+    model = build(data.cfg).to(device)
+    omegas = profile_admin(model, data, s.seed, device)
+    facts = _model_facts(model, data, s)
+    _announce(facts, data, device)
+    run_dir = s.out / s.run_name()
+    start = time.perf_counter()
+    result = fit(model, data, s, device, _total_steps(s, len(data.train)), run_dir)
+    train_time = time.perf_counter() - start
+
+    model.load_state_dict(result.best_state)
+    test_acc = accuracy(model, data.test, device)
+    metrics: dict[str, Any] = {
+        "complete": True,
+        **facts,
+        **_fit_facts(result, s, test_acc, train_time),
+        **_provenance(s, data, device, omegas),
     }
     save_run(run_dir, model.cpu(), data.tok, list(LEXNAMES), metrics)
     console.print(f"test accuracy {test_acc:.4f}  ({train_time:.0f}s)  -> {run_dir}")
