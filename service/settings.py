@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.manifest import MODEL_NAME_RE
@@ -39,10 +39,10 @@ class ServiceSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
-    shutdown_grace_s: float = Field(
-        default=30.0, gt=0, description="SIGTERM: time allowed to finish accepted requests"
+    shutdown_grace_s: PositiveFloat = Field(
+        default=30.0, description="SIGTERM: time allowed to finish accepted requests"
     )
-    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on 429/503")
+    retry_after_s: NonNegativeInt = Field(default=1, description="Retry-After on 429/503")
     require_all_models: bool = Field(
         default=False, description="/v2/health/ready needs every model (default: at least one)"
     )
@@ -58,13 +58,12 @@ class ServiceSettings(BaseSettings):
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="auto: CUDA when a GPU and the CUDA provider exist, else CPU"
     )
-    intra_op_threads: int = Field(
+    intra_op_threads: NonNegativeInt = Field(
         default=0,
-        ge=0,
         description="threads per ONNX Runtime session. 0 (auto): on CPU the cores but one (the event "
         "loop's) shared among the loaded models, at least 1; ORT's default with CUDA",
     )
-    inter_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default")
+    inter_op_threads: NonNegativeInt = Field(default=0, description="0: ONNX Runtime's default")
     ort_spinning: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="ORT intra/inter-op threads busy-wait for work after each run. auto: off on CPU, where "
@@ -72,9 +71,9 @@ class ServiceSettings(BaseSettings):
         "measured), ORT's default (on) with CUDA",
     )
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
-    cuda_device_id: int = Field(default=0, ge=0)
+    cuda_device_id: NonNegativeInt = 0
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
-    cuda_mem_limit_bytes: int = Field(default=0, ge=0, description="0: no limit")
+    cuda_mem_limit_bytes: NonNegativeInt = Field(default=0, description="0: no limit")
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     cuda_tf32: bool = Field(
         default=False,
@@ -87,29 +86,26 @@ class ServiceSettings(BaseSettings):
 
     # dynamic batcher
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="rows per executed batch")
-    max_queue_delay_ms: float = Field(
+    max_queue_delay_ms: NonNegativeFloat = Field(
         default=0.0,
-        ge=0,
         description="extra wait for more rows before a batch runs. 0: a request that finds its model idle "
         "runs at once and rows arriving meanwhile form the next batch (TEI's rule)",
     )
     max_queue_rows: int = Field(default=512, ge=1, description="queued rows per model before 429")
-    admission_wait_ms: float = Field(
+    admission_wait_ms: NonNegativeFloat = Field(
         default=250.0,
-        ge=0,
         description="when a model's queue is full, how long a request may wait, body unread and first "
         "come first served, for room before it is answered 429; 0: refuse at once",
     )
     length_bucket: int = Field(
         default=16, ge=1, description="batch only rows whose lengths share a bucket of this width"
     )
-    inline_compute_ms: float = Field(
+    inline_compute_ms: NonNegativeFloat = Field(
         default=1.0,
-        ge=0,
         description="run a batch on the event loop, skipping the worker-thread hand-off, when nothing "
         "else is queued and batches of its shape take less than this; 0: always the worker thread",
     )
-    request_timeout_s: float = Field(default=30.0, gt=0, description="per-request limit (504)")
+    request_timeout_s: PositiveFloat = Field(default=30.0, description="per-request limit (504)")
     reject_status: Literal[429, 503] = Field(default=429, description="status for a full queue")
 
     @field_validator("models")
