@@ -65,25 +65,21 @@ class Metrics:
             "h2h_request_duration_seconds", "End-to-end latency in the server",
             ["model", "route", "status"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.queue_wait_h = Histogram(
-            "h2h_queue_wait_seconds", "Time a request waited in the batcher queue", ["model"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.compute = Histogram(
-            "h2h_compute_seconds", "ONNX Runtime run time of each batch", ["model"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "h2h_batch_size", "Rows per executed batch", ["model"], buckets=BATCH_BUCKETS, registry=r
+        self.queue_wait_h = self._per_model_histogram(
+            "h2h_queue_wait_seconds", "Time a request waited in the batcher queue", LATENCY_BUCKETS
         )
-        self.sequence_length = Histogram(
-            "h2h_sequence_length", "Padded sequence length per executed batch", ["model"],
-            buckets=LENGTH_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.padding_fraction = Histogram(
-            "h2h_padding_fraction", "Padded share of tokens per executed batch", ["model"],
-            buckets=FRACTION_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.compute = self._per_model_histogram(
+            "h2h_compute_seconds", "ONNX Runtime run time of each batch", LATENCY_BUCKETS
+        )
+        self.batch_size = self._per_model_histogram(
+            "h2h_batch_size", "Rows per executed batch", BATCH_BUCKETS
+        )
+        self.sequence_length = self._per_model_histogram(
+            "h2h_sequence_length", "Padded sequence length per executed batch", LENGTH_BUCKETS
+        )
+        self.padding_fraction = self._per_model_histogram(
+            "h2h_padding_fraction", "Padded share of tokens per executed batch", FRACTION_BUCKETS
+        )
         self.tokens = Counter("h2h_tokens", "Real (non-padding) tokens processed", ["model"], registry=r)
         self.queue_depth_g = Gauge("h2h_queue_depth", "Rows waiting in the queue", ["model"], registry=r)
         self.inflight = Gauge(
@@ -103,6 +99,10 @@ class Metrics:
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if gpu:
             r.register(GpuCollector())
+
+    def _per_model_histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+        """A histogram labelled by model alone: the batcher's observations are all per model."""
+        return Histogram(name, doc, ["model"], buckets=buckets, registry=self.registry)
 
     # labelled children, resolved once: `labels()` takes a lock and builds a key on every call,
     # which the profile showed on the hot path
