@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.atomic import write_json, write_text
+from service import nvml
 
 COLUMNS = [
     "mode", "load", "model", "arch", "layers", "heads", "batch", "seq", "concurrency", "rate",
@@ -42,20 +43,9 @@ def cpu_model() -> str:
 
 
 def gpu_names() -> list[str]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            names = []
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-                names.append(n.decode() if isinstance(n, bytes) else str(n))
-            return names
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return []
+    """The GPUs' names for a result's machine record; empty without NVML."""
+    host = nvml.probe()
+    return [g.name for g in host.gpus if g.name] if host else []
 
 
 def machine() -> dict[str, Any]:

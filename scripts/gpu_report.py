@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from contract.cli import OneLineArgumentParser, fail  # noqa: E402
 from loadtest.bench_procs import free_port, stop_process  # noqa: E402
+from service import nvml  # noqa: E402
 
 VARIANTS = {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx", "inproc-opt": "model.opt.onnx"}
 
@@ -76,26 +77,14 @@ REHEARSAL = Plan(preset="tiny", provider="cpu", inproc_batch="1,4", inproc_seq="
 
 
 def gpu_facts() -> dict[str, Any] | None:
-    """Name, driver and memory of GPU 0 through NVML; None without an NVIDIA GPU."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
+    """Name, driver and memory of GPU 0 through NVML; None without an NVIDIA GPU (or when NVML
+    cannot say all of these: the report names the card it measured, or refuses to run)."""
+    host = nvml.probe()
+    if host is None or host.count == 0:
         return None
-    try:
-        if pynvml.nvmlDeviceGetCount() == 0:
-            return None
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        dec = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
-        return {"name": dec(pynvml.nvmlDeviceGetName(h)), "driver": dec(pynvml.nvmlSystemGetDriverVersion()),
-                "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}", "count": pynvml.nvmlDeviceGetCount(),
-                "memory_gib": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1)}  # fmt: skip
-    except Exception:
-        return None
-    finally:
-        pynvml.nvmlShutdown()
+    facts = {"name": host.gpus[0].name, "driver": host.driver, "cuda_driver": host.cuda_driver,
+             "count": host.count, "memory_gib": host.gpus[0].memory_gib}  # fmt: skip
+    return None if None in facts.values() else facts
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract import tensors
+from service import nvml
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
@@ -34,16 +35,8 @@ _OPT_LEVELS = {
 
 def gpu_count() -> int:
     """CUDA devices NVML can see (0 without a driver or without nvidia-ml-py)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return 0
+    host = nvml.probe()
+    return host.count if host else 0
 
 
 def cuda_options(settings: ServiceSettings) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -16,14 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_report.py"
 
 
-def _has_gpu() -> bool:
+def gpu_report_module() -> ModuleType:
+    """scripts/gpu_report.py as a module (scripts/ is no package), for tests that call into it."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import gpu_report
 
-        return gpu_report.gpu_facts() is not None
+        return gpu_report
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+
+
+def _has_gpu() -> bool:
+    return gpu_report_module().gpu_facts() is not None
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

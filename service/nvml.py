@@ -1,0 +1,81 @@
+"""One NVML probe (nvidia-ml-py) for every caller that asks what GPUs a host has.
+
+The service asks how many (to choose CUDA), the load tester records their names with its
+results, the GPU report names the card, driver and memory. Each asked NVML in its own way;
+this module is the one place that initialises it, reads the facts, and shuts it down. It
+imports neither onnxruntime nor torch, so any program may use it, GPU or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str | None
+    memory_gib: float | None
+
+
+@dataclass(frozen=True)
+class Host:
+    """What NVML reports; a field NVML could not read is None rather than failing the probe."""
+
+    driver: str | None
+    cuda_driver: str | None  # e.g. "12.4", the CUDA version the driver supports
+    gpus: tuple[Gpu, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.gpus)
+
+
+def _text(v: Any) -> str:
+    """Older nvidia-ml-py releases return bytes, newer ones str."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _maybe(read: Callable[[], T]) -> T | None:
+    """One NVML query, None when it fails: a query a driver lacks must not hide the count."""
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - NVML raises its own error types, all meaning "not known"
+        return None
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _gpu(nv: Any, index: int) -> Gpu:
+    h = _maybe(lambda: nv.nvmlDeviceGetHandleByIndex(index))
+    if h is None:
+        return Gpu(None, None)
+    name = _maybe(lambda: _text(nv.nvmlDeviceGetName(h)))
+    memory = _maybe(lambda: round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1))
+    return Gpu(name, memory)
+
+
+def probe() -> Host | None:
+    """The host's GPUs through NVML, or None without a driver or without nvidia-ml-py."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no library, no driver: no GPU as far as we can tell
+        return None
+    try:
+        gpus = tuple(_gpu(pynvml, i) for i in range(int(pynvml.nvmlDeviceGetCount())))
+        return Host(
+            driver=_maybe(lambda: _text(pynvml.nvmlSystemGetDriverVersion())),
+            cuda_driver=_maybe(lambda: _cuda_version(int(pynvml.nvmlSystemGetCudaDriverVersion()))),
+            gpus=gpus,
+        )
+    except Exception:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
+        return None
+    finally:
+        _maybe(pynvml.nvmlShutdown)
