@@ -28,7 +28,15 @@ MANIFEST_FORMAT = "headtohead-model/1"
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-class TensorSpec(BaseModel):
+class _Strict(BaseModel):
+    """Unknown fields are refused: a field export writes must be declared here first, so this
+    schema is the whole contract and a typo or a stray field fails validation instead of
+    riding along unread. Fields added later have defaults, so older manifests still load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Strict):
     """KServe v2 tensor metadata; -1 marks a dynamic dimension."""
 
     name: str
@@ -43,7 +51,7 @@ def io_specs(num_labels: int, d_model: int) -> tuple[list[TensorSpec], list[Tens
     return specs[: len(tensors.INPUTS)], specs[len(tensors.INPUTS) :]
 
 
-class Parity(BaseModel):
+class Parity(_Strict):
     """Measured PyTorch vs ONNX Runtime (CPU) agreement on random batches."""
 
     max_abs_logits: float
@@ -58,7 +66,7 @@ class Parity(BaseModel):
     rows: int | None = None
 
 
-class Variant(BaseModel):
+class Variant(_Strict):
     file: str
     precision: Literal["fp32", "fp16"]
     optimized: bool
@@ -67,8 +75,8 @@ class Variant(BaseModel):
     parity: Parity
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Manifest(_Strict):
+    """manifest.json: the model's shape, I/O, variants with their parity proof, and provenance."""
 
     format: Literal["headtohead-model/1"] = MANIFEST_FORMAT
     name: str = Field(pattern=MODEL_NAME_RE.pattern)
@@ -98,6 +106,10 @@ class Manifest(BaseModel):
     random_init: bool = False
     created: str
     versions: dict[str, str] = {}
+    # ONNX Runtime optimizer fusions by operator (with --optimize; empty without it)
+    fused_operators: dict[str, int] = {}
+    # wall seconds per export step ("export", "optimize", "fp16", "parity"), for the record
+    export_seconds: dict[str, float] = {}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
