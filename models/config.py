@@ -6,7 +6,7 @@ directories and manifests with the same types.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +77,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class ModelOptions(TypedDict, total=False):
+    """Choices that leave the shape alone; one left out takes ModelConfig's default, stated there once."""
+
+    norm: Norm
+    dropout: float
+    attn_init: AttnInit
+
+
+class MhaOptions(ModelOptions, total=False):
+    max_len: int
+
+
 def mha(
     layers: int,
     heads: int,
@@ -86,10 +98,7 @@ def mha(
     ffn_dim: int,
     vocab_size: int,
     num_labels: int,
-    norm: Norm = "admin",
-    max_len: int = 64,
-    dropout: float = 0.1,
-    attn_init: AttnInit = "combined",
+    **options: Unpack[MhaOptions],
 ) -> ModelConfig:
     """The shallow multi-head encoder."""
     return ModelConfig(
@@ -101,10 +110,7 @@ def mha(
         heads=heads,
         layers=layers,
         ffn_dim=ffn_dim,
-        norm=norm,
-        max_len=max_len,
-        dropout=dropout,
-        attn_init=attn_init,
+        **options,
     )
 
 
@@ -134,28 +140,15 @@ def from_preset(
     *,
     vocab_size: int,
     num_labels: int,
-    norm: Norm = "admin",
-    dropout: float = 0.1,
-    attn_init: AttnInit = "combined",
     max_len: int | None = None,
+    **options: Unpack[ModelOptions],
 ) -> ModelConfig:
     """Build the MHA config of a preset, or its SHA twin (`max_len` overrides the preset's)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[preset]
-    base = mha(
-        p.layers,
-        p.heads,
-        d_model=p.d_model,
-        head_dim=p.head_dim,
-        ffn_dim=p.ffn_dim,
-        vocab_size=vocab_size,
-        num_labels=num_labels,
-        norm=norm,
-        max_len=max_len or p.max_len,
-        dropout=dropout,
-        attn_init=attn_init,
-    )
+    shape = PRESETS[preset].model_dump()
+    shape["max_len"] = max_len or shape["max_len"]
+    base = mha(**shape, vocab_size=vocab_size, num_labels=num_labels, **options)
     return base if arch == "mha" else sha_from(base)
 
 
