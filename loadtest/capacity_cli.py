@@ -7,47 +7,27 @@ from typing import Any
 
 from contract.cli import fail
 from loadtest.cli import planned, settings_from
+from loadtest.progress import StepProgress
 
 
-class _ProbeProgress:
-    """rich progress bar on a terminal (one tick per probe), one plain line per probe otherwise."""
+class _ProbeProgress(StepProgress):
+    """One step per probe; each search may use up to `max_probes` of them."""
 
     def __init__(self, targets: int, max_probes: int) -> None:
+        super().__init__("capacity", targets * max_probes, eta=False)
         self.max_probes = max_probes
-        self.bar = None
         self.used = 0
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
-            self.task = self.bar.add_task("capacity", total=targets * max_probes)
-
-    def __enter__(self) -> _ProbeProgress:
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar:
-            self.bar.__exit__(*exc)
 
     def probe(self, target: Any, p: Any) -> None:
         self.used += 1
         p99 = f"{p.p99_ms:.1f} ms" if p.p99_ms is not None else "–"
         mark = "pass" if p.passed else f"fail ({p.reason})"
         msg = f"{target.label()}: {p.rate:,.1f} req/s for {p.duration_s:.1f} s: p99 {p99}, {p.errors} errors: {mark}"
-        if self.bar:
-            self.bar.console.print(msg, highlight=False)
-            self.bar.update(self.task, advance=1, description=target.label())
-        else:
-            print(msg, file=sys.stderr, flush=True)
+        self.step(msg, target.label())
 
     def search_done(self) -> None:
         """A search that stopped early gives its unused probes back to the bar."""
-        if self.bar:
-            self.bar.update(self.task, advance=self.max_probes - self.used)
+        self.skip(self.max_probes - self.used)
         self.used = 0
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from contract.cli import OneLineArgumentParser, fail, validation_message
+from loadtest.progress import StepProgress
+from loadtest.settings import LoadtestSettings
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -16,7 +21,15 @@ P = TypeVar("P")
 GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
 
 
+def _default(settings: type[BaseModel], name: str) -> str:
+    """A settings field's declared default as `--help` shows it: the settings class states each
+    default once, so the help cannot drift from what a run actually uses."""
+    value = settings.model_fields[name].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def build_parser() -> OneLineArgumentParser:
+    d = partial(_default, LoadtestSettings)
     p = OneLineArgumentParser(
         prog="h2h-loadtest", description="MHA vs SHA cost sweeps: in-process and over HTTP."
     )
@@ -36,16 +49,26 @@ def build_parser() -> OneLineArgumentParser:
         "--mode", choices=["inproc", "http", "both"], help="where to measure (default: the preset's)"
     )
     s.add_argument("--duration", type=float, help="seconds per http point")
-    s.add_argument("--warmup", type=float, help="http warm-up seconds per point (default 0.5)")
-    s.add_argument("--repeats", type=int, help="in-process: most timed runs per point (default 50)")
-    s.add_argument("--inproc-budget", type=float, help="in-process: seconds per point (default 1)")
-    s.add_argument("--repo", help="model repository for in-process runs (default model_repository)")
-    s.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
-    s.add_argument("--client-procs", type=int, help="load client processes for http points (default 1)")
-    s.add_argument("--out", help="results folder (default results)")
+    s.add_argument("--warmup", type=float, help=f"http warm-up seconds per point (default {d('warmup')})")
+    s.add_argument(
+        "--repeats", type=int, help=f"in-process: most timed runs per point (default {d('repeats')})"
+    )
+    s.add_argument(
+        "--inproc-budget", type=float, help=f"in-process: seconds per point (default {d('inproc_budget')})"
+    )
+    s.add_argument("--repo", help=f"model repository for in-process runs (default {d('repo')})")
+    s.add_argument("--url", help=f"running service (default {d('url')})")
+    s.add_argument(
+        "--client-procs",
+        type=int,
+        help=f"load client processes for http points (default {d('client_procs')})",
+    )
+    s.add_argument("--out", help=f"results folder (default {d('out')})")
     s.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="in-process execution provider")
     s.add_argument("--variant", help="in-process model variant, e.g. model.opt.onnx")
-    s.add_argument("--max-points", type=int, help="refuse grids larger than this (default 400)")
+    s.add_argument(
+        "--max-points", type=int, help=f"refuse grids larger than this (default {d('max_points')})"
+    )
     s.add_argument("--seed", type=int)
     s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -56,27 +79,38 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def _capacity_parser(sub: Any) -> None:
+    from loadtest.capacity_run import CapacitySettings
+
+    d = partial(_default, CapacitySettings)
     c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
     c.add_argument(
-        "--slo-p99-ms", type=float, help="p99 latency target in ms, from intended send times (default 50)"
+        "--slo-p99-ms",
+        type=float,
+        help=f"p99 latency target in ms, from intended send times (default {d('slo_p99_ms')})",
     )
-    c.add_argument("--models", help="comma list of served model names or mha/sha (default mha,sha)")
-    c.add_argument("--batch", help=f"rows per request: {GRID_HELP} (default 1)")
-    c.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (default 16,64)")
+    c.add_argument("--models", help=f"comma list of served model names or mha/sha (default {d('models')})")
+    c.add_argument("--batch", help=f"rows per request: {GRID_HELP} (default {d('batch')})")
+    c.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (default {d('seq')})")
     c.add_argument("--max-error-rate", type=float, help="largest error share a passing probe may have, 429s "
-                   "included (default 0.001)")  # fmt: skip
-    c.add_argument("--probe-duration", type=float, help="seconds per probe (default 2; longer at low rates)")
-    c.add_argument("--max-probes", type=int, help="probes per model and shape (default 8)")
+                   f"included (default {d('max_error_rate')})")  # fmt: skip
     c.add_argument(
-        "--tolerance", type=float, help="stop bisecting when the bracket is this narrow (default 0.1)"
+        "--probe-duration",
+        type=float,
+        help=f"seconds per probe (default {d('probe_duration')}; longer at low rates)",
+    )
+    c.add_argument("--max-probes", type=int, help=f"probes per model and shape (default {d('max_probes')})")
+    c.add_argument(
+        "--tolerance",
+        type=float,
+        help=f"stop bisecting when the bracket is this narrow (default {d('tolerance')})",
     )
     c.add_argument(
         "--start-rate", type=float, help="first rate in req/s (default: half the closed-loop c=8 rate)"
     )
-    c.add_argument("--url", help="running service (default http://127.0.0.1:8000)")
-    c.add_argument("--out", help="results folder (default results)")
-    c.add_argument("--client-procs", type=int, help="load client processes (default 1)")
-    c.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 30)")
+    c.add_argument("--url", help=f"running service (default {d('url')})")
+    c.add_argument("--out", help=f"results folder (default {d('out')})")
+    c.add_argument("--client-procs", type=int, help=f"load client processes (default {d('client_procs')})")
+    c.add_argument("--timeout", type=float, help=f"per-request timeout in seconds (default {d('timeout')})")
     c.add_argument("--seed", type=int)
     c.add_argument("--no-report", action="store_true", help="skip rewriting report.md and plots")
     c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -108,36 +142,17 @@ def planned(plan_fn: Callable[[S], P], s: S) -> P:
     return pl
 
 
-def _settings(args: Any):
-    from loadtest.settings import LoadtestSettings
-
+def _settings(args: Any) -> LoadtestSettings:
     return settings_from(LoadtestSettings, args)
 
 
-class _Progress:
-    """rich progress bar on a terminal, one plain line per point otherwise."""
+class _Progress(StepProgress):
+    """One step per measured point: its label, p50 and throughput."""
 
     def __init__(self, total: int) -> None:
+        super().__init__("sweep", total, eta=True)
         self.total = total
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True))  # fmt: skip
-            self.task = self.bar.add_task("sweep", total=total)
         self.done = 0
-
-    def __enter__(self) -> _Progress:
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar:
-            self.bar.__exit__(*exc)
 
     def __call__(self, i: int, point: Any, row: dict[str, Any]) -> None:
         self.done += 1
@@ -146,11 +161,7 @@ class _Progress:
                + (f"{p50:.2f} ms" if p50 is not None else "–")
                + f", {row.get('tokens_per_s') or 0:,.0f} tok/s"
                + (f", {row['errors']} errors" if row.get("errors") else ""))  # fmt: skip
-        if self.bar:
-            self.bar.console.print(msg, highlight=False)
-            self.bar.update(self.task, advance=1, description=point.label())
-        else:
-            print(msg, file=sys.stderr, flush=True)
+        self.step(msg, point.label())
 
 
 def cmd_sweep(args: Any) -> int:

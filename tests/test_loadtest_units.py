@@ -168,3 +168,25 @@ def test_report_without_crossover():
     points = [p for p in _fixture_points() if p["batch"] == 1]
     assert "no crossover" in verdict(points)
     assert "# Load test" in build(points, {}, [])
+
+
+@pytest.mark.parametrize("command", ["sweep", "capacity"])
+def test_help_states_the_settings_defaults(command):
+    """Every "(default X)" in a flag's help is the settings class's own default, so the help
+    cannot drift from what a run uses (the --repeats help once said 1000 of a default of 50)."""
+    from loadtest.capacity_run import CapacitySettings
+    from loadtest.cli import build_parser
+    from loadtest.settings import LoadtestSettings
+
+    settings = {"sweep": LoadtestSettings, "capacity": CapacitySettings}[command]
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    checked = 0
+    for action in sub._actions:
+        field = settings.model_fields.get(action.dest)
+        if field is None or "(default " not in (action.help or "") or "(default: " in action.help:
+            continue
+        value = field.default
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert f"(default {shown})" in action.help or f"(default {shown};" in action.help, action.help
+        checked += 1
+    assert checked >= 8
