@@ -145,40 +145,82 @@ def _flag(value: str | None, default: list, kind: type = int) -> list:
         raise PlanError(str(exc)) from None
 
 
+@dataclass
+class _Grid:
+    """The lists each axis takes once flags, the preset and the hardware have had their say."""
+
+    batches: list[int]
+    seqs: list[int]
+    http_batches: list[int]
+    http_seqs: list[int]
+    concurrency: list[int]
+    rates: list[float]
+    duration: float
+
+
 def plan(s: LoadtestSettings, *, check_service: bool = True) -> Plan:
+    """The points to measure, checked before any is: a bad flag or model fails in seconds with one
+    line rather than minutes into a sweep."""
     preset = PRESETS[s.preset]
     mode = s.mode or preset.mode
     modes = ["inproc", "http"] if mode == "both" else [mode]
     notes: list[str] = []
+    models = _models(s, _names(s), modes, check_service=check_service)
+    grid = _grid(s, modes, notes)
+    points: list[Point] = []
+    if "inproc" in modes:
+        points += _inproc_points(models, grid, notes)
+    if "http" in modes:
+        points += _http_points(models, grid, notes)
+    if not points:
+        raise PlanError("the grid is empty")
+    if len(points) > s.max_points:
+        raise PlanError(f"{len(points)} points is more than --max-points {s.max_points}; shrink the grid")
+    return Plan(s, modes, models, points, grid.duration, list(dict.fromkeys(notes)))
+
+
+def _names(s: LoadtestSettings) -> list[str]:
     try:
-        names = parse_names(s.models) if s.models else list(preset.models)
+        return parse_names(s.models) if s.models else list(PRESETS[s.preset].models)
     except GridError as exc:
         raise PlanError(f"--models: {exc}") from None
 
+
+def _models(
+    s: LoadtestSettings, names: list[str], modes: list[str], *, check_service: bool
+) -> dict[str, ModelInfo]:
+    """In-process runs take the models from the repository; over HTTP the service must serve them
+    (the same ones when both modes run, so the two measure the same graphs)."""
     models: dict[str, ModelInfo] = {}
     if "inproc" in modes:
         avail = repo_models(s.repo)
-        for n in resolve(names, avail, f"repository {s.repo}"):
-            models[n] = avail[n]
+        models = {n: avail[n] for n in resolve(names, avail, f"repository {s.repo}")}
     if "http" in modes:
         if check_service:
             hc.check_ready(s.url)
         served = service_models(s.url)
-        if models:  # both: the repo chose; the service must serve the same models
-            missing = [n for n in models if n not in served]
-            if missing:
-                raise PlanError(f"service at {s.url} does not serve {', '.join(missing)}")
-            for n, info in models.items():
-                info.server_provider, info.server_variant = (
-                    served[n].server_provider,
-                    served[n].server_variant,
-                )
+        if models:
+            _served_as(models, served, s.url)
         else:
-            for n in resolve(names, served, f"service at {s.url}"):
-                models[n] = served[n]
+            models = {n: served[n] for n in resolve(names, served, f"service at {s.url}")}
         for n, info in models.items():
             info.server_max_batch = int(hc.model_config(s.url, n).get("max_batch_size") or 0) or None
+    return models
 
+
+def _served_as(models: dict[str, ModelInfo], served: dict[str, ModelInfo], url: str) -> None:
+    """The repository chose the models; record how the service runs each, or refuse if it lacks one."""
+    missing = [n for n in models if n not in served]
+    if missing:
+        raise PlanError(f"service at {url} does not serve {', '.join(missing)}")
+    for n, info in models.items():
+        info.server_provider, info.server_variant = served[n].server_provider, served[n].server_variant
+
+
+def _grid(s: LoadtestSettings, modes: list[str], notes: list[str]) -> _Grid:
+    """Flags win; otherwise the preset's axes, or its smaller CPU grid when in-process runs find no
+    GPU (the preset's main grid is sized for one)."""
+    preset = PRESETS[s.preset]
     on_gpu = _inproc_on_gpu(s) if "inproc" in modes and s.batch is None and s.seq is None else False
     use_cpu_grid = "inproc" in modes and not on_gpu and preset.cpu_batch is not None
     batch_default = preset.cpu_batch if use_cpu_grid else preset.batch
@@ -188,45 +230,55 @@ def plan(s: LoadtestSettings, *, check_service: bool = True) -> Plan:
                      f"batch {batch_default} x seq {seq_default}")  # fmt: skip
     batches = _flag(s.batch, batch_default)
     seqs = _flag(s.seq, seq_default)
-    http_batches = _flag(s.batch, preset.http_batch or batches)
-    http_seqs = _flag(s.seq, preset.http_seq or seqs)
-    concs = _flag(s.concurrency, preset.concurrency)
-    rates = _flag(s.rate, preset.rates, float) if s.rate is not None else list(preset.rates)
-    duration = s.duration or preset.duration
+    return _Grid(
+        batches=batches,
+        seqs=seqs,
+        http_batches=_flag(s.batch, preset.http_batch or batches),
+        http_seqs=_flag(s.seq, preset.http_seq or seqs),
+        concurrency=_flag(s.concurrency, preset.concurrency),
+        rates=_flag(s.rate, preset.rates, float) if s.rate is not None else list(preset.rates),
+        duration=s.duration or preset.duration,
+    )
 
-    def clamp(info: ModelInfo, wanted: list[int]) -> list[int]:
-        cap = info.max_sequence_length
-        over = [q for q in wanted if q > cap]
-        if over:
-            notes.append(f"{info.name}: sequence length {', '.join(map(str, over))} clamped to its "
-                         f"max_sequence_length {cap}")  # fmt: skip
-        return sorted({min(q, cap) for q in wanted})
 
-    points: list[Point] = []
-    if "inproc" in modes:
-        per_model = {n: clamp(i, seqs) for n, i in models.items()}
+def _clamp(info: ModelInfo, wanted: list[int], notes: list[str]) -> list[int]:
+    """Sequence lengths the model takes: longer ones run at its maximum, and the user is told."""
+    cap = info.max_sequence_length
+    over = [q for q in wanted if q > cap]
+    if over:
+        notes.append(f"{info.name}: sequence length {', '.join(map(str, over))} clamped to its "
+                     f"max_sequence_length {cap}")  # fmt: skip
+    return sorted({min(q, cap) for q in wanted})
+
+
+def _inproc_points(models: dict[str, ModelInfo], grid: _Grid, notes: list[str]) -> list[Point]:
+    """Ordered by sequence, then batch, then model: the models take turns at each shape."""
+    per_model = {n: _clamp(i, grid.seqs, notes) for n, i in models.items()}
+    points = []
+    for q in sorted(set().union(*per_model.values())):
+        for b in grid.batches:
+            points += [Point("inproc", "inproc", n, b, q) for n in models if q in per_model[n]]
+    return points
+
+
+def _http_points(models: dict[str, ModelInfo], grid: _Grid, notes: list[str]) -> list[Point]:
+    """Every load (closed loops, then open rates) over the shapes; batches larger than the service
+    accepts are left out with a note rather than measured as a column of errors."""
+    per_model = {n: _clamp(i, grid.http_seqs, notes) for n, i in models.items()}
+    for n, info in models.items():
+        too_big = [b for b in grid.http_batches if info.server_max_batch and b > info.server_max_batch]
+        if too_big:
+            notes.append(f"{n}: http batch {', '.join(map(str, too_big))} skipped: the service takes "
+                         f"at most {info.server_max_batch} rows per request (H2H_MAX_BATCH_SIZE)")  # fmt: skip
+    loads = [("closed", c, None) for c in grid.concurrency] + [("open", 1, r) for r in grid.rates]
+    points = []
+    for load, c, r in loads:
         for q in sorted(set().union(*per_model.values())):
-            for b in batches:
-                points += [Point("inproc", "inproc", n, b, q) for n in models if q in per_model[n]]
-    if "http" in modes:
-        per_model = {n: clamp(i, http_seqs) for n, i in models.items()}
-        for n, info in models.items():
-            too_big = [b for b in http_batches if info.server_max_batch and b > info.server_max_batch]
-            if too_big:
-                notes.append(f"{n}: http batch {', '.join(map(str, too_big))} skipped: the service takes "
-                             f"at most {info.server_max_batch} rows per request (H2H_MAX_BATCH_SIZE)")  # fmt: skip
-        loads = [("closed", c, None) for c in concs] + [("open", 1, r) for r in rates]
-        for load, c, r in loads:
-            for q in sorted(set().union(*per_model.values())):
-                for b in http_batches:
-                    for n, info in models.items():
-                        if q in per_model[n] and not (info.server_max_batch and b > info.server_max_batch):
-                            points.append(Point("http", load, n, b, q, c, r))
-    if not points:
-        raise PlanError("the grid is empty")
-    if len(points) > s.max_points:
-        raise PlanError(f"{len(points)} points is more than --max-points {s.max_points}; shrink the grid")
-    return Plan(s, modes, models, points, duration, list(dict.fromkeys(notes)))
+            for b in grid.http_batches:
+                for n, info in models.items():
+                    if q in per_model[n] and not (info.server_max_batch and b > info.server_max_batch):
+                        points.append(Point("http", load, n, b, q, c, r))
+    return points
 
 
 def _inproc_on_gpu(s: LoadtestSettings) -> bool:
