@@ -144,69 +144,105 @@ def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[
     return out
 
 
+PLOTS = (("latency_vs_batch.png", "Latency vs batch size"), ("ratio_heatmap.png", "SHA/MHA ratio"),
+         ("throughput_vs_concurrency.png", "Throughput vs concurrency"), ("overhead.png", "Service overhead"))  # fmt: skip
+
+
 def build(
     points: list[Row], meta: dict[str, Any], images: list[Path], capacity: dict[str, Any] | None = None
 ) -> str:
+    """The report, a section per kind of result present: a capacity-only folder (no sweep) still
+    gets a report, and a sweep without capacity has no empty recommendation."""
     out = ["# Load test: shallow multi-head vs deep single-head", ""]
     if points or not capacity:
         out += ["## Verdict", "", verdict(points), ""]
     if capacity:
-        manifests = {**(capacity.get("meta") or {}).get("manifests", {}), **meta.get("manifests", {})}
-        out += which_model_section(capacity, points, manifests)
-        if any(p.name == "accuracy_vs_capacity.png" for p in images):
-            out += ["![Accuracy vs capacity](accuracy_vs_capacity.png)", ""]
-        else:
-            out += ["(No accuracy-vs-capacity plot: no model has a recorded test accuracy.)", ""]
-    out += ["## Setup", "", _meta_section(meta or (capacity or {}).get("meta", {})), ""]
+        out += _capacity_section(capacity, points, meta, images)
+    out += _setup_section(meta, capacity)
+    out += _ratio_section(points)
+    names = {p.name for p in images}
+    for fname, title in PLOTS:
+        if fname in names:
+            out += [f"![{title}]({fname})", ""]
+    out += _inproc_section(points) + _http_section(points) + _overhead_section(points)
+    return "\n".join(out) + "\n"
+
+
+def _capacity_section(
+    cap: dict[str, Any], points: list[Row], meta: dict[str, Any], images: list[Path]
+) -> list[str]:
+    """The recommendation and its plot, or why there is no plot."""
+    manifests = {**(cap.get("meta") or {}).get("manifests", {}), **meta.get("manifests", {})}
+    out = which_model_section(cap, points, manifests)
+    if any(p.name == "accuracy_vs_capacity.png" for p in images):
+        return out + ["![Accuracy vs capacity](accuracy_vs_capacity.png)", ""]
+    return out + ["(No accuracy-vs-capacity plot: no model has a recorded test accuracy.)", ""]
+
+
+def _setup_section(meta: dict[str, Any], capacity: dict[str, Any] | None) -> list[str]:
+    """The sweep's machine and versions (the capacity run's when there is no sweep); with both, the
+    capacity search's own date and length, since the two ran at different times."""
+    out = ["## Setup", "", _meta_section(meta or (capacity or {}).get("meta", {})), ""]
     if capacity and meta:
         cm = capacity.get("meta") or {}
         out[-1:] = [
             f"- capacity search: created {cm.get('created', '?')}, elapsed {cm.get('elapsed_s', '?')} s",
             "",
         ]
+    return out
+
+
+def _ratio_section(points: list[Row]) -> list[str]:
+    """SHA over MHA per shape, bold where SHA is cheaper, so the crossover shows at a glance."""
     g = analysis.ratio_grid(points)
-    if g is not None:
-        out += [f"## SHA / MHA p50 latency ratio ({g.source})", "",
-                f"{g.sha} / {g.mha}; below 1 (bold) SHA is cheaper.", ""]  # fmt: skip
-        rows = []
-        for q in g.seqs:
-            cells = []
-            for b in g.batches:
-                r = g.ratio.get((b, q))
-                cells.append("–" if r is None else (f"**{r:.2f}**" if r < 1 else f"{r:.2f}"))
-            rows.append([f"seq {q}", *cells])
-        out += [_table(["", *[f"batch {b}" for b in g.batches]], rows), ""]
-    names = {p.name: p for p in images}
-    for fname, title in (("latency_vs_batch.png", "Latency vs batch size"), ("ratio_heatmap.png", "SHA/MHA ratio"),
-                         ("throughput_vs_concurrency.png", "Throughput vs concurrency"),
-                         ("overhead.png", "Service overhead")):  # fmt: skip
-        if fname in names:
-            out += [f"![{title}]({fname})", ""]
+    if g is None:
+        return []
+    rows = []
+    for q in g.seqs:
+        cells = []
+        for b in g.batches:
+            r = g.ratio.get((b, q))
+            cells.append("–" if r is None else (f"**{r:.2f}**" if r < 1 else f"{r:.2f}"))
+        rows.append([f"seq {q}", *cells])
+    return [f"## SHA / MHA p50 latency ratio ({g.source})", "", f"{g.sha} / {g.mha}; below 1 (bold) SHA is cheaper.",
+            "", _table(["", *[f"batch {b}" for b in g.batches]], rows), ""]  # fmt: skip
+
+
+def _inproc_section(points: list[Row]) -> list[str]:
     inproc = [p for p in points if p.get("mode") == "inproc"]
-    if inproc:
-        out += ["## In-process (ONNX Runtime)", "", _table(
-            ["model", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "runs", "tokens/s", "provider"],
-            [[p["model"], p["batch"], p["seq"], p["p50_ms"], p["p95_ms"], p["p99_ms"], p["requests"],
-              p["tokens_per_s"], p.get("provider")] for p in inproc]), ""]  # fmt: skip
+    if not inproc:
+        return []
+    return ["## In-process (ONNX Runtime)", "", _table(
+        ["model", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "runs", "tokens/s", "provider"],
+        [[p["model"], p["batch"], p["seq"], p["p50_ms"], p["p95_ms"], p["p99_ms"], p["requests"],
+          p["tokens_per_s"], p.get("provider")] for p in inproc]), ""]  # fmt: skip
+
+
+def _http_section(points: list[Row]) -> list[str]:
+    """Client-side latencies beside the server's own split (queue vs compute) from /metrics."""
     http = [p for p in points if p.get("mode") == "http"]
-    if http:
-        out += ["## Over HTTP", "",
-                "Open-loop latencies are measured from each request's intended (Poisson) send time. "
-                "Server queue ms is the mean per request, compute ms the mean per executed batch "
-                "(from `/metrics`, diffed over the point).", "", _table(
-            ["model", "load", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "req/s", "tokens/s", "errors",
-             "late sends", "server queue ms", "server compute ms", "rows/batch"],
-            [[p["model"], p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s"),
-              p["batch"], p["seq"], p.get("p50_ms"), p.get("p95_ms"), p.get("p99_ms"), p.get("rps"),
-              p.get("tokens_per_s"), p.get("errors"), p.get("late_sends"), p.get("server_queue_ms"),
-              p.get("server_compute_ms"), p.get("server_rows_per_batch")] for p in http]), ""]  # fmt: skip
+    if not http:
+        return []
+    return ["## Over HTTP", "",
+            "Open-loop latencies are measured from each request's intended (Poisson) send time. "
+            "Server queue ms is the mean per request, compute ms the mean per executed batch "
+            "(from `/metrics`, diffed over the point).", "", _table(
+        ["model", "load", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "req/s", "tokens/s", "errors",
+         "late sends", "server queue ms", "server compute ms", "rows/batch"],
+        [[p["model"], p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s"),
+          p["batch"], p["seq"], p.get("p50_ms"), p.get("p95_ms"), p.get("p99_ms"), p.get("rps"),
+          p.get("tokens_per_s"), p.get("errors"), p.get("late_sends"), p.get("server_queue_ms"),
+          p.get("server_compute_ms"), p.get("server_rows_per_batch")] for p in http]), ""]  # fmt: skip
+
+
+def _overhead_section(points: list[Row]) -> list[str]:
     ov = analysis.overhead(points)
-    if ov:
-        out += ["## Service overhead over in-process (concurrency 1)", "", _table(
-            ["model", "batch", "seq", "in-process p50 ms", "HTTP p50 ms", "overhead ms", "ratio"],
-            [[r["model"], r["batch"], r["seq"], r["inproc_p50_ms"], r["http_p50_ms"], r["overhead_ms"], r["ratio"]]
-             for r in ov]), ""]  # fmt: skip
-    return "\n".join(out) + "\n"
+    if not ov:
+        return []
+    return ["## Service overhead over in-process (concurrency 1)", "", _table(
+        ["model", "batch", "seq", "in-process p50 ms", "HTTP p50 ms", "overhead ms", "ratio"],
+        [[r["model"], r["batch"], r["seq"], r["inproc_p50_ms"], r["http_p50_ms"], r["overhead_ms"], r["ratio"]]
+         for r in ov]), ""]  # fmt: skip
 
 
 def write_report(results_dir: Path) -> Path:
