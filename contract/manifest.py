@@ -113,6 +113,7 @@ class Manifest(_Strict):
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hash in chunks: a base-size graph is hundreds of MB and need not sit in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,18 +21,18 @@ import onnxruntime
 import torch
 
 from contract import atomic
-from contract.manifest import MODEL_NAME_RE, Manifest, Variant, io_specs, sha256_file
+from contract.manifest import MODEL_NAME_RE, Manifest, Parity, Variant, io_specs, sha256_file
 from contract.tokenizer import PAD, UNK, Tokenizer
 from export import optimize as opt
 from export import parity
 from export.onnx_export import export_onnx
+from export.settings import RANDOM_VOCAB, ExportOptions
 from models.checkpoint import Run, load_run, random_run
 from models.config import PRESETS, Arch, ModelConfig, flops_per_token, from_preset
 from models.data import LEXNAMES
-from models.encoder import count_parameters
+from models.encoder import Encoder, count_parameters
 
 FP32_FILE, OPT_FILE, FP16_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx"
-RANDOM_VOCAB = 30522  # BERT's vocabulary size: the embedding table matches BERT-base
 
 
 class ExportError(ValueError):
@@ -54,6 +55,7 @@ _step_hook: Callable[[str], None] | None = None
 
 
 def _step(name: str) -> None:
+    """Tell the test hook (if any) which step starts; a no-op in production."""
     if _step_hook is not None:
         _step_hook(name)
 
@@ -89,11 +91,13 @@ def check_repo(repo: Path) -> None:
 
 
 def check_name(name: str) -> None:
+    """Raise ExportError for a name the service would refuse, before any work is done."""
     if not MODEL_NAME_RE.match(name):
         raise ExportError(f"model name {name!r} must match {MODEL_NAME_RE.pattern}")
 
 
 def _versions() -> dict[str, str]:
+    """Library versions that produced the files: a parity proof holds for these."""
     import onnxconverter_common
 
     return {
@@ -104,118 +108,146 @@ def _versions() -> dict[str, str]:
     }
 
 
-def export_model(
-    run: Run,
-    repo: str | Path,
-    name: str,
-    *,
-    opset: int = 17,
-    fp16: bool = False,
-    optimize: bool = False,
-    seed: int = 0,
-    fp16_tolerance: float = parity.FP16_TOLERANCE,
-) -> ExportReport:
+@dataclass
+class _Build:
+    """The variant files written so far in the staging folder, with what each must prove."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    tolerances: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    fused: dict[str, int] = field(default_factory=dict)
+
+    def add(self, file: str, path: Path, tolerance: float) -> None:
+        """Record a written variant; only recorded files are proven and published."""
+        self.files[file], self.tolerances[file] = path, tolerance
+
+
+@contextmanager
+def _timed(step: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Announce a step to the test hook and record its wall time (only if it finished)."""
+    _step(step)
+    t0 = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - t0
+
+
+def _build_variants(model: Encoder, cfg: ModelConfig, tmp: Path, options: ExportOptions) -> _Build:
+    """Write model.onnx and the optional variants; all derive from the fp32 graph."""
+    build = _Build()
+    with _timed("export", build.seconds):
+        torch.manual_seed(options.seed)
+        export_onnx(model, tmp / FP32_FILE, opset=options.opset)
+        build.add(FP32_FILE, tmp / FP32_FILE, parity.FP32_TOLERANCE)
+    if options.optimize:
+        with _timed("optimize", build.seconds):
+            build.fused = opt.optimize(tmp / FP32_FILE, tmp / OPT_FILE, cfg)
+            build.add(OPT_FILE, tmp / OPT_FILE, parity.FP32_TOLERANCE)
+    if options.fp16:
+        with _timed("fp16", build.seconds):
+            opt.to_fp16(tmp / FP32_FILE, tmp / FP16_FILE)
+            build.add(FP16_FILE, tmp / FP16_FILE, options.fp16_tolerance)
+    return build
+
+
+def _prove_parity(model: Encoder, build: _Build, name: str, seed: int) -> dict[str, Parity]:
+    """Measure every variant against PyTorch; raise ParityError before anything is published."""
+    with _timed("parity", build.seconds):
+        results = parity.measure(model, build.files, build.tolerances, seed=seed)
+    for file, result in results.items():
+        parity.check(f"{name}/{file}", result)
+    return results
+
+
+def _variants(build: _Build, results: dict[str, Parity]) -> dict[str, Variant]:
+    """The manifest's record of each file: hash and size for the service, parity for the reader."""
+    return {
+        file: Variant(
+            file=file,
+            precision="fp16" if file == FP16_FILE else "fp32",
+            optimized=file == OPT_FILE,
+            sha256=sha256_file(path),
+            bytes=path.stat().st_size,
+            parity=results[file],
+        )
+        for file, path in build.files.items()
+    }
+
+
+def _manifest(run: Run, name: str, opset: int, build: _Build, results: dict[str, Parity]) -> Manifest:
+    """Everything the service and the reports need to know about the model, without torch."""
+    cfg = run.config
+    variants = _variants(build, results)
+    inputs, outputs = io_specs(cfg.num_labels, cfg.d_model)
+    random_init = bool(run.metrics.get("random_init", False))
+    return Manifest(
+        name=name,
+        arch=cfg.arch,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        d_model=cfg.d_model,
+        head_dim=cfg.head_dim,
+        ffn_dim=cfg.ffn_dim,
+        norm=cfg.norm,
+        params=count_parameters(run.model),
+        flops_per_token=flops_per_token(cfg),
+        opset=opset,
+        max_sequence_length=cfg.max_len,
+        vocab_size=cfg.vocab_size,
+        pad_id=cfg.pad_id,
+        labels=list(run.labels),
+        inputs=inputs,
+        outputs=outputs,
+        variants=variants,
+        sha256=variants[FP32_FILE].sha256,
+        test_accuracy=run.metrics.get("test_accuracy"),
+        validation_accuracy=run.metrics.get("validation_accuracy"),
+        source_run=None if random_init else str(Path(run.path).resolve()),
+        random_init=random_init,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        versions=_versions(),
+        fused_operators=build.fused,
+        export_seconds={k: round(v, 3) for k, v in build.seconds.items()},
+    )
+
+
+def _write_folder(tmp: Path, tokenizer: Tokenizer, manifest: Manifest) -> None:
+    """Tokenizer and manifest beside the graphs, every file world-readable: the server may
+    run as another user (containers), and mkstemp-written files are 0600."""
+    tokenizer.save(tmp / manifest.tokenizer)
+    atomic.write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
+    for f in tmp.iterdir():
+        f.chmod(0o644)
+
+
+def export_model(run: Run, repo: str | Path, name: str, options: ExportOptions | None = None) -> ExportReport:
     """Export `run.model` to `<repo>/<name>/` with parity-checked variants and a manifest."""
+    options = options or ExportOptions()
     repo = Path(repo)
     check_name(name)
     check_repo(repo)
-    cfg, model = run.config, run.model.eval()
-    seconds: dict[str, float] = {}
-    fused: dict[str, int] = {}
+    model = run.model.eval()
     with atomic.staged_dir(repo / name) as tmp:
-        # mkdtemp makes the folder 0700; the server may run as another user (containers).
-        tmp.chmod(0o755)
-        files = {FP32_FILE: tmp / FP32_FILE}
-        tolerances = {FP32_FILE: parity.FP32_TOLERANCE}
-
-        _step("export")
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        export_onnx(model, files[FP32_FILE], opset=opset)
-        seconds["export"] = time.perf_counter() - t0
-
-        if optimize:
-            _step("optimize")
-            t0 = time.perf_counter()
-            fused = opt.optimize(files[FP32_FILE], tmp / OPT_FILE, cfg)
-            files[OPT_FILE], tolerances[OPT_FILE] = tmp / OPT_FILE, parity.FP32_TOLERANCE
-            seconds["optimize"] = time.perf_counter() - t0
-        if fp16:
-            _step("fp16")
-            t0 = time.perf_counter()
-            opt.to_fp16(files[FP32_FILE], tmp / FP16_FILE)
-            files[FP16_FILE], tolerances[FP16_FILE] = tmp / FP16_FILE, fp16_tolerance
-            seconds["fp16"] = time.perf_counter() - t0
-
-        _step("parity")
-        t0 = time.perf_counter()
-        results = parity.measure(model, files, tolerances, seed=seed)
-        seconds["parity"] = time.perf_counter() - t0
-        for file, result in results.items():
-            parity.check(f"{name}/{file}", result)
-
+        tmp.chmod(0o755)  # mkdtemp makes the folder 0700; the server may run as another user
+        build = _build_variants(model, run.config, tmp, options)
+        results = _prove_parity(model, build, name, options.seed)
         _step("write")
-        variants = {
-            file: Variant(
-                file=file,
-                precision="fp16" if file == FP16_FILE else "fp32",
-                optimized=file == OPT_FILE,
-                sha256=sha256_file(path),
-                bytes=path.stat().st_size,
-                parity=results[file],
-            )
-            for file, path in files.items()
-        }
-        inputs, outputs = io_specs(cfg.num_labels, cfg.d_model)
-        manifest = Manifest(
-            name=name,
-            arch=cfg.arch,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            d_model=cfg.d_model,
-            head_dim=cfg.head_dim,
-            ffn_dim=cfg.ffn_dim,
-            norm=cfg.norm,
-            params=count_parameters(model),
-            flops_per_token=flops_per_token(cfg),
-            opset=opset,
-            max_sequence_length=cfg.max_len,
-            vocab_size=cfg.vocab_size,
-            pad_id=cfg.pad_id,
-            labels=list(run.labels),
-            inputs=inputs,
-            outputs=outputs,
-            variants=variants,
-            sha256=variants[FP32_FILE].sha256,
-            test_accuracy=run.metrics.get("test_accuracy"),
-            validation_accuracy=run.metrics.get("validation_accuracy"),
-            source_run=None if run.metrics.get("random_init") else str(Path(run.path).resolve()),
-            random_init=bool(run.metrics.get("random_init", False)),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            versions=_versions(),
-            fused_operators=fused,
-            export_seconds={k: round(v, 3) for k, v in seconds.items()},
-        )
-        run.tokenizer.save(tmp / manifest.tokenizer)
-        atomic.write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
-        for f in tmp.iterdir():  # mkstemp-written files are 0600; readers may be another user
-            f.chmod(0o644)
-    return ExportReport(path=repo / name, manifest=manifest, seconds=seconds, fused=fused)
+        manifest = _manifest(run, name, options.opset, build, results)
+        _write_folder(tmp, run.tokenizer, manifest)
+    return ExportReport(path=repo / name, manifest=manifest, seconds=build.seconds, fused=build.fused)
 
 
 def export_run(
-    run_dir: str | Path,
-    repo: str | Path,
-    *,
-    name: str | None = None,
-    opset: int = 17,
-    fp16: bool = False,
-    optimize: bool = False,
+    run_dir: str | Path, repo: str | Path, *, name: str | None = None, options: ExportOptions | None = None
 ) -> Path:
     """Export a training run directory; returns the model folder. Raises RunDirError,
-    ExportError or parity.ParityError (nothing written in every case)."""
+    ExportError or parity.ParityError (nothing written in every case).
+
+    The repository is checked before the run's weights are loaded, so a bad --repo is
+    reported without waiting for a large model to load.
+    """
+    check_repo(Path(repo))
     run = load_run(run_dir)
-    return export_model(run, repo, name or default_name(run), opset=opset, fp16=fp16, optimize=optimize).path
+    return export_model(run, repo, name or default_name(run), options).path
 
 
 def synthetic_tokenizer(vocab_size: int, max_length: int) -> Tokenizer:
@@ -225,6 +257,7 @@ def synthetic_tokenizer(vocab_size: int, max_length: int) -> Tokenizer:
 
 
 def random_config(preset: str, arch: Arch, *, vocab_size: int = RANDOM_VOCAB) -> ModelConfig:
+    """The random-init model of a preset; export's one check that the preset exists."""
     if preset not in PRESETS:
         raise ExportError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return from_preset(preset, arch, vocab_size=vocab_size, num_labels=len(LEXNAMES), dropout=0.0)
@@ -236,26 +269,17 @@ def export_random(
     repo: str | Path,
     *,
     name: str | None = None,
-    opset: int = 17,
-    fp16: bool = False,
-    optimize: bool = False,
     vocab_size: int = RANDOM_VOCAB,
-    seed: int = 0,
-    fp16_tolerance: float = parity.FP16_TOLERANCE,
+    options: ExportOptions | None = None,
 ) -> ExportReport:
-    """Random-weight `<arch>-<preset>-random` export for speed benchmarks (manifest random_init)."""
+    """Random-weight `<arch>-<preset>-random` export for speed benchmarks (manifest random_init).
+
+    options.seed seeds the weights as well as the parity batches.
+    """
+    options = options or ExportOptions()
     cfg = random_config(preset, arch, vocab_size=vocab_size)
-    run = random_run(cfg, synthetic_tokenizer(vocab_size, cfg.max_len), list(LEXNAMES), seed=seed)
-    return export_model(
-        run,
-        repo,
-        name or f"{arch}-{preset}-random",
-        opset=opset,
-        fp16=fp16,
-        optimize=optimize,
-        seed=seed,
-        fp16_tolerance=fp16_tolerance,
-    )
+    run = random_run(cfg, synthetic_tokenizer(vocab_size, cfg.max_len), list(LEXNAMES), seed=options.seed)
+    return export_model(run, repo, name or f"{arch}-{preset}-random", options)
 
 
 def threads_hint() -> int:

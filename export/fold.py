@@ -26,6 +26,7 @@ MIN_ABS_OMEGA = 1e-6
 
 
 def _input_linears(f: nn.Module) -> list[nn.Linear]:
+    """The layers that read the sublayer's input x, whose columns must absorb 1/ω."""
     if isinstance(f, SelfAttention):
         return [f.query, f.key, f.value]
     if isinstance(f, FeedForward):

@@ -58,6 +58,7 @@ def export_onnx(model: Encoder, path: str | Path, *, opset: int = 17) -> Path:
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """Named (dynamic) dims as their names, fixed ones as ints, as contract.tensors states them."""
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 

@@ -16,8 +16,9 @@ from contract import tensors
 from contract.manifest import Parity
 from models.encoder import Encoder
 
+# fp32 variants must match PyTorch this closely; the fp16 bar is an export option
+# (export.settings.FP16_TOLERANCE). Read at call time, so a test can tighten it.
 FP32_TOLERANCE = 1e-4
-FP16_TOLERANCE = 1e-2
 
 
 class ParityError(RuntimeError):
@@ -48,6 +49,7 @@ def random_batch(
 
 
 def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """A quiet CPU session: the proof is against ONNX Runtime's reference provider."""
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads

@@ -91,7 +91,8 @@ def test_graph_io_contract(tiny_repo: Path) -> None:
 
 
 def test_optimized_and_fp16_variants(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
-    folder = api.export_run(tiny_runs["sha"], tmp_path, name="sha-v", fp16=True, optimize=True)
+    options = api.ExportOptions(fp16=True, optimize=True)
+    folder = api.export_run(tiny_runs["sha"], tmp_path, name="sha-v", options=options)
     m = load_manifest(folder)
     assert set(m.variants) == {"model.onnx", "model.opt.onnx", "model.fp16.onnx"}
     assert m.default_variant == "model.onnx"
