@@ -61,7 +61,8 @@ def _step(name: str) -> None:
 
 
 def preset_of(cfg: ModelConfig) -> str | None:
-    """The preset whose shape (for cfg.arch) matches cfg, if any: used for default names."""
+    """The preset whose shape (for cfg.arch) matches cfg, if any: the fallback for runs that
+    do not record their preset (a run saved mid-training, before its final metrics.json)."""
     keys = ("d_model", "head_dim", "heads", "layers", "ffn_dim")
     for name in PRESETS:
         ref = from_preset(name, cfg.arch, vocab_size=cfg.vocab_size, num_labels=cfg.num_labels)
@@ -71,8 +72,13 @@ def preset_of(cfg: ModelConfig) -> str | None:
 
 
 def default_name(run: Run) -> str:
-    """`<arch>-<preset>` per docs/architecture.md, else the run folder's name lower-cased."""
-    preset = preset_of(run.config)
+    """`<arch>-<preset>` per docs/architecture.md, else the run folder's name lower-cased.
+
+    Training records the preset in metrics.json; only when it is missing is it recovered
+    from the model's shape.
+    """
+    recorded = run.metrics.get("preset")
+    preset = recorded if isinstance(recorded, str) and recorded else preset_of(run.config)
     if preset:
         return f"{run.config.arch}-{preset}"
     return run.path.name.lower()
