@@ -20,10 +20,11 @@ from loadtest.schedule import ScheduleStats, poisson_offsets
 
 class FakeClock:
     """Virtual time. `sleep` first yields (so fired requests run at the time they were fired),
-    then advances exactly; `stalls[k]` makes the k-th sleep overshoot (a stalled client)."""
+    then advances exactly; `stalls[k]` makes the k-th sleep overshoot (a stalled client).
+    Shared with test_loadtest_units (the scheduler alone)."""
 
     def __init__(self) -> None:
-        self.t = 1000.0
+        self.t = 100.0
         self.stalls: dict[int, float] = {}
         self.calls = 0
 

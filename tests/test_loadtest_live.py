@@ -103,22 +103,33 @@ def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp
     assert "sha-tiny" in r2.stdout
 
 
-def test_service_unreachable_is_one_line_exit_2(tmp_path: Path):
+def _assert_one_line_exit_2(r: subprocess.CompletedProcess, needle: str) -> None:
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and r.stderr.startswith("error:"), r.stderr
+
+
+@pytest.mark.parametrize(("command", "args"), [("sweep", ["--mode", "http"]), ("capacity", [])])
+def test_service_unreachable_is_one_line_exit_2(command: str, args: list[str], tmp_path: Path):
     url = f"http://127.0.0.1:{_free_port()}"
-    r = _run("sweep", "--mode", "http", "--url", url, "--out", str(tmp_path), timeout=60)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and url in r.stderr and r.stderr.startswith("error:")
+    _assert_one_line_exit_2(_run(command, *args, "--url", url, "--out", str(tmp_path), timeout=60), url)
 
 
 @pytest.mark.parametrize(
-    ("args", "needle"),
-    [(["--batch", "1,3,...,8"], "does not land on 8"), (["--mode", "warp"], "invalid choice"),
-     (["--duration", "-1"], "duration"), (["--models", "gpt"], "no model 'gpt'")],
+    ("command", "args", "needle"),
+    [("sweep", ["--batch", "1,3,...,8"], "does not land on 8"), ("sweep", ["--mode", "warp"], "invalid choice"),
+     ("sweep", ["--duration", "-1"], "duration"), ("sweep", ["--models", "gpt"], "no model 'gpt'"),
+     ("capacity", ["--slo-p99-ms", "-1"], "slo_p99_ms"), ("capacity", ["--batch", "0"], "must be positive"),
+     ("capacity", ["--max-error-rate", "2"], "max_error_rate"), ("capacity", ["--models", "gpt"], "no model 'gpt'")],
 )  # fmt: skip
-def test_bad_input_is_one_line_exit_2(args, needle, tiny_repo: Path, tmp_path: Path):
-    r = _run("sweep", "--mode", "inproc", "--repo", str(tiny_repo), "--out", str(tmp_path), *args, timeout=60)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+def test_bad_input_is_one_line_exit_2(
+    command: str, args: list[str], needle: str, request: pytest.FixtureRequest, tmp_path: Path
+):
+    """Sweep flags against the tiny repository in-process, capacity flags against the live service."""
+    if command == "sweep":
+        where = ["--mode", "inproc", "--repo", str(request.getfixturevalue("tiny_repo"))]
+    else:
+        where = ["--url", request.getfixturevalue("live_service")]
+    _assert_one_line_exit_2(_run(command, *where, "--out", str(tmp_path), *args, timeout=60), needle)
 
 
 def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
@@ -160,20 +171,3 @@ def test_capacity_search_against_live_service(live_service: str, tmp_path: Path)
     assert all(0 <= row["accuracy"] <= 1 for row in data["rows"])  # the fixture runs record test accuracy
     assert (out / "accuracy_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
-
-
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [(["--slo-p99-ms", "-1"], "slo_p99_ms"), (["--batch", "0"], "must be positive"),
-     (["--max-error-rate", "2"], "max_error_rate"), (["--models", "gpt"], "no model 'gpt'")],
-)  # fmt: skip
-def test_capacity_bad_input_is_one_line_exit_2(args, needle, live_service: str, tmp_path: Path):
-    r = _run("capacity", "--url", live_service, "--out", str(tmp_path), *args, timeout=60)
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-
-
-def test_capacity_without_a_service_is_one_line_exit_2(tmp_path: Path):
-    url = f"http://127.0.0.1:{_free_port()}"
-    r = _run("capacity", "--url", url, "--out", str(tmp_path), timeout=60)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and url in r.stderr, r.stderr

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from test_loadtest_client import FakeClock
 
 from loadtest import analysis, promscrape
 from loadtest.grid import GridError, parse_list
@@ -29,22 +30,6 @@ def test_parse_list(text, want):
 def test_parse_list_rejects(bad):
     with pytest.raises(GridError):
         parse_list(bad)
-
-
-class FakeClock:
-    """Virtual time: sleep advances it exactly; `stall` makes the next sleeps overshoot."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-        self.stalls: dict[int, float] = {}
-        self.calls = 0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.calls += 1
-        self.t += seconds + self.stalls.get(self.calls, 0.0)
 
 
 def test_poisson_offsets_rate_and_shape():
