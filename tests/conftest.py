@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_WORDNET = Path(__file__).parent / "fixtures" / "wordnet"
 
 
@@ -58,6 +63,47 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`python -m service` on a free loopback port, its output in `log`: the live tests run the
+    real CLI, as the container does. Returns the process and its host:port."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--model-repository", str(repo),
+             "--host", "127.0.0.1", "--port", str(port), *flags],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, f"127.0.0.1:{port}"
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float, proc: subprocess.Popen, log: Path
+) -> None:
+    """Poll `check` until true; fail with the log's tail when `proc` dies or `timeout` passes,
+    so a server that never comes up says why instead of hanging the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{what}: process exited {proc.returncode}\n{log.read_text()[-4000:]}"
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s\n{log.read_text()[-4000:]}"
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `grace`: a live test never leaves a process behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @contextlib.contextmanager

@@ -27,10 +27,7 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +36,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.conftest import free_port, start_service, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -153,12 +152,6 @@ def recording_rules() -> list[tuple[str, str]]:
 
 def all_queries() -> list[tuple[str, str]]:
     return recording_rules() + dashboard_queries()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,33 +381,9 @@ SERVICE_ENV = {
 TRAFFIC_S = 12.0
 
 
-def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"{what}: process exited {proc.returncode}\n{log.read_text()[-4000:]}"
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 (not up yet)
-            pass
-        assert time.monotonic() < deadline, f"{what} within {timeout:g} s\n{log.read_text()[-4000:]}"
-        time.sleep(0.2)
-
-
-def _prometheus_config(tmp: Path, service: str, prom: str) -> Path:
-    """tmp copy of the shipped config and rules: target -> the live service, 1 s intervals."""
-    cfg = yaml.safe_load(PROM_CONFIG.read_text())
-    cfg["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+def fast_rule_files(tmp: Path) -> list[str]:
+    """tmp copies of the shipped rule files, every group evaluated each second: a live test
+    then sees recorded series within seconds instead of the shipped interval."""
     rules_dir = tmp / "rules"
     rules_dir.mkdir()
     files = []
@@ -424,7 +393,14 @@ def _prometheus_config(tmp: Path, service: str, prom: str) -> Path:
             g["interval"] = "1s"
         (rules_dir / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
         files.append(str(rules_dir / f.name))
-    cfg["rule_files"] = files
+    return files
+
+
+def _prometheus_config(tmp: Path, service: str, prom: str) -> Path:
+    """tmp copy of the shipped config and rules: target -> the live service, 1 s intervals."""
+    cfg = yaml.safe_load(PROM_CONFIG.read_text())
+    cfg["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    cfg["rule_files"] = fast_rule_files(tmp)
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
     (sc,) = jobs["headtohead"]["static_configs"]
     assert sc["targets"] == ["service:8000"], sc  # the compose service name and port
@@ -549,6 +525,30 @@ def _finite(result: list[dict]) -> list[dict]:
     return [s for s in result if math.isfinite(float(s["value"][1]))]
 
 
+def start_prometheus(tmp: Path, port: int, config: Path, *flags: str) -> tuple[subprocess.Popen, Path]:
+    """Prometheus on loopback, its data and log under `tmp` so every test run starts empty.
+    Returns the process and its log."""
+    log = tmp / "prometheus.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", *flags, "--log.level=warn"],
+            cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return proc, log
+
+
+def _settle(prom: str, gpu: bool) -> None:
+    """Wait (30 s at most) until every query has a finite value: the last scrapes and rule
+    evaluations have landed, so the tests may fix one evaluation time."""
+    queries = [(n, q) for n, q in all_queries() if gpu or not GPU_METRIC.search(q)]
+    deadline = time.monotonic() + 30
+    missing = queries
+    while missing and time.monotonic() < deadline:
+        time.sleep(1)
+        missing = [(n, q) for n, q in missing if not _finite(_query(prom, q))]
+
+
 @pytest.fixture(scope="module")
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if PROMETHEUS is None:
@@ -562,33 +562,20 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     t_start = time.monotonic()
     procs: list[subprocess.Popen] = []
     try:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         slog = tmp / "service.log"
-        with open(slog, "w") as out:
-            svc = subprocess.Popen(
-                [sys.executable, "-m", "service", "--model-repository", str(tiny_repo),
-                 "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT, env={**os.environ, **SERVICE_ENV}, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        svc, addr = start_service(tiny_repo, SERVICE_ENV, slog)
         procs.append(svc)
+        base = f"http://{addr}"
 
         pport = free_port()
         prom = f"http://127.0.0.1:{pport}"
-        cfg = _prometheus_config(tmp, f"127.0.0.1:{port}", f"127.0.0.1:{pport}")
-        plog = tmp / "prometheus.log"
-        with open(plog, "w") as out:
-            pr = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{pport}", "--storage.tsdb.retention.time=1h",
-                 "--log.level=warn"],
-                cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        cfg = _prometheus_config(tmp, addr, f"127.0.0.1:{pport}")
+        pr, plog = start_prometheus(tmp, pport, cfg, "--storage.tsdb.retention.time=1h")
         procs.append(pr)
 
-        _wait("service ready", lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
+        wait_until("service ready", lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
               120, svc, slog)  # fmt: skip
-        _wait(
+        wait_until(
             "prometheus ready",
             lambda: httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200,
             60,
@@ -600,7 +587,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
             return any(t["labels"]["job"] == "headtohead" and t["health"] == "up" for t in targets)
 
-        _wait("prometheus scrapes the service", target_up, 30, pr, plog)
+        wait_until("prometheus scrapes the service", target_up, 30, pr, plog)
 
         phases["startup_s"] = time.monotonic() - t_start
         traffic = Traffic(base, tiny_repo)
@@ -609,14 +596,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         traffic.client.close()
         t1 = time.monotonic()
         gpu = "h2h_gpu_utilization_ratio" in httpx.get(f"{base}/metrics", timeout=5).text
-
-        # wait for the last scrapes and rule evaluations to land, then fix the evaluation time
-        queries = [(n, q) for n, q in all_queries() if gpu or not GPU_METRIC.search(q)]
-        deadline = time.monotonic() + 30
-        missing = queries
-        while missing and time.monotonic() < deadline:
-            time.sleep(1)
-            missing = [(n, q) for n, q in missing if not _finite(_query(prom, q))]
+        _settle(prom, gpu)
         at = time.time()
         phases["traffic_s"] = t1 - t0
         phases["settle_s"] = time.monotonic() - t1
@@ -626,7 +606,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         }  # fmt: skip
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
 
 
 def test_live_traffic_mix(live: dict) -> None:

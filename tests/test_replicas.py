@@ -27,10 +27,8 @@ Then, through the Prometheus HTTP API:
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,17 +40,17 @@ import yaml
 from test_deploy import (
     NO_PROMETHEUS,
     PROMETHEUS,
-    _stop,
-    _wait,
     dashboard,
-    free_port,
+    fast_rule_files,
     iter_panels,
     rule_files,
+    start_prometheus,
     substitute,
 )
 from test_k8s import ADAPTER_VALUES, adapter_query
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import free_port, start_service, stop, wait_until
+
 MODEL = "mha-tiny"
 INFER = 'route=~".+/(predict|infer)"'
 COMMON_ENV = {
@@ -88,32 +86,17 @@ def query(prom: str, expr: str, at: float) -> list[dict]:
 
 
 def _start_service(repo: Path, pod: str, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
     log = tmp / f"{pod}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--model-repository", str(repo),
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, **COMMON_ENV, **REPLICAS[pod]}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    return proc, f"127.0.0.1:{port}", log
+    proc, addr = start_service(repo, {**COMMON_ENV, **REPLICAS[pod]}, log)
+    return proc, addr, log
 
 
 def _prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
     """The shipped rules (1 s interval) and one scrape job over every replica, each target
     labelled like a PodMonitor target (namespace, pod)."""
-    rules_dir = tmp / "rules"
-    rules_dir.mkdir()
-    files = []
-    for f in rule_files():
-        doc = yaml.safe_load(f.read_text())
-        for g in doc["groups"]:
-            g["interval"] = "1s"
-        (rules_dir / f.name).write_text(yaml.safe_dump(doc, sort_keys=False))
-        files.append(str(rules_dir / f.name))
     cfg = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": files,
+        "rule_files": fast_rule_files(tmp),
         "scrape_configs": [{
             "job_name": "headtohead",
             "static_configs": [
@@ -180,25 +163,18 @@ def fleet(
         targets = {pod: addr for pod, (_, addr, _) in services.items()}
         pport = free_port()
         prom = f"http://127.0.0.1:{pport}"
-        plog = tmp / "prometheus.log"
-        with open(plog, "w") as out:
-            pr = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={_prometheus_config(tmp, targets)}",
-                 f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{pport}",
-                 "--log.level=warn"],
-                cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        pr, plog = start_prometheus(tmp, pport, _prometheus_config(tmp, targets))
         procs.append(pr)
         for pod, (proc, addr, log) in services.items():
-            _wait(f"{pod} ready", lambda a=addr: httpx.get(f"http://{a}/v2/health/ready").status_code == 200,
+            wait_until(f"{pod} ready", lambda a=addr: httpx.get(f"http://{a}/v2/health/ready").status_code == 200,
                   120, proc, log)  # fmt: skip
-        _wait("prometheus ready", lambda: httpx.get(f"{prom}/-/ready").status_code == 200, 60, pr, plog)
+        wait_until("prometheus ready", lambda: httpx.get(f"{prom}/-/ready").status_code == 200, 60, pr, plog)
 
         def both_up() -> bool:
             active = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
             return sorted(t["labels"]["pod"] for t in active if t["health"] == "up") == sorted(REPLICAS)
 
-        _wait("prometheus scrapes both replicas", both_up, 30, pr, plog)
+        wait_until("prometheus scrapes both replicas", both_up, 30, pr, plog)
         counts = _drive(targets, TRAFFIC_S)
         instance = {pod: addr for pod, addr in targets.items()}
         expected = {addr: counts[pod].get(200, 0) for pod, addr in instance.items()}
@@ -208,12 +184,12 @@ def fleet(
                         time.time())  # fmt: skip
             return {s["metric"]["instance"]: s["value"] for s in got} == expected
 
-        _wait("prometheus has the final counts", scraped_all, 20, pr, plog)
+        wait_until("prometheus has the final counts", scraped_all, 20, pr, plog)
         time.sleep(2.5)  # at least one rule evaluation over the complete data
         yield {"prom": prom, "at": time.time(), "counts": counts, "instance": instance}
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +13,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.conftest import free_port, serve_in_thread
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import serve_in_thread, start_service, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -91,30 +86,17 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
 
 def test_sigterm_drains_accepted_requests(tiny_repo: Path, tmp_path: Path) -> None:
     """Requests waiting in a 60 s batching window are answered when SIGTERM arrives; exit 0."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ, "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_MAX_BATCH_SIZE": "8",
+        "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_MAX_BATCH_SIZE": "8",
         "H2H_MAX_QUEUE_DELAY_MS": "60000", "H2H_SHUTDOWN_GRACE_S": "30",
     }  # fmt: skip
     log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--model-repository", str(tiny_repo), "--host", "127.0.0.1",
-             "--port", str(port), "--models", "mha-tiny"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    proc, hostport = start_service(tiny_repo, env, log, "--models", "mha-tiny")
+    base = f"http://{hostport}"
     try:
         deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not become ready"
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until("server ready", lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
+                   90, proc, log)  # fmt: skip
 
         results: list[httpx.Response | Exception] = []
 
