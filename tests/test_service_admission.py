@@ -4,6 +4,7 @@ and the overhead benchmark's own logic (fast tests, no live server)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from service.batcher import DynamicBatcher
 from service.runtime import CPU, CUDA, session_options
 from service.settings import ServiceSettings
 from tests.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
+from tests.test_service_batcher import run_async, started
 
 
 def _echo(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,43 +40,41 @@ async def _full(b: DynamicBatcher) -> list[asyncio.Task]:
     return tasks
 
 
-def test_room_admits_at_once_when_there_is_room_and_refuses_at_once_with_no_wait() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
-        await b.start()
+def _two_rows() -> contextlib.AbstractAsyncContextManager[DynamicBatcher]:
+    """A started batcher whose queue two one-row requests fill."""
+    return started(_echo, max_batch_size=2, max_queue_rows=2)
+
+
+async def _refusal_seconds(b: DynamicBatcher, wait_s: float) -> float:
+    """Fill `b`'s queue, time a refusal by a room that waits `wait_s` (it must leave no waiter
+    behind), then let the queue go."""
+    tasks = await _full(b)
+    room = WaitingRoom(b, wait_s)
+    t0 = time.perf_counter()
+    assert await room.enter() is False
+    seconds = time.perf_counter() - t0
+    assert room.waiting == 0
+    b.resume()
+    await asyncio.gather(*tasks)
+    return seconds
+
+
+@run_async
+async def test_room_admits_at_once_when_there_is_room_and_refuses_at_once_with_no_wait() -> None:
+    async with _two_rows() as b:
         assert await WaitingRoom(b, 0.0).enter() is True
-        tasks = await _full(b)
-        t0 = time.perf_counter()
-        assert await WaitingRoom(b, 0.0).enter() is False
-        assert time.perf_counter() - t0 < 0.05
-        b.resume()
-        await asyncio.gather(*tasks)
-        await b.stop()
-
-    asyncio.run(body())
+        assert await _refusal_seconds(b, 0.0) < 0.05
 
 
-def test_waiter_is_refused_after_its_wait() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
-        await b.start()
-        room = WaitingRoom(b, 0.12)
-        tasks = await _full(b)
-        t0 = time.perf_counter()
-        assert await room.enter() is False
-        assert 0.1 <= time.perf_counter() - t0 < 2.0
-        assert room.waiting == 0
-        b.resume()
-        await asyncio.gather(*tasks)
-        await b.stop()
-
-    asyncio.run(body())
+@run_async
+async def test_waiter_is_refused_after_its_wait() -> None:
+    async with _two_rows() as b:
+        assert 0.1 <= await _refusal_seconds(b, 0.12) < 2.0
 
 
-def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_behind() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", _echo, max_batch_size=2, max_queue_rows=2)
-        await b.start()
+@run_async
+async def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_behind() -> None:
+    async with _two_rows() as b:
         room = WaitingRoom(b, 5.0)
         tasks = await _full(b)
         order: list[str] = []
@@ -92,9 +92,6 @@ def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_behind
         b.resume()  # one batch of 2 rows leaves the queue: room for the waiters
         await asyncio.wait_for(asyncio.gather(first, second, *tasks), 5.0)
         assert order == ["first", "second"]
-        await b.stop()
-
-    asyncio.run(body())
 
 
 @pytest.fixture(scope="module")

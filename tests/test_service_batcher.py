@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,11 +46,30 @@ async def until(cond, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_concurrent_requests_merge_into_one_batch() -> None:
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=4, max_queue_delay_ms=60_000, bucket_width=16)
-        await b.start()
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """An `async def` test run on a fresh event loop of its own (asyncio.run), as the batcher
+    would be in a server, without an async pytest plugin."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def started(run_fn: Callable[..., Any], **options: Any) -> AsyncIterator[DynamicBatcher]:
+    """Batcher "m" (worker threads named ort-m*) started for the block and stopped after it."""
+    b = DynamicBatcher("m", run_fn, **options)
+    await b.start()
+    yield b
+    await b.stop()
+
+
+@run_async
+async def test_concurrent_requests_merge_into_one_batch() -> None:
+    rec = Recorder()
+    async with started(rec, max_batch_size=4, max_queue_delay_ms=60_000, bucket_width=16) as b:
         # the batch fills up (4 rows) long before the 60 s delay: it runs at once
         results = await asyncio.gather(*(b.submit(rows(3 + i)) for i in range(4)))
         assert rec.shapes == [(4, 6)]
@@ -56,45 +79,31 @@ def test_concurrent_requests_merge_into_one_batch() -> None:
             assert r.logits.tolist() == [[n * (n + 1) / 2, n]]  # padding never leaks in
         assert all(t.startswith("ort-m") for t in rec.threads)  # off the event loop
         assert b.stats.execution_count == 1 and b.stats.inference_count == 4
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_delay_window_runs_a_partial_batch() -> None:
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=150)
-        await b.start()
+@run_async
+async def test_delay_window_runs_a_partial_batch() -> None:
+    async with started(Recorder(), max_batch_size=8, max_queue_delay_ms=150) as b:
         r = await b.submit(rows(2, 3))
         assert r.batch_size == 2 and r.logits.shape == (2, 2)
         # a lone request waits for company for the whole window when one is configured
         assert 140.0 <= r.queue_ms < 5_000.0
         assert r.compute_ms < 5_000.0 and b.stats.queue_ns >= 140e6
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_default_is_the_idle_fast_path() -> None:
+@run_async
+async def test_default_is_the_idle_fast_path() -> None:
     """No delay window by default: a lone request that finds the model idle runs at once."""
-
-    async def body() -> None:
-        b = DynamicBatcher("m", Recorder(), max_batch_size=8)
+    async with started(Recorder(), max_batch_size=8) as b:
         assert b.max_delay == 0.0
-        await b.start()
         r = await asyncio.wait_for(b.submit(rows(3)), 1.0)
         assert r.batch_size == 1 and r.queue_ms < 100.0
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_oldest_full_bucket_runs_first() -> None:
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=2, max_queue_delay_ms=60_000, bucket_width=16)
-        await b.start()
+@run_async
+async def test_oldest_full_bucket_runs_first() -> None:
+    rec = Recorder()
+    async with started(rec, max_batch_size=2, max_queue_delay_ms=60_000, bucket_width=16) as b:
         b.pause()
         older = [asyncio.create_task(b.submit(rows(40))) for _ in range(2)]  # bucket 3, full
         await until(lambda: b.queued_rows == 2)
@@ -103,27 +112,22 @@ def test_oldest_full_bucket_runs_first() -> None:
         b.resume()
         await asyncio.gather(*older, *newer)
         assert rec.shapes == [(2, 40), (2, 3)]
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_zero_delay_runs_at_once_and_batches_what_queues_meanwhile() -> None:
+@run_async
+async def test_zero_delay_runs_at_once_and_batches_what_queues_meanwhile() -> None:
     """max_queue_delay_ms=0: no waiting for company, yet rows that arrive while a batch
     computes run together next (what README promises for H2H_MAX_QUEUE_DELAY_MS=0)."""
+    rec = Recorder()
+    gate, entered = threading.Event(), threading.Event()
 
-    async def body() -> None:
-        rec = Recorder()
-        gate, entered = threading.Event(), threading.Event()
+    def slow_first(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not rec.shapes:
+            entered.set()
+            gate.wait(5)  # hold the first batch until the others are queued
+        return rec(ids, mask)
 
-        def slow_first(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            if not rec.shapes:
-                entered.set()
-                gate.wait(5)  # hold the first batch until the others are queued
-            return rec(ids, mask)
-
-        b = DynamicBatcher("m", slow_first, max_batch_size=8, max_queue_delay_ms=0)
-        await b.start()
+    async with started(slow_first, max_batch_size=8, max_queue_delay_ms=0) as b:
         first = asyncio.create_task(b.submit(rows(3)))
         await until(entered.is_set)  # a lone row runs at once, not after a delay window
         rest = [asyncio.create_task(b.submit(rows(3))) for _ in range(3)]
@@ -132,16 +136,12 @@ def test_zero_delay_runs_at_once_and_batches_what_queues_meanwhile() -> None:
         results = await asyncio.gather(first, *rest)
         assert rec.shapes == [(1, 3), (3, 3)]
         assert [r.batch_size for r in results] == [1, 3, 3, 3]
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_rows_grouped_by_length_bucket() -> None:
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16)
-        await b.start()
+@run_async
+async def test_rows_grouped_by_length_bucket() -> None:
+    rec = Recorder()
+    async with started(rec, max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16) as b:
         b.pause()
         tasks = [asyncio.create_task(b.submit(rows(n))) for n in (3, 40, 5, 45, 7)]
         await until(lambda: b.queued_rows == 5)
@@ -150,32 +150,24 @@ def test_rows_grouped_by_length_bucket() -> None:
         res = await asyncio.gather(*tasks)
         assert sorted(rec.shapes) == [(2, 45), (3, 7)]
         assert [r.padded_length for r in res] == [7, 45, 7, 45, 7]
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_oversized_request_is_refused() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", Recorder(), max_batch_size=2)
-        await b.start()
+@run_async
+async def test_oversized_request_is_refused() -> None:
+    async with started(Recorder(), max_batch_size=2) as b:
         with pytest.raises(TooLarge):
             await b.submit(rows(1, 1, 1))
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_full_queue_rejects_at_once() -> None:
-    async def body() -> None:
-        rejected: list[str] = []
+@run_async
+async def test_full_queue_rejects_at_once() -> None:
+    rejected: list[str] = []
 
-        class Obs:
-            def __getattr__(self, name):  # noqa: ANN001, ANN204
-                return lambda *a, **k: rejected.append(a[1]) if name == "rejected" else None
+    class Obs:
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return lambda *a, **k: rejected.append(a[1]) if name == "rejected" else None
 
-        b = DynamicBatcher("m", Recorder(), max_batch_size=2, max_queue_rows=3, observer=Obs())
-        await b.start()
+    async with started(Recorder(), max_batch_size=2, max_queue_rows=3, observer=Obs()) as b:
         b.pause()
         waiting = [asyncio.create_task(b.submit(rows(2))) for _ in range(3)]
         await until(lambda: b.queued_rows == 3)
@@ -184,31 +176,23 @@ def test_full_queue_rejects_at_once() -> None:
         assert rejected == ["queue_full"]
         b.resume()
         assert all(r.logits.shape == (1, 2) for r in await asyncio.gather(*waiting))
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_request_timeout() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", Recorder(), max_batch_size=2, timeout_s=0.05)
-        await b.start()
+@run_async
+async def test_request_timeout() -> None:
+    async with started(Recorder(), max_batch_size=2, timeout_s=0.05) as b:
         b.pause()
         with pytest.raises(RequestTimeout):
             await b.submit(rows(2))
         b.resume()
         r = await b.submit(rows(2))  # the timed-out item is skipped, not run
         assert r.batch_size == 1
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_drain_answers_every_accepted_request() -> None:
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=4, max_queue_delay_ms=60_000)
-        await b.start()
+@run_async
+async def test_drain_answers_every_accepted_request() -> None:
+    rec = Recorder()
+    async with started(rec, max_batch_size=4, max_queue_delay_ms=60_000) as b:
         b.pause()
         tasks = [asyncio.create_task(b.submit(rows(1 + i % 3))) for i in range(10)]
         await until(lambda: b.queued_rows == 10)
@@ -221,57 +205,42 @@ def test_drain_answers_every_accepted_request() -> None:
         results = await asyncio.gather(*tasks)
         assert len(results) == 10 and sum(len(s) and s[0] for s in rec.shapes) == 10
         assert b.inflight == 0 and b.queued_rows == 0
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_model_error_reaches_every_request_in_batch() -> None:
+@run_async
+async def test_model_error_reaches_every_request_in_batch() -> None:
     def broken(ids, mask):  # noqa: ANN001, ANN202
         raise RuntimeError("boom")
 
-    async def body() -> None:
-        b = DynamicBatcher("m", broken, max_batch_size=2, max_queue_delay_ms=60_000)
-        await b.start()
+    async with started(broken, max_batch_size=2, max_queue_delay_ms=60_000) as b:
         res = await asyncio.gather(b.submit(rows(1)), b.submit(rows(2)), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in res)
         assert b.stats.fail_count == 2
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_known_quick_shape_runs_inline_when_nothing_else_waits() -> None:
+@run_async
+async def test_known_quick_shape_runs_inline_when_nothing_else_waits() -> None:
     """The thread hand-off is skipped for a shape measured below inline_compute_ms."""
-
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=8, inline_compute_ms=1_000.0)
-        await b.start()
+    rec = Recorder()
+    async with started(rec, max_batch_size=8, inline_compute_ms=1_000.0) as b:
         await b.submit(rows(3))  # shape unknown: worker thread
         await b.submit(rows(3))  # known quick, queue empty: on the event loop
         assert len(rec.shapes) == 2
         assert rec.order[0].startswith("ort-m") and rec.order[1] == threading.current_thread().name
-        await b.stop()
-        rec2 = Recorder()
-        off = DynamicBatcher("m", rec2, max_batch_size=8, inline_compute_ms=0.0)
-        await off.start()
+    rec2 = Recorder()
+    async with started(rec2, max_batch_size=8, inline_compute_ms=0.0) as off:
         for _ in range(3):
             await off.submit(rows(3))
         assert all(t.startswith("ort-m") for t in rec2.order) and len(rec2.order) == 3
-        await off.stop()
-
-    asyncio.run(body())
 
 
-def test_retry_after_follows_the_measured_drain_rate() -> None:
-    async def body() -> None:
-        def slow(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            time.sleep(0.05 * ids.shape[0])  # 20 rows/s
-            return Recorder()(ids, mask)
+@run_async
+async def test_retry_after_follows_the_measured_drain_rate() -> None:
+    def slow(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(0.05 * ids.shape[0])  # 20 rows/s
+        return Recorder()(ids, mask)
 
-        b = DynamicBatcher("m", slow, max_batch_size=4, max_queue_rows=100, inline_compute_ms=0.0)
-        await b.start()
+    async with started(slow, max_batch_size=4, max_queue_rows=100, inline_compute_ms=0.0) as b:
         assert b.retry_after_s() == 1  # nothing measured yet
         await b.submit(rows(1, 1))
         b.pause()
@@ -282,18 +251,13 @@ def test_retry_after_follows_the_measured_drain_rate() -> None:
         for t in tasks:
             t.cancel()
         b.resume()
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_requests_that_left_do_not_fill_a_bucket() -> None:
+@run_async
+async def test_requests_that_left_do_not_fill_a_bucket() -> None:
     """A cancelled (or timed-out) request still queued must not make its bucket look full."""
-
-    async def body() -> None:
-        rec = Recorder()
-        b = DynamicBatcher("m", rec, max_batch_size=2, max_queue_delay_ms=60_000)
-        await b.start()
+    rec = Recorder()
+    async with started(rec, max_batch_size=2, max_queue_delay_ms=60_000) as b:
         b.pause()
         gone = asyncio.create_task(b.submit(rows(3)))
         await until(lambda: b.queued_rows == 1)
@@ -305,21 +269,16 @@ def test_requests_that_left_do_not_fill_a_bucket() -> None:
         assert not live.done() and rec.shapes == []  # one live row: not a full batch of 2
         b.flush()
         assert (await live).batch_size == 1
-        await b.stop()
-
-    asyncio.run(body())
 
 
-def test_stop_leaves_no_queued_rows_behind() -> None:
-    async def body() -> None:
-        b = DynamicBatcher("m", Recorder(), max_batch_size=2)
-        await b.start()
-        b.pause()
-        task = asyncio.create_task(b.submit(rows(3)))
-        await until(lambda: b.queued_rows == 1)
-        assert await b.stop(timeout=0.05) is False
-        assert b.queued_rows == 0
-        with pytest.raises(ShuttingDown):
-            await task
-
-    asyncio.run(body())
+@run_async
+async def test_stop_leaves_no_queued_rows_behind() -> None:
+    b = DynamicBatcher("m", Recorder(), max_batch_size=2)
+    await b.start()
+    b.pause()
+    task = asyncio.create_task(b.submit(rows(3)))
+    await until(lambda: b.queued_rows == 1)
+    assert await b.stop(timeout=0.05) is False
+    assert b.queued_rows == 0
+    with pytest.raises(ShuttingDown):
+        await task
