@@ -20,6 +20,7 @@ remaining time goes when a target is missed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -118,7 +119,7 @@ def report(r: dict) -> str:
     return "\n".join(rows + _verdict(r))
 
 
-def run(a, model_dir: Path, vocab: int, max_seq: int) -> dict:  # noqa: ANN001
+def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dict:
     seq = min(a.seq, max_seq)
     body1 = hc.predict_body(1, seq, vocab)
     big_seq = min(a.overload_seq, max_seq)

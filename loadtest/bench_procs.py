@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def stop_process(proc: subprocess.Popen, grace: float) -> int:
     return proc.returncode
 
 
-def start_service(repo: Path, models: list[str], root: Path | None = None):  # noqa: ANN201
+def start_service(repo: Path, models: list[str], root: Path | None = None) -> AbstractContextManager[Server]:
     """`python -m service` from `root` (default this tree) with its default settings."""
     args = [
         "-m",
@@ -120,13 +121,17 @@ def start_service(repo: Path, models: list[str], root: Path | None = None):  # n
     return _serve(args, (root or ROOT).resolve(), "/v2/health/ready", _pythonpath(root or ROOT))
 
 
-def start_floor():  # noqa: ANN201
-    return _serve(["-m", "loadtest.floor_app", "--host", "127.0.0.1"], ROOT, "/openapi.json", _pythonpath(ROOT))
+def start_floor() -> AbstractContextManager[Server]:
+    return _serve(
+        ["-m", "loadtest.floor_app", "--host", "127.0.0.1"], ROOT, "/openapi.json", _pythonpath(ROOT)
+    )
 
 
 def _pythonpath(root: Path) -> dict[str, str]:
     """The tree under test first; packages installed with `pip --target` (PYTHONPATH) stay visible."""
-    return {"PYTHONPATH": os.pathsep.join([str(root.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return {
+        "PYTHONPATH": os.pathsep.join([str(root.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])
+    }
 
 
 def wrk_run(url: str, body: bytes, conc: int, seconds: float) -> dict[str, float]:

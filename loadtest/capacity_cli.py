@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract.cli import fail
 from loadtest.cli import planned, settings_from
 from loadtest.progress import StepProgress
+
+if TYPE_CHECKING:
+    from loadtest.capacity_run import CapacitySettings
 
 
 class _ProbeProgress(StepProgress):
@@ -45,7 +48,7 @@ def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float
     return "\n".join(lines)
 
 
-def _settings(args: Any):
+def _settings(args: Any) -> CapacitySettings:
     from loadtest.capacity_run import CapacitySettings
 
     return settings_from(CapacitySettings, args)

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from contract import atomic  # noqa: E402
 from loadtest import analysis, choose  # noqa: E402
@@ -19,7 +20,7 @@ from loadtest import analysis, choose  # noqa: E402
 Row = dict[str, Any]
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     """Render to memory, then write atomically: a report never links a half-written PNG."""
     fig.tight_layout()
     buf = io.BytesIO()

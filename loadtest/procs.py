@@ -17,7 +17,7 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from loadtest import http_client as hc
 from loadtest import wire
@@ -146,7 +146,7 @@ class Driver:
         return hc.merge([self._expect(p, outbox, "done", budget) for p, _, outbox in used])
 
     @staticmethod
-    def _expect(proc: mp.process.BaseProcess, outbox: mp.Queue, what: str, timeout: float):
+    def _expect(proc: mp.process.BaseProcess, outbox: mp.Queue, what: str, timeout: float) -> Any:
         """The worker's next message, which must be `what`; a dead or silent worker raises."""
         deadline = time.monotonic() + timeout
         while True:
