@@ -51,8 +51,12 @@ class Tokenizer:
 
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
         """Token ids, truncated to `max_length` (default: the model's)."""
+        return self.ids(self.tokenize(text), max_length)
+
+    def ids(self, tokens: list[str], max_length: int | None = None) -> list[int]:
+        """`encode` of text already tokenized (the service counts a text's tokens before encoding)."""
         limit = max_length or self.max_length
-        return [self.index.get(tok, self.unk_id) for tok in self.tokenize(text)[:limit]] or [self.unk_id]
+        return [self.index.get(tok, self.unk_id) for tok in tokens[:limit]] or [self.unk_id]
 
     def encode_batch(
         self, texts: list[str], max_length: int | None = None
