@@ -7,11 +7,26 @@ model in the URL, `body` for the body as a whole).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from service.bodies import RawRequest, RawResponse, openapi_body
-from service.core import ApiError, Service
+from service.core import Encoded, Service
+from service.deps import KnownModel, ReadyModel, ServiceDep
+from service.errors import (
+    BodyTooLarge,
+    InvalidInput,
+    MalformedBody,
+    ModelNotReady,
+    ServiceError,
+    ShuttingDown,
+    Timeout,
+    UnknownModel,
+    UnknownVersion,
+)
+from service.protocol import Protocol, RawHandler
 from service.repository import ModelEntry
 from service.schemas import (
     CompareRequest,
@@ -22,8 +37,6 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
 )
-
-router = APIRouter(prefix="/v1", tags=["v1"])
 
 _MEANING = {
     400: "malformed JSON, or a body that is not UTF-8",
@@ -37,9 +50,19 @@ _MEANING = {
 WORK_ERRORS = {s: {"model": ErrorResponse, "description": d} for s, d in _MEANING.items()}
 MODEL_ERRORS = {404: WORK_ERRORS[404]}
 
+# a full queue (Overloaded) is answered with H2H_REJECT_STATUS, 429 by default
+STATUSES: dict[type[ServiceError], int] = {
+    MalformedBody: 400, InvalidInput: 422, BodyTooLarge: 413, UnknownModel: 404, UnknownVersion: 404,
+    ModelNotReady: 503, ShuttingDown: 503, Timeout: 504,
+}  # fmt: skip
 
-def _svc(request: Request) -> Service:
-    return request.app.state.service
+
+def error_body(exc: ServiceError) -> dict[str, str | None]:
+    return {"error": exc.message, "field": exc.field}
+
+
+PROTOCOL = Protocol(STATUSES, error_body)
+router = APIRouter(prefix="/v1", tags=["v1"], route_class=PROTOCOL.route_class())
 
 
 def summary(entry: ModelEntry) -> ModelSummary:
@@ -63,16 +86,13 @@ def summary(entry: ModelEntry) -> ModelSummary:
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
+async def list_models(svc: ServiceDep) -> ModelList:
     """Every model in the repository: state (ready/failed, with the error), provider, variant."""
-    return ModelList(models=[summary(e) for e in _svc(request).models.values()])
+    return ModelList(models=[summary(e) for e in svc.models.values()])
 
 
 @router.get("/models/{name}", response_model=ModelSummary, responses=MODEL_ERRORS)
-async def get_model(name: str, request: Request) -> ModelSummary:
-    entry = _svc(request).models.get(name)
-    if entry is None:
-        raise ApiError(404, f"unknown model {name[:80]!r}", "name")
+async def get_model(entry: KnownModel) -> ModelSummary:
     return summary(entry)
 
 
@@ -81,15 +101,36 @@ async def get_model(name: str, request: Request) -> ModelSummary:
 OFFLOAD_TEXT_CHARS = 64 * 1024
 
 
-async def _encode(svc: Service, entry: ModelEntry, texts: list[str], truncate: bool) -> tuple:
-    if sum(len(t) for t in texts) > OFFLOAD_TEXT_CHARS:
+def _large(texts: list[str]) -> bool:
+    return sum(len(t) for t in texts) > OFFLOAD_TEXT_CHARS
+
+
+async def _encode(svc: Service, entry: ModelEntry, texts: list[str], truncate: bool) -> Encoded:
+    if _large(texts):
         return await asyncio.to_thread(svc.encode_texts, entry, texts, truncate=truncate)
     return svc.encode_texts(entry, texts, truncate=truncate)
 
 
+async def _encode_each(
+    svc: Service, entries: list[ModelEntry], texts: list[str], truncate: bool
+) -> list[Encoded]:
+    """The texts encoded for every model before anything is queued, tokenised once per
+    tokenizer (models exported from one training split share theirs, see repository)."""
+    svc.check_rows(len(texts), "texts")
+    big = _large(texts)
+    tokens: dict[int, list[list[str]]] = {}
+    encoded = []
+    for e in entries:
+        key = id(e.tokenizer)
+        if key not in tokens:
+            tokens[key] = await asyncio.to_thread(svc.tokenize, e, texts) if big else svc.tokenize(e, texts)
+        encoded.append(svc.encode_texts(e, texts, truncate=truncate, tokens=tokens[key]))
+    return encoded
+
+
 async def _predict_one(
     svc: Service, entry: ModelEntry, body: PredictRequest | CompareRequest, start: float,
-    encoded: tuple[list, list[int], list[bool]] | None = None,
+    encoded: Encoded | None = None,
 ) -> dict:  # fmt: skip
     if isinstance(body, PredictRequest) and body.input_ids is not None:
         ids_rows, mask_rows = svc.check_ids(entry, body.input_ids, body.attention_mask)
@@ -103,16 +144,19 @@ async def _predict_one(
     return out
 
 
-async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
-    """The predict route's work, from raw bytes to raw bytes: the server's middleware calls it
-    directly for speed, and the FastAPI route below (which documents it) calls it too."""
-    entry = svc.model(req.name)
+async def _predict(svc: Service, entry: ModelEntry, req: RawRequest) -> RawResponse:
     body = req.parse(PredictRequest)
     if (body.texts is None) == (body.input_ids is None):
-        raise ApiError(422, "give exactly one of texts or input_ids", "texts")
+        raise InvalidInput("give exactly one of texts or input_ids", "texts")
     if body.attention_mask is not None and body.input_ids is None:
-        raise ApiError(422, "attention_mask needs input_ids", "attention_mask")
+        raise InvalidInput("attention_mask needs input_ids", "attention_mask")
     return RawResponse.json(await _predict_one(svc, entry, body, req.start))
+
+
+async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
+    """The predict route's work, from raw bytes to raw bytes: the server's middleware calls it
+    directly for speed (the FastAPI route below documents it, and does the same)."""
+    return await _predict(svc, svc.model(req.name), req)
 
 
 @router.post(
@@ -121,11 +165,11 @@ async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
     responses=WORK_ERRORS,
     openapi_extra=openapi_body(PredictRequest),
 )
-async def predict(name: str, request: Request) -> Response:
+async def predict(entry: ReadyModel, svc: ServiceDep, request: Request) -> Response:
     """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
     optional embedding and the batch's timing."""
-    req = await RawRequest.from_request(request, name)
-    return (await predict_raw(_svc(request), req)).to_response()
+    req = await RawRequest.from_request(request, entry.name)
+    return (await _predict(svc, entry, req)).to_response()
 
 
 @router.post(
@@ -134,17 +178,15 @@ async def predict(name: str, request: Request) -> Response:
     responses=WORK_ERRORS,
     openapi_extra=openapi_body(CompareRequest),
 )
-async def compare(request: Request) -> Response:
+async def compare(svc: ServiceDep, request: Request) -> Response:
     """The same texts through every model (or those named), answers and timings side by side."""
     req = await RawRequest.from_request(request, "")
-    svc = _svc(request)
     body = req.parse(CompareRequest)
     names = body.models or [n for n, e in svc.models.items() if e.ready]
     if not names:
-        raise ApiError(503, "no model is ready", "models")
+        raise ModelNotReady("no model is ready", "models")
     entries = [svc.model(n, f"models.{i}") for i, n in enumerate(names)]
-    # tokenised once per model, and for every model before anything is queued
-    encoded = [await _encode(svc, e, body.texts, body.truncate) for e in entries]
+    encoded = await _encode_each(svc, entries, body.texts, body.truncate)
     results = await asyncio.gather(
         *(_predict_one(svc, e, body, req.start, enc) for e, enc in zip(entries, encoded, strict=True)),
         return_exceptions=True,
@@ -153,3 +195,8 @@ async def compare(request: Request) -> Response:
         if isinstance(r, BaseException):
             raise r
     return RawResponse.json({"results": dict(zip(names, results, strict=True))}).to_response()
+
+
+# the routes that do inference work (refused before their body is read when draining or full),
+# with the raw-bytes handler the middleware serves each with, if any
+WORK: dict[Callable[..., Any], RawHandler | None] = {predict: predict_raw, compare: None}

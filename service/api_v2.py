@@ -6,28 +6,36 @@ Errors: `{"error": "..."}` with a 4xx status (5xx only for 503 not-ready / shutt
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from contract import tensors
 from service import __version__
 from service.bodies import RawRequest, RawResponse
-from service.core import ApiError, Service
+from service.core import Service
+from service.deps import KnownModel, ReadyModel, ServiceDep
+from service.errors import (
+    BodyTooLarge,
+    InvalidInput,
+    ModelNotReady,
+    ServiceError,
+    ShuttingDown,
+    Timeout,
+    UnknownModel,
+    UnknownVersion,
+)
+from service.protocol import Protocol, RawHandler
 from service.repository import ModelEntry
 from service.schemas import V2ErrorResponse
-from service.v2codec import HEADER, V2Error, encode_response, parse_request
+from service.v2codec import HEADER, encode_response, parse_request
 from service.v2schemas import InferenceResponse, infer_openapi
-
-router = APIRouter(prefix="/v2", tags=["v2"])
 
 PLATFORM = "onnxruntime_onnx"
 VERSION = "1"
-OUTPUTS = tensors.OUTPUTS
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 
 _MEANING = {
@@ -47,21 +55,37 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 INFER_ERRORS = _errors(400, 404, 413, 429, 503, 504)
 MODEL_ERRORS = _errors(404, 503)
 
-
-def _svc(request: Request) -> Service:
-    return request.app.state.service
-
-
-def _known(svc: Service, name: str) -> ModelEntry:
-    entry = svc.models.get(name)
-    if entry is None:
-        raise ApiError(404, f"unknown model {name[:80]!r}")
-    return entry
+# a full queue (Overloaded) is answered with H2H_REJECT_STATUS, 429 by default
+STATUSES: dict[type[ServiceError], int] = {
+    InvalidInput: 400, BodyTooLarge: 413, UnknownModel: 404, UnknownVersion: 404, ModelNotReady: 503,
+    ShuttingDown: 503, Timeout: 504,
+}  # fmt: skip
 
 
-def _version(version: str | None) -> None:
-    if version is not None and version != VERSION:
-        raise ApiError(404, f"model version {version[:16]!r} does not exist (only {VERSION})")
+def error_body(exc: ServiceError) -> dict[str, str]:
+    """`{"error": ...}`: a body with no field, so an input error names its place in the message
+    (`input_ids.0.3: ...`); the model's place is the URL."""
+    if isinstance(exc, InvalidInput) and exc.field:
+        return {"error": f"{exc.field}: {exc.message}"}
+    return {"error": exc.message}
+
+
+PROTOCOL = Protocol(STATUSES, error_body)
+router = APIRouter(prefix="/v2", tags=["v2"], route_class=PROTOCOL.route_class())
+
+
+def _version(version: str) -> None:
+    if version != VERSION:
+        raise UnknownVersion(version, VERSION)
+
+
+def _versioned(name: str, version: str, svc: ServiceDep) -> ModelEntry:
+    """ReadyModel at `version`: a version other than 1 is refused before the model is looked up."""
+    _version(version)
+    return svc.model(name)
+
+
+ReadyVersion = Annotated[ModelEntry, Depends(_versioned)]
 
 
 @router.get("")
@@ -88,17 +112,14 @@ _NOT_READY = {503: {"model": Readiness, "description": "not ready, or draining a
 
 
 @router.get("/health/ready", response_model=Readiness, responses=_NOT_READY)
-async def ready(request: Request) -> JSONResponse:
-    svc = _svc(request)
+async def ready(svc: ServiceDep) -> JSONResponse:
     ok = svc.ready
     return JSONResponse({"ready": ok, "draining": svc.draining}, status_code=200 if ok else 503)
 
 
-def _metadata(svc: Service, name: str) -> dict:
-    entry = _known(svc, name)
-    if not entry.ready or entry.manifest is None:
-        raise ApiError(503, f"model {name} is not ready: {entry.error}")
+def _metadata(entry: ModelEntry) -> dict:
     m = entry.manifest
+    assert m is not None
     return {
         "name": entry.name,
         "versions": [VERSION],
@@ -108,48 +129,39 @@ def _metadata(svc: Service, name: str) -> dict:
     }
 
 
+# A model that failed to load has no metadata (KServe: "a failed model metadata request must be
+# indicated by an HTTP error status"; Triton answers an error too): 503 with its load error,
+# what its readiness route says.
 @router.get("/models/{name}", responses=MODEL_ERRORS)
-async def model_metadata(name: str, request: Request) -> dict:
-    return _metadata(_svc(request), name)
+async def model_metadata(entry: ReadyModel) -> dict:
+    return _metadata(entry)
 
 
 @router.get("/models/{name}/versions/{version}", responses=MODEL_ERRORS)
-async def model_version_metadata(name: str, version: str, request: Request) -> dict:
-    _version(version)
-    return _metadata(_svc(request), name)
-
-
-def _model_ready(svc: Service, name: str) -> JSONResponse:
-    entry = _known(svc, name)
-    if not entry.ready:
-        return JSONResponse({"error": f"model {name} is not ready: {entry.error}"}, status_code=503)
-    return JSONResponse({"name": name, "ready": True})
+async def model_version_metadata(entry: ReadyVersion) -> dict:
+    return _metadata(entry)
 
 
 @router.get("/models/{name}/ready", response_model=ModelReadiness, responses=MODEL_ERRORS)
-async def model_ready(name: str, request: Request) -> JSONResponse:
-    return _model_ready(_svc(request), name)
+async def model_ready(entry: ReadyModel) -> ModelReadiness:
+    return ModelReadiness(name=entry.name, ready=True)
 
 
 @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReadiness, responses=MODEL_ERRORS)
-async def model_version_ready(name: str, version: str, request: Request) -> JSONResponse:
-    _version(version)
-    return _model_ready(_svc(request), name)
+async def model_version_ready(entry: ReadyVersion) -> ModelReadiness:
+    return ModelReadiness(name=entry.name, ready=True)
 
 
 _TYPE = {"INT64": "TYPE_INT64", "FP32": "TYPE_FP32", "FP16": "TYPE_FP16"}
 
 
 @router.get("/models/{name}/config", responses=MODEL_ERRORS)
-async def model_config(name: str, request: Request) -> dict:
+async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
     """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
-    svc = _svc(request)
-    entry = _known(svc, name)
-    if not entry.ready or entry.manifest is None:
-        raise ApiError(503, f"model {name} is not ready: {entry.error}")
     m, s = entry.manifest, svc.settings
+    assert m is not None
     return {
-        "name": name,
+        "name": entry.name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
         "max_batch_size": s.max_batch_size,
@@ -168,10 +180,8 @@ async def model_config(name: str, request: Request) -> dict:
 
 
 @router.get("/models/{name}/stats", responses=_errors(404))
-async def model_stats(name: str, request: Request) -> dict:
-    svc = _svc(request)
-    entry = _known(svc, name)
-    b = svc.batchers.get(name)
+async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
+    b = svc.batchers.get(entry.name)
     if b is None:
         return {"model_stats": []}
     st = b.stats
@@ -202,66 +212,38 @@ _INFER = {"response_model": InferenceResponse, "responses": INFER_ERRORS, "opena
 
 
 @router.post("/models/{name}/infer", **_INFER)
-async def infer(name: str, request: Request) -> Response:
+async def infer(entry: ReadyModel, svc: ServiceDep, request: Request) -> Response:
     """Inference in the KServe v2 JSON form, or Triton's binary tensor extension."""
-    raw = await RawRequest.from_request(request, name)
-    return (await infer_raw(_svc(request), raw)).to_response()
+    raw = await RawRequest.from_request(request, entry.name)
+    return (await _infer(svc, entry, raw)).to_response()
 
 
 @router.post("/models/{name}/versions/{version}/infer", **_INFER)
-async def infer_version(name: str, version: str, request: Request) -> Response:
+async def infer_version(entry: ReadyVersion, svc: ServiceDep, request: Request) -> Response:
     """As /v2/models/{name}/infer; the only version is 1."""
-    raw = await RawRequest.from_request(request, name, version)
-    return (await infer_raw(_svc(request), raw)).to_response()
+    raw = await RawRequest.from_request(request, entry.name, VERSION)
+    return (await _infer(svc, entry, raw)).to_response()
 
 
 async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
     """The infer route's work, bytes to bytes (the middleware calls it directly for speed)."""
-    _version(raw.version)
-    entry = svc.model(raw.name)
-    try:
-        req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
-    except V2Error as exc:
-        raise ApiError(400, str(exc)) from None
-    unknown = set(req.inputs) - set(tensors.INPUTS)
-    if unknown:
-        raise ApiError(400, f"unknown input {sorted(unknown)[0][:64]!r} (inputs: {', '.join(tensors.INPUTS)})")
-    if tensors.INPUT_IDS not in req.inputs:
-        raise ApiError(400, f"input {tensors.INPUT_IDS!r} is required")
-    ids = req.inputs[tensors.INPUT_IDS]
-    mask = req.inputs.get(tensors.ATTENTION_MASK)
-    for tname, arr in ((tensors.INPUT_IDS, ids), (tensors.ATTENTION_MASK, mask)):
-        if arr is None:
-            continue
-        if arr.dtype.kind not in "iu":
-            raise ApiError(400, f"input {tname!r} must be INT64 (or INT32), got {arr.dtype}")
-        if arr.ndim != 2:
-            raise ApiError(400, f"input {tname!r} must have shape [batch, sequence], got {list(arr.shape)}")
-    if mask is not None and mask.shape != ids.shape:
-        raise ApiError(
-            400, f"attention_mask shape {list(mask.shape)} differs from input_ids {list(ids.shape)}"
-        )
-    try:
-        ids_rows, mask_rows = svc.check_ids(
-            entry, ids.astype(np.int64), None if mask is None else mask.astype(np.int64)
-        )
-    except ApiError as exc:
-        raise ApiError(400 if exc.status == 422 else exc.status, f"{exc.field}: {exc.message}") from None
-    wanted = req.outputs if req.outputs is not None else [(o, req.binary_output) for o in OUTPUTS]
-    for oname, _ in wanted:
-        if oname not in OUTPUTS:
-            raise ApiError(400, f"unknown output {oname[:64]!r} (outputs: {', '.join(OUTPUTS)})")
+    if raw.version is not None:
+        _version(raw.version)
+    return await _infer(svc, svc.model(raw.name), raw)
+
+
+async def _infer(svc: Service, entry: ModelEntry, raw: RawRequest) -> RawResponse:
+    req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
+    ids_rows, mask_rows = svc.check_ids(entry, req.input_ids, req.attention_mask)
     result = await svc.infer(entry, ids_rows, mask_rows)
     values = {tensors.LOGITS: result.logits, tensors.EMBEDDING: result.embedding}
-    head = {"model_name": raw.name, "model_version": VERSION}
+    head: dict[str, Any] = {"model_name": entry.name, "model_version": VERSION}
     if req.id is not None:
         head["id"] = req.id
-    head["parameters"] = {
-        "queue_ms": round(result.queue_ms, 3),
-        "compute_ms": round(result.compute_ms, 3),
-        "total_ms": round((time.perf_counter() - raw.start) * 1000.0, 3),
-        "batch_size": result.batch_size,
-        "padded_length": result.padded_length,
-    }
-    body, headers = encode_response(head, [(o, values[o], binary) for o, binary in wanted])
+    head["parameters"] = svc.timing(result, raw.start)
+    body, headers = encode_response(head, [(name, values[name], binary) for name, binary in req.outputs])
     return RawResponse(body, headers)
+
+
+# the routes that do inference work, with the raw-bytes handler the middleware serves them with
+WORK: dict[Callable[..., Any], RawHandler | None] = {infer: infer_raw, infer_version: infer_raw}

@@ -11,57 +11,67 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, accesslog, api_v1, api_v2, openapi
+from service import __version__, accesslog, api_v1, api_v2, batcher, openapi
 from service.bodies import RawRequest, RawResponse, field_of
-from service.core import ApiError, Service
+from service.core import Service
+from service.errors import BodyTooLarge, ServiceError, ShuttingDown
 from service.metrics import NO_MODEL, UNKNOWN_MODEL
+from service.protocol import Protocol, RawHandler
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 
-# routes that do inference work, with the template their metrics are labelled with: refused
-# with 503 once draining starts, and with 429 before their body is read when the queue is full
-_WORK_ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^/v1/models/(?P<name>[^/]+)/predict$"), "/v1/models/{name}/predict"),
-    (re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$"), "/v2/models/{name}/infer"),
-    (re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/infer$"), "/v2/models/{name}/versions/{version}/infer"),
-    (re.compile(r"^/v1/compare$"), "/v1/compare"),
-)  # fmt: skip
+APIS = (api_v1, api_v2)
 
 
-def _is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
+def protocol_of(path: str) -> Protocol:
+    """The protocol of a request no route of ours answers (no such route, 405, 413): the API
+    whose prefix the path is under; v1's for every other path."""
+    for api in APIS:
+        prefix = api.router.prefix
+        if path == prefix or path.startswith(prefix + "/"):
+            return api.PROTOCOL
+    return api_v1.PROTOCOL
 
 
-def error_body(path: str, message: str, field: str | None) -> dict[str, Any]:
-    return {"error": message} if _is_v2(path) else {"error": message, "field": field}
+class _Work(NamedTuple):
+    pattern: re.Pattern[str]
+    template: str
+    hot: RawHandler | None  # served by the middleware itself, bypassing FastAPI
+    protocol: Protocol
 
 
-# the hot routes, served by the middleware itself: FastAPI's routing, dependency solving and
-# exception middleware cost more per request than the rest of a batch-1 request's Python work
-_HOT: dict[str, Callable[[Service, RawRequest], Awaitable[RawResponse]]] = {
-    "/v1/models/{name}/predict": api_v1.predict_raw,
-    "/v2/models/{name}/infer": api_v2.infer_raw,
-    "/v2/models/{name}/versions/{version}/infer": api_v2.infer_raw,
-}
+# Routes that do inference work, read from the routers (each API's WORK): refused with 503 once
+# draining starts and before their body is read when the queue is full, labelled by template.
+# The hot ones are served by the middleware: FastAPI's routing, dependency solving and exception
+# middleware cost more per request than the rest of a batch-1 request's Python work.
+_WORK_ROUTES: tuple[_Work, ...] = tuple(
+    _Work(route.path_regex, route.path, api.WORK[route.endpoint], api.PROTOCOL)
+    for api in APIS
+    for route in api.router.routes
+    if isinstance(route, APIRoute) and route.endpoint in api.WORK
+)
 
 
 class WorkRoute(NamedTuple):
     template: str
     name: str | None
     version: str | None
+    hot: RawHandler | None
+    protocol: Protocol
 
 
 def _work_route(scope: Scope) -> WorkRoute | None:
@@ -69,11 +79,13 @@ def _work_route(scope: Scope) -> WorkRoute | None:
     if scope["method"] != "POST":
         return None
     path = scope["path"]
-    for pattern, template in _WORK_ROUTES:
-        m = pattern.match(path)
+    for work in _WORK_ROUTES:
+        m = work.pattern.match(path)
         if m is not None:
             groups = m.groupdict()
-            return WorkRoute(template, groups.get("name"), groups.get("version"))
+            return WorkRoute(
+                work.template, groups.get("name"), groups.get("version"), work.hot, work.protocol
+            )
     return None
 
 
@@ -102,20 +114,19 @@ class ServiceMiddleware:
             name = (scope.get("path_params") or {}).get("name")
         return template, NO_MODEL if name is None else self.service.model_label(name)
 
-    async def _reply(self, send: Send, status: int, body: dict, headers: dict[str, str]) -> None:
-        await RawResponse.json(body, status, headers).send(send)
-
-    async def _refusal(self, work: WorkRoute | None) -> ApiError | None:
+    async def _refusal(self, work: WorkRoute | None) -> RawResponse | None:
+        """The answer to a work request refused from its URL alone (draining, full queue), or None."""
         svc = self.service
         if work is None:
             return None
-        name = work.name
+        name, reject = work.name, svc.settings.reject_status
         if svc.draining:
-            model = NO_MODEL if name is None else svc.model_label(name)
-            svc.metrics.rejected(model, "shutting_down")
-            headers = {**svc.retry_headers(), "connection": "close"}
-            return ApiError(503, "server is shutting down", None, headers)
-        return None if name is None else await svc.admission(name)
+            svc.metrics.rejected(
+                NO_MODEL if name is None else svc.model_label(name), batcher.ShuttingDown.reason
+            )
+            return work.protocol.error(ShuttingDown(svc.retry_after()), reject, {"connection": "close"})
+        refusal = None if name is None else await svc.admission(name)
+        return None if refusal is None else work.protocol.error(refusal, reject)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | int:
         """The whole body, or the status to answer: 413 above the limit, 499 on disconnect."""
@@ -139,18 +150,40 @@ class ServiceMiddleware:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _serve_hot(
-        self, handler: Callable[[Service, RawRequest], Awaitable[RawResponse]], req: RawRequest, path: str,
-        send: Send,
-    ) -> None:  # fmt: skip
-        """A hot route's answer, errors mapped as the app's exception handlers map them."""
+        self, work: WorkRoute, hot: RawHandler, req: RawRequest, path: str, send: Send
+    ) -> None:
+        """A hot route's answer, its refusals in its protocol (as its router's route class does)."""
         try:
-            response = await handler(self.service, req)
-        except ApiError as exc:
-            response = RawResponse.json(error_body(path, exc.message, exc.field), exc.status, exc.headers)
+            response = await hot(self.service, req)
+        except ServiceError as exc:
+            response = work.protocol.error(exc, self.service.settings.reject_status)
         except Exception:
             log.exception("unhandled error on %s (request %s)", path, req.request_id)
-            response = RawResponse.json(error_body(path, "internal server error", None), 500)
+            response = work.protocol.message(500, "internal server error")
         await response.send(send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, work: WorkRoute | None) -> bool:
+        """Answer the request: refused, served here (hot routes) or by FastAPI; False when the
+        client went away before sending its body."""
+        refusal = await self._refusal(work)
+        if refusal is not None:
+            await refusal.send(send)
+            return True
+        body = await self._read_body(scope, receive)
+        if isinstance(body, int):
+            if body == 499:
+                return False
+            protocol = work.protocol if work is not None else protocol_of(scope.get("path", ""))
+            settings = self.service.settings
+            too_large = BodyTooLarge(settings.max_body_bytes)
+            await protocol.error(too_large, settings.reject_status, {"connection": "close"}).send(send)
+            return True
+        if work is not None and work.hot is not None and work.name is not None:
+            req = RawRequest.from_scope(scope, body, work.name, work.version)
+            await self._serve_hot(work, work.hot, req, scope.get("path", ""), send)
+            return True
+        await self.app(scope, _replay(body, receive), send)
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,7 +192,6 @@ class ServiceMiddleware:
         t0 = time.perf_counter()
         scope["h2h.start"] = t0
         rid = scope["h2h.request_id"] = accesslog.request_id(scope)
-        path = scope.get("path", "")
         work = _work_route(scope)
         status = 500
 
@@ -171,40 +203,28 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            refusal = await self._refusal(work)
-            if refusal is not None:
-                body = error_body(path, refusal.message, refusal.field)
-                await self._reply(send_wrapper, refusal.status, body, refusal.headers)
-                return
-            body = await self._read_body(scope, receive)
-            if isinstance(body, int) and body == 499:
+            if not await self._dispatch(scope, receive, send_wrapper, work):
                 status = 499
-                return
-            if isinstance(body, int):
-                msg = f"request body is larger than {self.service.settings.max_body_bytes} bytes"
-                await self._reply(send_wrapper, 413, error_body(path, msg, "body"), {"connection": "close"})
-                return
-            hot = _HOT.get(work.template) if work is not None else None
-            if hot is not None and work is not None and work.name is not None:
-                req = RawRequest.from_scope(scope, body, work.name, work.version)
-                await self._serve_hot(hot, req, path, send_wrapper)
-                return
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send_wrapper)
         finally:
             route, model = self._labels(scope, work)
             seconds = time.perf_counter() - t0
             self.service.metrics.observe_request(model, route, status, seconds)
             if self.json_log:
                 accesslog.record(scope["method"], route, model, status, seconds, rid)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the app behind: the body already read, then whatever the client sends next."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class ServiceApp(FastAPI):
@@ -224,33 +244,29 @@ class ServiceApp(FastAPI):
             await self.front(scope, receive, send)
 
 
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    body = error_body(request.url.path, exc.message, exc.field)
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
-
-
-async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation(request: Request, exc: RequestValidationError) -> Response:
     """FastAPI's own parameter validation (no route takes a parsed body or query now)."""
     first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
     field = field_of(first.get("loc", ("body",)))
-    body = error_body(request.url.path, f"{field}: {first.get('msg', 'invalid')}", field)
-    return JSONResponse(body, status_code=422)
+    protocol = protocol_of(request.url.path)
+    return protocol.message(422, f"{field}: {first.get('msg', 'invalid')}", field).to_response()
 
 
-async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http(request: Request, exc: StarletteHTTPException) -> Response:
     field = "body" if exc.status_code == 400 else None
-    body = error_body(request.url.path, str(exc.detail), field)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    response = protocol_of(request.url.path).message(exc.status_code, str(exc.detail), field)
+    return Response(response.body, exc.status_code, {**(exc.headers or {}), **response.headers})
 
 
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
+async def _internal(request: Request, exc: Exception) -> Response:
     rid = (request.scope.get("h2h.request_id") or b"-").decode()
     log.exception("unhandled error on %s (request %s)", request.url.path, rid)
-    return JSONResponse(error_body(request.url.path, "internal server error", None), status_code=500)
+    return protocol_of(request.url.path).message(500, "internal server error").to_response()
 
 
+# errors FastAPI and Starlette decide (no such route, 405, parameter validation, bugs); the
+# service's own refusals are answered by each router's route class (service.protocol)
 ERROR_HANDLERS = (
-    (ApiError, _api_error),
     (RequestValidationError, _validation),
     (StarletteHTTPException, _http),
     (Exception, _internal),

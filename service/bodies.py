@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Scope, Send
 
-from service.core import ApiError
+from service.errors import InvalidInput, MalformedBody
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,10 +41,10 @@ def _is_json(content_type: str | None) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
-def _invalid(exc: ValidationError) -> ApiError:
+def _invalid(exc: ValidationError) -> InvalidInput:
     first = exc.errors()[0]
     field = field_of(first.get("loc", ()))
-    return ApiError(422, f"{field}: {first.get('msg', 'invalid')}", field)
+    return InvalidInput(f"{field}: {first.get('msg', 'invalid')}", field)
 
 
 def _slow_path(model: type[M], raw: bytes) -> M:
@@ -53,9 +53,9 @@ def _slow_path(model: type[M], raw: bytes) -> M:
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(400, "body is not valid UTF-8 JSON", "body") from None
+        raise MalformedBody("body is not valid UTF-8 JSON", "body") from None
     except json.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "body") from None
+        raise MalformedBody(f"malformed JSON: {exc}", "body") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -63,11 +63,12 @@ def _slow_path(model: type[M], raw: bytes) -> M:
 
 
 def parse_body(model: type[M], raw: bytes, content_type: str | None) -> M:
-    """Validate a JSON body against `model`; ApiError (400/422, naming the field) otherwise."""
+    """Validate a JSON body against `model`; MalformedBody or InvalidInput (naming the field)
+    otherwise."""
     if not _is_json(content_type):
         got = (content_type or "")[:40] or "none"
         msg = f"body: expected a JSON object with content-type: application/json (got {got!r})"
-        raise ApiError(422, msg, "body")
+        raise InvalidInput(msg, "body")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -1,4 +1,8 @@
-"""The serving core shared by both APIs: models, batchers, validation, predictions."""
+"""The serving core shared by both APIs: models, batchers, validation, predictions.
+
+Refusals are raised as service.errors (what went wrong), never as HTTP statuses: each API says
+them in its protocol.
+"""
 
 from __future__ import annotations
 
@@ -11,43 +15,44 @@ from collections.abc import Sequence
 import numpy as np
 
 from contract import tensors
-from service import repository
+from service import batcher, repository
 from service.admission import WaitingRoom
-from service.batcher import BatcherError, BatchResult, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown
+from service.batcher import BatchResult, DynamicBatcher
+from service.errors import (
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    ServiceError,
+    ShuttingDown,
+    Timeout,
+    UnknownModel,
+)
 from service.metrics import UNKNOWN_MODEL, Metrics
 from service.repository import ModelEntry
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 
-
-class ApiError(Exception):
-    """An error answer: status, message, and the request field it is about."""
-
-    def __init__(
-        self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+Encoded = tuple[list[np.ndarray], list[int], list[bool]]  # ids per row, tokens kept, whether cut
 
 
 def _ids_row(row: Sequence[int] | np.ndarray, max_len: int, vocab: int, where: str) -> np.ndarray:
-    """One row of token ids as int64, or the 422 that names what is wrong with it."""
+    """One row of token ids as int64, or the refusal that names what is wrong with it."""
     try:
         ids = np.asarray(row, dtype=np.int64)
     except (OverflowError, ValueError, TypeError):
         j = next((j for j, x in enumerate(row) if not -(2**63) <= x < 2**63), None)
-        raise ApiError(
-            422, "token ids must be 64-bit integers", where if j is None else f"{where}.{j}"
+        raise InvalidInput(
+            "token ids must be 64-bit integers", where if j is None else f"{where}.{j}"
         ) from None
     if ids.ndim != 1 or ids.size == 0:
-        raise ApiError(422, "each row needs at least one token", where)
+        raise InvalidInput("each row needs at least one token", where)
     if ids.size > max_len:
-        raise ApiError(422, f"sequence of {ids.size} tokens is above the model's maximum of {max_len}", where)
+        raise InvalidInput(f"sequence of {ids.size} tokens is above the model's maximum of {max_len}", where)
     bad = np.flatnonzero((ids < 0) | (ids >= vocab))
     if bad.size:
         j = int(bad[0])
-        raise ApiError(422, f"token id {int(ids[j])} is outside the vocabulary [0, {vocab})", f"{where}.{j}")
+        raise InvalidInput(f"token id {int(ids[j])} is outside the vocabulary [0, {vocab})", f"{where}.{j}")
     return ids
 
 
@@ -55,14 +60,14 @@ def _mask_row(row: Sequence[int] | np.ndarray, ids: np.ndarray, where: str) -> n
     try:
         mask = np.asarray(row, dtype=np.int64)
     except (OverflowError, ValueError):
-        raise ApiError(422, "mask values must be 0 or 1", where) from None
+        raise InvalidInput("mask values must be 0 or 1", where) from None
     if mask.shape != ids.shape:
-        raise ApiError(422, f"attention_mask row has {mask.size} values, input_ids row has {ids.size}", where)
+        raise InvalidInput(f"attention_mask row has {mask.size} values, input_ids row has {ids.size}", where)
     bad = np.flatnonzero((mask != 0) & (mask != 1))
     if bad.size:
-        raise ApiError(422, "mask values must be 0 or 1", f"{where}.{int(bad[0])}")
+        raise InvalidInput("mask values must be 0 or 1", f"{where}.{int(bad[0])}")
     if not mask.any():
-        raise ApiError(422, "a row's mask needs at least one 1", where)
+        raise InvalidInput("a row's mask needs at least one 1", where)
     return mask
 
 
@@ -104,6 +109,7 @@ class Service:
             await b.start()
             self.batchers[entry.name] = b
             self.rooms[entry.name] = WaitingRoom(b, s.admission_wait_ms / 1000.0)
+        repository.share_tokenizers(self.models.values())
         self.started = True
         print(self.summary(), flush=True)
 
@@ -147,45 +153,60 @@ class Service:
     def model_label(self, name: str | None) -> str:
         return name if name in self.models else UNKNOWN_MODEL
 
-    def model(self, name: str, field: str = "name") -> ModelEntry:
+    def known(self, name: str, field: str | None = "name") -> ModelEntry:
+        """The model of that name, ready or not (listing, statistics)."""
         entry = self.models.get(name)
         if entry is None:
-            raise ApiError(404, f"unknown model {name[:80]!r}", field)
-        if not entry.ready:
-            raise ApiError(503, f"model {name} is not ready: {entry.error}", field)
+            raise UnknownModel(name, field)
+        return entry
+
+    def model(self, name: str, field: str | None = "name") -> ModelEntry:
+        """The model of that name, loaded and serving: the one readiness test of every route."""
+        entry = self.known(name, field)
+        if not entry.ready or entry.manifest is None:
+            raise ModelNotReady.of(name, entry.error, field)
         return entry
 
     # validation ------------------------------------------------------------------------
-    def _batch_limit(self, rows: int, field: str) -> None:
+    def check_rows(self, rows: int, field: str) -> None:
         if rows == 0:
-            raise ApiError(422, "empty batch: give at least one row", field)
+            raise InvalidInput("empty batch: give at least one row", field)
         if rows > self.settings.max_batch_size:
-            raise ApiError(
-                422, f"batch of {rows} rows is above the limit of {self.settings.max_batch_size}", field
+            raise InvalidInput(
+                f"batch of {rows} rows is above the limit of {self.settings.max_batch_size}", field
             )
 
-    def encode_texts(
-        self, entry: ModelEntry, texts: Sequence[str], field: str = "texts", truncate: bool = False
-    ) -> tuple[list[np.ndarray], list[int], list[bool]]:
-        """Token ids per text, the tokens each row keeps, and whether it was cut.
+    @staticmethod
+    def tokenize(entry: ModelEntry, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's tokens by the model's tokenizer: the costly part of encoding, which
+        /v1/compare does once per tokenizer rather than once per model."""
+        assert entry.tokenizer is not None
+        return [entry.tokenizer.tokenize(text) for text in texts]
 
-        A text longer than the model's maximum is refused (422 naming the row and its token
-        count) unless the request says `truncate` (TEI's rule): silently cutting a 500 KB text
-        to 64 tokens answered a question nobody asked.
+    def encode_texts(
+        self, entry: ModelEntry, texts: Sequence[str], field: str = "texts", truncate: bool = False,
+        tokens: list[list[str]] | None = None,
+    ) -> Encoded:  # fmt: skip
+        """Token ids per text, the tokens each row keeps, and whether it was cut; `tokens`: the
+        texts already tokenized by this model's tokenizer.
+
+        A text longer than the model's maximum is refused (naming the row and its token count)
+        unless the request says `truncate` (TEI's rule): silently cutting a 500 KB text to 64
+        tokens answered a question nobody asked.
         """
-        self._batch_limit(len(texts), field)
+        self.check_rows(len(texts), field)
         tok, m = entry.tokenizer, entry.manifest
         assert tok is not None and m is not None
         limit = min(tok.max_length, m.max_sequence_length)
         rows, kept, cut = [], [], []
-        for i, text in enumerate(texts):
-            n = len(tok.tokenize(text))
+        for i, words in enumerate(self.tokenize(entry, texts) if tokens is None else tokens):
+            n = len(words)
             if n > limit and not truncate:
-                raise ApiError(
-                    422, f"text has {n} tokens, above the model's maximum of {limit}; shorten it or "
+                raise InvalidInput(
+                    f"text has {n} tokens, above the model's maximum of {limit}; shorten it or "
                     'send "truncate": true', f"{field}.{i}",
                 )  # fmt: skip
-            row = np.asarray(tok.encode(text, limit), dtype=np.int64)
+            row = np.asarray(tok.ids(words, limit), dtype=np.int64)
             rows.append(row)
             kept.append(len(row))
             cut.append(n > limit)
@@ -196,18 +217,16 @@ class Service:
         entry: ModelEntry,
         input_ids: Sequence[Sequence[int]] | np.ndarray,
         attention_mask: Sequence[Sequence[int]] | np.ndarray | None,
-        ids_field: str = "input_ids",
-        mask_field: str = "attention_mask",
+        ids_field: str = tensors.INPUT_IDS,
+        mask_field: str = tensors.ATTENTION_MASK,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Validate token ids (+ mask) against the model; rows trimmed of trailing padding."""
         m = entry.manifest
         assert m is not None
-        self._batch_limit(len(input_ids), ids_field)
+        self.check_rows(len(input_ids), ids_field)
         if attention_mask is not None and len(attention_mask) != len(input_ids):
-            raise ApiError(
-                422,
-                f"attention_mask has {len(attention_mask)} rows, input_ids has {len(input_ids)}",
-                mask_field,
+            raise InvalidInput(
+                f"attention_mask has {len(attention_mask)} rows, input_ids has {len(input_ids)}", mask_field
             )
         ids_rows, mask_rows = [], []
         for i, row in enumerate(input_ids):
@@ -223,12 +242,11 @@ class Service:
         return ids_rows, mask_rows
 
     # admission -------------------------------------------------------------------------
-    def retry_headers(self, b: DynamicBatcher | None = None) -> dict[str, str]:
-        """Retry-After: the queue's measured drain time, never below the configured value."""
-        wait = max(self.settings.retry_after_s, b.retry_after_s() if b is not None else 0)
-        return {"Retry-After": str(wait)}
+    def retry_after(self, b: DynamicBatcher | None = None) -> int:
+        """Seconds to come back: the queue's measured drain time, never below the configured value."""
+        return max(self.settings.retry_after_s, b.retry_after_s() if b is not None else 0)
 
-    async def admission(self, name: str) -> ApiError | None:
+    async def admission(self, name: str) -> ServiceError | None:
         """The refusal of a work request for `name` decided before its body is read, or None.
 
         Under overload, parsing and validating a body only to refuse it is what starves the
@@ -241,11 +259,10 @@ class Service:
             return None
         b = room.batcher
         if not b.accepting:
-            self.metrics.rejected(name, ShuttingDown.reason)
-            return ApiError(503, "server is shutting down", None, self.retry_headers(b))
-        self.metrics.rejected(name, QueueFull.reason)
-        msg = f"queue of {name} is full ({b.queued_rows} rows waiting)"
-        return ApiError(self.settings.reject_status, msg, None, self.retry_headers(b))
+            self.metrics.rejected(name, batcher.ShuttingDown.reason)
+            return ShuttingDown(self.retry_after(b))
+        self.metrics.rejected(name, batcher.QueueFull.reason)
+        return Overloaded(f"queue of {name} is full ({b.queued_rows} rows waiting)", self.retry_after(b))
 
     # inference -------------------------------------------------------------------------
     async def infer(
@@ -254,14 +271,25 @@ class Service:
         b = self.batchers[entry.name]
         try:
             return await b.submit(ids_rows, mask_rows)
-        except QueueFull as exc:
-            raise ApiError(self.settings.reject_status, str(exc), None, self.retry_headers(b)) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, str(exc), None, self.retry_headers(b)) from None
-        except RequestTimeout as exc:
-            raise ApiError(504, str(exc)) from None
-        except BatcherError as exc:
-            raise ApiError(422, str(exc)) from None
+        except batcher.QueueFull as exc:
+            raise Overloaded(str(exc), self.retry_after(b)) from None
+        except batcher.ShuttingDown as exc:
+            raise ShuttingDown(self.retry_after(b), str(exc)) from None
+        except batcher.RequestTimeout as exc:
+            raise Timeout(str(exc)) from None
+        except batcher.BatcherError as exc:
+            raise InvalidInput(str(exc)) from None
+
+    @staticmethod
+    def timing(result: BatchResult, t_start: float) -> dict[str, float | int]:
+        """Where a request's time went (v1's `timing`, v2's response `parameters`)."""
+        return {
+            "queue_ms": round(result.queue_ms, 3),
+            "compute_ms": round(result.compute_ms, 3),
+            "total_ms": round((time.perf_counter() - t_start) * 1000.0, 3),
+            "batch_size": result.batch_size,
+            "padded_length": result.padded_length,
+        }
 
     def predictions(self, entry: ModelEntry, result: BatchResult, top_k: int, embedding: bool) -> list[dict]:
         labels = entry.manifest.labels if entry.manifest else []
@@ -299,14 +327,4 @@ class Service:
         t0 = t_start or time.perf_counter()
         result = await self.infer(entry, ids_rows, mask_rows)
         preds = self.predictions(entry, result, top_k, embedding)
-        return {
-            "model": entry.name,
-            "predictions": preds,
-            "timing": {
-                "queue_ms": round(result.queue_ms, 3),
-                "compute_ms": round(result.compute_ms, 3),
-                "total_ms": round((time.perf_counter() - t0) * 1000.0, 3),
-                "batch_size": result.batch_size,
-                "padded_length": result.padded_length,
-            },
-        }
+        return {"model": entry.name, "predictions": preds, "timing": self.timing(result, t0)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,3 +101,18 @@ def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> Mod
         log.error("model %s failed to load: %s", entry.name, entry.error)
     entry.load_seconds = time.perf_counter() - t0
     return entry
+
+
+def share_tokenizers(entries: Iterable[ModelEntry]) -> None:
+    """Give models with equal tokenizers one object, so that /v1/compare tokenises a text once
+    for all of them (models exported from one training split share their vocabulary)."""
+    seen: list[Tokenizer] = []
+    for entry in entries:
+        tok = entry.tokenizer
+        if tok is None:
+            continue
+        same = next((t for t in seen if t.to_dict() == tok.to_dict()), None)
+        if same is None:
+            seen.append(tok)
+        else:
+            entry.tokenizer = same

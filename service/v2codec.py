@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from contract import tensors
+from service.errors import InvalidInput
+
 HEADER = "Inference-Header-Content-Length"
 
 DTYPES: dict[str, np.dtype] = {
@@ -36,16 +39,22 @@ INTEGER_TYPES = {"INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32"}
 NP_TO_V2 = {v: k for k, v in DTYPES.items()}
 
 
-class V2Error(ValueError):
-    """Bad request body: answered 400 {"error": ...}."""
+class V2Error(InvalidInput):
+    """A body that breaks the protocol or the model's inputs (v2 answers 400 {"error": ...})."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 @dataclass
 class InferRequest:
+    """A request whose tensors are the model's: what is left to check is against the model
+    itself (rows per request, tokens per row, vocabulary: Service.check_ids)."""
+
     id: str | None
-    inputs: dict[str, np.ndarray]
-    outputs: list[tuple[str, bool]] | None  # (name, binary) when the request names outputs
-    binary_output: bool  # request-level default
+    input_ids: np.ndarray  # int64 [batch, sequence]
+    attention_mask: np.ndarray | None  # int64, input_ids' shape
+    outputs: list[tuple[str, bool]]  # (name, binary): those asked for, else every output
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -184,7 +193,39 @@ def _outputs(raw: Any, binary_default: bool) -> list[tuple[str, bool]] | None:
     return outputs
 
 
+def _model_inputs(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """input_ids and the optional attention_mask as int64 [batch, sequence], equal shapes."""
+    unknown = set(inputs) - set(tensors.INPUTS)
+    if unknown:
+        raise V2Error(f"unknown input {sorted(unknown)[0][:64]!r} (inputs: {', '.join(tensors.INPUTS)})")
+    if tensors.INPUT_IDS not in inputs:
+        raise V2Error(f"input {tensors.INPUT_IDS!r} is required")
+    ids, mask = inputs[tensors.INPUT_IDS], inputs.get(tensors.ATTENTION_MASK)
+    for name, arr in ((tensors.INPUT_IDS, ids), (tensors.ATTENTION_MASK, mask)):
+        if arr is None:
+            continue
+        if arr.dtype.kind not in "iu":
+            raise V2Error(f"input {name!r} must be INT64 (or INT32), got {arr.dtype}")
+        if arr.ndim != 2:
+            raise V2Error(f"input {name!r} must have shape [batch, sequence], got {list(arr.shape)}")
+    if mask is not None and mask.shape != ids.shape:
+        raise V2Error(
+            f"{tensors.ATTENTION_MASK} shape {list(mask.shape)} differs from {tensors.INPUT_IDS} {list(ids.shape)}"
+        )
+    return ids.astype(np.int64), None if mask is None else mask.astype(np.int64)
+
+
+def _model_outputs(asked: list[tuple[str, bool]] | None, binary: bool) -> list[tuple[str, bool]]:
+    if asked is None:
+        return [(name, binary) for name in tensors.OUTPUTS]
+    for name, _ in asked:
+        if name not in tensors.OUTPUTS:
+            raise V2Error(f"unknown output {name[:64]!r} (outputs: {', '.join(tensors.OUTPUTS)})")
+    return asked
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """A request body (JSON, or JSON then binary tensors) as the model's inputs and outputs."""
     req, rest = _split(body, header_length)
     params = _object_params(req, "")
     inputs = _inputs(req.get("inputs"), rest)
@@ -193,14 +234,15 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
         raise V2Error("id must be a string")
-    return InferRequest(id=rid, inputs=inputs, outputs=outputs, binary_output=binary, parameters=params)
+    ids, mask = _model_inputs(inputs)
+    return InferRequest(rid, ids, mask, _model_outputs(outputs, binary), params)
 
 
 def encode_response(
     head: dict[str, Any], outputs: list[tuple[str, np.ndarray, bool]]
 ) -> tuple[bytes, dict[str, str]]:
     """JSON (+ binary tail). Returns the body and the extra headers it needs."""
-    tensors, tail = [], []
+    described, tail = [], []
     for name, arr, binary in outputs:
         arr = np.ascontiguousarray(arr)
         t: dict[str, Any] = {
@@ -214,8 +256,8 @@ def encode_response(
             tail.append(raw)
         else:
             t["data"] = arr.reshape(-1).tolist()
-        tensors.append(t)
-    body = orjson.dumps({**head, "outputs": tensors})
+        described.append(t)
+    body = orjson.dumps({**head, "outputs": described})
     if not tail:
         return body, {"content-type": "application/json"}
     return body + b"".join(tail), {

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,3 +72,45 @@ def test_request_timeout_is_504_with_json_body(tiny_repo: Path, monkeypatch: pyt
     )
     (st,) = stats["model_stats"]
     assert st["inference_stats"]["fail"]["count"] == 2 and st["inference_stats"]["success"]["count"] == 0
+
+
+def test_each_refusal_has_its_protocols_status_and_body() -> None:
+    """The core says what went wrong; v1 and v2 each say it with their own status and body."""
+    from service import api_v1, api_v2
+    from service.errors import (
+        BodyTooLarge,
+        InvalidInput,
+        MalformedBody,
+        ModelNotReady,
+        Overloaded,
+        ShuttingDown,
+        Timeout,
+        UnknownModel,
+        UnknownVersion,
+    )
+
+    cases = [  # refusal, v1 status, v2 status
+        (MalformedBody("malformed JSON: x", "body"), 400, 400),
+        (InvalidInput("token id 9 is outside the vocabulary [0, 5)", "input_ids.0.1"), 422, 400),
+        (BodyTooLarge(10), 413, 413),
+        (UnknownModel("nope"), 404, 404),
+        (UnknownVersion("7", "1"), 404, 404),
+        (ModelNotReady.of("m", "ValueError: x"), 503, 503),
+        (ShuttingDown(2), 503, 503),
+        (Timeout("request timed out"), 504, 504),
+        (Overloaded("queue of m is full (8 rows waiting)", 3), 429, 429),
+    ]
+    for exc, v1, v2 in cases:
+        a, b = api_v1.PROTOCOL.error(exc, 429), api_v2.PROTOCOL.error(exc, 429)
+        assert (a.status, b.status) == (v1, v2), exc
+        assert orjson.loads(a.body) == {"error": exc.message, "field": exc.field}
+        v2_message = (
+            f"{exc.field}: {exc.message}" if isinstance(exc, InvalidInput) and exc.field else exc.message
+        )
+        assert orjson.loads(b.body) == {"error": v2_message}
+        assert (
+            a.headers.get("Retry-After")
+            == b.headers.get("Retry-After")
+            == (None if exc.retry_after is None else str(exc.retry_after))
+        )
+    assert api_v2.PROTOCOL.error(Overloaded("full", 1), 503).status == 503  # H2H_REJECT_STATUS

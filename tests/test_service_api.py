@@ -138,6 +138,37 @@ def test_v2_health_and_metadata(runner: AppRunner, mha) -> None:  # noqa: ANN001
     assert stats["model_stats"][0]["name"] == "sha-tiny"
 
 
+def test_v2_failed_model_has_no_metadata(runner: AppRunner) -> None:
+    """KServe v2: a failed metadata request is an error status; Triton answers one for a model that
+    did not load. Ours is the readiness route's 503, with the load error."""
+    ready = runner.get("/v2/models/broken-tiny/ready")
+    assert ready.status_code == 503 and "sha256" in ready.json()["error"]
+    for path in (
+        "/v2/models/broken-tiny",
+        "/v2/models/broken-tiny/versions/1",
+        "/v2/models/broken-tiny/config",
+    ):
+        r = runner.get(path)
+        assert (r.status_code, r.json()) == (503, ready.json()), path
+    r = runner.get("/v2/models/broken-tiny/versions/2")
+    assert r.status_code == 404 and "version" in r.json()["error"]  # the version is checked first
+    assert runner.get("/v1/models/broken-tiny").json()["state"] == "failed"  # v1 lists it, with its error
+
+
+def test_work_routes_come_from_the_routers() -> None:
+    from service import api_v1, api_v2, app
+
+    work = {w.template: w for w in app._WORK_ROUTES}
+    assert set(work) == {
+        "/v1/models/{name}/predict", "/v1/compare", "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    }  # fmt: skip
+    assert work["/v1/models/{name}/predict"].hot is api_v1.predict_raw and work["/v1/compare"].hot is None
+    assert work["/v2/models/{name}/versions/{version}/infer"].hot is api_v2.infer_raw
+    assert work["/v2/models/{name}/infer"].protocol is api_v2.PROTOCOL
+    assert [r.path for r in api_v1.router.routes].count("/v1/models/{name}/predict") == 1
+
+
 def test_docs(runner: AppRunner) -> None:
     assert runner.get("/docs").status_code == 200
     paths = runner.get("/openapi.json").json()["paths"]
@@ -191,6 +222,36 @@ def test_compare_runs_every_model(runner: AppRunner) -> None:
     assert set(r.json()["results"]) == {"sha-tiny"}
     r = runner.post("/v1/compare", json={"texts": ["x"], "models": ["sha-tiny", "nope"]})
     assert r.status_code == 404 and r.json()["field"] == "models.1"
+
+
+def test_each_text_is_tokenised_once_per_tokenizer(
+    runner: AppRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contract.tokenizer import Tokenizer
+
+    models = runner.service.models
+    shared = models["mha-tiny"].tokenizer.to_dict() == models["sha-tiny"].tokenizer.to_dict()
+    assert (models["mha-tiny"].tokenizer is models["sha-tiny"].tokenizer) == shared  # one object if equal
+    calls: list[str] = []
+    real = Tokenizer.tokenize
+
+    def counting(self: Tokenizer, text: str) -> list[str]:
+        calls.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(Tokenizer, "tokenize", counting)
+    texts = ["a small dog", "the oak tree"]
+    assert runner.post("/v1/models/mha-tiny/predict", json={"texts": texts}).status_code == 200
+    assert sorted(calls) == sorted(texts)  # counting the tokens and encoding share one pass
+    calls.clear()
+    r = runner.post("/v1/compare", json={"texts": texts})
+    assert r.status_code == 200 and set(r.json()["results"]) == {"mha-tiny", "sha-tiny"}
+    assert sorted(calls) == sorted(texts * (1 if shared else 2))
+    for name in ("mha-tiny", "sha-tiny"):  # the shared tokens give each model what predict gives it
+        alone = runner.post(f"/v1/models/{name}/predict", json={"texts": texts}).json()["predictions"]
+        assert [p["label_id"] for p in r.json()["results"][name]["predictions"]] == [
+            p["label_id"] for p in alone
+        ]
 
 
 def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001

@@ -1,0 +1,34 @@
+"""FastAPI dependencies shared by both APIs: the service, and the model a route is about.
+
+A route that needs a model takes `ReadyModel` (loaded and serving) or `KnownModel` (any state);
+the lookup and its refusals (`UnknownModel`, `ModelNotReady`) are the core's, their status the
+route's protocol's (service.protocol).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.core import Service
+from service.repository import ModelEntry
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def known_model(name: str, svc: ServiceDep) -> ModelEntry:
+    return svc.known(name)
+
+
+def ready_model(name: str, svc: ServiceDep) -> ModelEntry:
+    return svc.model(name)
+
+
+KnownModel = Annotated[ModelEntry, Depends(known_model)]
+ReadyModel = Annotated[ModelEntry, Depends(ready_model)]

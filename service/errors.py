@@ -1,0 +1,67 @@
+"""What the service refuses, in its own words; each API says it in its protocol.
+
+The core (service.core, service.bodies, service.v2codec) raises these and never names an HTTP
+status: the same refusal is a 422 on v1 and a 400 on v2, a 404 or 503 with a `field` on v1 and
+without one on v2. Each API module maps them to its statuses and body (`api_v1.PROTOCOL`,
+`api_v2.PROTOCOL`, see service.protocol).
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A refusal: what is wrong, the request part it is about (dotted path into the body, `name`
+    for the model in the URL, `body` for the whole body) and, for refusals that pass, when to
+    come back (seconds)."""
+
+    def __init__(self, message: str, field: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.retry_after = message, field, retry_after
+
+
+class InvalidInput(ServiceError):
+    """The request breaks a rule of the API or of the model (a value, a shape, a limit)."""
+
+
+class MalformedBody(InvalidInput):
+    """The body cannot be read at all (not JSON, not UTF-8): v1 tells it apart from a broken rule."""
+
+
+class BodyTooLarge(ServiceError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than {limit} bytes", "body")
+
+
+class UnknownModel(ServiceError):
+    def __init__(self, name: str, field: str | None = "name") -> None:
+        super().__init__(f"unknown model {name[:80]!r}", field)
+
+
+class UnknownVersion(ServiceError):
+    def __init__(self, version: str, only: str) -> None:
+        super().__init__(f"model version {version[:16]!r} does not exist (only {only})")
+
+
+class ModelNotReady(ServiceError):
+    """The model failed to load (the message carries why), or none is ready."""
+
+    @classmethod
+    def of(cls, name: str, reason: str | None, field: str | None = "name") -> ModelNotReady:
+        return cls(f"model {name} is not ready: {reason}", field)
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full: answered with the server's reject status (H2H_REJECT_STATUS)
+    whatever the protocol."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, None, retry_after)
+
+
+class ShuttingDown(ServiceError):
+    def __init__(self, retry_after: int, message: str = "server is shutting down") -> None:
+        super().__init__(message, None, retry_after)
+
+
+class Timeout(ServiceError):
+    """No answer within the request timeout."""

@@ -1,0 +1,68 @@
+"""How one API says the service's refusals: its status for each kind, and its error body.
+
+`api_v1.PROTOCOL` and `api_v2.PROTOCOL` are the two; the middleware answers hot routes and early
+refusals with them, and each router's route class (`Protocol.route_class`) answers what its
+routes and their dependencies raise, so neither the core nor the app picks a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from service.bodies import RawRequest, RawResponse
+from service.core import Service
+from service.errors import Overloaded, ServiceError
+
+# a hot route's work from raw bytes to raw bytes, which the middleware calls without FastAPI
+RawHandler = Callable[[Service, RawRequest], Awaitable[RawResponse]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    statuses: Mapping[type[ServiceError], int]  # looked up along the exception's MRO
+    body: Callable[[ServiceError], dict[str, Any]]  # the JSON error body
+
+    def status(self, exc: ServiceError, reject_status: int) -> int:
+        if isinstance(exc, Overloaded):
+            return reject_status
+        for cls in type(exc).__mro__:
+            status = self.statuses.get(cls)
+            if status is not None:
+                return status
+        return 500
+
+    def error(
+        self, exc: ServiceError, reject_status: int, headers: Mapping[str, str] | None = None
+    ) -> RawResponse:
+        """`exc` as this protocol's answer; Retry-After when the refusal says when to come back."""
+        hdrs = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        hdrs.update(headers or {})
+        return RawResponse.json(self.body(exc), self.status(exc, reject_status), hdrs)
+
+    def message(self, status: int, message: str, field: str | None = None) -> RawResponse:
+        """An error the framework decided (no such route, 405, 413, 500), in this protocol's body."""
+        return RawResponse.json(self.body(ServiceError(message, field)), status)
+
+    def route_class(self) -> type[APIRoute]:
+        """An APIRoute that answers the refusals its endpoint or dependencies raise in this protocol."""
+        protocol = self
+
+        class ProtocolRoute(APIRoute):
+            def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+                handler = super().get_route_handler()
+
+                async def handle(request: Request) -> Response:
+                    try:
+                        return await handler(request)
+                    except ServiceError as exc:
+                        reject = request.app.state.settings.reject_status
+                        return protocol.error(exc, reject).to_response()
+
+                return handle
+
+        return ProtocolRoute
