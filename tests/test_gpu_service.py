@@ -89,10 +89,11 @@ def test_fp16_variant_on_cuda_within_tolerance(tiny_runs: dict, tmp_path: Path, 
     tolerance its manifest records."""
     from contract.manifest import load_manifest
     from export.api import export_run
+    from export.settings import ExportOptions
 
     repo = tmp_path / "repo"
     for arch, run_dir in tiny_runs.items():
-        export_run(run_dir, repo, name=f"{arch}-tiny", fp16=True)
+        export_run(run_dir, repo, name=f"{arch}-tiny", options=ExportOptions(fp16=True))
     settings = _settings(repo, "cuda", variant="model.fp16.onnx")
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as base:
         for name in MODELS:
