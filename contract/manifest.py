@@ -46,8 +46,10 @@ class TensorSpec(_Strict):
 
 def io_specs(num_labels: int, d_model: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The manifest's `inputs` and `outputs` for a model: contract.tensors with -1 for dynamic axes."""
-    specs = [TensorSpec(name=name, datatype=dtype, shape=[d if isinstance(d, int) else -1 for d in dims])
-             for name, (dtype, dims) in tensors.graph_io(num_labels, d_model).items()]  # fmt: skip
+    specs = [
+        TensorSpec(name=name, datatype=dtype, shape=[d if isinstance(d, int) else -1 for d in dims])
+        for name, (dtype, dims) in tensors.graph_io(num_labels, d_model).items()
+    ]
     return specs[: len(tensors.INPUTS)], specs[len(tensors.INPUTS) :]
 
 

@@ -20,8 +20,12 @@ InputName = Literal["input_ids", "attention_mask"]
 OutputName = Literal["logits", "embedding"]
 
 BATCH, SEQUENCE = "batch", "sequence"  # the dynamic axes' names in the graph
-DYNAMIC_AXES: Final = {INPUT_IDS: {0: BATCH, 1: SEQUENCE}, ATTENTION_MASK: {0: BATCH, 1: SEQUENCE},
-                       LOGITS: {0: BATCH}, EMBEDDING: {0: BATCH}}  # fmt: skip
+DYNAMIC_AXES: Final = {
+    INPUT_IDS: {0: BATCH, 1: SEQUENCE},
+    ATTENTION_MASK: {0: BATCH, 1: SEQUENCE},
+    LOGITS: {0: BATCH},
+    EMBEDDING: {0: BATCH},
+}
 
 
 def graph_io(num_labels: int, d_model: int) -> dict[str, tuple[str, list[int | str]]]:

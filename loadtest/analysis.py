@@ -51,9 +51,15 @@ def ratio_grid(points: list[Row]) -> RatioGrid | None:
         return None
     ratio = {k: lat[(sha, *k)] / lat[(mha, *k)] for k in keys}
     return RatioGrid(
-        source, mha, sha, sorted({b for b, _ in keys}), sorted({q for _, q in keys}), ratio,
-        {k: lat[(mha, *k)] for k in keys}, {k: lat[(sha, *k)] for k in keys},
-    )  # fmt: skip
+        source,
+        mha,
+        sha,
+        sorted({b for b, _ in keys}),
+        sorted({q for _, q in keys}),
+        ratio,
+        {k: lat[(mha, *k)] for k in keys},
+        {k: lat[(sha, *k)] for k in keys},
+    )
 
 
 @dataclass
@@ -94,12 +100,20 @@ def overhead(points: list[Row]) -> list[Row]:
         base = inproc.get((p["model"], p["batch"], p["seq"]))
         if base is None or base.get("p50_ms") is None:
             continue
-        out.append({
-            "model": p["model"], "arch": p["arch"], "batch": p["batch"], "seq": p["seq"],
-            "inproc_p50_ms": base["p50_ms"], "http_p50_ms": p["p50_ms"],
-            "overhead_ms": p["p50_ms"] - base["p50_ms"], "ratio": p["p50_ms"] / base["p50_ms"],
-            "server_queue_ms": p.get("server_queue_ms"), "server_compute_ms": p.get("server_compute_ms"),
-        })  # fmt: skip
+        out.append(
+            {
+                "model": p["model"],
+                "arch": p["arch"],
+                "batch": p["batch"],
+                "seq": p["seq"],
+                "inproc_p50_ms": base["p50_ms"],
+                "http_p50_ms": p["p50_ms"],
+                "overhead_ms": p["p50_ms"] - base["p50_ms"],
+                "ratio": p["p50_ms"] / base["p50_ms"],
+                "server_queue_ms": p.get("server_queue_ms"),
+                "server_compute_ms": p.get("server_compute_ms"),
+            }
+        )
     return out
 
 

@@ -42,8 +42,13 @@ def p50_ms(run: Callable[[], Any], *, repeats: int = 200, budget_s: float = 3.0)
 def measure(model_dir: Path, variant: str | None, batch: int, seq: int) -> dict[str, Any]:
     plain = InprocModel(model_dir, provider="cuda", variant=variant)
     ids, mask = random_batch(batch, seq, plain.manifest.vocab_size, np.random.default_rng(0))
-    row: dict[str, Any] = {"model": plain.manifest.name, "variant": plain.variant, "batch": batch, "seq": seq,
-                           "provider": plain.provider}  # fmt: skip
+    row: dict[str, Any] = {
+        "model": plain.manifest.name,
+        "variant": plain.variant,
+        "batch": batch,
+        "seq": seq,
+        "provider": plain.provider,
+    }
     row["alone_ms"] = p50_ms(plain.model.device_runner(ids, mask))
     row["service_io_ms"] = p50_ms(lambda: plain.model.run(ids, mask))
     try:
@@ -85,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(a.repo / n, a.variant, b, s) for n in names for b, s in shapes]
     for r in rows:
         graph = f"{r['cuda_graph_ms']:8.3f}" if "cuda_graph_ms" in r else "refused: " + r["cuda_graph_error"]
-        print(f"{r['model']:>20} {r['variant']:>16} {r['batch']:>3}x{r['seq']:<4} alone {r['alone_ms']:8.3f}  "
-              f"service IO {r['service_io_ms']:8.3f}  CUDA graph {graph}")  # fmt: skip
+        print(
+            f"{r['model']:>20} {r['variant']:>16} {r['batch']:>3}x{r['seq']:<4} alone {r['alone_ms']:8.3f}  "
+            f"service IO {r['service_io_ms']:8.3f}  CUDA graph {graph}"
+        )
     if a.out:
         write_json(a.out, {"machine": machine(), "rows": rows})
     print(json.dumps(rows), file=sys.stderr)

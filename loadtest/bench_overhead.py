@@ -56,9 +56,13 @@ def measure(server: Server, url: str, body: bytes, conc: int, seconds: float) ->
     cpu = server.cpu_seconds() - cpu0
     n = max(1, int(w["requests"]))
     return Point(
-        rps=w["rps"], p50_ms=w["p50_ms"], p99_ms=w["p99_ms"], requests=n, non2xx=int(w["non2xx"]),
+        rps=w["rps"],
+        p50_ms=w["p50_ms"],
+        p99_ms=w["p99_ms"],
+        requests=n,
+        non2xx=int(w["non2xx"]),
         cpu_ms_per_request=round(cpu * 1000.0 / n, 4),
-    )  # fmt: skip
+    )
 
 
 def overload(server: Server, url: str, body: bytes, rows: int, seconds: float) -> dict:
@@ -70,8 +74,12 @@ def overload(server: Server, url: str, body: bytes, rows: int, seconds: float) -
         after = server.status_counts()
         counts = {s: after.get(s, 0) - before.get(s, 0) for s in after if after.get(s, 0) != before.get(s, 0)}
         ok = counts.get("200", 0)
-        out[f"c{conc}"] = {"rows_per_s": round(ok * rows / w["seconds"], 1), "statuses": counts,
-                           "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"]}  # fmt: skip
+        out[f"c{conc}"] = {
+            "rows_per_s": round(ok * rows / w["seconds"], 1),
+            "statuses": counts,
+            "p50_ms": w["p50_ms"],
+            "p99_ms": w["p99_ms"],
+        }
     base = out["c8"]["rows_per_s"]
     out["goodput"] = round(out["c200"]["rows_per_s"] / base, 4) if base else 0.0
     out["server_errors"] = sum(v for k, v in out["c200"]["statuses"].items() if k.startswith("5"))
@@ -124,8 +132,13 @@ def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dic
     body1 = hc.predict_body(1, seq, vocab)
     big_seq = min(a.overload_seq, max_seq)
     big = hc.predict_body(a.overload_rows, big_seq, vocab)
-    r: dict = {"model": a.model_name, "seq": seq, "overload_rows": a.overload_rows, "overload_seq": big_seq,
-               "machine": machine()}  # fmt: skip
+    r: dict = {
+        "model": a.model_name,
+        "seq": seq,
+        "overload_rows": a.overload_rows,
+        "overload_seq": big_seq,
+        "machine": machine(),
+    }
     r["inproc_p50_ms"] = round(inproc_p50(model_dir, seq), 4)
     with start_service(Path(a.repo), [a.model_name], root=a.service_root) as svc:
         url = hc.predict_url(svc.base, a.model_name)
@@ -141,8 +154,10 @@ def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dic
     with start_floor() as floor:
         url = hc.predict_url(floor.base, a.model_name)
         wrk_run(url, body1, 1, 1.0)
-        r["floor"] = {"c1": asdict(measure(floor, url, body1, 1, a.duration)),
-                      "c32": asdict(measure(floor, url, body1, 32, a.duration))}  # fmt: skip
+        r["floor"] = {
+            "c1": asdict(measure(floor, url, body1, 1, a.duration)),
+            "c32": asdict(measure(floor, url, body1, 32, a.duration)),
+        }
     r["overhead_c1_ms"] = round(r["service"]["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
     r["floor_overhead_c1_ms"] = round(r["floor"]["c1"]["p50_ms"], 4)
     return r
@@ -156,8 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--overload-rows", type=int, default=32, help="rows per request in the overload test")
     p.add_argument("--overload-seq", type=int, default=64, help="tokens per row in the overload test")
-    p.add_argument("--service-root", type=Path, help="run `python -m service` from this source tree "
-                   "(e.g. a worktree of an older commit, for before/after)")  # fmt: skip
+    p.add_argument(
+        "--service-root",
+        type=Path,
+        help="run `python -m service` from this source tree "
+        "(e.g. a worktree of an older commit, for before/after)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the server during the c=32 run")
     p.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     a = p.parse_args(argv)

@@ -83,9 +83,12 @@ def _serve(args: list[str], cwd: Path, ready_path: str, env: dict[str, str]) -> 
     port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, *args, "--port", str(port)], cwd=cwd, env={**os.environ, **env},
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, *args, "--port", str(port)],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         server = Server(proc, f"http://127.0.0.1:{port}")
         try:
             _wait_ready(server, ready_path, 120.0)
@@ -142,12 +145,24 @@ def wrk_run(url: str, body: bytes, conc: int, seconds: float) -> dict[str, float
     with tempfile.NamedTemporaryFile("wb", suffix=".json") as fh:
         fh.write(body)
         fh.flush()
-        cmd = [wrk, f"-t{min(2, conc)}", f"-c{conc}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-               "-s", str(LUA), url]  # fmt: skip
+        cmd = [
+            wrk,
+            f"-t{min(2, conc)}",
+            f"-c{conc}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(LUA),
+            url,
+        ]
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=seconds + 60,
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
             env={"H2H_WRK_BODY": fh.name, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )  # fmt: skip
+        )
     try:
         return parse_wrk(proc.stdout)
     except ValueError as exc:
@@ -183,8 +198,22 @@ def profile_top(pid: int, seconds: float) -> Iterator[Profile]:
         return
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "profile.txt"
-        cmd = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw",
-               "-o", str(raw), "--threads", "--nonblocking"]  # fmt: skip
+        cmd = [
+            spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(max(1, int(seconds))),
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--threads",
+            "--nonblocking",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             yield out

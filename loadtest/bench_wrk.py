@@ -42,9 +42,13 @@ def parse_wrk(stdout: str) -> dict[str, float]:
 def _harness(driver: Driver, url: str, body: bytes, conc: int, duration: float) -> dict[str, float]:
     res = driver.run(LoadSpec(url, body, "closed", duration, concurrency=conc, warmup=0.5))
     n = res.ok + res.error_count
-    return {"rps": res.ok / res.window_s, "p50_ms": summarize(res.latencies)["p50_ms"] or 0.0,
-            "errors": res.error_count, "cpu_us_per_req": res.client_cpu_s / max(1, n) * 1e6,
-            "cpu_cores": res.client_cpu_s / res.window_s}  # fmt: skip
+    return {
+        "rps": res.ok / res.window_s,
+        "p50_ms": summarize(res.latencies)["p50_ms"] or 0.0,
+        "errors": res.error_count,
+        "cpu_us_per_req": res.client_cpu_s / max(1, n) * 1e6,
+        "cpu_cores": res.client_cpu_s / res.window_s,
+    }
 
 
 def _wrk(
@@ -66,8 +70,13 @@ def _wrk(
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={"H2H_WRK_BODY": fh.name, "PATH": "/usr/bin:/bin"},
-                              timeout=duration + 60)  # fmt: skip
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={"H2H_WRK_BODY": fh.name, "PATH": "/usr/bin:/bin"},
+            timeout=duration + 60,
+        )
     finally:
         Path(fh.name).unlink(missing_ok=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -91,8 +100,12 @@ def _parser() -> OneLineArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, default=8)
     p.add_argument("-t", "--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--duration", type=int, default=10, help="seconds for each tool, each round")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="alternate harness and wrk this many times (the ratio is the median of the rounds)")  # fmt: skip
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate harness and wrk this many times (the ratio is the median of the rounds)",
+    )
     p.add_argument("--client-procs", type=int, default=1, help="harness client processes")
     return p
 
@@ -131,12 +144,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print_round(i: int, a: Any, h: dict[str, float], w: dict[str, float]) -> None:
     tag = f"[{i + 1}/{a.rounds}] " if a.rounds > 1 else ""
-    print(f"{tag}harness (wire, {a.client_procs} proc, c={a.concurrency}): {h['rps']:,.1f} req/s, "
-          f"p50 {h['p50_ms']:.2f} ms, {h['errors']} errors, client CPU {h['cpu_us_per_req']:.0f} us/req "
-          f"({h['cpu_cores']:.0%} of a core)")  # fmt: skip
-    print(f"{tag}wrk     (C, {min(a.threads, a.concurrency)} threads, c={a.concurrency}): {w['rps']:,.1f} req/s, "
-          f"p50 {w['p50_ms']:.2f} ms, {int(w['errors'])} errors, client CPU {w['cpu_us_per_req']:.0f} us/req "
-          f"({w['cpu_cores']:.0%} of a core)")  # fmt: skip
+    print(
+        f"{tag}harness (wire, {a.client_procs} proc, c={a.concurrency}): {h['rps']:,.1f} req/s, "
+        f"p50 {h['p50_ms']:.2f} ms, {h['errors']} errors, client CPU {h['cpu_us_per_req']:.0f} us/req "
+        f"({h['cpu_cores']:.0%} of a core)"
+    )
+    print(
+        f"{tag}wrk     (C, {min(a.threads, a.concurrency)} threads, c={a.concurrency}): {w['rps']:,.1f} req/s, "
+        f"p50 {w['p50_ms']:.2f} ms, {int(w['errors'])} errors, client CPU {w['cpu_us_per_req']:.0f} us/req "
+        f"({w['cpu_cores']:.0%} of a core)"
+    )
     print(f"{tag}ratio harness / wrk = {h['rps'] / w['rps']:.3f}" if w["rps"] else f"{tag}wrk served nothing")
 
 
@@ -144,19 +161,26 @@ def _print_summary(name: str, a: Any, seq: int, body: bytes, rounds: list, cmd: 
     ratios = [h["rps"] / w["rps"] for h, w in rounds if w["rps"]]
     med = lambda xs: float(statistics.median(xs)) if xs else None  # noqa: E731
     out = {
-        "model": name, "batch": a.batch, "seq": seq, "concurrency": a.concurrency, "body_bytes": len(body),
-        "client_procs": a.client_procs, "rounds": len(rounds),
+        "model": name,
+        "batch": a.batch,
+        "seq": seq,
+        "concurrency": a.concurrency,
+        "body_bytes": len(body),
+        "client_procs": a.client_procs,
+        "rounds": len(rounds),
         "harness_rps": round(med([h["rps"] for h, _ in rounds]), 2),
         "harness_p50_ms": med([h["p50_ms"] for h, _ in rounds]),
         "harness_errors": int(sum(h["errors"] for h, _ in rounds)),
         "harness_cpu_us_per_req": round(med([h["cpu_us_per_req"] for h, _ in rounds]), 1),
         "harness_cpu_cores": round(med([h["cpu_cores"] for h, _ in rounds]), 3),
-        "wrk_rps": round(med([w["rps"] for _, w in rounds]), 2), "wrk_p50_ms": med([w["p50_ms"] for _, w in rounds]),
+        "wrk_rps": round(med([w["rps"] for _, w in rounds]), 2),
+        "wrk_p50_ms": med([w["p50_ms"] for _, w in rounds]),
         "wrk_errors": int(sum(w["errors"] for _, w in rounds)),
         "wrk_cpu_us_per_req": round(med([w["cpu_us_per_req"] for _, w in rounds]), 1),
         "ratio_harness_over_wrk": round(med(ratios), 4) if ratios else None,
-        "ratios": [round(r, 4) for r in ratios], "wrk_command": cmd,
-    }  # fmt: skip
+        "ratios": [round(r, 4) for r in ratios],
+        "wrk_command": cmd,
+    }
     if len(rounds) > 1:
         print(f"median ratio harness / wrk over {len(rounds)} rounds = {out['ratio_harness_over_wrk']}")
     print(json.dumps(out))

@@ -80,11 +80,20 @@ def judge(rate: float, res: LoadResult, spec: SearchSpec, duration: float) -> Pr
     else:
         reason = "ok"
     return Probe(
-        rate=rate, passed=reason == "ok", reason=reason, p50_ms=st["p50_ms"], p99_ms=p99, ok=res.ok,
-        errors=res.error_count, error_rate=err_rate, goodput_rps=res.ok / res.window_s if res.window_s else 0.0,
-        late_sends=res.schedule.late if res.schedule else 0, duration_s=duration,
-        client_cpu_us_per_req=res.client_cpu_us_per_request(), error_kinds=dict(res.errors),
-    )  # fmt: skip
+        rate=rate,
+        passed=reason == "ok",
+        reason=reason,
+        p50_ms=st["p50_ms"],
+        p99_ms=p99,
+        ok=res.ok,
+        errors=res.error_count,
+        error_rate=err_rate,
+        goodput_rps=res.ok / res.window_s if res.window_s else 0.0,
+        late_sends=res.schedule.late if res.schedule else 0,
+        duration_s=duration,
+        client_cpu_us_per_req=res.client_cpu_us_per_request(),
+        error_kinds=dict(res.errors),
+    )
 
 
 def search(

@@ -40,8 +40,10 @@ def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float
     ]
     for r in rows:
         p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "–"
-        lines.append(f"  {r['model']:<20} b={r['batch']:<3} s={r['seq']:<4} {r['capacity_rps']:>9,.1f} req/s "
-                     f"{r['capacity_rows_per_s']:>9,.1f} rows/s  p99 {p99} ms  ({r['status']}, {r['probes']} probes)")  # fmt: skip
+        lines.append(
+            f"  {r['model']:<20} b={r['batch']:<3} s={r['seq']:<4} {r['capacity_rps']:>9,.1f} req/s "
+            f"{r['capacity_rows_per_s']:>9,.1f} rows/s  p99 {p99} ms  ({r['status']}, {r['probes']} probes)"
+        )
     for x in ratios:
         ratio = f"{x['sha_over_mha']:.2f}" if x["sha_over_mha"] is not None else "–"
         lines.append(f"  SHA/MHA capacity at b={x['batch']} s={x['seq']}: {ratio} ({x['sha']} / {x['mha']})")
@@ -60,9 +62,11 @@ def cmd_capacity(args: Any) -> int:
 
     s = _settings(args)
     pl = planned(plan, s)
-    print(f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
-          f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
+        f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
+        file=sys.stderr,
+    )
     if args.dry_run:
         for t in pl.targets:
             print(t.label())

@@ -32,10 +32,30 @@ from loadtest.sweep import ModelInfo, PlanError, resolve, service_models
 JSON_NAME = "capacity.json"
 CSV_NAME = "capacity.csv"
 COLUMNS = [
-    "model", "arch", "layers", "heads", "batch", "seq", "slo_p99_ms", "max_error_rate", "capacity_rps",
-    "capacity_rows_per_s", "goodput_rps", "p50_ms", "p99_ms", "error_rate", "p50_c1_ms", "closed_c8_rps",
-    "probes", "failed_above_rps", "status", "provider", "variant", "client_cpu_us_per_req", "accuracy",
-]  # fmt: skip
+    "model",
+    "arch",
+    "layers",
+    "heads",
+    "batch",
+    "seq",
+    "slo_p99_ms",
+    "max_error_rate",
+    "capacity_rps",
+    "capacity_rows_per_s",
+    "goodput_rps",
+    "p50_ms",
+    "p99_ms",
+    "error_rate",
+    "p50_c1_ms",
+    "closed_c8_rps",
+    "probes",
+    "failed_above_rps",
+    "status",
+    "provider",
+    "variant",
+    "client_cpu_us_per_req",
+    "accuracy",
+]
 
 
 class CapacitySettings(BaseSettings):
@@ -143,9 +163,11 @@ class CapacityRunner:
     """Runs every target's search, saving after each; `on_probe(target, probe)` reports progress."""
 
     def __init__(
-        self, pl: CapacityPlan, on_probe: Callable[[Target, Probe], None] | None = None,
+        self,
+        pl: CapacityPlan,
+        on_probe: Callable[[Target, Probe], None] | None = None,
         on_search_done: Callable[[], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.plan, self.s = pl, pl.settings
         self.on_probe = on_probe or (lambda t, p: None)
         self.on_search_done = on_search_done or (lambda: None)
@@ -156,17 +178,29 @@ class CapacityRunner:
     def _meta(self) -> dict[str, Any]:
         s = self.s
         return {
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-            "settings": s.model_dump(mode="json"), "machine": results.machine(), "versions": results.versions(),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "settings": s.model_dump(mode="json"),
+            "machine": results.machine(),
+            "versions": results.versions(),
             "service": {"url": s.url, "metadata": hc.server_metadata(s.url)},
-            "models": {n: {"arch": i.arch, "layers": i.layers, "heads": i.heads, "server_provider": i.server_provider,
-                           "server_variant": i.server_variant, "server_max_batch": i.server_max_batch,
-                           "max_sequence_length": i.max_sequence_length}
-                       for n, i in self.plan.models.items()},
+            "models": {
+                n: {
+                    "arch": i.arch,
+                    "layers": i.layers,
+                    "heads": i.heads,
+                    "server_provider": i.server_provider,
+                    "server_variant": i.server_variant,
+                    "server_max_batch": i.server_max_batch,
+                    "max_sequence_length": i.max_sequence_length,
+                }
+                for n, i in self.plan.models.items()
+            },
             "providers": {"http": {n: i.server_provider for n, i in self.plan.models.items()}},
             "duration_s": s.probe_duration,
-            "manifests": {n: i.manifest for n, i in self.plan.models.items()}, "notes": list(self.plan.notes),
-        }  # fmt: skip
+            "manifests": {n: i.manifest for n, i in self.plan.models.items()},
+            "notes": list(self.plan.notes),
+        }
 
     def run(self) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
@@ -208,8 +242,17 @@ class CapacityRunner:
         secs = self.s.probe_seconds(rate)
         drain = max(1.0, 4 * self.s.slo_p99_ms / 1e3)
         seed = self.s.seed + len(self.probes)
-        load = LoadSpec(url, body, "open", secs, rate=rate, warmup=self.s.warmup, seed=seed,
-                        timeout=self.s.timeout, drain_s=drain)  # fmt: skip
+        load = LoadSpec(
+            url,
+            body,
+            "open",
+            secs,
+            rate=rate,
+            warmup=self.s.warmup,
+            seed=seed,
+            timeout=self.s.timeout,
+            drain_s=drain,
+        )
         res = driver.run(load)
         wait_idle(self.s.url, t.model)
         return judge(rate, res, spec, secs)
@@ -229,17 +272,30 @@ class CapacityRunner:
     def _row(self, t: Target, found: SearchResult, p50_c1: float | None, closed_rps: float) -> dict[str, Any]:
         info, best = self.plan.models[t.model], found.best
         return {
-            "model": t.model, "arch": info.arch, "layers": info.layers, "heads": info.heads, "batch": t.batch,
-            "seq": t.seq, "slo_p99_ms": self.s.slo_p99_ms, "max_error_rate": self.s.max_error_rate,
-            "capacity_rps": found.capacity_rps, "capacity_rows_per_s": found.capacity_rps * t.batch,
-            "goodput_rps": best.goodput_rps if best else 0.0, "p50_ms": best.p50_ms if best else None,
-            "p99_ms": best.p99_ms if best else None, "error_rate": best.error_rate if best else None,
-            "p50_c1_ms": p50_c1, "closed_c8_rps": closed_rps, "probes": len(found.probes),
-            "failed_above_rps": found.failed_above.rate if found.failed_above else None, "status": found.status,
-            "provider": info.server_provider, "variant": info.server_variant,
+            "model": t.model,
+            "arch": info.arch,
+            "layers": info.layers,
+            "heads": info.heads,
+            "batch": t.batch,
+            "seq": t.seq,
+            "slo_p99_ms": self.s.slo_p99_ms,
+            "max_error_rate": self.s.max_error_rate,
+            "capacity_rps": found.capacity_rps,
+            "capacity_rows_per_s": found.capacity_rps * t.batch,
+            "goodput_rps": best.goodput_rps if best else 0.0,
+            "p50_ms": best.p50_ms if best else None,
+            "p99_ms": best.p99_ms if best else None,
+            "error_rate": best.error_rate if best else None,
+            "p50_c1_ms": p50_c1,
+            "closed_c8_rps": closed_rps,
+            "probes": len(found.probes),
+            "failed_above_rps": found.failed_above.rate if found.failed_above else None,
+            "status": found.status,
+            "provider": info.server_provider,
+            "variant": info.server_variant,
             "client_cpu_us_per_req": best.client_cpu_us_per_req if best else None,
             "accuracy": info.manifest.get("test_accuracy"),
-        }  # fmt: skip
+        }
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -251,8 +307,17 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (m, b, q), c_mha in cap.items():
         c_sha = cap.get((sha, b, q))
         if m == mha and c_sha is not None:
-            out.append({"batch": b, "seq": q, "mha": mha, "sha": sha, "mha_rps": c_mha, "sha_rps": c_sha,
-                        "sha_over_mha": c_sha / c_mha if c_mha else None})  # fmt: skip
+            out.append(
+                {
+                    "batch": b,
+                    "seq": q,
+                    "mha": mha,
+                    "sha": sha,
+                    "mha_rps": c_mha,
+                    "sha_rps": c_sha,
+                    "sha_over_mha": c_sha / c_mha if c_mha else None,
+                }
+            )
     return out
 
 

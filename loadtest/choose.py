@@ -45,14 +45,22 @@ def _accuracy(model: str, row: Row, manifests: dict[str, Any]) -> float | None:
 
 def _p50_b1(model: str, cap_rows: list[Row], points: list[Row]) -> tuple[float | None, str]:
     """p50 at batch 1: the capacity run's concurrency-1 calibration, else the sweep's HTTP c=1, else in-process."""
-    own = sorted((int(r["seq"]), r["p50_c1_ms"]) for r in cap_rows
-                 if r["model"] == model and int(r["batch"]) == 1 and r.get("p50_c1_ms") is not None)  # fmt: skip
+    own = sorted(
+        (int(r["seq"]), r["p50_c1_ms"])
+        for r in cap_rows
+        if r["model"] == model and int(r["batch"]) == 1 and r.get("p50_c1_ms") is not None
+    )
     if own:
         return float(own[0][1]), f"HTTP, concurrency 1, seq {own[0][0]}"
-    for source, keep in (("HTTP, concurrency 1", lambda p: p.get("load") == "closed" and p.get("concurrency") == 1),
-                         ("in-process", lambda p: p.get("mode") == "inproc")):  # fmt: skip
-        hits = sorted((int(p["seq"]), p["p50_ms"]) for p in points
-                      if p.get("model") == model and int(p.get("batch", 0)) == 1 and keep(p) and p.get("p50_ms"))  # fmt: skip
+    for source, keep in (
+        ("HTTP, concurrency 1", lambda p: p.get("load") == "closed" and p.get("concurrency") == 1),
+        ("in-process", lambda p: p.get("mode") == "inproc"),
+    ):
+        hits = sorted(
+            (int(p["seq"]), p["p50_ms"])
+            for p in points
+            if p.get("model") == model and int(p.get("batch", 0)) == 1 and keep(p) and p.get("p50_ms")
+        )
         if hits:
             return float(hits[0][1]), f"{source}, seq {hits[0][0]}"
     return None, ""
@@ -64,8 +72,9 @@ def candidates(cap_rows: list[Row], points: list[Row], manifests: dict[str, Any]
         m = r["model"]
         if m not in out:
             p50, src = _p50_b1(m, cap_rows, points)
-            out[m] = Candidate(m, r["arch"], int(r["layers"]), int(r["heads"]), _accuracy(m, r, manifests),
-                               p50, src, {})  # fmt: skip
+            out[m] = Candidate(
+                m, r["arch"], int(r["layers"]), int(r["heads"]), _accuracy(m, r, manifests), p50, src, {}
+            )
         key = (int(r["batch"]), int(r["seq"]))
         out[m].capacity[key] = float(r["capacity_rps"])
         if r.get("failed_above_rps") is None and float(r["capacity_rps"]) > 0:
@@ -78,8 +87,10 @@ def recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) -> 
     text = _recommend(cands, shape, slo_ms)
     bounds = [c.model for c in cands if shape in c.lower_bound]
     if bounds:
-        text += (f" ({' and '.join(bounds)}: lower bound{'s' if len(bounds) > 1 else ''}, every probe passed; "
-                 f"raise --max-probes for the limit.)")  # fmt: skip
+        text += (
+            f" ({' and '.join(bounds)}: lower bound{'s' if len(bounds) > 1 else ''}, every probe passed; "
+            f"raise --max-probes for the limit.)"
+        )
     return text
 
 
@@ -97,17 +108,23 @@ def _recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) ->
     times = f"{fast.capacity[shape] / slow.capacity[shape]:.2f}x" if slow.capacity[shape] > 0 else "all"
     known = [c for c in cs if c.accuracy is not None]
     if len(known) < len(cs):
-        return (f"No test accuracy is recorded for {', '.join(c.model for c in cs if c.accuracy is None)} "
-                f"(random-init or untrained export), so on cost alone serve {fast.model}: it carries {times} the "
-                f"traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)}).")  # fmt: skip
+        return (
+            f"No test accuracy is recorded for {', '.join(c.model for c in cs if c.accuracy is None)} "
+            f"(random-init or untrained export), so on cost alone serve {fast.model}: it carries {times} the "
+            f"traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)})."
+        )
     best = max(known, key=lambda c: c.accuracy or 0.0)
     gap = (best.accuracy or 0.0) - (fast.accuracy or 0.0)
     if best is fast or gap < SAME_ACCURACY:
         fa, sa = fast.accuracy or 0.0, slow.accuracy or 0.0
         word = "as accurate as" if abs(fa - sa) < SAME_ACCURACY else "more accurate than"
-        return (f"Serve {fast.model}: it is {word} {slow.model} ({fa:.4f} vs {sa:.4f} test accuracy) and "
-                f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)}).")  # fmt: skip
-    return (f"Serve {best.model} if {cap(best)} per replica covers your traffic {where}: it is {gap * 100:.1f} "
-            f"points more accurate ({best.accuracy:.4f} vs {fast.accuracy:.4f} test accuracy); otherwise "
-            f"{fast.model} carries {fast.capacity[shape] / max(best.capacity[shape], 1e-9):.2f}x as much "
-            f"({cap(fast)}).")  # fmt: skip
+        return (
+            f"Serve {fast.model}: it is {word} {slow.model} ({fa:.4f} vs {sa:.4f} test accuracy) and "
+            f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)})."
+        )
+    return (
+        f"Serve {best.model} if {cap(best)} per replica covers your traffic {where}: it is {gap * 100:.1f} "
+        f"points more accurate ({best.accuracy:.4f} vs {fast.accuracy:.4f} test accuracy); otherwise "
+        f"{fast.model} carries {fast.capacity[shape] / max(best.capacity[shape], 1e-9):.2f}x as much "
+        f"({cap(fast)})."
+    )

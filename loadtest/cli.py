@@ -35,9 +35,12 @@ def build_parser() -> OneLineArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     s = sub.add_parser("sweep", help="measure a batch x sequence (x concurrency) grid")
-    s.add_argument("--preset", choices=["default", "paper", "tiny"],
-                   help="grid and models for flags left out (default: a 1-2 minute demo; paper: "
-                        "mha-base-random vs sha-base-random)")  # fmt: skip
+    s.add_argument(
+        "--preset",
+        choices=["default", "paper", "tiny"],
+        help="grid and models for flags left out (default: a 1-2 minute demo; paper: "
+        "mha-base-random vs sha-base-random)",
+    )
     s.add_argument(
         "--models", help="comma list of repository folder names, or mha/sha for the single model of that arch"
     )
@@ -91,8 +94,11 @@ def _capacity_parser(sub: Any) -> None:
     c.add_argument("--models", help=f"comma list of served model names or mha/sha (default {d('models')})")
     c.add_argument("--batch", help=f"rows per request: {GRID_HELP} (default {d('batch')})")
     c.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (default {d('seq')})")
-    c.add_argument("--max-error-rate", type=float, help="largest error share a passing probe may have, 429s "
-                   f"included (default {d('max_error_rate')})")  # fmt: skip
+    c.add_argument(
+        "--max-error-rate",
+        type=float,
+        help=f"largest error share a passing probe may have, 429s included (default {d('max_error_rate')})",
+    )
     c.add_argument(
         "--probe-duration",
         type=float,
@@ -157,10 +163,12 @@ class _Progress(StepProgress):
     def __call__(self, i: int, point: Any, row: dict[str, Any]) -> None:
         self.done += 1
         p50 = row.get("p50_ms")
-        msg = (f"[{self.done}/{self.total}] {point.label()}: p50 "
-               + (f"{p50:.2f} ms" if p50 is not None else "–")
-               + f", {row.get('tokens_per_s') or 0:,.0f} tok/s"
-               + (f", {row['errors']} errors" if row.get("errors") else ""))  # fmt: skip
+        msg = (
+            f"[{self.done}/{self.total}] {point.label()}: p50 "
+            + (f"{p50:.2f} ms" if p50 is not None else "–")
+            + f", {row.get('tokens_per_s') or 0:,.0f} tok/s"
+            + (f", {row['errors']} errors" if row.get("errors") else "")
+        )
         self.step(msg, point.label())
 
 
@@ -172,8 +180,11 @@ def cmd_sweep(args: Any) -> int:
     s = _settings(args)
     pl = planned(plan, s)
     modes = "+".join(pl.modes)
-    print(f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
-          f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}", file=sys.stderr)  # fmt: skip
+    print(
+        f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
+        f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
+        file=sys.stderr,
+    )
     if args.dry_run:
         for p in pl.points:
             print(p.label())
@@ -186,8 +197,11 @@ def cmd_sweep(args: Any) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: partial results in {s.out}", file=sys.stderr)
         return 130
-    print(f"wrote {s.out / 'results.csv'} and {s.out / 'results.json'} ({len(runner.rows)} points, "
-          f"{runner.meta.get('elapsed_s')} s)", file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {s.out / 'results.csv'} and {s.out / 'results.json'} ({len(runner.rows)} points, "
+        f"{runner.meta.get('elapsed_s')} s)",
+        file=sys.stderr,
+    )
     if not args.no_report:
         path = write_report(s.out)
         print(f"wrote {path}", file=sys.stderr)

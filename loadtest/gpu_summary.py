@@ -45,11 +45,15 @@ def crossover_facts(points: list[Row]) -> dict[str, Any] | None:
         return None
     c = analysis.crossover(g)
     return {
-        "sha_cheaper_at": [list(k) for k in c.cheaper], "shapes": c.total, "best_ratio": c.best[1],
-        "best_at": list(c.best[0]), "worst_ratio": c.worst[1], "worst_at": list(c.worst[0]),
+        "sha_cheaper_at": [list(k) for k in c.cheaper],
+        "shapes": c.total,
+        "best_ratio": c.best[1],
+        "best_at": list(c.best[0]),
+        "worst_ratio": c.worst[1],
+        "worst_at": list(c.worst[0]),
         "from_batch_per_seq": {str(q): b for q, b in c.per_seq.items()},
         "ratios": {f"b{b}_s{q}": r for (b, q), r in g.ratio.items()},
-    }  # fmt: skip
+    }
 
 
 def crossover_sentence(label: str, facts: dict[str, Any] | None) -> str:
@@ -58,11 +62,15 @@ def crossover_sentence(label: str, facts: dict[str, Any] | None) -> str:
     n, total = len(facts["sha_cheaper_at"]), facts["shapes"]
     (bb, bq), best = facts["best_at"], facts["best_ratio"]
     if n == 0:
-        return (f"{label}: no crossover — MHA is cheaper at all {total} shapes; SHA's best is {best:.2f}x MHA "
-                f"(batch {bb} x seq {bq}).")  # fmt: skip
+        return (
+            f"{label}: no crossover — MHA is cheaper at all {total} shapes; SHA's best is {best:.2f}x MHA "
+            f"(batch {bb} x seq {bq})."
+        )
     starts = [f"seq {q} from batch {b}" for q, b in facts["from_batch_per_seq"].items() if b is not None]
-    return (f"{label}: the crossover appears — SHA is cheaper at {n} of {total} shapes "
-            f"({'; '.join(starts) or 'not contiguously'}), down to {best:.2f}x MHA at batch {bb} x seq {bq}.")  # fmt: skip
+    return (
+        f"{label}: the crossover appears — SHA is cheaper at {n} of {total} shapes "
+        f"({'; '.join(starts) or 'not contiguously'}), down to {best:.2f}x MHA at batch {bb} x seq {bq}."
+    )
 
 
 def _folder(path: Path) -> tuple[list[Row], dict[str, Any]] | None:
@@ -79,8 +87,12 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
         got = _folder(out / folder)
         if got is not None:
             points, _ = got
-            inproc[folder] = {"variant": variant, "verdict": verdict(points), "crossover": crossover_facts(points),
-                              "providers": sorted({p.get("provider") for p in points if p.get("provider")})}  # fmt: skip
+            inproc[folder] = {
+                "variant": variant,
+                "verdict": verdict(points),
+                "crossover": crossover_facts(points),
+                "providers": sorted({p.get("provider") for p in points if p.get("provider")}),
+            }
     http: dict[str, Any] = {}
     got = _folder(out / "http")
     cap = capacity_run.load(out / "http") if (out / "http").is_dir() else None
@@ -91,8 +103,9 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
         shape = choose.headline_shape(rows)
         cands = choose.candidates(rows, got[0] if got else [], cap["meta"].get("manifests", {}))
         http["recommendation"] = choose.recommend(cands, shape, rows[0]["slo_p99_ms"]) if shape else None
-        http["capacity"] = [{k: r.get(k) for k in ("model", "batch", "seq", "capacity_rps", "p99_ms", "status")}
-                            for r in rows]  # fmt: skip
+        http["capacity"] = [
+            {k: r.get(k) for k in ("model", "batch", "seq", "capacity_rps", "p99_ms", "status")} for r in rows
+        ]
         http["capacity_ratios"] = cap.get("ratios", [])
         http["slo_p99_ms"] = rows[0]["slo_p99_ms"]
     return {"inproc": inproc, "http": http}
@@ -101,13 +114,18 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
 def report_md(facts: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
     """The top-level report.md of docs/gpu/<gpu>/."""
     g = facts["gpu"]
-    lines = [f"# GPU report: {g['name']}", "",
-             f"- GPU: {g['name']}, driver {g.get('driver', '?')}, CUDA (driver) {g.get('cuda_driver', '?')}, "
-             f"{g.get('memory_gib', '?')} GiB; host: {facts['machine'].get('cpu', '?')}, {facts['machine'].get('cores', '?')} cores",
-             f"- ONNX Runtime providers available: {', '.join(facts.get('providers', []))}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in facts.get("versions", {}).items()),
-             f"- created {facts.get('created', '?')} by `make gpu-report` in {facts.get('elapsed_s', '?')} s", "",
-             "| step | status | seconds |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# GPU report: {g['name']}",
+        "",
+        f"- GPU: {g['name']}, driver {g.get('driver', '?')}, CUDA (driver) {g.get('cuda_driver', '?')}, "
+        f"{g.get('memory_gib', '?')} GiB; host: {facts['machine'].get('cpu', '?')}, {facts['machine'].get('cores', '?')} cores",
+        f"- ONNX Runtime providers available: {', '.join(facts.get('providers', []))}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in facts.get("versions", {}).items()),
+        f"- created {facts.get('created', '?')} by `make gpu-report` in {facts.get('elapsed_s', '?')} s",
+        "",
+        "| step | status | seconds |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.0f} |" for s in facts.get("steps", [])]
     lines += ["", "## The paper's crossover on this GPU", ""]
     for info in summary["inproc"].values():
@@ -132,15 +150,22 @@ def report_md(facts: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
 def benchmarks_block(facts: dict[str, Any], summary: dict[str, Any], rel: str) -> str:
     """The section appended to docs/benchmarks.md (`rel`: the report folder, relative to docs/)."""
     g = facts["gpu"]
-    lines = ["", f"## GPU report: {g['name']} ({str(facts.get('created', '?'))[:10]}, `make gpu-report`)", "",
-             f"Driver {g.get('driver', '?')}; full report: [{rel}/report.md]({rel}/report.md).", ""]  # fmt: skip
+    lines = [
+        "",
+        f"## GPU report: {g['name']} ({str(facts.get('created', '?'))[:10]}, `make gpu-report`)",
+        "",
+        f"Driver {g.get('driver', '?')}; full report: [{rel}/report.md]({rel}/report.md).",
+        "",
+    ]
     for info in summary["inproc"].values():
         lines.append("- " + crossover_sentence("in-process, " + info["variant"], info["crossover"]))
     http = summary["http"]
     for r in http.get("capacity_ratios", []):
         if r.get("sha_over_mha") is not None:
-            lines.append(f"- capacity at p99 <= {http['slo_p99_ms']:g} ms, batch {r['batch']} x seq {r['seq']}: "
-                         f"MHA {r['mha_rps']:,.0f} req/s, SHA {r['sha_rps']:,.0f} req/s (SHA/MHA {r['sha_over_mha']:.2f})")  # fmt: skip
+            lines.append(
+                f"- capacity at p99 <= {http['slo_p99_ms']:g} ms, batch {r['batch']} x seq {r['seq']}: "
+                f"MHA {r['mha_rps']:,.0f} req/s, SHA {r['sha_rps']:,.0f} req/s (SHA/MHA {r['sha_over_mha']:.2f})"
+            )
     if http.get("recommendation"):
         lines.append(f"- {http['recommendation']}")
     return "\n".join(lines) + "\n"

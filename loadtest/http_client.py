@@ -150,9 +150,15 @@ async def _wait_until(clock: Clock, start: float | None) -> float:
 
 
 async def closed_loop(
-    client: WireClient, url: str, body: bytes, concurrency: int, duration: float, *,
-    clock: Clock | None = None, start: float | None = None,
-) -> LoadResult:  # fmt: skip
+    client: WireClient,
+    url: str,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    *,
+    clock: Clock | None = None,
+    start: float | None = None,
+) -> LoadResult:
     """`concurrency` workers, each sending its next request as soon as the last one answers.
 
     `start` (a `clock` time, perf_counter by default) lets several processes begin together.
@@ -173,10 +179,18 @@ async def closed_loop(
 
 
 async def open_loop(
-    client: WireClient, url: str, body: bytes, rate: float, duration: float, *,
-    seed: int = 0, clock: Clock | None = None, max_outstanding: int = 4096,
-    start: float | None = None, drain_s: float | None = None,
-) -> LoadResult:  # fmt: skip
+    client: WireClient,
+    url: str,
+    body: bytes,
+    rate: float,
+    duration: float,
+    *,
+    seed: int = 0,
+    clock: Clock | None = None,
+    max_outstanding: int = 4096,
+    start: float | None = None,
+    drain_s: float | None = None,
+) -> LoadResult:
     """Poisson arrivals at `rate`/s for `duration` s; latency from each *intended* send time.
 
     Measuring from the intended time is what keeps the open loop free of coordinated omission:
@@ -223,10 +237,14 @@ def merge(parts: list[LoadResult]) -> LoadResult:
         out.client_cpu_s += p.client_cpu_s
     if scheds:
         out.schedule = ScheduleStats(
-            planned=sum(s.planned for s in scheds), sent=sum(s.sent for s in scheds),
-            late=sum(s.late for s in scheds), max_lag_s=max(s.max_lag_s for s in scheds),
-            lag_sum_s=sum(s.lag_sum_s for s in scheds), start=min(s.start for s in scheds),
-            first_sent=min(s.first_sent for s in scheds), last_sent=max(s.last_sent for s in scheds),
+            planned=sum(s.planned for s in scheds),
+            sent=sum(s.sent for s in scheds),
+            late=sum(s.late for s in scheds),
+            max_lag_s=max(s.max_lag_s for s in scheds),
+            lag_sum_s=sum(s.lag_sum_s for s in scheds),
+            start=min(s.start for s in scheds),
+            first_sent=min(s.first_sent for s in scheds),
+            last_sent=max(s.last_sent for s in scheds),
             lags=[x for s in scheds for x in s.lags],
-        )  # fmt: skip
+        )
     return out

@@ -52,9 +52,16 @@ class InprocModel:
         self.cuda = self.provider == CUDA
 
     def time_shape(
-        self, batch: int, seq: int, *, repeats: int = 50, budget_s: float = 2.0, min_repeats: int = 3,
-        warmup: int = 2, seed: int = 0,
-    ) -> Timing:  # fmt: skip
+        self,
+        batch: int,
+        seq: int,
+        *,
+        repeats: int = 50,
+        budget_s: float = 2.0,
+        min_repeats: int = 3,
+        warmup: int = 2,
+        seed: int = 0,
+    ) -> Timing:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
         (never fewer than `min_repeats`)."""
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))

@@ -45,8 +45,12 @@ def latency_vs_batch(points: list[Row], out: Path) -> Path | None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=f"seq {q}")
         arch = mr[0]["arch"].upper()
-        ax.set(title=f"{arch}: {m} ({mr[0]['layers']}L-{mr[0]['heads']}H)", xlabel="batch size",
-               xscale="log", yscale="log")  # fmt: skip
+        ax.set(
+            title=f"{arch}: {m} ({mr[0]['layers']}L-{mr[0]['heads']}H)",
+            xlabel="batch size",
+            xscale="log",
+            yscale="log",
+        )
         ax.set_xticks(
             sorted({int(r["batch"]) for r in mr}),
             labels=[str(b) for b in sorted({int(r["batch"]) for r in mr})],
@@ -72,9 +76,16 @@ def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
         for j in range(a.shape[1]):
             if not np.isnan(a[i, j]):
                 shade = float(norm(a[i, j]))
-                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if shade < 0.2 or shade > 0.8 else "black",
-                        fontweight="bold" if a[i, j] < 1 else "normal")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{a[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shade < 0.2 or shade > 0.8 else "black",
+                    fontweight="bold" if a[i, j] < 1 else "normal",
+                )
     if a.shape[0] >= 2 and a.shape[1] >= 2 and lo < 1 < hi:
         ax.contour(
             np.arange(a.shape[1]), np.arange(a.shape[0]), a, levels=[1.0], colors="black", linewidths=2
@@ -88,8 +99,11 @@ def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
                 )
     ax.set_xticks(range(len(g.batches)), labels=[str(b) for b in g.batches])
     ax.set_yticks(range(len(g.seqs)), labels=[str(q) for q in g.seqs])
-    ax.set(xlabel="batch size", ylabel="sequence length",
-           title=f"p50 latency ratio {g.sha} / {g.mha} ({g.source})\n< 1 (blue, outlined): SHA cheaper; black line: ratio = 1")  # fmt: skip
+    ax.set(
+        xlabel="batch size",
+        ylabel="sequence length",
+        title=f"p50 latency ratio {g.sha} / {g.mha} ({g.source})\n< 1 (blue, outlined): SHA cheaper; black line: ratio = 1",
+    )
     fig.colorbar(im, ax=ax, label="SHA / MHA")
     return _save(fig, out / "ratio_heatmap.png")
 
@@ -102,13 +116,21 @@ def throughput_vs_concurrency(points: list[Row], out: Path) -> Path | None:
     keys = sorted({(r["model"], int(r["batch"]), int(r["seq"])) for r in rows})
     arch = {r["model"]: r.get("arch") for r in rows}
     for m, b, q in keys:
-        pts = sorted((int(r["concurrency"]), float(r["tokens_per_s"])) for r in rows
-                     if (r["model"], int(r["batch"]), int(r["seq"])) == (m, b, q))  # fmt: skip
+        pts = sorted(
+            (int(r["concurrency"]), float(r["tokens_per_s"]))
+            for r in rows
+            if (r["model"], int(r["batch"]), int(r["seq"])) == (m, b, q)
+        )
         style = "-" if arch.get(m) == "mha" else "--"
         ax.plot(*zip(*pts, strict=True), marker="o", ls=style, label=f"{m} b={b} s={q}")
     concs = sorted({int(r["concurrency"]) for r in rows})
-    ax.set(xscale="log", yscale="log", xlabel="concurrent requests (closed loop)", ylabel="tokens/s",
-           title="HTTP throughput vs concurrency")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent requests (closed loop)",
+        ylabel="tokens/s",
+        title="HTTP throughput vs concurrency",
+    )
     ax.set_xticks(concs, labels=[str(c) for c in concs])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
@@ -130,8 +152,12 @@ def overhead_plot(points: list[Row], out: Path) -> Path | None:
         )
     bs = sorted({int(r["batch"]) for r in rows})
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="batch size", ylabel="HTTP p50 − in-process p50, ms",
-           title="Service overhead over in-process (concurrency 1)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="batch size",
+        ylabel="HTTP p50 − in-process p50, ms",
+        title="Service overhead over in-process (concurrency 1)",
+    )
     ax.set_xticks(bs, labels=[str(b) for b in bs])
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
@@ -148,8 +174,14 @@ def accuracy_vs_capacity(
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
     for c in pts:
         x, y = c.capacity[shape], float(c.accuracy or 0.0)
-        ax.scatter([x], [y], s=70, marker="o" if c.arch == "mha" else "s", zorder=3,
-                   color="tab:blue" if c.arch == "mha" else "tab:orange")  # fmt: skip
+        ax.scatter(
+            [x],
+            [y],
+            s=70,
+            marker="o" if c.arch == "mha" else "s",
+            zorder=3,
+            color="tab:blue" if c.arch == "mha" else "tab:orange",
+        )
         ax.annotate(
             f"{c.model}\n{c.shape_label}", (x, y), textcoords="offset points", xytext=(8, 4), fontsize=8
         )
@@ -158,8 +190,11 @@ def accuracy_vs_capacity(
     ax.set_xlim(0, max(xs) * 1.35 + 1e-9)
     pad = max(0.01, (max(ys) - min(ys)) * 0.5)
     ax.set_ylim(min(ys) - pad, max(ys) + pad)
-    ax.set(xlabel=f"capacity, requests/s (batch {b} x seq {q}, open loop)", ylabel="test accuracy",
-           title=f"Accuracy vs capacity at p99 \u2264 {slo_ms:g} ms")  # fmt: skip
+    ax.set(
+        xlabel=f"capacity, requests/s (batch {b} x seq {q}, open loop)",
+        ylabel="test accuracy",
+        title=f"Accuracy vs capacity at p99 \u2264 {slo_ms:g} ms",
+    )
     ax.grid(True, alpha=0.3)
     return _save(fig, out / "accuracy_vs_capacity.png")
 

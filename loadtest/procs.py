@@ -51,9 +51,14 @@ def split(spec: LoadSpec, procs: int) -> list[LoadSpec]:
     assert spec.rate is not None and spec.rate > 0
     n = max(1, procs)
     return [
-        replace(spec, rate=spec.rate / n, seed=spec.seed * 1000 + i, max_outstanding=max(1, spec.max_outstanding // n))
+        replace(
+            spec,
+            rate=spec.rate / n,
+            seed=spec.seed * 1000 + i,
+            max_outstanding=max(1, spec.max_outstanding // n),
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 async def warm(client: hc.WireClient, spec: LoadSpec) -> None:
@@ -69,9 +74,16 @@ async def measure(client: hc.WireClient, spec: LoadSpec, start: float | None = N
         return await hc.closed_loop(client, spec.url, spec.body, spec.concurrency, spec.duration, start=start)
     assert spec.rate is not None
     return await hc.open_loop(
-        client, spec.url, spec.body, spec.rate, spec.duration, seed=spec.seed,
-        max_outstanding=spec.max_outstanding, start=start, drain_s=spec.drain_s,
-    )  # fmt: skip
+        client,
+        spec.url,
+        spec.body,
+        spec.rate,
+        spec.duration,
+        seed=spec.seed,
+        max_outstanding=spec.max_outstanding,
+        start=start,
+        drain_s=spec.drain_s,
+    )
 
 
 def _worker(inbox: mp.Queue, outbox: mp.Queue) -> None:

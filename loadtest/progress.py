@@ -22,8 +22,13 @@ class StepProgress:
             from rich.console import Console
 
             clock = rp.TimeRemainingColumn() if eta else rp.TimeElapsedColumn()
-            self.bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                                   clock, console=Console(stderr=True))  # fmt: skip
+            self.bar = rp.Progress(
+                rp.TextColumn("{task.description}"),
+                rp.BarColumn(),
+                rp.MofNCompleteColumn(),
+                clock,
+                console=Console(stderr=True),
+            )
             self.task = self.bar.add_task(name, total=total)
 
     def __enter__(self) -> Self:

@@ -105,14 +105,17 @@ def _meta_section(meta: dict[str, Any]) -> str:
     lines = [
         f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores"
         + (f", GPU: {', '.join(m['gpus'])}" if m.get("gpus") else ", no GPU"),
-        "- providers: " + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in d.items()) for k, d in prov.items()),
+        "- providers: "
+        + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in d.items()) for k, d in prov.items()),
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- created {meta.get('created', '?')}, {meta.get('duration_s', '?')} s per HTTP point, "
         f"elapsed {meta.get('elapsed_s', '?')} s",
-    ]  # fmt: skip
+    ]
     for name, mm in (meta.get("models") or {}).items():
-        lines.append(f"- {name}: {str(mm.get('arch', '')).upper()} {mm.get('layers')}L-{mm.get('heads')}H, "
-                     f"max sequence {mm.get('max_sequence_length')}")  # fmt: skip
+        lines.append(
+            f"- {name}: {str(mm.get('arch', '')).upper()} {mm.get('layers')}L-{mm.get('heads')}H, "
+            f"max sequence {mm.get('max_sequence_length')}"
+        )
     lines += [f"- note: {n}" for n in meta.get("notes", [])]
     return "\n".join(lines)
 
@@ -131,21 +134,44 @@ def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[
         [c.model, c.shape_label, acc[c.model], c.p50_b1_ms, *[c.capacity.get(k) for k in shapes]]
         for c in cands
     ]
-    out = ["## Which model to serve", "", choose.recommend(cands, shape, slo), "",
-           f"Capacity: the highest Poisson arrival rate (requests/s) whose p99, measured from the intended "
-           f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
-           f"`python -m loadtest capacity`. p50 at batch 1: {cands[0].p50_source or 'not measured'}.", "",
-           _table(["model", "layers x heads", "test accuracy", "p50 ms, batch 1",
-                   *[f"req/s b{b} s{q}" for b, q in shapes]], table), ""]  # fmt: skip
+    out = [
+        "## Which model to serve",
+        "",
+        choose.recommend(cands, shape, slo),
+        "",
+        f"Capacity: the highest Poisson arrival rate (requests/s) whose p99, measured from the intended "
+        f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
+        f"`python -m loadtest capacity`. p50 at batch 1: {cands[0].p50_source or 'not measured'}.",
+        "",
+        _table(
+            [
+                "model",
+                "layers x heads",
+                "test accuracy",
+                "p50 ms, batch 1",
+                *[f"req/s b{b} s{q}" for b, q in shapes],
+            ],
+            table,
+        ),
+        "",
+    ]
     ratios = [x for x in cap.get("ratios") or [] if x.get("sha_over_mha") is not None]
     if ratios:
-        out += ["SHA/MHA capacity: " + "; ".join(f"batch {x['batch']} x seq {x['seq']} **{x['sha_over_mha']:.2f}**"
-                                                 for x in ratios) + ".", ""]  # fmt: skip
+        out += [
+            "SHA/MHA capacity: "
+            + "; ".join(f"batch {x['batch']} x seq {x['seq']} **{x['sha_over_mha']:.2f}**" for x in ratios)
+            + ".",
+            "",
+        ]
     return out
 
 
-PLOTS = (("latency_vs_batch.png", "Latency vs batch size"), ("ratio_heatmap.png", "SHA/MHA ratio"),
-         ("throughput_vs_concurrency.png", "Throughput vs concurrency"), ("overhead.png", "Service overhead"))  # fmt: skip
+PLOTS = (
+    ("latency_vs_batch.png", "Latency vs batch size"),
+    ("ratio_heatmap.png", "SHA/MHA ratio"),
+    ("throughput_vs_concurrency.png", "Throughput vs concurrency"),
+    ("overhead.png", "Service overhead"),
+)
 
 
 def build(
@@ -204,18 +230,42 @@ def _ratio_section(points: list[Row]) -> list[str]:
             r = g.ratio.get((b, q))
             cells.append("–" if r is None else (f"**{r:.2f}**" if r < 1 else f"{r:.2f}"))
         rows.append([f"seq {q}", *cells])
-    return [f"## SHA / MHA p50 latency ratio ({g.source})", "", f"{g.sha} / {g.mha}; below 1 (bold) SHA is cheaper.",
-            "", _table(["", *[f"batch {b}" for b in g.batches]], rows), ""]  # fmt: skip
+    return [
+        f"## SHA / MHA p50 latency ratio ({g.source})",
+        "",
+        f"{g.sha} / {g.mha}; below 1 (bold) SHA is cheaper.",
+        "",
+        _table(["", *[f"batch {b}" for b in g.batches]], rows),
+        "",
+    ]
 
 
 def _inproc_section(points: list[Row]) -> list[str]:
     inproc = [p for p in points if p.get("mode") == "inproc"]
     if not inproc:
         return []
-    return ["## In-process (ONNX Runtime)", "", _table(
-        ["model", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "runs", "tokens/s", "provider"],
-        [[p["model"], p["batch"], p["seq"], p["p50_ms"], p["p95_ms"], p["p99_ms"], p["requests"],
-          p["tokens_per_s"], p.get("provider")] for p in inproc]), ""]  # fmt: skip
+    return [
+        "## In-process (ONNX Runtime)",
+        "",
+        _table(
+            ["model", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "runs", "tokens/s", "provider"],
+            [
+                [
+                    p["model"],
+                    p["batch"],
+                    p["seq"],
+                    p["p50_ms"],
+                    p["p95_ms"],
+                    p["p99_ms"],
+                    p["requests"],
+                    p["tokens_per_s"],
+                    p.get("provider"),
+                ]
+                for p in inproc
+            ],
+        ),
+        "",
+    ]
 
 
 def _http_section(points: list[Row]) -> list[str]:
@@ -223,26 +273,78 @@ def _http_section(points: list[Row]) -> list[str]:
     http = [p for p in points if p.get("mode") == "http"]
     if not http:
         return []
-    return ["## Over HTTP", "",
-            "Open-loop latencies are measured from each request's intended (Poisson) send time. "
-            "Server queue ms is the mean per request, compute ms the mean per executed batch "
-            "(from `/metrics`, diffed over the point).", "", _table(
-        ["model", "load", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "req/s", "tokens/s", "errors",
-         "late sends", "server queue ms", "server compute ms", "rows/batch"],
-        [[p["model"], p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s"),
-          p["batch"], p["seq"], p.get("p50_ms"), p.get("p95_ms"), p.get("p99_ms"), p.get("rps"),
-          p.get("tokens_per_s"), p.get("errors"), p.get("late_sends"), p.get("server_queue_ms"),
-          p.get("server_compute_ms"), p.get("server_rows_per_batch")] for p in http]), ""]  # fmt: skip
+    return [
+        "## Over HTTP",
+        "",
+        "Open-loop latencies are measured from each request's intended (Poisson) send time. "
+        "Server queue ms is the mean per request, compute ms the mean per executed batch "
+        "(from `/metrics`, diffed over the point).",
+        "",
+        _table(
+            [
+                "model",
+                "load",
+                "batch",
+                "seq",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "req/s",
+                "tokens/s",
+                "errors",
+                "late sends",
+                "server queue ms",
+                "server compute ms",
+                "rows/batch",
+            ],
+            [
+                [
+                    p["model"],
+                    p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s"),
+                    p["batch"],
+                    p["seq"],
+                    p.get("p50_ms"),
+                    p.get("p95_ms"),
+                    p.get("p99_ms"),
+                    p.get("rps"),
+                    p.get("tokens_per_s"),
+                    p.get("errors"),
+                    p.get("late_sends"),
+                    p.get("server_queue_ms"),
+                    p.get("server_compute_ms"),
+                    p.get("server_rows_per_batch"),
+                ]
+                for p in http
+            ],
+        ),
+        "",
+    ]
 
 
 def _overhead_section(points: list[Row]) -> list[str]:
     ov = analysis.overhead(points)
     if not ov:
         return []
-    return ["## Service overhead over in-process (concurrency 1)", "", _table(
-        ["model", "batch", "seq", "in-process p50 ms", "HTTP p50 ms", "overhead ms", "ratio"],
-        [[r["model"], r["batch"], r["seq"], r["inproc_p50_ms"], r["http_p50_ms"], r["overhead_ms"], r["ratio"]]
-         for r in ov]), ""]  # fmt: skip
+    return [
+        "## Service overhead over in-process (concurrency 1)",
+        "",
+        _table(
+            ["model", "batch", "seq", "in-process p50 ms", "HTTP p50 ms", "overhead ms", "ratio"],
+            [
+                [
+                    r["model"],
+                    r["batch"],
+                    r["seq"],
+                    r["inproc_p50_ms"],
+                    r["http_p50_ms"],
+                    r["overhead_ms"],
+                    r["ratio"],
+                ]
+                for r in ov
+            ],
+        ),
+        "",
+    ]
 
 
 def write_report(results_dir: Path) -> Path:

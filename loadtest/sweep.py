@@ -94,9 +94,15 @@ def repo_models(repo: Path) -> dict[str, ModelInfo]:
             print(f"warning: skipping {d.name}: {str(exc).splitlines()[0]}", file=sys.stderr)
             continue
         out[d.name] = ModelInfo(
-            d.name, m.arch, m.layers, m.heads, m.max_sequence_length, m.vocab_size,
-            m.model_dump(mode="json"), dir=d,
-        )  # fmt: skip
+            d.name,
+            m.arch,
+            m.layers,
+            m.heads,
+            m.max_sequence_length,
+            m.vocab_size,
+            m.model_dump(mode="json"),
+            dir=d,
+        )
     return out
 
 
@@ -107,9 +113,16 @@ def service_models(url: str) -> dict[str, ModelInfo]:
         if s.get("state") != "ready" or not m:
             continue
         out[s["name"]] = ModelInfo(
-            s["name"], m["arch"], m["layers"], m["heads"], m["max_sequence_length"], m["vocab_size"], m,
-            server_provider=s.get("provider"), server_variant=s.get("variant"),
-        )  # fmt: skip
+            s["name"],
+            m["arch"],
+            m["layers"],
+            m["heads"],
+            m["max_sequence_length"],
+            m["vocab_size"],
+            m,
+            server_provider=s.get("provider"),
+            server_variant=s.get("variant"),
+        )
     return out
 
 
@@ -226,8 +239,10 @@ def _grid(s: LoadtestSettings, modes: list[str], notes: list[str]) -> _Grid:
     batch_default = preset.cpu_batch if use_cpu_grid else preset.batch
     seq_default = preset.cpu_seq if use_cpu_grid and preset.cpu_seq else preset.seq
     if use_cpu_grid and s.batch is None and s.seq is None:
-        notes.append(f"preset {s.preset}: no GPU for in-process runs, using the smaller CPU grid "
-                     f"batch {batch_default} x seq {seq_default}")  # fmt: skip
+        notes.append(
+            f"preset {s.preset}: no GPU for in-process runs, using the smaller CPU grid "
+            f"batch {batch_default} x seq {seq_default}"
+        )
     batches = _flag(s.batch, batch_default)
     seqs = _flag(s.seq, seq_default)
     return _Grid(
@@ -246,8 +261,10 @@ def _clamp(info: ModelInfo, wanted: list[int], notes: list[str]) -> list[int]:
     cap = info.max_sequence_length
     over = [q for q in wanted if q > cap]
     if over:
-        notes.append(f"{info.name}: sequence length {', '.join(map(str, over))} clamped to its "
-                     f"max_sequence_length {cap}")  # fmt: skip
+        notes.append(
+            f"{info.name}: sequence length {', '.join(map(str, over))} clamped to its "
+            f"max_sequence_length {cap}"
+        )
     return sorted({min(q, cap) for q in wanted})
 
 
@@ -268,8 +285,10 @@ def _http_points(models: dict[str, ModelInfo], grid: _Grid, notes: list[str]) ->
     for n, info in models.items():
         too_big = [b for b in grid.http_batches if info.server_max_batch and b > info.server_max_batch]
         if too_big:
-            notes.append(f"{n}: http batch {', '.join(map(str, too_big))} skipped: the service takes "
-                         f"at most {info.server_max_batch} rows per request (H2H_MAX_BATCH_SIZE)")  # fmt: skip
+            notes.append(
+                f"{n}: http batch {', '.join(map(str, too_big))} skipped: the service takes "
+                f"at most {info.server_max_batch} rows per request (H2H_MAX_BATCH_SIZE)"
+            )
     loads = [("closed", c, None) for c in grid.concurrency] + [("open", 1, r) for r in grid.rates]
     points = []
     for load, c, r in loads:
@@ -296,9 +315,17 @@ def _inproc_on_gpu(s: LoadtestSettings) -> bool:
 
 def _row(p: Point, info: ModelInfo, **kw: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "mode": p.mode, "load": p.load, "model": p.model, "arch": info.arch, "layers": info.layers,
-        "heads": info.heads, "batch": p.batch, "seq": p.seq, "concurrency": p.concurrency, "rate": p.rate,
-    }  # fmt: skip
+        "mode": p.mode,
+        "load": p.load,
+        "model": p.model,
+        "arch": info.arch,
+        "layers": info.layers,
+        "heads": info.heads,
+        "batch": p.batch,
+        "seq": p.seq,
+        "concurrency": p.concurrency,
+        "rate": p.rate,
+    }
     row.update(kw)
     return row
 
@@ -339,7 +366,7 @@ class Runner:
                     "server_max_batch": i.server_max_batch,
                 }
                 for n, i in p.models.items()
-            },  # fmt: skip
+            },
             "manifests": {n: i.manifest for n, i in p.models.items()},
             "providers": {},
             "service": {"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,
@@ -392,10 +419,16 @@ class Runner:
         s, info = self.plan.settings, self.plan.models[p.model]
         self.meta["providers"].setdefault("http", {})[p.model] = info.server_provider
         spec = LoadSpec(
-            hc.predict_url(s.url, p.model), hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed),
-            "closed" if p.load == "closed" else "open", self.plan.duration, concurrency=p.concurrency,
-            rate=p.rate, warmup=s.warmup, seed=s.seed + i_hash(p), timeout=s.timeout,
-        )  # fmt: skip
+            hc.predict_url(s.url, p.model),
+            hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed),
+            "closed" if p.load == "closed" else "open",
+            self.plan.duration,
+            concurrency=p.concurrency,
+            rate=p.rate,
+            warmup=s.warmup,
+            seed=s.seed + i_hash(p),
+            timeout=s.timeout,
+        )
         scraped: list[Any] = []
         res = driver.run(spec, lambda: scraped.append(promscrape.parse(hc.scrape_metrics(s.url), p.model)))
         after = promscrape.parse(hc.scrape_metrics(s.url), p.model)
@@ -403,15 +436,25 @@ class Runner:
             raise hc.ServiceUnreachable(f"service at {s.url} stopped answering ({dict(res.errors)})")
         st = summarize(res.latencies)
         st.pop("count")
-        row = _row(p, info, provider=info.server_provider, variant=info.server_variant,
-                   requests=res.ok, errors=res.error_count, error_kinds=dict(res.errors))  # fmt: skip
+        row = _row(
+            p,
+            info,
+            provider=info.server_provider,
+            variant=info.server_variant,
+            requests=res.ok,
+            errors=res.error_count,
+            error_kinds=dict(res.errors),
+        )
         row.update(st)
         _throughput(row, res.ok, res.window_s, p)
         row.update(client_row(res, driver.procs))
         if res.schedule is not None:
             sch = res.schedule
-            row.update(late_sends=sch.late, max_lag_ms=sch.max_lag_s * 1e3,
-                       achieved_rate=sch.achieved_rate(self.plan.duration))  # fmt: skip
+            row.update(
+                late_sends=sch.late,
+                max_lag_ms=sch.max_lag_s * 1e3,
+                achieved_rate=sch.achieved_rate(self.plan.duration),
+            )
         row.update(promscrape.diff(scraped[0], after))
         return row
 
@@ -419,8 +462,11 @@ class Runner:
 def client_row(res: hc.LoadResult, procs: int) -> dict[str, Any]:
     """The client's own cost, so a reader can tell when the load generator was the bottleneck."""
     us = res.client_cpu_us_per_request()
-    return {"client_procs": procs, "client_cpu_us_per_req": None if us is None else round(us, 1),
-            "client_cpu_cores": round(res.client_cpu_s / res.window_s, 4) if res.window_s > 0 else None}  # fmt: skip
+    return {
+        "client_procs": procs,
+        "client_cpu_us_per_req": None if us is None else round(us, 1),
+        "client_cpu_cores": round(res.client_cpu_s / res.window_s, 4) if res.window_s > 0 else None,
+    }
 
 
 def i_hash(p: Point) -> int:

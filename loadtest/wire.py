@@ -90,8 +90,10 @@ def request_bytes(url: str, body: bytes, content_type: str = "application/json")
         raise ValueError(f"{url!r}: the load client speaks plain http:// only")
     port = u.port or 80
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    head = (f"POST {path} HTTP/1.1\r\nHost: {u.hostname}:{port}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nUser-Agent: h2h-loadtest\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {u.hostname}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nUser-Agent: h2h-loadtest\r\n\r\n"
+    )
     return u.hostname, port, head.encode("latin-1") + body
 
 

@@ -99,21 +99,50 @@ def record_from_metrics(variant: str, lr: float, seed: int, phase: str, m: dict[
     """The record of one finished run, from the metrics models.train.train returned."""
     s = m["settings"]
     return {
-        "variant": variant, "phase": phase, "seed": seed, "lr": lr, "epochs": m["epochs"],
-        "test_accuracy": m["test_accuracy"], "val_accuracy": m["validation_accuracy"],
-        "val_curve": m["val_curve"], "epoch_train_s": m["epoch_train_s"], "best_epoch": m["best_epoch"],
-        "train_seconds": m["train_time_s"], "attn_init": m["attn_init"], "preset": m["preset"],
-        "arch": m["arch"], "norm": m["norm"], "layers": m["layers"], "heads": m["heads"],
-        "params": m["params"], "batch_size": s["batch_size"], "max_len": m["max_len"],
-        "dropout": s["dropout"], "steps": m["steps"], "data_sha256": m["data_sha256"],
-        "device": m["device"], "threads": m["threads"], "torch": m["torch"], "recipe": recipe(s),
-    }  # fmt: skip
+        "variant": variant,
+        "phase": phase,
+        "seed": seed,
+        "lr": lr,
+        "epochs": m["epochs"],
+        "test_accuracy": m["test_accuracy"],
+        "val_accuracy": m["validation_accuracy"],
+        "val_curve": m["val_curve"],
+        "epoch_train_s": m["epoch_train_s"],
+        "best_epoch": m["best_epoch"],
+        "train_seconds": m["train_time_s"],
+        "attn_init": m["attn_init"],
+        "preset": m["preset"],
+        "arch": m["arch"],
+        "norm": m["norm"],
+        "layers": m["layers"],
+        "heads": m["heads"],
+        "params": m["params"],
+        "batch_size": s["batch_size"],
+        "max_len": m["max_len"],
+        "dropout": s["dropout"],
+        "steps": m["steps"],
+        "data_sha256": m["data_sha256"],
+        "device": m["device"],
+        "threads": m["threads"],
+        "torch": m["torch"],
+        "recipe": recipe(s),
+    }
 
 
 def diverged_record(variant: str, lr: float, seed: int, phase: str, terms: dict[str, Any], why: str) -> dict:
     """A run whose loss stopped being finite: kept (it is a result), never averaged."""
-    return {"variant": variant, "phase": phase, "seed": seed, "lr": lr, **terms, "diverged": why,
-            "test_accuracy": None, "val_accuracy": None, "val_curve": [], "epoch_train_s": []}  # fmt: skip
+    return {
+        "variant": variant,
+        "phase": phase,
+        "seed": seed,
+        "lr": lr,
+        **terms,
+        "diverged": why,
+        "test_accuracy": None,
+        "val_accuracy": None,
+        "val_curve": [],
+        "epoch_train_s": [],
+    }
 
 
 def groups(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -124,9 +124,15 @@ def prepare(s: TrainSettings) -> Prepared:
     splits = split(load_wordnet(s.wordnet_dir), seed=s.split_seed)
     tok = Tokenizer.build((e.text for e in splits.train), min_freq=s.min_freq, max_size=s.max_vocab)
     cfg: ModelConfig = from_preset(
-        s.preset, s.arch, vocab_size=tok.vocab_size, num_labels=len(LEXNAMES), norm=s.norm,
-        dropout=s.dropout, attn_init=s.attn_init, max_len=s.max_len,
-    )  # fmt: skip
+        s.preset,
+        s.arch,
+        vocab_size=tok.vocab_size,
+        num_labels=len(LEXNAMES),
+        norm=s.norm,
+        dropout=s.dropout,
+        attn_init=s.attn_init,
+        max_len=s.max_len,
+    )
     tok.max_length = cfg.max_len
     train_data, val_data, test_data = (
         Encoded.of(x, tok) for x in (splits.train, splits.validation, splits.test)
@@ -405,9 +411,14 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(col, justify="right")
     for m in rows:
         table.add_row(
-            m["arch"], m["norm"], str(m["layers"]), str(m["heads"]), f"{m['params']:,}",
-            f"{m['test_accuracy']:.4f}", f"{m['train_time_s']:.0f}s",
-        )  # fmt: skip
+            m["arch"],
+            m["norm"],
+            str(m["layers"]),
+            str(m["heads"]),
+            f"{m['params']:,}",
+            f"{m['test_accuracy']:.4f}",
+            f"{m['train_time_s']:.0f}s",
+        )
     return table
 
 

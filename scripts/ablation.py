@@ -93,19 +93,38 @@ def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epoc
     arch, norm = VARIANTS[variant]
     name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
     return TrainSettings(
-        arch=arch, norm=norm, preset=a.preset, epochs=epochs, lr=lr, seed=seed, batch_size=a.batch_size,
-        attn_init=a.attn_init, dropout=a.dropout, max_len=a.max_len, device=a.device, threads=a.threads,
-        wordnet_dir=a.wordnet_dir, out=a.runs, name=name,
-    )  # fmt: skip
+        arch=arch,
+        norm=norm,
+        preset=a.preset,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        batch_size=a.batch_size,
+        attn_init=a.attn_init,
+        dropout=a.dropout,
+        max_len=a.max_len,
+        device=a.device,
+        threads=a.threads,
+        wordnet_dir=a.wordnet_dir,
+        out=a.runs,
+        name=name,
+    )
 
 
 def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
     """The equal-terms fields of a run (models.accuracy.TERMS), known before it trains."""
     max_len = a.max_len or PRESETS[a.preset].max_len
     settings = settings_for(a, next(iter(VARIANTS)), 1e-3, a.seed_base, epochs).model_dump()
-    return {"preset": a.preset, "epochs": epochs, "attn_init": a.attn_init, "batch_size": a.batch_size,
-            "max_len": max_len, "dropout": a.dropout, "data_sha256": data_sha256,
-            "recipe": recipe(settings)}  # fmt: skip
+    return {
+        "preset": a.preset,
+        "epochs": epochs,
+        "attn_init": a.attn_init,
+        "batch_size": a.batch_size,
+        "max_len": max_len,
+        "dropout": a.dropout,
+        "data_sha256": data_sha256,
+        "recipe": recipe(settings),
+    }
 
 
 def cpu_name() -> str:

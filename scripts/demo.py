@@ -74,8 +74,13 @@ def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     for arch in ARCHS:
-        ts = TrainSettings(arch=arch, preset=s.preset, out=s.runs, epochs=s.epochs,
-                           **({"wordnet_dir": s.wordnet_dir} if s.wordnet_dir else {}))  # fmt: skip
+        ts = TrainSettings(
+            arch=arch,
+            preset=s.preset,
+            out=s.runs,
+            epochs=s.epochs,
+            **({"wordnet_dir": s.wordnet_dir} if s.wordnet_dir else {}),
+        )
         run_dir = s.runs / ts.run_name()
         metrics = None if s.force else completed_metrics(run_dir)
         if metrics is not None:
@@ -106,8 +111,13 @@ def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, s
 
 def start_service(s: DemoSettings, port: int, log: Path, names: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "H2H_MODEL_REPOSITORY": str(s.repo), "H2H_HOST": "127.0.0.1", "H2H_PORT": str(port),
-           "H2H_MODELS": json.dumps(list(names.values()))}  # fmt: skip
+    env = {
+        **os.environ,
+        "H2H_MODEL_REPOSITORY": str(s.repo),
+        "H2H_HOST": "127.0.0.1",
+        "H2H_PORT": str(port),
+        "H2H_MODELS": json.dumps(list(names.values())),
+    }
     with log.open("wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
 
@@ -139,9 +149,24 @@ def show_compare(url: str) -> None:
 
 def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
     # name the two models: the repository may hold others (e.g. the random-init paper pair)
-    cmd = [sys.executable, "-m", "loadtest", "sweep", "--preset", s.loadtest_preset, "--mode", "both",
-           "--models", ",".join(names.values()),
-           "--repo", str(s.repo), "--url", url, "--out", str(s.results)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadtest",
+        "sweep",
+        "--preset",
+        s.loadtest_preset,
+        "--mode",
+        "both",
+        "--models",
+        ",".join(names.values()),
+        "--repo",
+        str(s.repo),
+        "--url",
+        url,
+        "--out",
+        str(s.results),
+    ]
     print("$ " + " ".join(cmd[1:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
@@ -185,8 +210,13 @@ def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arch, m in runs.items():
         name = names.get(arch, "")
-        cells = [f"{arch.upper()} ({m['norm']})", f"{m['layers']}L-{m['heads']}H", f"{m['params']:,}",
-                 f"{m['test_accuracy']:.4f}", f"{m['train_time_s']:.0f}s ({m.get('device', '?')})"]  # fmt: skip
+        cells = [
+            f"{arch.upper()} ({m['norm']})",
+            f"{m['layers']}L-{m['heads']}H",
+            f"{m['params']:,}",
+            f"{m['test_accuracy']:.4f}",
+            f"{m['train_time_s']:.0f}s ({m.get('device', '?')})",
+        ]
         if small:
             cells.append(_ms(at(inproc, name, *small)))
         if large:

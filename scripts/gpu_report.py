@@ -71,9 +71,21 @@ class Plan:
         return [f"mha-{self.preset}-random", f"sha-{self.preset}-random"]
 
 
-REHEARSAL = Plan(preset="tiny", provider="cpu", inproc_batch="1,4", inproc_seq="16,32", inproc_budget="0.1",
-                 http_batch="1,4", http_seq="16", concurrency="1,4", duration="0.3", cap_seq="16",
-                 probe_duration="0.3", max_probes="3", client_procs="2")  # fmt: skip
+REHEARSAL = Plan(
+    preset="tiny",
+    provider="cpu",
+    inproc_batch="1,4",
+    inproc_seq="16,32",
+    inproc_budget="0.1",
+    http_batch="1,4",
+    http_seq="16",
+    concurrency="1,4",
+    duration="0.3",
+    cap_seq="16",
+    probe_duration="0.3",
+    max_probes="3",
+    client_procs="2",
+)
 
 
 def gpu_facts() -> dict[str, Any] | None:
@@ -82,8 +94,13 @@ def gpu_facts() -> dict[str, Any] | None:
     host = nvml.probe()
     if host is None or host.count == 0:
         return None
-    facts = {"name": host.gpus[0].name, "driver": host.driver, "cuda_driver": host.cuda_driver,
-             "count": host.count, "memory_gib": host.gpus[0].memory_gib}  # fmt: skip
+    facts = {
+        "name": host.gpus[0].name,
+        "driver": host.driver,
+        "cuda_driver": host.cuda_driver,
+        "count": host.count,
+        "memory_gib": host.gpus[0].memory_gib,
+    }
     return None if None in facts.values() else facts
 
 
@@ -121,8 +138,14 @@ class Run:
         t = time.monotonic()
         with (self.logs / f"{name}.log").open("w") as log:
             try:
-                rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
-                                    stderr=subprocess.STDOUT, timeout=left).returncode  # fmt: skip
+                rc = subprocess.run(
+                    cmd,
+                    cwd=ROOT,
+                    env={**os.environ, **(env or {})},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=left,
+                ).returncode
             except subprocess.TimeoutExpired:
                 return self.record(name, "failed: out of time", time.monotonic() - t, command=" ".join(cmd))
         status = "ok" if rc in ok_codes else f"failed: exit {rc}"
@@ -154,8 +177,21 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     procs = []
     for arch in ("mha", "sha"):
-        cmd = [sys.executable, "-m", "export", "--random-init", "--preset", plan.preset, "--arch", arch, "--repo",
-               str(repo), "--threads", threads, *plan.export_extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "export",
+            "--random-init",
+            "--preset",
+            plan.preset,
+            "--arch",
+            arch,
+            "--repo",
+            str(repo),
+            "--threads",
+            threads,
+            *plan.export_extra,
+        ]
         log = (run.logs / f"export-{arch}.log").open("w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
     rcs = []
@@ -167,8 +203,11 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
             rcs.append(p.wait())
         log.close()
     status = "ok" if rcs == [0, 0] else f"failed: exit {rcs}"
-    tails = {arch: (run.logs / f"export-{arch}.log").read_text(errors="replace").splitlines()[-20:]
-             for arch, rc in zip(("mha", "sha"), rcs, strict=True) if rc != 0}  # fmt: skip
+    tails = {
+        arch: (run.logs / f"export-{arch}.log").read_text(errors="replace").splitlines()[-20:]
+        for arch, rc in zip(("mha", "sha"), rcs, strict=True)
+        if rc != 0
+    }
     return run.record(
         "export", status, time.monotonic() - t, repo=str(repo), **({"log_tails": tails} if tails else {})
     )
@@ -176,10 +215,33 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
 
 def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
     for folder, variant in VARIANTS.items():
-        run.step(folder, [sys.executable, "-m", "loadtest", "sweep", "--mode", "inproc", "--models",
-                          ",".join(plan.models), "--repo", str(repo), "--provider", plan.provider, "--variant",
-                          variant, "--batch", plan.inproc_batch, "--seq", plan.inproc_seq, "--inproc-budget",
-                          plan.inproc_budget, "--out", str(out / folder)])  # fmt: skip
+        run.step(
+            folder,
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "sweep",
+                "--mode",
+                "inproc",
+                "--models",
+                ",".join(plan.models),
+                "--repo",
+                str(repo),
+                "--provider",
+                plan.provider,
+                "--variant",
+                variant,
+                "--batch",
+                plan.inproc_batch,
+                "--seq",
+                plan.inproc_seq,
+                "--inproc-budget",
+                plan.inproc_budget,
+                "--out",
+                str(out / folder),
+            ],
+        )
 
 
 def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
@@ -187,13 +249,34 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
     import httpx
 
     port = free_port()
-    env = {**os.environ, "H2H_PROVIDER": plan.provider, "H2H_VARIANT": variant, "H2H_LOG_LEVEL": "warning",
-           "H2H_MODELS": json.dumps(plan.models), "H2H_REQUIRE_ALL_MODELS": "true"}  # fmt: skip
+    env = {
+        **os.environ,
+        "H2H_PROVIDER": plan.provider,
+        "H2H_VARIANT": variant,
+        "H2H_LOG_LEVEL": "warning",
+        "H2H_MODELS": json.dumps(plan.models),
+        "H2H_REQUIRE_ALL_MODELS": "true",
+    }
     url = f"http://127.0.0.1:{port}"
     t = time.monotonic()
     log = (run.logs / "service-start.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--model-repository", str(repo), "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-repository",
+            str(repo),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + min(240.0, max(5.0, run.left()))
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -219,14 +302,61 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
         return
     try:
         models = ",".join(plan.models)
-        run.step("http-sweep", [sys.executable, "-m", "loadtest", "sweep", "--mode", "http", "--url", url,
-                                "--models", models, "--batch", plan.http_batch, "--seq", plan.http_seq,
-                                "--concurrency", plan.concurrency, "--duration", plan.duration, "--client-procs",
-                                plan.client_procs, "--out", str(out / "http"), "--no-report"])  # fmt: skip
-        run.step("capacity", [sys.executable, "-m", "loadtest", "capacity", "--url", url, "--models", models,
-                              "--batch", plan.cap_batch, "--seq", plan.cap_seq, "--slo-p99-ms", "50",
-                              "--probe-duration", plan.probe_duration, "--max-probes", plan.max_probes,
-                              "--client-procs", plan.client_procs, "--out", str(out / "http")])  # fmt: skip
+        run.step(
+            "http-sweep",
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "sweep",
+                "--mode",
+                "http",
+                "--url",
+                url,
+                "--models",
+                models,
+                "--batch",
+                plan.http_batch,
+                "--seq",
+                plan.http_seq,
+                "--concurrency",
+                plan.concurrency,
+                "--duration",
+                plan.duration,
+                "--client-procs",
+                plan.client_procs,
+                "--out",
+                str(out / "http"),
+                "--no-report",
+            ],
+        )
+        run.step(
+            "capacity",
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "capacity",
+                "--url",
+                url,
+                "--models",
+                models,
+                "--batch",
+                plan.cap_batch,
+                "--seq",
+                plan.cap_seq,
+                "--slo-p99-ms",
+                "50",
+                "--probe-duration",
+                plan.probe_duration,
+                "--max-probes",
+                plan.max_probes,
+                "--client-procs",
+                plan.client_procs,
+                "--out",
+                str(out / "http"),
+            ],
+        )
         if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
             run.step("http-report", [sys.executable, "-m", "loadtest", "report", str(out / "http")])
     finally:
@@ -257,20 +387,30 @@ def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path |
 
 def _parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(prog="gpu_report", description=__doc__.splitlines()[0])
-    p.add_argument("--repo", default="results/gpu-repository", help="model repository for the exports (reused "
-                   "when complete)")  # fmt: skip
+    p.add_argument(
+        "--repo",
+        default="results/gpu-repository",
+        help="model repository for the exports (reused when complete)",
+    )
     p.add_argument("--logs", default="results/gpu-report-logs", help="one log per step (not committed)")
-    p.add_argument("--out-root", help="the report goes to OUT_ROOT/<gpu-name>/ (default docs/gpu; rehearsal: "
-                   "results/gpu-rehearsal)")  # fmt: skip
-    p.add_argument("--benchmarks", help="file the summary is appended to (default docs/benchmarks.md; rehearsal: "
-                   "none; '' for none)")  # fmt: skip
+    p.add_argument(
+        "--out-root",
+        help="the report goes to OUT_ROOT/<gpu-name>/ (default docs/gpu; rehearsal: results/gpu-rehearsal)",
+    )
+    p.add_argument(
+        "--benchmarks",
+        help="file the summary is appended to (default docs/benchmarks.md; rehearsal: none; '' for none)",
+    )
     p.add_argument("--budget-s", type=float, default=570.0, help="seconds for all steps (default 570)")
     p.add_argument(
         "--serve-variant", default="model.fp16.onnx", help="variant the service runs for the HTTP steps"
     )
     p.add_argument("--skip-tests", action="store_true", help="skip `pytest -m gpu`")
-    p.add_argument("--rehearse-cpu", action="store_true",
-                   help="run the pipeline on the CPU with the tiny preset (checks the pipeline; no GPU figures)")  # fmt: skip
+    p.add_argument(
+        "--rehearse-cpu",
+        action="store_true",
+        help="run the pipeline on the CPU with the tiny preset (checks the pipeline; no GPU figures)",
+    )
     return p
 
 

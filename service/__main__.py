@@ -60,10 +60,14 @@ def main(argv: list[str] | None = None) -> None:
 
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=settings.access_log, timeout_graceful_shutdown=settings.shutdown_grace_s,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
         lifespan="on",
-    )  # fmt: skip
+    )
     server = DrainingServer(config, app.state.service.begin_shutdown)
     # uvicorn re-raises the captured signal after its graceful shutdown; exit 0 then.
     for sig in (signal.SIGTERM, signal.SIGINT):

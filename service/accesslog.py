@@ -46,10 +46,16 @@ def enable_json_lines() -> None:
 def record(method: str, route: str, model: str, status: int, seconds: float, rid: bytes) -> str:
     """The access line (also returned, for tests)."""
     line = json.dumps(
-        {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", "method": method, "route": route,
-         "model": model, "status": status, "latency_ms": round(seconds * 1000.0, 3),
-         "request_id": rid.decode("ascii")},
+        {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+            "method": method,
+            "route": route,
+            "model": model,
+            "status": status,
+            "latency_ms": round(seconds * 1000.0, 3),
+            "request_id": rid.decode("ascii"),
+        },
         separators=(",", ":"),
-    )  # fmt: skip
+    )
     access_log.info(line)
     return line

@@ -52,9 +52,15 @@ MODEL_ERRORS = {404: WORK_ERRORS[404]}
 
 # a full queue (Overloaded) is answered with H2H_REJECT_STATUS, 429 by default
 STATUSES: dict[type[ServiceError], int] = {
-    MalformedBody: 400, InvalidInput: 422, BodyTooLarge: 413, UnknownModel: 404, UnknownVersion: 404,
-    ModelNotReady: 503, ShuttingDown: 503, Timeout: 504,
-}  # fmt: skip
+    MalformedBody: 400,
+    InvalidInput: 422,
+    BodyTooLarge: 413,
+    UnknownModel: 404,
+    UnknownVersion: 404,
+    ModelNotReady: 503,
+    ShuttingDown: 503,
+    Timeout: 504,
+}
 
 
 def error_body(exc: ServiceError) -> dict[str, str | None]:
@@ -71,18 +77,36 @@ def summary(entry: ModelEntry) -> ModelSummary:
     if m is not None:
         manifest = m.model_dump(
             include={
-                "arch", "layers", "heads", "d_model", "head_dim", "ffn_dim", "norm", "params",
-                "flops_per_token", "max_sequence_length", "vocab_size", "opset", "sha256",
-                "test_accuracy", "validation_accuracy", "random_init", "created",
+                "arch",
+                "layers",
+                "heads",
+                "d_model",
+                "head_dim",
+                "ffn_dim",
+                "norm",
+                "params",
+                "flops_per_token",
+                "max_sequence_length",
+                "vocab_size",
+                "opset",
+                "sha256",
+                "test_accuracy",
+                "validation_accuracy",
+                "random_init",
+                "created",
             }
-        )  # fmt: skip
+        )
         manifest["num_labels"] = len(m.labels)
         manifest["variants"] = sorted(m.variants)
     return ModelSummary(
-        name=entry.name, state=entry.state, error=entry.error, provider=entry.provider,
-        providers=entry.runtime.providers if entry.runtime else [], variant=entry.variant,
+        name=entry.name,
+        state=entry.state,
+        error=entry.error,
+        provider=entry.provider,
+        providers=entry.runtime.providers if entry.runtime else [],
+        variant=entry.variant,
         manifest=manifest,
-    )  # fmt: skip
+    )
 
 
 @router.get("/models", response_model=ModelList)
@@ -129,9 +153,12 @@ async def _encode_each(
 
 
 async def _predict_one(
-    svc: Service, entry: ModelEntry, body: PredictRequest | CompareRequest, start: float,
+    svc: Service,
+    entry: ModelEntry,
+    body: PredictRequest | CompareRequest,
+    start: float,
     encoded: Encoded | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     if isinstance(body, PredictRequest) and body.input_ids is not None:
         ids_rows, mask_rows = svc.check_ids(entry, body.input_ids, body.attention_mask)
         tokens, truncated = [int(m.sum()) for m in mask_rows], [False] * len(ids_rows)

@@ -57,9 +57,14 @@ MODEL_ERRORS = _errors(404, 503)
 
 # a full queue (Overloaded) is answered with H2H_REJECT_STATUS, 429 by default
 STATUSES: dict[type[ServiceError], int] = {
-    InvalidInput: 400, BodyTooLarge: 413, UnknownModel: 404, UnknownVersion: 404, ModelNotReady: 503,
-    ShuttingDown: 503, Timeout: 504,
-}  # fmt: skip
+    InvalidInput: 400,
+    BodyTooLarge: 413,
+    UnknownModel: 404,
+    UnknownVersion: 404,
+    ModelNotReady: 503,
+    ShuttingDown: 503,
+    Timeout: 504,
+}
 
 
 def error_body(exc: ServiceError) -> dict[str, str]:

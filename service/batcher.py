@@ -290,9 +290,13 @@ class DynamicBatcher:
             mask_rows = [np.ones(len(r), dtype=np.int64) for r in ids_rows]
         longest = max(len(r) for r in ids_rows)
         item = _Item(
-            ids=list(ids_rows), masks=list(mask_rows), bucket=self.bucket_of(longest),
-            future=asyncio.get_running_loop().create_future(), enqueued=time.perf_counter(), rows=rows,
-        )  # fmt: skip
+            ids=list(ids_rows),
+            masks=list(mask_rows),
+            bucket=self.bucket_of(longest),
+            future=asyncio.get_running_loop().create_future(),
+            enqueued=time.perf_counter(),
+            rows=rows,
+        )
         self._buckets.setdefault(item.bucket, deque()).append(item)
         self._queued_rows += rows
         self.mean_request_rows = 0.9 * self.mean_request_rows + 0.1 * rows
@@ -329,9 +333,10 @@ class DynamicBatcher:
     def _pick(self, now: float) -> int | None:
         """The bucket to run now, or None to keep waiting."""
         full = [
-            b for b, q in self._buckets.items()
+            b
+            for b, q in self._buckets.items()
             if sum(i.rows for i in q if not i.future.done()) >= self.max_batch_size
-        ]  # fmt: skip
+        ]
         oldest = min(((q[0].enqueued, b) for b, q in self._buckets.items() if q), default=None)
         if oldest is None:
             return None

@@ -101,11 +101,17 @@ class Service:
             self.metrics.queue_depth_g.labels(entry.name).set(0)
             self.metrics.inflight.labels(entry.name).set(0)
             b = DynamicBatcher(
-                entry.name, entry.runtime.run,
-                max_batch_size=s.max_batch_size, max_queue_delay_ms=s.max_queue_delay_ms,
-                max_queue_rows=s.max_queue_rows, bucket_width=s.length_bucket, pad_id=m.pad_id,
-                timeout_s=s.request_timeout_s, inline_compute_ms=s.inline_compute_ms, observer=self.metrics,
-            )  # fmt: skip
+                entry.name,
+                entry.runtime.run,
+                max_batch_size=s.max_batch_size,
+                max_queue_delay_ms=s.max_queue_delay_ms,
+                max_queue_rows=s.max_queue_rows,
+                bucket_width=s.length_bucket,
+                pad_id=m.pad_id,
+                timeout_s=s.request_timeout_s,
+                inline_compute_ms=s.inline_compute_ms,
+                observer=self.metrics,
+            )
             await b.start()
             self.batchers[entry.name] = b
             self.rooms[entry.name] = WaitingRoom(b, s.admission_wait_ms / 1000.0)
@@ -115,10 +121,16 @@ class Service:
 
     def summary(self) -> str:
         models = [
-            {"name": e.name, "state": e.state, "provider": e.provider, "variant": e.variant,
-             "error": e.error, "load_s": round(e.load_seconds, 3)}
+            {
+                "name": e.name,
+                "state": e.state,
+                "provider": e.provider,
+                "variant": e.variant,
+                "error": e.error,
+                "load_s": round(e.load_seconds, 3),
+            }
             for e in self.models.values()
-        ]  # fmt: skip
+        ]
         return json.dumps(
             {"event": "started", "settings": self.settings.model_dump(mode="json"), "models": models},
             sort_keys=True,
@@ -184,9 +196,13 @@ class Service:
         return [entry.tokenizer.tokenize(text) for text in texts]
 
     def encode_texts(
-        self, entry: ModelEntry, texts: Sequence[str], field: str = "texts", truncate: bool = False,
+        self,
+        entry: ModelEntry,
+        texts: Sequence[str],
+        field: str = "texts",
+        truncate: bool = False,
         tokens: list[list[str]] | None = None,
-    ) -> Encoded:  # fmt: skip
+    ) -> Encoded:
         """Token ids per text, the tokens each row keeps, and whether it was cut; `tokens`: the
         texts already tokenized by this model's tokenizer.
 
@@ -204,8 +220,9 @@ class Service:
             if n > limit and not truncate:
                 raise InvalidInput(
                     f"text has {n} tokens, above the model's maximum of {limit}; shorten it or "
-                    'send "truncate": true', f"{field}.{i}",
-                )  # fmt: skip
+                    'send "truncate": true',
+                    f"{field}.{i}",
+                )
             row = np.asarray(tok.ids(words, limit), dtype=np.int64)
             rows.append(row)
             kept.append(len(row))

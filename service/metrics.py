@@ -9,8 +9,22 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
@@ -62,9 +76,12 @@ class Metrics:
             "h2h_requests", "HTTP requests answered", ["model", "route", "status"], registry=r
         )
         self.request_duration = Histogram(
-            "h2h_request_duration_seconds", "End-to-end latency in the server",
-            ["model", "route", "status"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "h2h_request_duration_seconds",
+            "End-to-end latency in the server",
+            ["model", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait_h = self._per_model_histogram(
             "h2h_queue_wait_seconds", "Time a request waited in the batcher queue", LATENCY_BUCKETS
         )
@@ -92,9 +109,11 @@ class Metrics:
             "h2h_model_ready", "1 when the model serves, 0 when it failed to load", ["model"], registry=r
         )
         self.model_info = Gauge(
-            "h2h_model_info", "Static facts about each loaded model (value 1)",
-            ["model", "arch", "layers", "heads", "provider", "variant"], registry=r,
-        )  # fmt: skip
+            "h2h_model_info",
+            "Static facts about each loaded model (value 1)",
+            ["model", "arch", "layers", "heads", "provider", "variant"],
+            registry=r,
+        )
         self._series: dict[str, _ModelSeries] = {}
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if gpu:

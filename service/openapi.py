@@ -67,9 +67,12 @@ def _error_bodies(doc: dict[str, Any]) -> None:
 
 def build(app: FastAPI, service: Service) -> dict[str, Any]:
     doc = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes,
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
         openapi_version=app.openapi_version,
-    )  # fmt: skip
+    )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(_components(RAW_BODY_MODELS))
     schemas.update(_components((ErrorResponse, V2ErrorResponse)))

@@ -37,9 +37,17 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {}
     for arch in ("mha", "sha"):
         s = TrainSettings(
-            arch=arch, preset="tiny", norm="admin", epochs=1, max_steps=30, batch_size=16,
-            wordnet_dir=FIXTURE_WORDNET, out=out, seed=1, min_freq=1,
-        )  # fmt: skip
+            arch=arch,
+            preset="tiny",
+            norm="admin",
+            epochs=1,
+            max_steps=30,
+            batch_size=16,
+            wordnet_dir=FIXTURE_WORDNET,
+            out=out,
+            seed=1,
+            min_freq=1,
+        )
         train(s)
         runs[arch] = out / s.run_name()
     return runs
@@ -71,10 +79,23 @@ def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tu
     port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--model-repository", str(repo),
-             "--host", "127.0.0.1", "--port", str(port), *flags],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--model-repository",
+                str(repo),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *flags,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc, f"127.0.0.1:{port}"
 
 

@@ -14,8 +14,9 @@ ABLATION = ROOT / "scripts" / "ablation.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ABLATION), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ABLATION), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordnet_dir: Path) -> None:
@@ -30,8 +31,19 @@ def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordne
         "--runs",
         str(tmp_path / "runs"),
     )
-    r = _run(*common, "--variants", "mha-admin,sha-admin", "--lrs", "1e-3,3e-3", "--seeds", "2", "--epochs", "2",
-             "--sweep-epochs", "2")  # fmt: skip
+    r = _run(
+        *common,
+        "--variants",
+        "mha-admin,sha-admin",
+        "--lrs",
+        "1e-3,3e-3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--sweep-epochs",
+        "2",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     records = json.loads(out.read_text())
     # 2 variants x 2 rates swept with seed 1 (reused as seed 1: same epochs), then seed 2 at the best rate
@@ -58,8 +70,20 @@ def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordne
     assert (tmp_path / "docs" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Same command again: every run is in the records, nothing retrains; then more variants append.
-    again = _run(*common, "--variants", "mha-admin,sha-admin", "--lrs", "1e-3,3e-3", "--seeds", "2",
-                 "--epochs", "2", "--sweep-epochs", "2", "--dry-run")  # fmt: skip
+    again = _run(
+        *common,
+        "--variants",
+        "mha-admin,sha-admin",
+        "--lrs",
+        "1e-3,3e-3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--sweep-epochs",
+        "2",
+        "--dry-run",
+    )
     assert again.returncode == 0 and "nothing to train" in again.stdout
     more = _run(*common, "--variants", "sha-pre,sha-post", "--seeds", "1", "--epochs", "2", "--lrs", "1e-3")
     assert more.returncode == 0, more.stderr[-3000:]

@@ -19,20 +19,49 @@ from models.accuracy import (
 )
 from models.accuracy_report import best_by, summary_markdown, wall_clock_lines
 
-TERMS = {"preset": "small", "epochs": 3, "attn_init": "combined", "batch_size": 64, "max_len": 64,
-         "dropout": 0.1, "data_sha256": "abc"}  # fmt: skip
+TERMS = {
+    "preset": "small",
+    "epochs": 3,
+    "attn_init": "combined",
+    "batch_size": 64,
+    "max_len": 64,
+    "dropout": 0.1,
+    "data_sha256": "abc",
+}
 
 
-def rec(variant: str, seed: int, test: float, *, lr: float = 1e-3, curve=(0.5, 0.6, 0.7), secs=(10, 20, 30),
-        **over) -> dict:  # fmt: skip
-    return {"variant": variant, "seed": seed, "lr": lr, "test_accuracy": test, "val_accuracy": max(curve),
-            "val_curve": list(curve), "epoch_train_s": list(secs), "device": "cpu", "threads": 2,
-            **TERMS, **over}  # fmt: skip
+def rec(
+    variant: str,
+    seed: int,
+    test: float,
+    *,
+    lr: float = 1e-3,
+    curve=(0.5, 0.6, 0.7),
+    secs=(10, 20, 30),
+    **over,
+) -> dict:
+    return {
+        "variant": variant,
+        "seed": seed,
+        "lr": lr,
+        "test_accuracy": test,
+        "val_accuracy": max(curve),
+        "val_curve": list(curve),
+        "epoch_train_s": list(secs),
+        "device": "cpu",
+        "threads": 2,
+        **TERMS,
+        **over,
+    }
 
 
 def test_groups_never_mix_terms_and_the_largest_comes_first() -> None:
-    records = [rec("mha-admin", 1, 0.8), rec("mha-admin", 2, 0.8), rec("mha-admin", 1, 0.7, epochs=1),
-               rec("sha-admin", 1, 0.8, data_sha256="other")]  # fmt: skip
+    records = [
+        rec("mha-admin", 1, 0.8),
+        rec("mha-admin", 2, 0.8),
+        rec("mha-admin", 1, 0.7, epochs=1),
+        rec("sha-admin", 1, 0.8, data_sha256="other"),
+    ]
     gs = groups(records)
     assert [len(g) for g in gs] == [2, 1, 1]
     assert all(len({terms_of(r) for r in g}) == 1 for g in gs)
@@ -42,12 +71,19 @@ def test_groups_never_mix_terms_and_the_largest_comes_first() -> None:
 
 
 def test_chosen_rate_is_the_one_with_most_seeds_and_diverged_runs_are_not_averaged() -> None:
-    group = [rec("sha-admin", 1, 0.9, lr=3e-3, curve=(0.95,)), rec("sha-admin", 1, 0.7), rec("sha-admin", 2, 0.72),
-             {**rec("sha-admin", 3, 0.0), "diverged": "nan", "val_accuracy": None, "test_accuracy": None}]  # fmt: skip
+    group = [
+        rec("sha-admin", 1, 0.9, lr=3e-3, curve=(0.95,)),
+        rec("sha-admin", 1, 0.7),
+        rec("sha-admin", 2, 0.72),
+        {**rec("sha-admin", 3, 0.0), "diverged": "nan", "val_accuracy": None, "test_accuracy": None},
+    ]
     runs = chosen_runs(group, "sha-admin")
     assert [(r["lr"], r["seed"]) for r in runs] == [(1e-3, 1), (1e-3, 2)]
-    sweep = [rec("sha-admin", 1, 0.7, lr=1e-3, curve=(0.6,)), rec("sha-admin", 1, 0.7, lr=2e-3, curve=(0.65,)),
-             {**rec("sha-admin", 1, 0.0, lr=4e-3), "val_accuracy": None, "diverged": "inf"}]  # fmt: skip
+    sweep = [
+        rec("sha-admin", 1, 0.7, lr=1e-3, curve=(0.6,)),
+        rec("sha-admin", 1, 0.7, lr=2e-3, curve=(0.65,)),
+        {**rec("sha-admin", 1, 0.0, lr=4e-3), "val_accuracy": None, "diverged": "inf"},
+    ]
     assert best_lr(sweep, "sha-admin", [1e-3, 2e-3, 4e-3], terms_of(sweep[0]), 1) == 2e-3
 
 
@@ -65,8 +101,10 @@ def test_summary_states_mean_std_and_the_welch_interval() -> None:
 
 def test_equal_wall_clock_scores_the_slower_model_on_the_epochs_it_finished() -> None:
     fast = [rec("mha-admin", s, 0.8, curve=(0.60, 0.70, 0.75), secs=(10, 20, 30)) for s in (1, 2)]
-    slow = [rec("sha-admin", 1, 0.8, curve=(0.50, 0.65, 0.80), secs=(14, 29, 45)),
-            rec("sha-admin", 2, 0.8, curve=(0.52, 0.67, 0.82), secs=(16, 31, 47))]  # fmt: skip
+    slow = [
+        rec("sha-admin", 1, 0.8, curve=(0.50, 0.65, 0.80), secs=(14, 29, 45)),
+        rec("sha-admin", 2, 0.8, curve=(0.52, 0.67, 0.82), secs=(16, 31, 47)),
+    ]
     assert best_by(slow[0], 30) == (0.65, 2) and best_by(slow[1], 30) == (0.52, 1)
     (line,) = wall_clock_lines(fast + slow)
     assert line.startswith("- at 30.0 s (mha-admin's full run; sha-admin needs 46.0 s)")

@@ -46,9 +46,14 @@ def test_request_timeout_is_504_with_json_body(tiny_repo: Path, monkeypatch: pyt
 
     monkeypatch.setattr(runtime.OrtModel, "run", slow_run)
     settings = ServiceSettings(
-        model_repository=tiny_repo, models=["mha-tiny"], provider="cpu", intra_op_threads=1,
-        warmup=False, max_queue_delay_ms=0.0, request_timeout_s=TIMEOUT_S,
-    )  # fmt: skip
+        model_repository=tiny_repo,
+        models=["mha-tiny"],
+        provider="cpu",
+        intra_op_threads=1,
+        warmup=False,
+        max_queue_delay_ms=0.0,
+        request_timeout_s=TIMEOUT_S,
+    )
     v1, v2, metrics, stats = asyncio.run(_timed_out_requests(create_app(settings, gpu_metrics=False)))
 
     assert v1.status_code == 504, v1.text

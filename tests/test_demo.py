@@ -14,17 +14,46 @@ DEMO = ROOT / "scripts" / "demo.py"
 
 
 def _demo(tmp_path: Path, wordnet_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(DEMO), "--preset", "tiny", "--epochs", "1", "--wordnet-dir", str(wordnet_dir),
-            "--runs", str(tmp_path / "runs"), "--repo", str(tmp_path / "repo"),
-            "--results", str(tmp_path / "results"), *extra]  # fmt: skip
+    args = [
+        sys.executable,
+        str(DEMO),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--wordnet-dir",
+        str(wordnet_dir),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--repo",
+        str(tmp_path / "repo"),
+        "--results",
+        str(tmp_path / "results"),
+        *extra,
+    ]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> None:
     # another MHA model already in the repository must not confuse serving or the sweep
-    subprocess.run([sys.executable, "-m", "export", "--random-init", "--preset", "tiny", "--arch", "mha",
-                    "--repo", str(tmp_path / "repo")], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "--random-init",
+            "--preset",
+            "tiny",
+            "--arch",
+            "mha",
+            "--repo",
+            str(tmp_path / "repo"),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     first = _demo(tmp_path, wordnet_dir, "--loadtest-preset", "tiny")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout

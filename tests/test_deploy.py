@@ -267,8 +267,14 @@ def test_dockerfile() -> None:
             for src in ln.split()[1:-1]:
                 assert src.rstrip("/") in allowed and (ROOT / src).exists(), src
     # the service's torch-free imports are all in the copied packages
-    for mod in ("contract/tokenizer.py", "contract/atomic.py", "contract/cli.py", "contract/manifest.py",
-                "contract/tensors.py", "service/app.py"):  # fmt: skip
+    for mod in (
+        "contract/tokenizer.py",
+        "contract/atomic.py",
+        "contract/cli.py",
+        "contract/manifest.py",
+        "contract/tensors.py",
+        "service/app.py",
+    ):
         assert (ROOT / mod).exists() and mod.split("/")[0] in allowed
 
 
@@ -302,11 +308,20 @@ def test_dashboard_panels() -> None:
             assert t["datasource"]["uid"] == "prometheus" and t["expr"].strip(), p["title"]
     # what the issue asks the dashboard to show
     text = json.dumps(d)
-    for needle in ("h2h_requests", "histogram_quantile(0.95, sum by (le, model) (rate(h2h_request_duration_seconds",
-                   "histogram_quantile(0.99, sum by (le, model) (rate(h2h_request_duration_seconds",
-                   "h2h_queue_wait_seconds", "h2h_compute_seconds", "h2h_batch_size_bucket",
-                   "h2h_sequence_length_bucket", 'status=\\"429\\"', "h2h_gpu_utilization_ratio",
-                   "h2h_gpu_memory_used_bytes", 'arch=\\"mha\\"', 'arch=\\"sha\\"'):  # fmt: skip
+    for needle in (
+        "h2h_requests",
+        "histogram_quantile(0.95, sum by (le, model) (rate(h2h_request_duration_seconds",
+        "histogram_quantile(0.99, sum by (le, model) (rate(h2h_request_duration_seconds",
+        "h2h_queue_wait_seconds",
+        "h2h_compute_seconds",
+        "h2h_batch_size_bucket",
+        "h2h_sequence_length_bucket",
+        'status=\\"429\\"',
+        "h2h_gpu_utilization_ratio",
+        "h2h_gpu_memory_used_bytes",
+        'arch=\\"mha\\"',
+        'arch=\\"sha\\"',
+    ):
         assert needle in text, needle
     assert any("MHA" in t for t in titles) and any("SHA" in t for t in titles)
     assert {p["type"] for p in iter_panels(d["panels"])} >= {"timeseries", "heatmap", "stat", "table"}
@@ -369,15 +384,25 @@ def test_substitute() -> None:
 # --------------------------------------------------------------------------------------------
 # live: the service, a real Prometheus running the shipped config and rules, real traffic
 
-WORDS = ("a small domesticated carnivore", "a tree", "the act of running quickly across a field",
-         "an instrument for measuring time", "a large body of salt water that covers much of the earth",
-         "dog", "a person who writes poems and stories for a living")  # fmt: skip
+WORDS = (
+    "a small domesticated carnivore",
+    "a tree",
+    "the act of running quickly across a field",
+    "an instrument for measuring time",
+    "a large body of salt water that covers much of the earth",
+    "dog",
+    "a person who writes poems and stories for a living",
+)
 SERVICE_ENV = {
-    "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_INTER_OP_THREADS": "1",
-    "H2H_MAX_BATCH_SIZE": "8", "H2H_MAX_QUEUE_DELAY_MS": "3", "H2H_LOG_LEVEL": "warning",
+    "H2H_PROVIDER": "cpu",
+    "H2H_INTRA_OP_THREADS": "1",
+    "H2H_INTER_OP_THREADS": "1",
+    "H2H_MAX_BATCH_SIZE": "8",
+    "H2H_MAX_QUEUE_DELAY_MS": "3",
+    "H2H_LOG_LEVEL": "warning",
     # tiny queue: the bursts below overflow it, so the 429 panels get real data
     "H2H_MAX_QUEUE_ROWS": "6",
-}  # fmt: skip
+}
 TRAFFIC_S = 12.0
 
 
@@ -450,10 +475,19 @@ class Traffic:
             ids, mask = self.tok[m].encode_batch(texts)
             shape = [len(ids), len(ids[0])]
             inputs = [
-                {"name": "input_ids", "shape": shape, "datatype": "INT64", "data": [x for row in ids for x in row]},
-                {"name": "attention_mask", "shape": shape, "datatype": "INT64",
-                 "data": [x for row in mask for x in row]},
-            ]  # fmt: skip
+                {
+                    "name": "input_ids",
+                    "shape": shape,
+                    "datatype": "INT64",
+                    "data": [x for row in ids for x in row],
+                },
+                {
+                    "name": "attention_mask",
+                    "shape": shape,
+                    "datatype": "INT64",
+                    "data": [x for row in mask for x in row],
+                },
+            ]
             r = c.post(f"/v2/models/{m}/infer", json={"inputs": inputs})
         elif kind == 7:
             r = c.post("/v1/compare", json={"texts": texts[:2]})
@@ -531,10 +565,18 @@ def start_prometheus(tmp: Path, port: int, config: Path, *flags: str) -> tuple[s
     log = tmp / "prometheus.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", *flags, "--log.level=warn"],
-            cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *flags,
+                "--log.level=warn",
+            ],
+            cwd=tmp,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc, log
 
 
@@ -573,8 +615,13 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         pr, plog = start_prometheus(tmp, pport, cfg, "--storage.tsdb.retention.time=1h")
         procs.append(pr)
 
-        wait_until("service ready", lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
-              120, svc, slog)  # fmt: skip
+        wait_until(
+            "service ready",
+            lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
+            120,
+            svc,
+            slog,
+        )
         wait_until(
             "prometheus ready",
             lambda: httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200,
@@ -601,9 +648,15 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         phases["traffic_s"] = t1 - t0
         phases["settle_s"] = time.monotonic() - t1
         yield {
-            "prom": prom, "base": base, "at": at, "gpu": gpu, "traffic": traffic,
-            "phases": phases, "service_log": slog, "prometheus_log": plog,
-        }  # fmt: skip
+            "prom": prom,
+            "base": base,
+            "at": at,
+            "gpu": gpu,
+            "traffic": traffic,
+            "phases": phases,
+            "service_log": slog,
+            "prometheus_log": plog,
+        }
     finally:
         for p in reversed(procs):
             stop(p)
@@ -629,14 +682,18 @@ def test_live_rules_healthy(live: dict) -> None:
 
 def test_live_both_models_recorded(live: dict) -> None:
     """The per-model recording rules carry both the MHA and the SHA model."""
-    for rule in ("model:h2h_request_duration_seconds:p95", "model:h2h_requests:rate1m",
-                 "model:h2h_compute_seconds_per_token:rate1m"):  # fmt: skip
+    for rule in (
+        "model:h2h_request_duration_seconds:p95",
+        "model:h2h_requests:rate1m",
+        "model:h2h_compute_seconds_per_token:rate1m",
+    ):
         models = {s["metric"]["model"] for s in _finite(_query(live["prom"], rule, live["at"]))}
         assert {"mha-tiny", "sha-tiny"} <= models, (rule, models)
     (share,) = [
-        s for s in _query(live["prom"], "model:h2h_requests_429:ratio_rate1m", live["at"])
+        s
+        for s in _query(live["prom"], "model:h2h_requests_429:ratio_rate1m", live["at"])
         if s["metric"]["model"] == "mha-tiny"
-    ]  # fmt: skip
+    ]
     assert 0 < float(share["value"][1]) < 1
 
 

@@ -43,8 +43,10 @@ def _logits(base: str, repo: Path, model: str, texts: list[str]) -> np.ndarray:
 
     ids, mask = Tokenizer.load(repo / model / "tokenizer.json").encode_batch(texts)
     shape = [len(ids), len(ids[0])]
-    inputs = [{"name": n, "shape": shape, "datatype": "INT64", "data": np.ravel(v).tolist()}
-              for n, v in (("input_ids", ids), ("attention_mask", mask))]  # fmt: skip
+    inputs = [
+        {"name": n, "shape": shape, "datatype": "INT64", "data": np.ravel(v).tolist()}
+        for n, v in (("input_ids", ids), ("attention_mask", mask))
+    ]
     r = httpx.post(
         f"http://{base}/v2/models/{model}/infer",
         json={"inputs": inputs, "outputs": [{"name": "logits"}]},

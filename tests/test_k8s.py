@@ -52,8 +52,15 @@ CORE_KINDS = {
 }
 CRD_KINDS = {"PodMonitor", "PrometheusRule"}
 # strategic-merge keys of the lists our patches touch (k8s.io/api patchMergeKey tags)
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}  # fmt: skip
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
 SERVICE_METRICS = ("h2h_inflight_requests", "h2h_queue_depth")
 
 
@@ -206,8 +213,17 @@ def test_render_matches_kubectl_kustomize(name: str) -> None:
 
 
 def test_renderer_strategic_merge_and_images() -> None:
-    base = {"spec": {"containers": [{"name": "a", "image": "img:1", "env": [{"name": "X", "value": "1"},
-                                                                           {"name": "Y", "value": "2"}]}]}}  # fmt: skip
+    base = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "a",
+                    "image": "img:1",
+                    "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                }
+            ]
+        }
+    }
     patch = {
         "spec": {
             "containers": [{"name": "a", "env": [{"name": "Y", "value": "3"}, {"name": "Z", "value": "4"}]}]
@@ -215,8 +231,10 @@ def test_renderer_strategic_merge_and_images() -> None:
     }
     out = _strategic_merge(base, patch)
     assert out["spec"]["containers"][0]["env"] == [
-        {"name": "Y", "value": "3"}, {"name": "Z", "value": "4"}, {"name": "X", "value": "1"},
-    ]  # fmt: skip
+        {"name": "Y", "value": "3"},
+        {"name": "Z", "value": "4"},
+        {"name": "X", "value": "1"},
+    ]
     assert base["spec"]["containers"][0]["env"][1]["value"] == "2"  # input untouched
     _set_images(out, [{"name": "img", "newName": "reg.example/img", "newTag": "cpu"}])
     assert out["spec"]["containers"][0]["image"] == "reg.example/img:cpu"
@@ -398,9 +416,12 @@ def adapter_query(rule: dict, matchers: str, group_by: str) -> str:
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: Debian package `prometheus`")
 def test_adapter_queries_parse(tmp_path: Path) -> None:
     rules = [
-        {"record": f"adapter:{name}:check", "expr": adapter_query(r, 'namespace="headtohead",pod=~"a|b"', "pod")}
+        {
+            "record": f"adapter:{name}:check",
+            "expr": adapter_query(r, 'namespace="headtohead",pod=~"a|b"', "pod"),
+        }
         for name, r in adapter_rules().items()
-    ]  # fmt: skip
+    ]
     f = tmp_path / "adapter_rules.yml"
     f.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}))
     r = subprocess.run([PROMTOOL, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
@@ -437,8 +458,17 @@ def test_kserve_inferenceservice_matches_the_deployment() -> None:
     dpod = gpu["Deployment"]["spec"]["template"]["spec"]
     dc = container(gpu["Deployment"])
     assert env == env_of(dc)  # same settings
-    for key in ("image", "ports", "startupProbe", "readinessProbe", "livenessProbe", "lifecycle",
-                "resources", "securityContext", "volumeMounts"):  # fmt: skip
+    for key in (
+        "image",
+        "ports",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "lifecycle",
+        "resources",
+        "securityContext",
+        "volumeMounts",
+    ):
         assert c[key] == dc[key], key
     for key in ("terminationGracePeriodSeconds", "securityContext", "volumes", "tolerations"):
         assert pred[key] == dpod[key], key
@@ -468,9 +498,14 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
     from service.settings import ServiceSettings
 
     settings = ServiceSettings(
-        model_repository=repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
-        max_batch_size=8, max_queue_delay_ms=1.0, require_all_models=True,
-    )  # fmt: skip
+        model_repository=repo,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        max_batch_size=8,
+        max_queue_delay_ms=1.0,
+        require_all_models=True,
+    )
     app = create_app(settings, gpu_metrics=False)
     out: dict[str, Any] = {}
     async with app.router.lifespan_context(app):

@@ -115,22 +115,50 @@ def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600
     base = {"slo_p99_ms": 50.0, "max_error_rate": 0.001, "status": "bracketed", "probes": 6}
     rows = []
     for seq, scale in ((16, 1.0), (64, 0.5)):
-        rows.append({**base, "model": "mha-x", "arch": "mha", "layers": 4, "heads": 4, "batch": 1, "seq": seq,
-                     "capacity_rps": cap_mha * scale, "capacity_rows_per_s": cap_mha * scale, "p99_ms": 30.0,
-                     "failed_above_rps": cap_mha * scale * 1.08,
-                     "p50_c1_ms": 3.0 * (1 + seq / 64), "accuracy": acc_mha})  # fmt: skip
-        rows.append({**base, "model": "sha-x", "arch": "sha", "layers": 16, "heads": 1, "batch": 1, "seq": seq,
-                     "capacity_rps": cap_sha * scale, "capacity_rows_per_s": cap_sha * scale, "p99_ms": 40.0,
-                     "failed_above_rps": cap_sha * scale * 1.08,
-                     "p50_c1_ms": 5.0 * (1 + seq / 64), "accuracy": acc_sha})  # fmt: skip
+        rows.append(
+            {
+                **base,
+                "model": "mha-x",
+                "arch": "mha",
+                "layers": 4,
+                "heads": 4,
+                "batch": 1,
+                "seq": seq,
+                "capacity_rps": cap_mha * scale,
+                "capacity_rows_per_s": cap_mha * scale,
+                "p99_ms": 30.0,
+                "failed_above_rps": cap_mha * scale * 1.08,
+                "p50_c1_ms": 3.0 * (1 + seq / 64),
+                "accuracy": acc_mha,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "model": "sha-x",
+                "arch": "sha",
+                "layers": 16,
+                "heads": 1,
+                "batch": 1,
+                "seq": seq,
+                "capacity_rps": cap_sha * scale,
+                "capacity_rows_per_s": cap_sha * scale,
+                "p99_ms": 40.0,
+                "failed_above_rps": cap_sha * scale * 1.08,
+                "p50_c1_ms": 5.0 * (1 + seq / 64),
+                "accuracy": acc_sha,
+            }
+        )
     return rows
 
 
 def test_recommendation_when_one_model_wins_both():
     rows = _cap_rows(0.7858, 0.7646)
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
-    assert text == ("Serve mha-x: it is more accurate than sha-x (0.7858 vs 0.7646 test accuracy) and carries "
-                    "1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s).")  # fmt: skip
+    assert text == (
+        "Serve mha-x: it is more accurate than sha-x (0.7858 vs 0.7646 test accuracy) and carries "
+        "1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
+    )
 
 
 def test_recommendation_names_the_trade_off():

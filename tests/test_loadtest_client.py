@@ -158,8 +158,13 @@ class StubServer:
                     await asyncio.sleep(30)
                 status = b"429 Too Many Requests" if path == b"/busy" else b"200 OK"
                 close = path == b"/close"
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n"
-                             + (b"Connection: close\r\n" if close else b"") + b"\r\n{}")  # fmt: skip
+                writer.write(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Length: 2\r\n"
+                    + (b"Connection: close\r\n" if close else b"")
+                    + b"\r\n{}"
+                )
                 await writer.drain()
                 if close:
                     break
@@ -262,11 +267,15 @@ def test_driver_two_processes_merge_one_window(stub_server: StubServer):
     with Driver(procs=2) as d:
         closed = d.run(LoadSpec(stub_server.url("/ok"), b"{}", "closed", 0.5, concurrency=4, warmup=0.1))
         scraped = []
-        opened = d.run(LoadSpec(stub_server.url("/ok"), b"{}", "open", 0.5, rate=200.0, seed=2),
-                       on_ready=lambda: scraped.append(1))  # fmt: skip
+        opened = d.run(
+            LoadSpec(stub_server.url("/ok"), b"{}", "open", 0.5, rate=200.0, seed=2),
+            on_ready=lambda: scraped.append(1),
+        )
     assert closed.error_count == 0 and closed.ok > 50 and 0.45 < closed.window_s < 1.5
     assert closed.client_cpu_s > 0
     assert scraped == [1]
-    expected = sum(len(poisson_offsets(s.rate, 0.5, s.seed)) for s in split(
-        LoadSpec("u", b"", "open", 0.5, rate=200.0, seed=2), 2))  # fmt: skip
+    expected = sum(
+        len(poisson_offsets(s.rate, 0.5, s.seed))
+        for s in split(LoadSpec("u", b"", "open", 0.5, rate=200.0, seed=2), 2)
+    )
     assert opened.schedule.planned == opened.schedule.sent == opened.ok == expected

@@ -33,8 +33,9 @@ def _has_gpu() -> bool:
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path):
@@ -67,10 +68,23 @@ def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
     rows = []
     for (b, q), r in ratio.items():
         mha_ms = 1.0 + b * q / 100
-        for model, arch, layers, heads, ms in (("mha-base-random", "mha", 12, 12, mha_ms),
-                                               ("sha-base-random", "sha", 144, 1, mha_ms * r)):  # fmt: skip
-            rows.append({"mode": "inproc", "load": "inproc", "model": model, "arch": arch, "layers": layers,
-                         "heads": heads, "batch": b, "seq": q, "p50_ms": ms})  # fmt: skip
+        for model, arch, layers, heads, ms in (
+            ("mha-base-random", "mha", 12, 12, mha_ms),
+            ("sha-base-random", "sha", 144, 1, mha_ms * r),
+        ):
+            rows.append(
+                {
+                    "mode": "inproc",
+                    "load": "inproc",
+                    "model": model,
+                    "arch": arch,
+                    "layers": layers,
+                    "heads": heads,
+                    "batch": b,
+                    "seq": q,
+                    "p50_ms": ms,
+                }
+            )
     return rows
 
 
@@ -83,12 +97,18 @@ def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
     s = gpu_summary.collect(tmp_path, {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx"})
     assert s["inproc"]["inproc-fp16"]["crossover"]["sha_cheaper_at"] == [[16, 512], [64, 512]]
     fp16 = gpu_summary.crossover_sentence("fp16", s["inproc"]["inproc-fp16"]["crossover"])
-    assert fp16 == ("fp16: the crossover appears — SHA is cheaper at 2 of 3 shapes (seq 512 from batch 16), "
-                    "down to 0.70x MHA at batch 64 x seq 512.")  # fmt: skip
+    assert fp16 == (
+        "fp16: the crossover appears — SHA is cheaper at 2 of 3 shapes (seq 512 from batch 16), "
+        "down to 0.70x MHA at batch 64 x seq 512."
+    )
     fp32 = gpu_summary.crossover_sentence("fp32", s["inproc"]["inproc-fp32"]["crossover"])
     assert fp32.startswith("fp32: no crossover — MHA is cheaper at all 2 shapes; SHA's best is 1.10x MHA")
-    facts = {"gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580.1"}, "created": "2026-01-02T03:04:05+00:00",
-             "machine": {"cpu": "x", "cores": 16}, "steps": [{"name": "export", "status": "ok", "seconds": 90.0}]}  # fmt: skip
+    facts = {
+        "gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580.1"},
+        "created": "2026-01-02T03:04:05+00:00",
+        "machine": {"cpu": "x", "cores": 16},
+        "steps": [{"name": "export", "status": "ok", "seconds": 90.0}],
+    }
     md = gpu_summary.report_md(facts, s, tmp_path)
     assert "| export | ok | 90 |" in md and "| seq 512 | – | **0.80** | **0.70** |" in md
     block = gpu_summary.benchmarks_block(facts, s, "gpu/nvidia-h100-80gb-hbm3")
@@ -101,13 +121,30 @@ def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
 def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Benchmarks\n\nearlier text\n")
-    r = _run("--rehearse-cpu", "--repo", str(tmp_path / "repo"), "--out-root", str(tmp_path / "gpu"),
-             "--logs", str(tmp_path / "logs"), "--benchmarks", str(bench), timeout=400)  # fmt: skip
+    r = _run(
+        "--rehearse-cpu",
+        "--repo",
+        str(tmp_path / "repo"),
+        "--out-root",
+        str(tmp_path / "gpu"),
+        "--logs",
+        str(tmp_path / "logs"),
+        "--benchmarks",
+        str(bench),
+        timeout=400,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "gpu" / "cpu-rehearsal"
     data = json.loads((out / "results.json").read_text())
-    assert [s["name"] for s in data["steps"]] == ["export", "inproc-fp32", "inproc-fp16", "inproc-opt",
-                                                  "service-start", "http-sweep", "capacity"]  # fmt: skip
+    assert [s["name"] for s in data["steps"]] == [
+        "export",
+        "inproc-fp32",
+        "inproc-fp16",
+        "inproc-opt",
+        "service-start",
+        "http-sweep",
+        "capacity",
+    ]
     assert all(s["status"] == "ok" for s in data["steps"]), data["steps"]
     assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
     assert set(data["inproc"]) == {"inproc-fp32", "inproc-fp16", "inproc-opt"}
@@ -120,7 +157,17 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     text = bench.read_text()
     assert text.startswith("# Benchmarks\n\nearlier text\n") and "## GPU report: CPU rehearsal" in text
     # a second run reuses the exports
-    r = _run("--rehearse-cpu", "--repo", str(tmp_path / "repo"), "--out-root", str(tmp_path / "gpu"),
-             "--logs", str(tmp_path / "logs"), "--budget-s", "5", timeout=200)  # fmt: skip
+    r = _run(
+        "--rehearse-cpu",
+        "--repo",
+        str(tmp_path / "repo"),
+        "--out-root",
+        str(tmp_path / "gpu"),
+        "--logs",
+        str(tmp_path / "logs"),
+        "--budget-s",
+        "5",
+        timeout=200,
+    )
     steps = json.loads((out / "results.json").read_text())["steps"]
     assert steps[0] == {"name": "export", "status": "reused", "seconds": 0.0, "repo": str(tmp_path / "repo")}

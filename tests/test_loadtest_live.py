@@ -25,8 +25,9 @@ def _free_port() -> int:
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +35,23 @@ def live_service(tiny_repo: Path):
     port = _free_port()
     env = {**os.environ, "H2H_LOG_LEVEL": "warning", "H2H_INTRA_OP_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--model-repository", str(tiny_repo), "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-repository",
+            str(tiny_repo),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -64,9 +78,33 @@ def live_service(tiny_repo: Path):
 
 def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp_path: Path):
     out = tmp_path / "results"
-    r = _run("sweep", "--models", "mha,sha", "--repo", str(tiny_repo), "--url", live_service, "--mode", "both",
-             "--batch", "1,4", "--seq", "16,128", "--concurrency", "1,4", "--rate", "40", "--duration", "0.6",
-             "--warmup", "0.2", "--inproc-budget", "0.2", "--out", str(out))  # fmt: skip
+    r = _run(
+        "sweep",
+        "--models",
+        "mha,sha",
+        "--repo",
+        str(tiny_repo),
+        "--url",
+        live_service,
+        "--mode",
+        "both",
+        "--batch",
+        "1,4",
+        "--seq",
+        "16,128",
+        "--concurrency",
+        "1,4",
+        "--rate",
+        "40",
+        "--duration",
+        "0.6",
+        "--warmup",
+        "0.2",
+        "--inproc-budget",
+        "0.2",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "clamped to its max_sequence_length 64" in r.stderr  # seq 128 > the tiny models' 64
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -116,11 +154,17 @@ def test_service_unreachable_is_one_line_exit_2(command: str, args: list[str], t
 
 @pytest.mark.parametrize(
     ("command", "args", "needle"),
-    [("sweep", ["--batch", "1,3,...,8"], "does not land on 8"), ("sweep", ["--mode", "warp"], "invalid choice"),
-     ("sweep", ["--duration", "-1"], "duration"), ("sweep", ["--models", "gpt"], "no model 'gpt'"),
-     ("capacity", ["--slo-p99-ms", "-1"], "slo_p99_ms"), ("capacity", ["--batch", "0"], "must be positive"),
-     ("capacity", ["--max-error-rate", "2"], "max_error_rate"), ("capacity", ["--models", "gpt"], "no model 'gpt'")],
-)  # fmt: skip
+    [
+        ("sweep", ["--batch", "1,3,...,8"], "does not land on 8"),
+        ("sweep", ["--mode", "warp"], "invalid choice"),
+        ("sweep", ["--duration", "-1"], "duration"),
+        ("sweep", ["--models", "gpt"], "no model 'gpt'"),
+        ("capacity", ["--slo-p99-ms", "-1"], "slo_p99_ms"),
+        ("capacity", ["--batch", "0"], "must be positive"),
+        ("capacity", ["--max-error-rate", "2"], "max_error_rate"),
+        ("capacity", ["--models", "gpt"], "no model 'gpt'"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(
     command: str, args: list[str], needle: str, request: pytest.FixtureRequest, tmp_path: Path
 ):
@@ -140,16 +184,44 @@ def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
     shutil.copytree(repo / "mha-tiny", repo / "mha-other")
     r = _run("sweep", "--mode", "inproc", "--repo", str(repo), "--dry-run", timeout=60)
     assert r.returncode == 2 and "ambiguous" in r.stderr and "mha-other" in r.stderr
-    r = _run("sweep", "--mode", "inproc", "--repo", str(repo), "--models", "mha-other,sha", "--batch", "1",
-             "--seq", "8", "--dry-run", timeout=60)  # fmt: skip
+    r = _run(
+        "sweep",
+        "--mode",
+        "inproc",
+        "--repo",
+        str(repo),
+        "--models",
+        "mha-other,sha",
+        "--batch",
+        "1",
+        "--seq",
+        "8",
+        "--dry-run",
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["inproc mha-other b=1 s=8", "inproc sha-tiny b=1 s=8"]
 
 
 def test_capacity_search_against_live_service(live_service: str, tmp_path: Path):
     out = tmp_path / "results"
-    r = _run("capacity", "--models", "mha,sha", "--seq", "16", "--slo-p99-ms", "500", "--probe-duration", "0.4",
-             "--max-probes", "3", "--url", live_service, "--out", str(out))  # fmt: skip
+    r = _run(
+        "capacity",
+        "--models",
+        "mha,sha",
+        "--seq",
+        "16",
+        "--slo-p99-ms",
+        "500",
+        "--probe-duration",
+        "0.4",
+        "--max-probes",
+        "3",
+        "--url",
+        live_service,
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((out / "capacity.json").read_text())
     rows = list(csv.DictReader((out / "capacity.csv").open()))

@@ -19,9 +19,15 @@ from loadtest.stats import summarize
 
 @pytest.mark.parametrize(
     ("text", "want"),
-    [("1,2,4", [1, 2, 4]), ("1..64", [1, 2, 4, 8, 16, 32, 64]), ("16,32,...,512", [16, 32, 64, 128, 256, 512]),
-     ("1,2,4,...,64", [1, 2, 4, 8, 16, 32, 64]), ("100,200,...,500", [100, 200, 300, 400, 500]), ("4,1,4", [1, 4])],
-)  # fmt: skip
+    [
+        ("1,2,4", [1, 2, 4]),
+        ("1..64", [1, 2, 4, 8, 16, 32, 64]),
+        ("16,32,...,512", [16, 32, 64, 128, 256, 512]),
+        ("1,2,4,...,64", [1, 2, 4, 8, 16, 32, 64]),
+        ("100,200,...,500", [100, 200, 300, 400, 500]),
+        ("4,1,4", [1, 4]),
+    ],
+)
 def test_parse_list(text, want):
     assert parse_list(text) == want
 
@@ -95,12 +101,14 @@ h2h_batch_size_sum{model="m"} 10.0
 
 
 def test_promscrape_diff():
-    after = (METRICS_BEFORE.replace("_count{model=\"m\"} 10.0", "_count{model=\"m\"} 30.0")
-             .replace("_sum{model=\"m\"} 0.01", "_sum{model=\"m\"} 0.05")
-             .replace("h2h_compute_seconds_count{model=\"m\"} 5.0", "h2h_compute_seconds_count{model=\"m\"} 15.0")
-             .replace("h2h_compute_seconds_sum{model=\"m\"} 0.05", "h2h_compute_seconds_sum{model=\"m\"} 0.25")
-             .replace("h2h_batch_size_count{model=\"m\"} 5.0", "h2h_batch_size_count{model=\"m\"} 15.0")
-             .replace("h2h_batch_size_sum{model=\"m\"} 10.0", "h2h_batch_size_sum{model=\"m\"} 50.0"))  # fmt: skip
+    after = (
+        METRICS_BEFORE.replace('_count{model="m"} 10.0', '_count{model="m"} 30.0')
+        .replace('_sum{model="m"} 0.01', '_sum{model="m"} 0.05')
+        .replace('h2h_compute_seconds_count{model="m"} 5.0', 'h2h_compute_seconds_count{model="m"} 15.0')
+        .replace('h2h_compute_seconds_sum{model="m"} 0.05', 'h2h_compute_seconds_sum{model="m"} 0.25')
+        .replace('h2h_batch_size_count{model="m"} 5.0', 'h2h_batch_size_count{model="m"} 15.0')
+        .replace('h2h_batch_size_sum{model="m"} 10.0', 'h2h_batch_size_sum{model="m"} 50.0')
+    )
     d = promscrape.diff(promscrape.parse(METRICS_BEFORE, "m"), promscrape.parse(after, "m"))
     assert d["server_queue_ms"] == pytest.approx(2.0)  # 40 ms over 20 requests
     assert d["server_compute_ms"] == pytest.approx(20.0)  # 200 ms over 10 batches
@@ -110,22 +118,58 @@ def test_promscrape_diff():
 def _fixture_points() -> list[dict]:
     """MHA 2L-4H vs SHA 8L-1H: SHA cheaper from batch 16 at seq 16 and from batch 4 at seq 64."""
     rows = []
-    grid = {(1, 16): 1.6, (4, 16): 1.3, (16, 16): 0.9, (64, 16): 0.8,
-            (1, 64): 1.2, (4, 64): 0.95, (16, 64): 0.7, (64, 64): 0.6}  # fmt: skip
+    grid = {
+        (1, 16): 1.6,
+        (4, 16): 1.3,
+        (16, 16): 0.9,
+        (64, 16): 0.8,
+        (1, 64): 1.2,
+        (4, 64): 0.95,
+        (16, 64): 0.7,
+        (64, 64): 0.6,
+    }
     for (b, q), r in grid.items():
         mha_ms = 0.5 + 0.01 * b * q
         for model, arch, layers, heads, ms in (
             ("mha-x", "mha", 2, 4, mha_ms),
             ("sha-x", "sha", 8, 1, mha_ms * r),
         ):
-            rows.append({"mode": "inproc", "load": "inproc", "model": model, "arch": arch, "layers": layers,
-                         "heads": heads, "batch": b, "seq": q, "concurrency": 1, "rate": None, "p50_ms": ms,
-                         "p95_ms": ms * 1.1, "p99_ms": ms * 1.2, "requests": 50, "errors": 0,
-                         "rps": 1e3 / ms, "tokens_per_s": 1e3 / ms * b * q})  # fmt: skip
+            rows.append(
+                {
+                    "mode": "inproc",
+                    "load": "inproc",
+                    "model": model,
+                    "arch": arch,
+                    "layers": layers,
+                    "heads": heads,
+                    "batch": b,
+                    "seq": q,
+                    "concurrency": 1,
+                    "rate": None,
+                    "p50_ms": ms,
+                    "p95_ms": ms * 1.1,
+                    "p99_ms": ms * 1.2,
+                    "requests": 50,
+                    "errors": 0,
+                    "rps": 1e3 / ms,
+                    "tokens_per_s": 1e3 / ms * b * q,
+                }
+            )
             if b in (1, 16):
                 h = ms + 3.0
-                rows.append({**rows[-1], "mode": "http", "load": "closed", "p50_ms": h, "p95_ms": h, "p99_ms": h,
-                             "rps": 1e3 / h, "tokens_per_s": 1e3 / h * b * q, "server_queue_ms": 2.0})  # fmt: skip
+                rows.append(
+                    {
+                        **rows[-1],
+                        "mode": "http",
+                        "load": "closed",
+                        "p50_ms": h,
+                        "p95_ms": h,
+                        "p99_ms": h,
+                        "rps": 1e3 / h,
+                        "tokens_per_s": 1e3 / h * b * q,
+                        "server_queue_ms": 2.0,
+                    }
+                )
     return rows
 
 

@@ -80,9 +80,14 @@ async def _send_traffic(app: FastAPI) -> tuple[str, dict, list[int]]:
 def scraped(tiny_repo: Path) -> tuple[dict[tuple, float], dict, list[int]]:
     """Send TRAFFIC once to a fresh app; return parsed /metrics, both /stats bodies, statuses."""
     settings = ServiceSettings(
-        model_repository=tiny_repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
-        max_batch_size=4, max_queue_delay_ms=1.0, request_timeout_s=30.0,
-    )  # fmt: skip
+        model_repository=tiny_repo,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        max_batch_size=4,
+        max_queue_delay_ms=1.0,
+        request_timeout_s=30.0,
+    )
     text, stats, statuses = asyncio.run(_send_traffic(create_app(settings, gpu_metrics=False)))
     return parse(text), stats, statuses
 

@@ -58,8 +58,13 @@ def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> N
     assert host.count == 2 and m.calls[0] == "nvmlInit" and m.calls[-1] == "nvmlShutdown"
     assert runtime.gpu_count() == 2
     assert results.gpu_names() == ["GPU 0", "GPU 1"]
-    assert gpu_report_module().gpu_facts() == {"name": "GPU 0", "driver": "550.54", "cuda_driver": "12.4",
-                                         "count": 2, "memory_gib": 80.0}  # fmt: skip
+    assert gpu_report_module().gpu_facts() == {
+        "name": "GPU 0",
+        "driver": "550.54",
+        "cuda_driver": "12.4",
+        "count": 2,
+        "memory_gib": 80.0,
+    }
 
 
 def test_no_nvml_means_no_gpu(fake) -> None:

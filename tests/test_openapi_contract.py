@@ -48,8 +48,20 @@ def test_every_operation_keeps_its_documented_contract(live_url: str, tmp_path: 
     """schemathesis's own runner (its pytest plugin does not load under pytest 9), all checks."""
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
-    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
-           f"{live_url}/openapi.json", "--checks", "all", "--seed", "1", "--no-color"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{live_url}/openapi.json",
+        "--checks",
+        "all",
+        "--seed",
+        "1",
+        "--no-color",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     tail = proc.stdout[-6000:]
     assert proc.returncode == 0, tail

@@ -54,9 +54,12 @@ from tests.conftest import free_port, start_service, stop, wait_until
 MODEL = "mha-tiny"
 INFER = 'route=~".+/(predict|infer)"'
 COMMON_ENV = {
-    "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_INTER_OP_THREADS": "1",
-    "H2H_MAX_BATCH_SIZE": "8", "H2H_LOG_LEVEL": "warning",
-}  # fmt: skip
+    "H2H_PROVIDER": "cpu",
+    "H2H_INTRA_OP_THREADS": "1",
+    "H2H_INTER_OP_THREADS": "1",
+    "H2H_MAX_BATCH_SIZE": "8",
+    "H2H_LOG_LEVEL": "warning",
+}
 REPLICAS = {  # pod name -> its batching window
     "replica-a": {"H2H_MAX_QUEUE_DELAY_MS": "1"},
     "replica-b": {"H2H_MAX_QUEUE_DELAY_MS": "60"},
@@ -97,13 +100,16 @@ def _prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
     cfg = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": fast_rule_files(tmp),
-        "scrape_configs": [{
-            "job_name": "headtohead",
-            "static_configs": [
-                {"targets": [addr], "labels": {"namespace": NAMESPACE, "pod": pod}} for pod, addr in targets.items()
-            ],
-        }],
-    }  # fmt: skip
+        "scrape_configs": [
+            {
+                "job_name": "headtohead",
+                "static_configs": [
+                    {"targets": [addr], "labels": {"namespace": NAMESPACE, "pod": pod}}
+                    for pod, addr in targets.items()
+                ],
+            }
+        ],
+    }
     out = tmp / "prometheus.yml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
@@ -166,8 +172,13 @@ def fleet(
         pr, plog = start_prometheus(tmp, pport, _prometheus_config(tmp, targets))
         procs.append(pr)
         for pod, (proc, addr, log) in services.items():
-            wait_until(f"{pod} ready", lambda a=addr: httpx.get(f"http://{a}/v2/health/ready").status_code == 200,
-                  120, proc, log)  # fmt: skip
+            wait_until(
+                f"{pod} ready",
+                lambda a=addr: httpx.get(f"http://{a}/v2/health/ready").status_code == 200,
+                120,
+                proc,
+                log,
+            )
         wait_until("prometheus ready", lambda: httpx.get(f"{prom}/-/ready").status_code == 200, 60, pr, plog)
 
         def both_up() -> bool:
@@ -180,8 +191,11 @@ def fleet(
         expected = {addr: counts[pod].get(200, 0) for pod, addr in instance.items()}
 
         def scraped_all() -> bool:  # the last scrape after the traffic has every answer
-            got = query(prom, f'sum by (instance) (h2h_requests_total{{model="{MODEL}", {INFER}, status="200"}})',
-                        time.time())  # fmt: skip
+            got = query(
+                prom,
+                f'sum by (instance) (h2h_requests_total{{model="{MODEL}", {INFER}, status="200"}})',
+                time.time(),
+            )
             return {s["metric"]["instance"]: s["value"] for s in got} == expected
 
         wait_until("prometheus has the final counts", scraped_all, 20, pr, plog)

@@ -104,10 +104,19 @@ def runner(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: 
 
 def _scope(app, path: str) -> dict:  # noqa: ANN001
     return {
-        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": "", "app": app,
-    }  # fmt: skip
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+        "app": app,
+    }
 
 
 def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> None:
@@ -184,10 +193,16 @@ def _result(overhead: float, rps: float, goodput: float, errors: int) -> dict:
     }
     over = {"rows_per_s": 100.0, "statuses": {"200": 10}, "p50_ms": 1.0, "p99_ms": 2.0}
     return {
-        "model": "m", "seq": 16, "inproc_p50_ms": 0.2, "overhead_c1_ms": overhead, "overload_rows": 32,
-        "overload_seq": 64, "service": {"c1": point, "c32": point}, "floor": {"c1": point, "c32": point},
+        "model": "m",
+        "seq": 16,
+        "inproc_p50_ms": 0.2,
+        "overhead_c1_ms": overhead,
+        "overload_rows": 32,
+        "overload_seq": 64,
+        "service": {"c1": point, "c32": point},
+        "floor": {"c1": point, "c32": point},
         "overload": {"c8": over, "c200": over, "goodput": goodput, "server_errors": errors},
-    }  # fmt: skip
+    }
 
 
 def test_overhead_report_checks_every_target() -> None:

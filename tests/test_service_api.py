@@ -76,10 +76,16 @@ def make_repo(tiny_repo: Path, dest: Path) -> Path:
 
 def settings_for(repo: Path, **kw) -> ServiceSettings:  # noqa: ANN003
     base = dict(
-        model_repository=repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
-        max_batch_size=MAX_BATCH, max_queue_rows=MAX_QUEUE, max_queue_delay_ms=1.0,
-        max_body_bytes=MAX_BODY, request_timeout_s=30.0,
-    )  # fmt: skip
+        model_repository=repo,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        max_batch_size=MAX_BATCH,
+        max_queue_rows=MAX_QUEUE,
+        max_queue_delay_ms=1.0,
+        max_body_bytes=MAX_BODY,
+        request_timeout_s=30.0,
+    )
     base.update(kw)
     return ServiceSettings(**base)
 
@@ -160,9 +166,11 @@ def test_work_routes_come_from_the_routers() -> None:
 
     work = {w.template: w for w in app._WORK_ROUTES}
     assert set(work) == {
-        "/v1/models/{name}/predict", "/v1/compare", "/v2/models/{name}/infer",
+        "/v1/models/{name}/predict",
+        "/v1/compare",
+        "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
-    }  # fmt: skip
+    }
     assert work["/v1/models/{name}/predict"].hot is api_v1.predict_raw and work["/v1/compare"].hot is None
     assert work["/v2/models/{name}/versions/{version}/infer"].hot is api_v2.infer_raw
     assert work["/v2/models/{name}/infer"].protocol is api_v2.PROTOCOL
@@ -275,15 +283,48 @@ def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
         ("huge id", {"json": {"input_ids": [[2**70]]}}, 422, "input_ids.0.0"),
         ("mask rows", {"json": {"input_ids": [[2], [3]], "attention_mask": [[1]]}}, 422, "attention_mask"),
         ("mask width", {"json": {"input_ids": [[2, 3]], "attention_mask": [[1]]}}, 422, "attention_mask.0"),
-        ("mask value", {"json": {"input_ids": [[2, 3]], "attention_mask": [[1, 2]]}}, 422, "attention_mask.0.1"),
-        ("mask all zero", {"json": {"input_ids": [[2, 3]], "attention_mask": [[0, 0]]}}, 422, "attention_mask.0"),
-        ("malformed JSON", {"content": b'{"texts": [', "headers": {"content-type": "application/json"}}, 400, "body"),
-        ("non-UTF-8 bytes", {"content": b'{"texts": ["\xff\xfe"]}', "headers": {"content-type": "application/json"}}, 400, "body"),
-        ("lone surrogate", {"content": b'{"texts": ["\\udcff"]}', "headers": {"content-type": "application/json"}}, 422, "texts.0"),
+        (
+            "mask value",
+            {"json": {"input_ids": [[2, 3]], "attention_mask": [[1, 2]]}},
+            422,
+            "attention_mask.0.1",
+        ),
+        (
+            "mask all zero",
+            {"json": {"input_ids": [[2, 3]], "attention_mask": [[0, 0]]}},
+            422,
+            "attention_mask.0",
+        ),
+        (
+            "malformed JSON",
+            {"content": b'{"texts": [', "headers": {"content-type": "application/json"}},
+            400,
+            "body",
+        ),
+        (
+            "non-UTF-8 bytes",
+            {"content": b'{"texts": ["\xff\xfe"]}', "headers": {"content-type": "application/json"}},
+            400,
+            "body",
+        ),
+        (
+            "lone surrogate",
+            {"content": b'{"texts": ["\\udcff"]}', "headers": {"content-type": "application/json"}},
+            422,
+            "texts.0",
+        ),
         ("body over limit", {"json": {"texts": ["word " * MAX_BODY]}}, 413, "body"),
         ("not an object", {"json": [1, 2]}, 422, "body"),
-        ("form content type", {"content": b'{"texts": ["a"]}', "headers": {"content-type": "application/x-www-form-urlencoded"}}, 422, "body"),
-    ]  # fmt: skip
+        (
+            "form content type",
+            {
+                "content": b'{"texts": ["a"]}',
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+            422,
+            "body",
+        ),
+    ]
 
 
 def test_bad_inputs_v1(runner: AppRunner, mha) -> None:  # noqa: ANN001
@@ -361,25 +402,66 @@ def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
     head16 = json.dumps({"inputs": [binary]}).encode()
     cases = [
         ("malformed", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}}, 400),
-        ("non-UTF-8", {"content": b'{"inputs": "\xff"}', "headers": {"content-type": "application/json"}}, 400),
+        (
+            "non-UTF-8",
+            {"content": b'{"inputs": "\xff"}', "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("no inputs", {"json": {"inputs": []}}, 400),
-        ("missing input_ids", {"json": {"inputs": [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}}, 400),
-        ("unknown input", {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}}, 400),
+        (
+            "missing input_ids",
+            {
+                "json": {
+                    "inputs": [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]
+                }
+            },
+            400,
+        ),
+        (
+            "unknown input",
+            {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}},
+            400,
+        ),
         ("fp32 ids", {"json": fp32}, 400),
         ("float data", {"json": floats}, 400),
         ("count mismatch", {"json": short}, 400),
-        ("empty batch", {"json": {"inputs": [{"name": "input_ids", "shape": [0, 3], "datatype": "INT64", "data": []}]}}, 400),
+        (
+            "empty batch",
+            {"json": {"inputs": [{"name": "input_ids", "shape": [0, 3], "datatype": "INT64", "data": []}]}},
+            400,
+        ),
         ("batch above limit", {"json": _v2([[2]] * (MAX_BATCH + 1))}, 400),
         ("sequence above max", {"json": _v2([[2] * (mha.max_sequence_length + 1)])}, 400),
         ("id above vocab", {"json": _v2([[mha.vocab_size]])}, 400),
-        ("mask shape", {"json": {"inputs": _v2([[2, 3]])["inputs"] + [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}}, 400),
-        ("1-D ids", {"json": {"inputs": [{"name": "input_ids", "shape": [2], "datatype": "INT64", "data": [2, 3]}]}}, 400),
+        (
+            "mask shape",
+            {
+                "json": {
+                    "inputs": _v2([[2, 3]])["inputs"]
+                    + [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]
+                }
+            },
+            400,
+        ),
+        (
+            "1-D ids",
+            {"json": {"inputs": [{"name": "input_ids", "shape": [2], "datatype": "INT64", "data": [2, 3]}]}},
+            400,
+        ),
         ("unknown output", {"json": _v2([[2]], outputs=[{"name": "nope"}])}, 400),
         ("bad binary size", {"content": head + b"\0" * 8, "headers": {HEADER: str(len(head))}}, 400),
-        ("binary bytes left over", {"content": head16 + b"\0" * 24, "headers": {HEADER: str(len(head16))}}, 400),
-        ("header length too big", {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}}, 400),
+        (
+            "binary bytes left over",
+            {"content": head16 + b"\0" * 24, "headers": {HEADER: str(len(head16))}},
+            400,
+        ),
+        (
+            "header length too big",
+            {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+            400,
+        ),
         ("body over limit", {"json": _v2([[2] * (MAX_BODY // 2)])}, 413),
-    ]  # fmt: skip
+    ]
     for label, kw, status in cases:
         r = runner.post("/v2/models/mha-tiny/infer", **kw)
         assert r.status_code == status, (label, r.status_code, r.text)
@@ -478,11 +560,20 @@ def test_metrics_names_and_labels(runner: AppRunner) -> None:
         assert delta("h2h_queue_wait_seconds_count", model=model) == batches, model
         assert delta("h2h_padding_fraction_sum", model=model) == 0.0, model  # one row: no padding
     for name in (
-        "h2h_requests_total", "h2h_request_duration_seconds_bucket", "h2h_queue_wait_seconds_bucket",
-        "h2h_compute_seconds_bucket", "h2h_batch_size_bucket", "h2h_sequence_length_bucket",
-        "h2h_padding_fraction_bucket", "h2h_tokens_total", "h2h_queue_depth", "h2h_inflight_requests",
-        "h2h_rejected_total", "h2h_model_ready", "h2h_model_info",
-    ):  # fmt: skip
+        "h2h_requests_total",
+        "h2h_request_duration_seconds_bucket",
+        "h2h_queue_wait_seconds_bucket",
+        "h2h_compute_seconds_bucket",
+        "h2h_batch_size_bucket",
+        "h2h_sequence_length_bucket",
+        "h2h_padding_fraction_bucket",
+        "h2h_tokens_total",
+        "h2h_queue_depth",
+        "h2h_inflight_requests",
+        "h2h_rejected_total",
+        "h2h_model_ready",
+        "h2h_model_info",
+    ):
         assert f"\n{name}" in text, name
     assert 'h2h_requests_total{model="mha-tiny",route="/v1/models/{name}/predict",status="200"}' in text
     assert 'h2h_requests_total{model="_unknown",route="/v1/models/{name}/predict",status="404"}' in text

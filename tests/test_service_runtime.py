@@ -54,9 +54,14 @@ def test_cuda_chosen_with_gpu_and_options_passed(monkeypatch: pytest.MonkeyPatch
     preloads: list[bool] = []
     monkeypatch.setattr(runtime.ort, "preload_dlls", lambda *a, **k: preloads.append(True), raising=False)
     s = ServiceSettings(
-        cuda_device_id=0, cuda_arena_extend_strategy="kNextPowerOfTwo", cudnn_conv_algo_search="EXHAUSTIVE",
-        cuda_mem_limit_bytes=1 << 30, intra_op_threads=3, inter_op_threads=2, graph_optimization_level="extended",
-    )  # fmt: skip
+        cuda_device_id=0,
+        cuda_arena_extend_strategy="kNextPowerOfTwo",
+        cudnn_conv_algo_search="EXHAUSTIVE",
+        cuda_mem_limit_bytes=1 << 30,
+        intra_op_threads=3,
+        inter_op_threads=2,
+        graph_optimization_level="extended",
+    )
     _make(s)
     assert captured["providers"] == [runtime.CUDA, runtime.CPU]
     cuda_opts = captured["provider_options"][0]

@@ -19,9 +19,13 @@ from tests.conftest import serve_in_thread, start_service, wait_until
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path):  # noqa: ANN201
     settings = ServiceSettings(
-        model_repository=tiny_repo, provider="cpu", intra_op_threads=1, inter_op_threads=1,
-        max_batch_size=8, max_queue_delay_ms=1.0,
-    )  # fmt: skip
+        model_repository=tiny_repo,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        max_batch_size=8,
+        max_queue_delay_ms=1.0,
+    )
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as hostport:
         yield hostport
 
@@ -46,8 +50,10 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
     )
 
     def infer(binary: bool, outputs: list[str] | None = None):  # noqa: ANN202
-        inputs = [tc.InferInput("input_ids", list(ids.shape), "INT64"),
-                  tc.InferInput("attention_mask", list(mask.shape), "INT64")]  # fmt: skip
+        inputs = [
+            tc.InferInput("input_ids", list(ids.shape), "INT64"),
+            tc.InferInput("attention_mask", list(mask.shape), "INT64"),
+        ]
         inputs[0].set_data_from_numpy(ids, binary_data=binary)
         inputs[1].set_data_from_numpy(mask, binary_data=binary)
         outs = [tc.InferRequestedOutput(o, binary_data=binary) for o in outputs] if outputs else None
@@ -64,8 +70,10 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
     assert only.as_numpy("logits") is None
     np.testing.assert_allclose(only.as_numpy("embedding"), emb, rtol=1e-6, atol=1e-6)
 
-    v1 = httpx.post(f"http://{server}/v1/models/mha-tiny/predict",
-                    json={"texts": ["a small domesticated carnivore", "a tree"]}).json()  # fmt: skip
+    v1 = httpx.post(
+        f"http://{server}/v1/models/mha-tiny/predict",
+        json={"texts": ["a small domesticated carnivore", "a tree"]},
+    ).json()
     assert [p["label_id"] for p in v1["predictions"]] == logits.argmax(axis=1).tolist()
 
     stats = client.get_inference_statistics("mha-tiny")["model_stats"][0]
@@ -87,16 +95,24 @@ def test_tritonclient_round_trip(server: str, tiny_repo: Path) -> None:
 def test_sigterm_drains_accepted_requests(tiny_repo: Path, tmp_path: Path) -> None:
     """Requests waiting in a 60 s batching window are answered when SIGTERM arrives; exit 0."""
     env = {
-        "H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_MAX_BATCH_SIZE": "8",
-        "H2H_MAX_QUEUE_DELAY_MS": "60000", "H2H_SHUTDOWN_GRACE_S": "30",
-    }  # fmt: skip
+        "H2H_PROVIDER": "cpu",
+        "H2H_INTRA_OP_THREADS": "1",
+        "H2H_MAX_BATCH_SIZE": "8",
+        "H2H_MAX_QUEUE_DELAY_MS": "60000",
+        "H2H_SHUTDOWN_GRACE_S": "30",
+    }
     log = tmp_path / "server.log"
     proc, hostport = start_service(tiny_repo, env, log, "--models", "mha-tiny")
     base = f"http://{hostport}"
     try:
         deadline = time.monotonic() + 90
-        wait_until("server ready", lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
-                   90, proc, log)  # fmt: skip
+        wait_until(
+            "server ready",
+            lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
+            90,
+            proc,
+            log,
+        )
 
         results: list[httpx.Response | Exception] = []
 

@@ -33,7 +33,12 @@ def _string_constants(path: Path) -> set[str]:
 def test_onnx_tensor_names_are_stated_once() -> None:
     """`"logits"` and `"embedding"` (the graph's outputs) appear as string literals in
     contract/tensors.py alone; every other module names them through it."""
-    sources = [p for pkg in ("contract", "models", "export", "service", "loadtest", "scripts")
-               for p in (ROOT / pkg).rglob("*.py")]  # fmt: skip
-    holders = sorted(str(p.relative_to(ROOT)) for p in sources if {"logits", "embedding"} & _string_constants(p))
+    sources = [
+        p
+        for pkg in ("contract", "models", "export", "service", "loadtest", "scripts")
+        for p in (ROOT / pkg).rglob("*.py")
+    ]
+    holders = sorted(
+        str(p.relative_to(ROOT)) for p in sources if {"logits", "embedding"} & _string_constants(p)
+    )
     assert holders == ["contract/tensors.py"], holders

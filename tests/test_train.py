@@ -88,8 +88,16 @@ def test_max_len_other_than_64_truncates_training_rows_like_the_saved_tokenizer(
     from models.settings import TrainSettings
     from models.train import prepare, train
 
-    s = TrainSettings(arch="sha", preset="tiny", max_len=8, max_steps=3, batch_size=16,
-                      wordnet_dir=wordnet_dir, out=tmp_path, min_freq=1)  # fmt: skip
+    s = TrainSettings(
+        arch="sha",
+        preset="tiny",
+        max_len=8,
+        max_steps=3,
+        batch_size=16,
+        wordnet_dir=wordnet_dir,
+        out=tmp_path,
+        min_freq=1,
+    )
     data = prepare(s)
     assert data.cfg.max_len == 8 and data.tok.max_length == 8
     lengths = [len(r) for r in data.train.ids + data.validation.ids + data.test.ids]
