@@ -12,8 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from models.settings import TrainSettings
+    from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_WORDNET = Path(__file__).parent / "fixtures" / "wordnet"
@@ -24,30 +29,72 @@ def wordnet_dir() -> Path:
     return FIXTURE_WORDNET
 
 
+def tiny_train_settings(out: Path, **kw: Any) -> TrainSettings:
+    """Tiny-preset settings on the committed fixture (batch 16, every word in the vocabulary):
+    the base the training tests vary, so each names only what it changes."""
+    from models.settings import TrainSettings
+
+    base: dict[str, Any] = dict(
+        preset="tiny", batch_size=16, wordnet_dir=FIXTURE_WORDNET, out=out, min_freq=1
+    )
+    return TrainSettings(**{**base, **kw})
+
+
+def cpu_service_settings(repo: Path, **kw: Any) -> ServiceSettings:
+    """One-thread CPU settings over `repo` (batches of up to 8, 1 ms queue delay): the base the
+    in-process service tests vary, so each names only what it changes."""
+    from service.settings import ServiceSettings
+
+    base: dict[str, Any] = dict(
+        model_repository=repo,
+        provider="cpu",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        max_batch_size=8,
+        max_queue_delay_ms=1.0,
+    )
+    return ServiceSettings(**{**base, **kw})
+
+
+def inproc_pair_rows(
+    ratio: dict[tuple[int, int], float],
+    mha_ms: Callable[[int, int], float],
+    pair: tuple[tuple[str, str, int, int], tuple[str, str, int, int]],
+) -> list[dict[str, Any]]:
+    """In-process result rows for an MHA/SHA `pair` of (model, arch, layers, heads): per (batch, seq)
+    the MHA p50 is `mha_ms(batch, seq)` and the SHA p50 is that times `ratio[(batch, seq)]`: the shape every
+    crossover test starts from."""
+    rows = []
+    for (b, q), r in ratio.items():
+        for (model, arch, layers, heads), ms in zip(pair, (mha_ms(b, q), mha_ms(b, q) * r), strict=True):
+            rows.append(
+                {
+                    "mode": "inproc",
+                    "load": "inproc",
+                    "model": model,
+                    "arch": arch,
+                    "layers": layers,
+                    "heads": heads,
+                    "batch": b,
+                    "seq": q,
+                    "p50_ms": ms,
+                }
+            )
+    return rows
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny MHA (2L-4H) and SHA (8L-1H, Admin) runs trained 30 steps on the fixture.
 
     Session-scoped: every test that needs a trained checkpoint shares these two.
     """
-    from models.settings import TrainSettings
     from models.train import train
 
     out = tmp_path_factory.mktemp("runs")
     runs = {}
     for arch in ("mha", "sha"):
-        s = TrainSettings(
-            arch=arch,
-            preset="tiny",
-            norm="admin",
-            epochs=1,
-            max_steps=30,
-            batch_size=16,
-            wordnet_dir=FIXTURE_WORDNET,
-            out=out,
-            seed=1,
-            min_freq=1,
-        )
+        s = tiny_train_settings(out, arch=arch, norm="admin", epochs=1, max_steps=30, seed=1)
         train(s)
         runs[arch] = out / s.run_name()
     return runs

@@ -19,6 +19,29 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _assert_sweep_then_seeds(records: list[dict], stdout: str) -> None:
+    """2 variants x 2 rates swept with seed 1 (reused as seed 1: same epochs), then seed 2 at the
+    best rate; every record complete, all on one split and one recipe."""
+    assert len(records) == 6
+    for v in ("mha-admin", "sha-admin"):
+        sweep = {
+            rec["lr"]: rec["val_accuracy"] for rec in records if rec["variant"] == v and rec["seed"] == 1
+        }
+        best = max(sweep, key=sweep.get)
+        assert f"{v}: best learning rate {best:g}" in stdout
+        (seed2,) = [rec for rec in records if rec["variant"] == v and rec["seed"] == 2]
+        assert seed2["lr"] == best and seed2["phase"] == "seed"
+    for rec in records:
+        assert rec["epochs"] == 2 and rec["attn_init"] == "combined" and rec["device"] == "cpu"
+        assert len(rec["val_curve"]) == 2 and 0 < rec["epoch_train_s"][0] < rec["epoch_train_s"][1]
+        assert rec["val_accuracy"] == max(rec["val_curve"]) and 0 <= rec["test_accuracy"] <= 1
+        assert rec["train_seconds"] >= rec["epoch_train_s"][-1]
+    assert len({rec["data_sha256"] for rec in records}) == 1  # every seed on the same split
+    assert {rec["recipe"] for rec in records} == {
+        "weight_decay=0.01,warmup_frac=0.06,clip_norm=1.0,min_freq=2,max_vocab=30000,max_steps=None,split_seed=13"
+    }
+
+
 def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordnet_dir: Path) -> None:
     out = tmp_path / "docs" / "accuracy.json"
     common = (
@@ -31,59 +54,16 @@ def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordne
         "--runs",
         str(tmp_path / "runs"),
     )
-    r = _run(
-        *common,
-        "--variants",
-        "mha-admin,sha-admin",
-        "--lrs",
-        "1e-3,3e-3",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--sweep-epochs",
-        "2",
-    )
+    sweep = ("--variants", "mha-admin,sha-admin", "--lrs", "1e-3,3e-3", "--seeds", "2", "--epochs", "2")
+    r = _run(*common, *sweep, "--sweep-epochs", "2")
     assert r.returncode == 0, r.stderr[-3000:]
-    records = json.loads(out.read_text())
-    # 2 variants x 2 rates swept with seed 1 (reused as seed 1: same epochs), then seed 2 at the best rate
-    assert len(records) == 6
-    for v in ("mha-admin", "sha-admin"):
-        sweep = {
-            rec["lr"]: rec["val_accuracy"] for rec in records if rec["variant"] == v and rec["seed"] == 1
-        }
-        best = max(sweep, key=sweep.get)
-        assert f"{v}: best learning rate {best:g}" in r.stdout
-        (seed2,) = [rec for rec in records if rec["variant"] == v and rec["seed"] == 2]
-        assert seed2["lr"] == best and seed2["phase"] == "seed"
-    for rec in records:
-        assert rec["epochs"] == 2 and rec["attn_init"] == "combined" and rec["device"] == "cpu"
-        assert len(rec["val_curve"]) == 2 and 0 < rec["epoch_train_s"][0] < rec["epoch_train_s"][1]
-        assert rec["val_accuracy"] == max(rec["val_curve"]) and 0 <= rec["test_accuracy"] <= 1
-        assert rec["train_seconds"] >= rec["epoch_train_s"][-1]
-    assert len({rec["data_sha256"] for rec in records}) == 1  # every seed on the same split
-    assert {rec["recipe"] for rec in records} == {
-        "weight_decay=0.01,warmup_frac=0.06,clip_norm=1.0,min_freq=2,max_vocab=30000,max_steps=None,split_seed=13"
-    }
+    _assert_sweep_then_seeds(json.loads(out.read_text()), r.stdout)
     md = (tmp_path / "docs" / "accuracy.md").read_text()
     assert md in r.stdout and "sha-admin − mha-admin:" in md and "95% interval" in md and "at " in md
     assert (tmp_path / "docs" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Same command again: every run is in the records, nothing retrains; then more variants append.
-    again = _run(
-        *common,
-        "--variants",
-        "mha-admin,sha-admin",
-        "--lrs",
-        "1e-3,3e-3",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--sweep-epochs",
-        "2",
-        "--dry-run",
-    )
+    again = _run(*common, *sweep, "--sweep-epochs", "2", "--dry-run")
     assert again.returncode == 0 and "nothing to train" in again.stdout
     more = _run(*common, "--variants", "sha-pre,sha-post", "--seeds", "1", "--epochs", "2", "--lrs", "1e-3")
     assert more.returncode == 0, more.stderr[-3000:]

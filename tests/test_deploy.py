@@ -591,6 +591,46 @@ def _settle(prom: str, gpu: bool) -> None:
         missing = [(n, q) for n, q in missing if not _finite(_query(prom, q))]
 
 
+def _start_stack(tmp: Path, tiny_repo: Path, procs: list[subprocess.Popen]) -> tuple[str, str, Path, Path]:
+    """The service and a Prometheus scraping it, both ready and the target up. Each process joins
+    `procs` as it starts, so the caller stops it even when a later step fails.
+    Returns the service and Prometheus base URLs and their logs."""
+    import httpx
+
+    slog = tmp / "service.log"
+    svc, addr = start_service(tiny_repo, SERVICE_ENV, slog)
+    procs.append(svc)
+    base = f"http://{addr}"
+
+    pport = free_port()
+    prom = f"http://127.0.0.1:{pport}"
+    cfg = _prometheus_config(tmp, addr, f"127.0.0.1:{pport}")
+    pr, plog = start_prometheus(tmp, pport, cfg, "--storage.tsdb.retention.time=1h")
+    procs.append(pr)
+
+    wait_until(
+        "service ready",
+        lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
+        120,
+        svc,
+        slog,
+    )
+    wait_until(
+        "prometheus ready",
+        lambda: httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200,
+        60,
+        pr,
+        plog,
+    )
+
+    def target_up() -> bool:
+        targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return any(t["labels"]["job"] == "headtohead" and t["health"] == "up" for t in targets)
+
+    wait_until("prometheus scrapes the service", target_up, 30, pr, plog)
+    return base, prom, slog, plog
+
+
 @pytest.fixture(scope="module")
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if PROMETHEUS is None:
@@ -604,37 +644,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     t_start = time.monotonic()
     procs: list[subprocess.Popen] = []
     try:
-        slog = tmp / "service.log"
-        svc, addr = start_service(tiny_repo, SERVICE_ENV, slog)
-        procs.append(svc)
-        base = f"http://{addr}"
-
-        pport = free_port()
-        prom = f"http://127.0.0.1:{pport}"
-        cfg = _prometheus_config(tmp, addr, f"127.0.0.1:{pport}")
-        pr, plog = start_prometheus(tmp, pport, cfg, "--storage.tsdb.retention.time=1h")
-        procs.append(pr)
-
-        wait_until(
-            "service ready",
-            lambda: httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200,
-            120,
-            svc,
-            slog,
-        )
-        wait_until(
-            "prometheus ready",
-            lambda: httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200,
-            60,
-            pr,
-            plog,
-        )
-
-        def target_up() -> bool:
-            targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-            return any(t["labels"]["job"] == "headtohead" and t["health"] == "up" for t in targets)
-
-        wait_until("prometheus scrapes the service", target_up, 30, pr, plog)
+        base, prom, slog, plog = _start_stack(tmp, tiny_repo, procs)
 
         phases["startup_s"] = time.monotonic() - t_start
         traffic = Traffic(base, tiny_repo)

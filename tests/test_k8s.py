@@ -495,17 +495,9 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
     import httpx
 
     from service.app import create_app
-    from service.settings import ServiceSettings
+    from tests.conftest import cpu_service_settings
 
-    settings = ServiceSettings(
-        model_repository=repo,
-        provider="cpu",
-        intra_op_threads=1,
-        inter_op_threads=1,
-        max_batch_size=8,
-        max_queue_delay_ms=1.0,
-        require_all_models=True,
-    )
+    settings = cpu_service_settings(repo, require_all_models=True)
     app = create_app(settings, gpu_metrics=False)
     out: dict[str, Any] = {}
     async with app.router.lifespan_context(app):

@@ -113,42 +113,30 @@ def test_search_on_a_queueing_server_lands_below_saturation():
 
 def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600.0, cap_sha: float = 360.0):
     base = {"slo_p99_ms": 50.0, "max_error_rate": 0.001, "status": "bracketed", "probes": 6}
+    models = (
+        ("mha-x", "mha", 4, 4, cap_mha, 30.0, 3.0, acc_mha),
+        ("sha-x", "sha", 16, 1, cap_sha, 40.0, 5.0, acc_sha),
+    )
     rows = []
     for seq, scale in ((16, 1.0), (64, 0.5)):
-        rows.append(
-            {
-                **base,
-                "model": "mha-x",
-                "arch": "mha",
-                "layers": 4,
-                "heads": 4,
-                "batch": 1,
-                "seq": seq,
-                "capacity_rps": cap_mha * scale,
-                "capacity_rows_per_s": cap_mha * scale,
-                "p99_ms": 30.0,
-                "failed_above_rps": cap_mha * scale * 1.08,
-                "p50_c1_ms": 3.0 * (1 + seq / 64),
-                "accuracy": acc_mha,
-            }
-        )
-        rows.append(
-            {
-                **base,
-                "model": "sha-x",
-                "arch": "sha",
-                "layers": 16,
-                "heads": 1,
-                "batch": 1,
-                "seq": seq,
-                "capacity_rps": cap_sha * scale,
-                "capacity_rows_per_s": cap_sha * scale,
-                "p99_ms": 40.0,
-                "failed_above_rps": cap_sha * scale * 1.08,
-                "p50_c1_ms": 5.0 * (1 + seq / 64),
-                "accuracy": acc_sha,
-            }
-        )
+        for model, arch, layers, heads, cap, p99_ms, p50_ms, acc in models:
+            rows.append(
+                {
+                    **base,
+                    "model": model,
+                    "arch": arch,
+                    "layers": layers,
+                    "heads": heads,
+                    "batch": 1,
+                    "seq": seq,
+                    "capacity_rps": cap * scale,
+                    "capacity_rows_per_s": cap * scale,
+                    "p99_ms": p99_ms,
+                    "failed_above_rps": cap * scale * 1.08,
+                    "p50_c1_ms": p50_ms * (1 + seq / 64),
+                    "accuracy": acc,
+                }
+            )
     return rows
 
 

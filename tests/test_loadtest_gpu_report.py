@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 from loadtest import gpu_summary
+from tests.conftest import inproc_pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_report.py"
@@ -65,27 +66,8 @@ def test_make_target_runs_the_script():
 
 def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
     """In-process rows for the BERT-base pair with the given SHA/MHA p50 ratio per (batch, seq)."""
-    rows = []
-    for (b, q), r in ratio.items():
-        mha_ms = 1.0 + b * q / 100
-        for model, arch, layers, heads, ms in (
-            ("mha-base-random", "mha", 12, 12, mha_ms),
-            ("sha-base-random", "sha", 144, 1, mha_ms * r),
-        ):
-            rows.append(
-                {
-                    "mode": "inproc",
-                    "load": "inproc",
-                    "model": model,
-                    "arch": arch,
-                    "layers": layers,
-                    "heads": heads,
-                    "batch": b,
-                    "seq": q,
-                    "p50_ms": ms,
-                }
-            )
-    return rows
+    pair = (("mha-base-random", "mha", 12, 12), ("sha-base-random", "sha", 144, 1))
+    return inproc_pair_rows(ratio, lambda b, q: 1.0 + b * q / 100, pair)
 
 
 def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
@@ -117,22 +99,24 @@ def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
     assert "- in-process, model.fp16.onnx: the crossover appears — SHA is cheaper at 2 of 3 shapes" in block
 
 
-@pytest.mark.slow
-def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
-    bench = tmp_path / "benchmarks.md"
-    bench.write_text("# Benchmarks\n\nearlier text\n")
-    r = _run(
-        "--rehearse-cpu",
+def _rehearse(tmp_path: Path, *extra: str, timeout: float) -> subprocess.CompletedProcess:
+    """The CPU rehearsal with its repository, outputs and logs all under `tmp_path`."""
+    where = (
         "--repo",
         str(tmp_path / "repo"),
         "--out-root",
         str(tmp_path / "gpu"),
         "--logs",
         str(tmp_path / "logs"),
-        "--benchmarks",
-        str(bench),
-        timeout=400,
     )
+    return _run("--rehearse-cpu", *where, *extra, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# Benchmarks\n\nearlier text\n")
+    r = _rehearse(tmp_path, "--benchmarks", str(bench), timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "gpu" / "cpu-rehearsal"
     data = json.loads((out / "results.json").read_text())
@@ -157,17 +141,6 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     text = bench.read_text()
     assert text.startswith("# Benchmarks\n\nearlier text\n") and "## GPU report: CPU rehearsal" in text
     # a second run reuses the exports
-    r = _run(
-        "--rehearse-cpu",
-        "--repo",
-        str(tmp_path / "repo"),
-        "--out-root",
-        str(tmp_path / "gpu"),
-        "--logs",
-        str(tmp_path / "logs"),
-        "--budget-s",
-        "5",
-        timeout=200,
-    )
+    r = _rehearse(tmp_path, "--budget-s", "5", timeout=200)
     steps = json.loads((out / "results.json").read_text())["steps"]
     assert steps[0] == {"name": "export", "status": "reused", "seconds": 0.0, "repo": str(tmp_path / "repo")}

@@ -76,35 +76,25 @@ def live_service(tiny_repo: Path):
             proc.wait()
 
 
+def _assert_sound_point(p: dict) -> None:
+    """One measured point: no errors, ordered percentiles, and server timings within the client's."""
+    assert p["errors"] == 0 and p["requests"] > 0, p
+    assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+    assert p["tokens_per_s"] == pytest.approx(p["rps"] * p["batch"] * p["seq"])
+    if p["mode"] == "http":
+        assert p["server_compute_ms"] > 0 and p["server_batches"] > 0
+        # the server's own split can never exceed what the client saw end to end
+        assert p["server_queue_ms"] + p["server_compute_ms"] <= p["max_ms"] + 0.5, p
+    if p["load"] == "open":
+        assert p["achieved_rate"] > 0 and p["late_sends"] <= p["requests"] + p["errors"], p
+
+
 def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp_path: Path):
     out = tmp_path / "results"
-    r = _run(
-        "sweep",
-        "--models",
-        "mha,sha",
-        "--repo",
-        str(tiny_repo),
-        "--url",
-        live_service,
-        "--mode",
-        "both",
-        "--batch",
-        "1,4",
-        "--seq",
-        "16,128",
-        "--concurrency",
-        "1,4",
-        "--rate",
-        "40",
-        "--duration",
-        "0.6",
-        "--warmup",
-        "0.2",
-        "--inproc-budget",
-        "0.2",
-        "--out",
-        str(out),
-    )
+    grid = ("--mode", "both", "--batch", "1,4", "--seq", "16,128", "--concurrency", "1,4", "--rate", "40")
+    timing = ("--duration", "0.6", "--warmup", "0.2", "--inproc-budget", "0.2")
+    where = ("--repo", str(tiny_repo), "--url", live_service, "--out", str(out))
+    r = _run("sweep", "--models", "mha,sha", *where, *grid, *timing)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "clamped to its max_sequence_length 64" in r.stderr  # seq 128 > the tiny models' 64
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -118,15 +108,7 @@ def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp
     }
     assert {int(r["seq"]) for r in rows} == {16, 64}
     for p in data["points"]:
-        assert p["errors"] == 0 and p["requests"] > 0, p
-        assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
-        assert p["tokens_per_s"] == pytest.approx(p["rps"] * p["batch"] * p["seq"])
-        if p["mode"] == "http":
-            assert p["server_compute_ms"] > 0 and p["server_batches"] > 0
-            # the server's own split can never exceed what the client saw end to end
-            assert p["server_queue_ms"] + p["server_compute_ms"] <= p["max_ms"] + 0.5, p
-        if p["load"] == "open":
-            assert p["achieved_rate"] > 0 and p["late_sends"] <= p["requests"] + p["errors"], p
+        _assert_sound_point(p)
     meta = data["meta"]
     assert meta["machine"]["cores"] >= 1 and "onnxruntime-gpu" in meta["versions"]
     assert set(meta["manifests"]) == {"mha-tiny", "sha-tiny"}

@@ -15,6 +15,7 @@ from loadtest.report import build, verdict, write_report
 from loadtest.results import load, write
 from loadtest.schedule import poisson_offsets, run_open_loop
 from loadtest.stats import summarize
+from tests.conftest import inproc_pair_rows
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,6 @@ def test_promscrape_diff():
 
 def _fixture_points() -> list[dict]:
     """MHA 2L-4H vs SHA 8L-1H: SHA cheaper from batch 16 at seq 16 and from batch 4 at seq 64."""
-    rows = []
     grid = {
         (1, 16): 1.6,
         (4, 16): 1.3,
@@ -128,48 +128,37 @@ def _fixture_points() -> list[dict]:
         (16, 64): 0.7,
         (64, 64): 0.6,
     }
-    for (b, q), r in grid.items():
-        mha_ms = 0.5 + 0.01 * b * q
-        for model, arch, layers, heads, ms in (
-            ("mha-x", "mha", 2, 4, mha_ms),
-            ("sha-x", "sha", 8, 1, mha_ms * r),
-        ):
+    rows = []
+    for row in inproc_pair_rows(
+        grid, lambda b, q: 0.5 + 0.01 * b * q, (("mha-x", "mha", 2, 4), ("sha-x", "sha", 8, 1))
+    ):
+        ms, b, q = row["p50_ms"], row["batch"], row["seq"]
+        row.update(
+            concurrency=1,
+            rate=None,
+            p95_ms=ms * 1.1,
+            p99_ms=ms * 1.2,
+            requests=50,
+            errors=0,
+            rps=1e3 / ms,
+            tokens_per_s=1e3 / ms * b * q,
+        )
+        rows.append(row)
+        if b in (1, 16):
+            h = ms + 3.0
             rows.append(
                 {
-                    "mode": "inproc",
-                    "load": "inproc",
-                    "model": model,
-                    "arch": arch,
-                    "layers": layers,
-                    "heads": heads,
-                    "batch": b,
-                    "seq": q,
-                    "concurrency": 1,
-                    "rate": None,
-                    "p50_ms": ms,
-                    "p95_ms": ms * 1.1,
-                    "p99_ms": ms * 1.2,
-                    "requests": 50,
-                    "errors": 0,
-                    "rps": 1e3 / ms,
-                    "tokens_per_s": 1e3 / ms * b * q,
+                    **row,
+                    "mode": "http",
+                    "load": "closed",
+                    "p50_ms": h,
+                    "p95_ms": h,
+                    "p99_ms": h,
+                    "rps": 1e3 / h,
+                    "tokens_per_s": 1e3 / h * b * q,
+                    "server_queue_ms": 2.0,
                 }
             )
-            if b in (1, 16):
-                h = ms + 3.0
-                rows.append(
-                    {
-                        **rows[-1],
-                        "mode": "http",
-                        "load": "closed",
-                        "p50_ms": h,
-                        "p95_ms": h,
-                        "p99_ms": h,
-                        "rps": 1e3 / h,
-                        "tokens_per_s": 1e3 / h * b * q,
-                        "server_queue_ms": 2.0,
-                    }
-                )
     return rows
 
 

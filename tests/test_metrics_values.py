@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.settings import ServiceSettings
+from tests.conftest import cpu_service_settings
 
 PREDICT = "/v1/models/{name}/predict"
 INFER = "/v2/models/{name}/infer"
@@ -79,15 +79,7 @@ async def _send_traffic(app: FastAPI) -> tuple[str, dict, list[int]]:
 @pytest.fixture(scope="module")
 def scraped(tiny_repo: Path) -> tuple[dict[tuple, float], dict, list[int]]:
     """Send TRAFFIC once to a fresh app; return parsed /metrics, both /stats bodies, statuses."""
-    settings = ServiceSettings(
-        model_repository=tiny_repo,
-        provider="cpu",
-        intra_op_threads=1,
-        inter_op_threads=1,
-        max_batch_size=4,
-        max_queue_delay_ms=1.0,
-        request_timeout_s=30.0,
-    )
+    settings = cpu_service_settings(tiny_repo, max_batch_size=4, request_timeout_s=30.0)
     text, stats, statuses = asyncio.run(_send_traffic(create_app(settings, gpu_metrics=False)))
     return parse(text), stats, statuses
 

@@ -262,7 +262,13 @@ def test_each_text_is_tokenised_once_per_tokenizer(
         ]
 
 
-def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
+def _raw(body: bytes, content_type: str = "application/json") -> dict:
+    """Request keywords that send `body` as it is, so the JSON parser itself meets the bytes."""
+    return {"content": body, "headers": {"content-type": content_type}}
+
+
+def _bad_v1_json_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
+    """Well-formed JSON whose fields break the v1 schema or the model's limits."""
     too_long = [[2] * (mha.max_sequence_length + 1)]
     return [
         ("wrong type texts", {"json": {"texts": "abc"}}, 422, "texts"),
@@ -295,35 +301,18 @@ def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
             422,
             "attention_mask.0",
         ),
-        (
-            "malformed JSON",
-            {"content": b'{"texts": [', "headers": {"content-type": "application/json"}},
-            400,
-            "body",
-        ),
-        (
-            "non-UTF-8 bytes",
-            {"content": b'{"texts": ["\xff\xfe"]}', "headers": {"content-type": "application/json"}},
-            400,
-            "body",
-        ),
-        (
-            "lone surrogate",
-            {"content": b'{"texts": ["\\udcff"]}', "headers": {"content-type": "application/json"}},
-            422,
-            "texts.0",
-        ),
+    ]
+
+
+def _bad_v1_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
+    return [
+        *_bad_v1_json_cases(mha),
+        ("malformed JSON", _raw(b'{"texts": ['), 400, "body"),
+        ("non-UTF-8 bytes", _raw(b'{"texts": ["\xff\xfe"]}'), 400, "body"),
+        ("lone surrogate", _raw(b'{"texts": ["\\udcff"]}'), 422, "texts.0"),
         ("body over limit", {"json": {"texts": ["word " * MAX_BODY]}}, 413, "body"),
         ("not an object", {"json": [1, 2]}, 422, "body"),
-        (
-            "form content type",
-            {
-                "content": b'{"texts": ["a"]}',
-                "headers": {"content-type": "application/x-www-form-urlencoded"},
-            },
-            422,
-            "body",
-        ),
+        ("form content type", _raw(b'{"texts": ["a"]}', "application/x-www-form-urlencoded"), 422, "body"),
     ]
 
 
@@ -384,39 +373,18 @@ def test_v2_infer_json(runner: AppRunner, mha) -> None:  # noqa: ANN001
     assert runner.post("/v2/models/mha-tiny/versions/1/infer", json=nested).status_code == 200
 
 
-def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
+def _bad_v2_json_cases(mha) -> list[tuple[str, dict, int]]:  # noqa: ANN001
+    """Parseable v2 bodies whose tensors break the protocol or the model's limits."""
     fp32 = _v2([[2, 3]])
     fp32["inputs"][0]["datatype"] = "FP32"
     short = _v2([[2, 3]])
     short["inputs"][0]["shape"] = [1, 3]
     floats = _v2([[2, 3]])
     floats["inputs"][0]["data"] = [2.5, 3]
-    binary = {
-        "name": "input_ids",
-        "shape": [1, 2],
-        "datatype": "INT64",
-        "parameters": {"binary_data_size": 8},
-    }
-    head = json.dumps({"inputs": [binary]}).encode()
-    binary["parameters"]["binary_data_size"] = 16
-    head16 = json.dumps({"inputs": [binary]}).encode()
-    cases = [
-        ("malformed", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}}, 400),
-        (
-            "non-UTF-8",
-            {"content": b'{"inputs": "\xff"}', "headers": {"content-type": "application/json"}},
-            400,
-        ),
+    mask = {"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}
+    return [
         ("no inputs", {"json": {"inputs": []}}, 400),
-        (
-            "missing input_ids",
-            {
-                "json": {
-                    "inputs": [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]
-                }
-            },
-            400,
-        ),
+        ("missing input_ids", {"json": {"inputs": [mask]}}, 400),
         (
             "unknown input",
             {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}},
@@ -433,22 +401,28 @@ def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
         ("batch above limit", {"json": _v2([[2]] * (MAX_BATCH + 1))}, 400),
         ("sequence above max", {"json": _v2([[2] * (mha.max_sequence_length + 1)])}, 400),
         ("id above vocab", {"json": _v2([[mha.vocab_size]])}, 400),
-        (
-            "mask shape",
-            {
-                "json": {
-                    "inputs": _v2([[2, 3]])["inputs"]
-                    + [{"name": "attention_mask", "shape": [1, 1], "datatype": "INT64", "data": [1]}]
-                }
-            },
-            400,
-        ),
+        ("mask shape", {"json": {"inputs": _v2([[2, 3]])["inputs"] + [mask]}}, 400),
         (
             "1-D ids",
             {"json": {"inputs": [{"name": "input_ids", "shape": [2], "datatype": "INT64", "data": [2, 3]}]}},
             400,
         ),
         ("unknown output", {"json": _v2([[2]], outputs=[{"name": "nope"}])}, 400),
+    ]
+
+
+def _bad_v2_binary_cases() -> list[tuple[str, dict, int]]:
+    """Binary-extension bodies whose header and trailing bytes disagree."""
+    binary = {
+        "name": "input_ids",
+        "shape": [1, 2],
+        "datatype": "INT64",
+        "parameters": {"binary_data_size": 8},
+    }
+    head = json.dumps({"inputs": [binary]}).encode()
+    binary["parameters"]["binary_data_size"] = 16
+    head16 = json.dumps({"inputs": [binary]}).encode()
+    return [
         ("bad binary size", {"content": head + b"\0" * 8, "headers": {HEADER: str(len(head))}}, 400),
         (
             "binary bytes left over",
@@ -460,6 +434,15 @@ def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
             {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
             400,
         ),
+    ]
+
+
+def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
+    cases = [
+        ("malformed", _raw(b'{"inputs": ['), 400),
+        ("non-UTF-8", _raw(b'{"inputs": "\xff"}'), 400),
+        *_bad_v2_json_cases(mha),
+        *_bad_v2_binary_cases(),
         ("body over limit", {"json": _v2([[2] * (MAX_BODY // 2)])}, 413),
     ]
     for label, kw, status in cases:

@@ -12,20 +12,12 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.settings import ServiceSettings
-from tests.conftest import serve_in_thread, start_service, wait_until
+from tests.conftest import cpu_service_settings, serve_in_thread, start_service, wait_until
 
 
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path):  # noqa: ANN201
-    settings = ServiceSettings(
-        model_repository=tiny_repo,
-        provider="cpu",
-        intra_op_threads=1,
-        inter_op_threads=1,
-        max_batch_size=8,
-        max_queue_delay_ms=1.0,
-    )
+    settings = cpu_service_settings(tiny_repo)
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as hostport:
         yield hostport
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import RunDirError, load_run
+from tests.conftest import tiny_train_settings
 
 
 def test_tiny_training_loss_falls_and_run_dir_is_complete(tiny_runs: dict[str, Path]) -> None:
@@ -85,19 +86,9 @@ def test_max_len_other_than_64_truncates_training_rows_like_the_saved_tokenizer(
     """Splits are encoded after the tokenizer takes the config's max length (issue 11)."""
     from contract.tokenizer import Tokenizer
     from models.data import load_wordnet, split
-    from models.settings import TrainSettings
     from models.train import prepare, train
 
-    s = TrainSettings(
-        arch="sha",
-        preset="tiny",
-        max_len=8,
-        max_steps=3,
-        batch_size=16,
-        wordnet_dir=wordnet_dir,
-        out=tmp_path,
-        min_freq=1,
-    )
+    s = tiny_train_settings(tmp_path, arch="sha", max_len=8, max_steps=3, wordnet_dir=wordnet_dir)
     data = prepare(s)
     assert data.cfg.max_len == 8 and data.tok.max_length == 8
     lengths = [len(r) for r in data.train.ids + data.validation.ids + data.test.ids]
