@@ -179,6 +179,10 @@ def _variants(build: _Build, results: dict[str, Parity]) -> dict[str, Variant]:
     }
 
 
+# the model config's fields the manifest repeats under their own names
+CONFIG_FIELDS = ("arch", "layers", "heads", "d_model", "head_dim", "ffn_dim", "norm", "vocab_size", "pad_id")
+
+
 def _manifest(run: Run, name: str, opset: int, build: _Build, results: dict[str, Parity]) -> Manifest:
     """Everything the service and the reports need to know about the model, without torch."""
     cfg = run.config
@@ -187,19 +191,11 @@ def _manifest(run: Run, name: str, opset: int, build: _Build, results: dict[str,
     random_init = bool(run.metrics.get("random_init", False))
     return Manifest(
         name=name,
-        arch=cfg.arch,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        d_model=cfg.d_model,
-        head_dim=cfg.head_dim,
-        ffn_dim=cfg.ffn_dim,
-        norm=cfg.norm,
+        **{k: getattr(cfg, k) for k in CONFIG_FIELDS},
         params=count_parameters(run.model),
         flops_per_token=flops_per_token(cfg),
         opset=opset,
         max_sequence_length=cfg.max_len,
-        vocab_size=cfg.vocab_size,
-        pad_id=cfg.pad_id,
         labels=list(run.labels),
         inputs=inputs,
         outputs=outputs,

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from contract.cli import fail
-from loadtest.cli import planned, settings_from
+from loadtest.cli import announce, planned, settings_from
 from loadtest.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -62,14 +62,11 @@ def cmd_capacity(args: Any) -> int:
 
     s = _settings(args)
     pl = planned(plan, s)
-    print(
+    line = (
         f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
-        f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
-        file=sys.stderr,
+        f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}"
     )
-    if args.dry_run:
-        for t in pl.targets:
-            print(t.label())
+    if announce(args, line, pl.targets):
         return 0
     try:
         with _ProbeProgress(len(pl.targets), s.max_probes) as prog:

@@ -32,12 +32,7 @@ from loadtest.sweep import ModelInfo, PlanError, resolve, service_models
 JSON_NAME = "capacity.json"
 CSV_NAME = "capacity.csv"
 COLUMNS = [
-    "model",
-    "arch",
-    "layers",
-    "heads",
-    "batch",
-    "seq",
+    *results.SHAPE_COLUMNS,
     "slo_p99_ms",
     "max_error_rate",
     "capacity_rps",

@@ -28,13 +28,19 @@ def _default(settings: type[BaseModel], name: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _setting_flag(parser: Any, settings: type[BaseModel], flag: str, kind: type | None, text: str) -> None:
+    """A flag for the settings field of its name, its help ending in that field's declared default."""
+    name = flag.removeprefix("--").replace("-", "_")
+    parser.add_argument(flag, type=kind, help=f"{text} (default {_default(settings, name)})")
+
+
 def build_parser() -> OneLineArgumentParser:
-    d = partial(_default, LoadtestSettings)
     p = OneLineArgumentParser(
         prog="h2h-loadtest", description="MHA vs SHA cost sweeps: in-process and over HTTP."
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     s = sub.add_parser("sweep", help="measure a batch x sequence (x concurrency) grid")
+    opt = partial(_setting_flag, s, LoadtestSettings)
     s.add_argument(
         "--preset",
         choices=["default", "paper", "tiny"],
@@ -52,26 +58,16 @@ def build_parser() -> OneLineArgumentParser:
         "--mode", choices=["inproc", "http", "both"], help="where to measure (default: the preset's)"
     )
     s.add_argument("--duration", type=float, help="seconds per http point")
-    s.add_argument("--warmup", type=float, help=f"http warm-up seconds per point (default {d('warmup')})")
-    s.add_argument(
-        "--repeats", type=int, help=f"in-process: most timed runs per point (default {d('repeats')})"
-    )
-    s.add_argument(
-        "--inproc-budget", type=float, help=f"in-process: seconds per point (default {d('inproc_budget')})"
-    )
-    s.add_argument("--repo", help=f"model repository for in-process runs (default {d('repo')})")
-    s.add_argument("--url", help=f"running service (default {d('url')})")
-    s.add_argument(
-        "--client-procs",
-        type=int,
-        help=f"load client processes for http points (default {d('client_procs')})",
-    )
-    s.add_argument("--out", help=f"results folder (default {d('out')})")
+    opt("--warmup", float, "http warm-up seconds per point")
+    opt("--repeats", int, "in-process: most timed runs per point")
+    opt("--inproc-budget", float, "in-process: seconds per point")
+    opt("--repo", None, "model repository for in-process runs")
+    opt("--url", None, "running service")
+    opt("--client-procs", int, "load client processes for http points")
+    opt("--out", None, "results folder")
     s.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="in-process execution provider")
     s.add_argument("--variant", help="in-process model variant, e.g. model.opt.onnx")
-    s.add_argument(
-        "--max-points", type=int, help=f"refuse grids larger than this (default {d('max_points')})"
-    )
+    opt("--max-points", int, "refuse grids larger than this")
     s.add_argument("--seed", type=int)
     s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -86,37 +82,26 @@ def _capacity_parser(sub: Any) -> None:
 
     d = partial(_default, CapacitySettings)
     c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
-    c.add_argument(
-        "--slo-p99-ms",
-        type=float,
-        help=f"p99 latency target in ms, from intended send times (default {d('slo_p99_ms')})",
-    )
-    c.add_argument("--models", help=f"comma list of served model names or mha/sha (default {d('models')})")
-    c.add_argument("--batch", help=f"rows per request: {GRID_HELP} (default {d('batch')})")
-    c.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (default {d('seq')})")
-    c.add_argument(
-        "--max-error-rate",
-        type=float,
-        help=f"largest error share a passing probe may have, 429s included (default {d('max_error_rate')})",
-    )
+    opt = partial(_setting_flag, c, CapacitySettings)
+    opt("--slo-p99-ms", float, "p99 latency target in ms, from intended send times")
+    opt("--models", None, "comma list of served model names or mha/sha")
+    opt("--batch", None, f"rows per request: {GRID_HELP}")
+    opt("--seq", None, f"sequence lengths: {GRID_HELP}")
+    opt("--max-error-rate", float, "largest error share a passing probe may have, 429s included")
     c.add_argument(
         "--probe-duration",
         type=float,
         help=f"seconds per probe (default {d('probe_duration')}; longer at low rates)",
     )
-    c.add_argument("--max-probes", type=int, help=f"probes per model and shape (default {d('max_probes')})")
-    c.add_argument(
-        "--tolerance",
-        type=float,
-        help=f"stop bisecting when the bracket is this narrow (default {d('tolerance')})",
-    )
+    opt("--max-probes", int, "probes per model and shape")
+    opt("--tolerance", float, "stop bisecting when the bracket is this narrow")
     c.add_argument(
         "--start-rate", type=float, help="first rate in req/s (default: half the closed-loop c=8 rate)"
     )
-    c.add_argument("--url", help=f"running service (default {d('url')})")
-    c.add_argument("--out", help=f"results folder (default {d('out')})")
-    c.add_argument("--client-procs", type=int, help=f"load client processes (default {d('client_procs')})")
-    c.add_argument("--timeout", type=float, help=f"per-request timeout in seconds (default {d('timeout')})")
+    opt("--url", None, "running service")
+    opt("--out", None, "results folder")
+    opt("--client-procs", int, "load client processes")
+    opt("--timeout", float, "per-request timeout in seconds")
     c.add_argument("--seed", type=int)
     c.add_argument("--no-report", action="store_true", help="skip rewriting report.md and plots")
     c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -146,6 +131,16 @@ def planned(plan_fn: Callable[[S], P], s: S) -> P:
     for n in pl.notes:  # type: ignore[attr-defined]
         print(f"note: {n}", file=sys.stderr)
     return pl
+
+
+def announce(args: Any, line: str, steps: list[Any]) -> bool:
+    """The plan's line on stderr; with --dry-run also each step's label on stdout, and True: the
+    command stops there."""
+    print(line, file=sys.stderr)
+    if args.dry_run:
+        for step in steps:
+            print(step.label())
+    return bool(args.dry_run)
 
 
 def _settings(args: Any) -> LoadtestSettings:
@@ -180,14 +175,8 @@ def cmd_sweep(args: Any) -> int:
     s = _settings(args)
     pl = planned(plan, s)
     modes = "+".join(pl.modes)
-    print(
-        f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
-        f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}",
-        file=sys.stderr,
-    )
-    if args.dry_run:
-        for p in pl.points:
-            print(p.label())
+    intro = f"sweep: {len(pl.points)} points ({modes}), models {', '.join(pl.models)}, "
+    if announce(args, intro + f"about {pl.estimate_s() / 60:.1f} min; results -> {s.out}", pl.points):
         return 0
     try:
         with _Progress(len(pl.points)) as prog:

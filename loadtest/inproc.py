@@ -35,6 +35,9 @@ class Timing:
 class InprocModel:
     """One ONNX Runtime session over a model repository folder, built by the service's own runtime."""
 
+    WARMUP = 2  # untimed runs before the timed ones
+    MIN_REPEATS = 3  # timed runs even when the budget is spent
+
     def __init__(
         self, model_dir: Path, *, provider: str = "auto", variant: str | None = None, cuda_graph: bool = False
     ) -> None:
@@ -52,18 +55,11 @@ class InprocModel:
         self.cuda = self.provider == CUDA
 
     def time_shape(
-        self,
-        batch: int,
-        seq: int,
-        *,
-        repeats: int = 50,
-        budget_s: float = 2.0,
-        min_repeats: int = 3,
-        warmup: int = 2,
-        seed: int = 0,
+        self, batch: int, seq: int, *, repeats: int = 50, budget_s: float = 2.0, seed: int = 0
     ) -> Timing:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
-        (never fewer than `min_repeats`)."""
+        (never fewer than `MIN_REPEATS`)."""
+        warmup, min_repeats = self.WARMUP, self.MIN_REPEATS
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))
         run = self.model.device_runner(ids, mask)
         for _ in range(warmup):

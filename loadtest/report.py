@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,34 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# a row key's column header where it is not the key with "_ms" as " ms" and "_" as " "
+_HEADERS = {
+    "requests": "runs",
+    "rps": "req/s",
+    "tokens_per_s": "tokens/s",
+    "server_rows_per_batch": "rows/batch",
+    "inproc_p50_ms": "in-process p50 ms",
+    "http_p50_ms": "HTTP p50 ms",
+}
+
+
+def _keyed_table(keys: str, rows: list[Row], **computed: Callable[[Row], Any]) -> str:
+    """A table of the rows' values under `keys` (space-separated), or `computed[key](row)`: one
+    string names the columns, so a section says what it shows and not how to lay it out."""
+    cols = keys.split()
+    header = [_HEADERS.get(k) or k.replace("_ms", " ms").replace("_", " ") for k in cols]
+    return _table(header, [[computed[k](r) if k in computed else r.get(k) for k in cols] for r in rows])
+
+
+def _section(title: str, *paragraphs: str) -> list[str]:
+    """A report section: its heading, then each paragraph or table, each followed by a blank line."""
+    return [f"## {title}", "", *(line for par in paragraphs for line in (par, ""))]
+
+
+def _load_label(p: Row) -> str:
+    return p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s")
 
 
 def _pct(r: float) -> str:
@@ -181,7 +210,7 @@ def build(
     gets a report, and a sweep without capacity has no empty recommendation."""
     out = ["# Load test: shallow multi-head vs deep single-head", ""]
     if points or not capacity:
-        out += ["## Verdict", "", verdict(points), ""]
+        out += _section("Verdict", verdict(points))
     if capacity:
         out += _capacity_section(capacity, points, meta, images)
     out += _setup_section(meta, capacity)
@@ -230,42 +259,19 @@ def _ratio_section(points: list[Row]) -> list[str]:
             r = g.ratio.get((b, q))
             cells.append("–" if r is None else (f"**{r:.2f}**" if r < 1 else f"{r:.2f}"))
         rows.append([f"seq {q}", *cells])
-    return [
-        f"## SHA / MHA p50 latency ratio ({g.source})",
-        "",
+    return _section(
+        f"SHA / MHA p50 latency ratio ({g.source})",
         f"{g.sha} / {g.mha}; below 1 (bold) SHA is cheaper.",
-        "",
         _table(["", *[f"batch {b}" for b in g.batches]], rows),
-        "",
-    ]
+    )
 
 
 def _inproc_section(points: list[Row]) -> list[str]:
     inproc = [p for p in points if p.get("mode") == "inproc"]
     if not inproc:
         return []
-    return [
-        "## In-process (ONNX Runtime)",
-        "",
-        _table(
-            ["model", "batch", "seq", "p50 ms", "p95 ms", "p99 ms", "runs", "tokens/s", "provider"],
-            [
-                [
-                    p["model"],
-                    p["batch"],
-                    p["seq"],
-                    p["p50_ms"],
-                    p["p95_ms"],
-                    p["p99_ms"],
-                    p["requests"],
-                    p["tokens_per_s"],
-                    p.get("provider"),
-                ]
-                for p in inproc
-            ],
-        ),
-        "",
-    ]
+    table = _keyed_table("model batch seq p50_ms p95_ms p99_ms requests tokens_per_s provider", inproc)
+    return _section("In-process (ONNX Runtime)", table)
 
 
 def _http_section(points: list[Row]) -> list[str]:
@@ -273,78 +279,26 @@ def _http_section(points: list[Row]) -> list[str]:
     http = [p for p in points if p.get("mode") == "http"]
     if not http:
         return []
-    return [
-        "## Over HTTP",
-        "",
+    return _section(
+        "Over HTTP",
         "Open-loop latencies are measured from each request's intended (Poisson) send time. "
         "Server queue ms is the mean per request, compute ms the mean per executed batch "
         "(from `/metrics`, diffed over the point).",
-        "",
-        _table(
-            [
-                "model",
-                "load",
-                "batch",
-                "seq",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "req/s",
-                "tokens/s",
-                "errors",
-                "late sends",
-                "server queue ms",
-                "server compute ms",
-                "rows/batch",
-            ],
-            [
-                [
-                    p["model"],
-                    p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s"),
-                    p["batch"],
-                    p["seq"],
-                    p.get("p50_ms"),
-                    p.get("p95_ms"),
-                    p.get("p99_ms"),
-                    p.get("rps"),
-                    p.get("tokens_per_s"),
-                    p.get("errors"),
-                    p.get("late_sends"),
-                    p.get("server_queue_ms"),
-                    p.get("server_compute_ms"),
-                    p.get("server_rows_per_batch"),
-                ]
-                for p in http
-            ],
+        _keyed_table(
+            "model load batch seq p50_ms p95_ms p99_ms rps tokens_per_s errors late_sends server_queue_ms "
+            "server_compute_ms server_rows_per_batch",
+            http,
+            load=_load_label,
         ),
-        "",
-    ]
+    )
 
 
 def _overhead_section(points: list[Row]) -> list[str]:
     ov = analysis.overhead(points)
     if not ov:
         return []
-    return [
-        "## Service overhead over in-process (concurrency 1)",
-        "",
-        _table(
-            ["model", "batch", "seq", "in-process p50 ms", "HTTP p50 ms", "overhead ms", "ratio"],
-            [
-                [
-                    r["model"],
-                    r["batch"],
-                    r["seq"],
-                    r["inproc_p50_ms"],
-                    r["http_p50_ms"],
-                    r["overhead_ms"],
-                    r["ratio"],
-                ]
-                for r in ov
-            ],
-        ),
-        "",
-    ]
+    table = _keyed_table("model batch seq inproc_p50_ms http_p50_ms overhead_ms ratio", ov)
+    return _section("Service overhead over in-process (concurrency 1)", table)
 
 
 def write_report(results_dir: Path) -> Path:

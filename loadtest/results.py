@@ -19,15 +19,12 @@ from typing import Any
 from contract.atomic import write_json, write_text
 from service import nvml
 
+# which model, and the request shape: the first columns of the sweep's and the capacity search's rows
+SHAPE_COLUMNS = ["model", "arch", "layers", "heads", "batch", "seq"]
 COLUMNS = [
     "mode",
     "load",
-    "model",
-    "arch",
-    "layers",
-    "heads",
-    "batch",
-    "seq",
+    *SHAPE_COLUMNS,
     "concurrency",
     "rate",
     "provider",

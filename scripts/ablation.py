@@ -89,26 +89,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+# flags that pass to every run's TrainSettings under their own names
+RUN_FLAGS = ("preset", "batch_size", "attn_init", "dropout", "max_len", "device", "threads", "wordnet_dir")
+
+
 def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
     arch, norm = VARIANTS[variant]
     name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
-    return TrainSettings(
-        arch=arch,
-        norm=norm,
-        preset=a.preset,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        batch_size=a.batch_size,
-        attn_init=a.attn_init,
-        dropout=a.dropout,
-        max_len=a.max_len,
-        device=a.device,
-        threads=a.threads,
-        wordnet_dir=a.wordnet_dir,
-        out=a.runs,
-        name=name,
-    )
+    same = {k: getattr(a, k) for k in RUN_FLAGS}
+    return TrainSettings(arch=arch, norm=norm, epochs=epochs, lr=lr, seed=seed, out=a.runs, name=name, **same)
 
 
 def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:

@@ -71,21 +71,22 @@ class Plan:
         return [f"mha-{self.preset}-random", f"sha-{self.preset}-random"]
 
 
+# the CPU rehearsal: the tiny preset on small grids, with seconds-long points and probes
+_CPU_GRIDS = dict(inproc_batch="1,4", inproc_seq="16,32", http_batch="1,4", http_seq="16", cap_seq="16")
+_CPU_TIMES = dict(inproc_budget="0.1", duration="0.3", probe_duration="0.3", max_probes="3")
 REHEARSAL = Plan(
-    preset="tiny",
-    provider="cpu",
-    inproc_batch="1,4",
-    inproc_seq="16,32",
-    inproc_budget="0.1",
-    http_batch="1,4",
-    http_seq="16",
-    concurrency="1,4",
-    duration="0.3",
-    cap_seq="16",
-    probe_duration="0.3",
-    max_probes="3",
-    client_procs="2",
+    preset="tiny", provider="cpu", concurrency="1,4", client_procs="2", **_CPU_GRIDS, **_CPU_TIMES
 )
+
+
+def python_m(module: str, *args: str, **flags: object) -> list[str]:
+    """`python -m module args --flag value ...`, the flags in keyword order (`a_b` is `--a-b`, and a
+    flag given True stands alone), so each step's command reads as one call."""
+    cmd = [sys.executable, "-m", module, *args]
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        cmd += [flag] if value is True else [flag, str(value)]
+    return cmd
 
 
 def gpu_facts() -> dict[str, Any] | None:
@@ -177,21 +178,9 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     procs = []
     for arch in ("mha", "sha"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "export",
-            "--random-init",
-            "--preset",
-            plan.preset,
-            "--arch",
-            arch,
-            "--repo",
-            str(repo),
-            "--threads",
-            threads,
-            *plan.export_extra,
-        ]
+        cmd = python_m(
+            "export", random_init=True, preset=plan.preset, arch=arch, repo=repo, threads=threads
+        ) + list(plan.export_extra)
         log = (run.logs / f"export-{arch}.log").open("w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
     rcs = []
@@ -217,30 +206,19 @@ def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
     for folder, variant in VARIANTS.items():
         run.step(
             folder,
-            [
-                sys.executable,
-                "-m",
+            python_m(
                 "loadtest",
                 "sweep",
-                "--mode",
-                "inproc",
-                "--models",
-                ",".join(plan.models),
-                "--repo",
-                str(repo),
-                "--provider",
-                plan.provider,
-                "--variant",
-                variant,
-                "--batch",
-                plan.inproc_batch,
-                "--seq",
-                plan.inproc_seq,
-                "--inproc-budget",
-                plan.inproc_budget,
-                "--out",
-                str(out / folder),
-            ],
+                mode="inproc",
+                models=",".join(plan.models),
+                repo=repo,
+                provider=plan.provider,
+                variant=variant,
+                batch=plan.inproc_batch,
+                seq=plan.inproc_seq,
+                inproc_budget=plan.inproc_budget,
+                out=out / folder,
+            ),
         )
 
 
@@ -261,17 +239,7 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
     t = time.monotonic()
     log = (run.logs / "service-start.log").open("w")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-repository",
-            str(repo),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        python_m("service", model_repository=repo, host="127.0.0.1", port=port),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -301,64 +269,20 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
     if proc is None:
         return
     try:
-        models = ",".join(plan.models)
-        run.step(
-            "http-sweep",
-            [
-                sys.executable,
-                "-m",
-                "loadtest",
-                "sweep",
-                "--mode",
-                "http",
-                "--url",
-                url,
-                "--models",
-                models,
-                "--batch",
-                plan.http_batch,
-                "--seq",
-                plan.http_seq,
-                "--concurrency",
-                plan.concurrency,
-                "--duration",
-                plan.duration,
-                "--client-procs",
-                plan.client_procs,
-                "--out",
-                str(out / "http"),
-                "--no-report",
-            ],
+        load = dict(url=url, models=",".join(plan.models))
+        procs = dict(client_procs=plan.client_procs, out=out / "http")
+        sweep = dict(
+            batch=plan.http_batch, seq=plan.http_seq, concurrency=plan.concurrency, duration=plan.duration
         )
         run.step(
-            "capacity",
-            [
-                sys.executable,
-                "-m",
-                "loadtest",
-                "capacity",
-                "--url",
-                url,
-                "--models",
-                models,
-                "--batch",
-                plan.cap_batch,
-                "--seq",
-                plan.cap_seq,
-                "--slo-p99-ms",
-                "50",
-                "--probe-duration",
-                plan.probe_duration,
-                "--max-probes",
-                plan.max_probes,
-                "--client-procs",
-                plan.client_procs,
-                "--out",
-                str(out / "http"),
-            ],
+            "http-sweep", python_m("loadtest", "sweep", mode="http", **load, **sweep, **procs, no_report=True)
+        )
+        cap = dict(batch=plan.cap_batch, seq=plan.cap_seq, slo_p99_ms=50, probe_duration=plan.probe_duration)
+        run.step(
+            "capacity", python_m("loadtest", "capacity", **load, **cap, max_probes=plan.max_probes, **procs)
         )
         if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
-            run.step("http-report", [sys.executable, "-m", "loadtest", "report", str(out / "http")])
+            run.step("http-report", python_m("loadtest", "report", str(out / "http")))
     finally:
         stop_process(proc, 40.0)
 

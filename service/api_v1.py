@@ -15,18 +15,8 @@ from fastapi import APIRouter, Request, Response
 from service.bodies import RawRequest, RawResponse, openapi_body
 from service.core import Encoded, Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
-from service.errors import (
-    BodyTooLarge,
-    InvalidInput,
-    MalformedBody,
-    ModelNotReady,
-    ServiceError,
-    ShuttingDown,
-    Timeout,
-    UnknownModel,
-    UnknownVersion,
-)
-from service.protocol import Protocol, RawHandler
+from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
+from service.protocol import SHARED_STATUSES, Protocol, RawHandler
 from service.repository import ModelEntry
 from service.schemas import (
     CompareRequest,
@@ -54,12 +44,7 @@ MODEL_ERRORS = {404: WORK_ERRORS[404]}
 STATUSES: dict[type[ServiceError], int] = {
     MalformedBody: 400,
     InvalidInput: 422,
-    BodyTooLarge: 413,
-    UnknownModel: 404,
-    UnknownVersion: 404,
-    ModelNotReady: 503,
-    ShuttingDown: 503,
-    Timeout: 504,
+    **SHARED_STATUSES,
 }
 
 

@@ -18,17 +18,8 @@ from service import __version__
 from service.bodies import RawRequest, RawResponse
 from service.core import Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
-from service.errors import (
-    BodyTooLarge,
-    InvalidInput,
-    ModelNotReady,
-    ServiceError,
-    ShuttingDown,
-    Timeout,
-    UnknownModel,
-    UnknownVersion,
-)
-from service.protocol import Protocol, RawHandler
+from service.errors import InvalidInput, ServiceError, UnknownVersion
+from service.protocol import SHARED_STATUSES, Protocol, RawHandler
 from service.repository import ModelEntry
 from service.schemas import V2ErrorResponse
 from service.v2codec import HEADER, encode_response, parse_request
@@ -58,12 +49,7 @@ MODEL_ERRORS = _errors(404, 503)
 # a full queue (Overloaded) is answered with H2H_REJECT_STATUS, 429 by default
 STATUSES: dict[type[ServiceError], int] = {
     InvalidInput: 400,
-    BodyTooLarge: 413,
-    UnknownModel: 404,
-    UnknownVersion: 404,
-    ModelNotReady: 503,
-    ShuttingDown: 503,
-    Timeout: 504,
+    **SHARED_STATUSES,
 }
 
 

@@ -34,6 +34,8 @@ from service.settings import ServiceSettings
 log = logging.getLogger("service")
 
 Encoded = tuple[list[np.ndarray], list[int], list[bool]]  # ids per row, tokens kept, whether cut
+# settings every model's DynamicBatcher takes under their own names
+BATCHER_SETTINGS = ("max_batch_size", "max_queue_delay_ms", "max_queue_rows", "inline_compute_ms")
 
 
 def _ids_row(row: Sequence[int] | np.ndarray, max_len: int, vocab: int, where: str) -> np.ndarray:
@@ -100,17 +102,15 @@ class Service:
             ).set(1)
             self.metrics.queue_depth_g.labels(entry.name).set(0)
             self.metrics.inflight.labels(entry.name).set(0)
+            limits = {k: getattr(s, k) for k in BATCHER_SETTINGS}
             b = DynamicBatcher(
                 entry.name,
                 entry.runtime.run,
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_ms=s.max_queue_delay_ms,
-                max_queue_rows=s.max_queue_rows,
                 bucket_width=s.length_bucket,
                 pad_id=m.pad_id,
                 timeout_s=s.request_timeout_s,
-                inline_compute_ms=s.inline_compute_ms,
                 observer=self.metrics,
+                **limits,
             )
             await b.start()
             self.batchers[entry.name] = b

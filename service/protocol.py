@@ -14,12 +14,23 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from service import errors
 from service.bodies import RawRequest, RawResponse
 from service.core import Service
 from service.errors import Overloaded, ServiceError
 
 # a hot route's work from raw bytes to raw bytes, which the middleware calls without FastAPI
 RawHandler = Callable[[Service, RawRequest], Awaitable[RawResponse]]
+
+# the statuses both APIs give alike; they part on bad input (v1 422, v2 400) and v1's MalformedBody
+SHARED_STATUSES: dict[type[ServiceError], int] = {
+    errors.BodyTooLarge: 413,
+    errors.UnknownModel: 404,
+    errors.UnknownVersion: 404,
+    errors.ModelNotReady: 503,
+    errors.ShuttingDown: 503,
+    errors.Timeout: 504,
+}
 
 
 @dataclass(frozen=True)
