@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from types import FrameType
+from typing import get_args
 
 import uvicorn
 
@@ -30,16 +31,35 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+# flag -> what it sets; env name, default and (for --provider) choices are read from ServiceSettings
+_FLAGS = {
+    "--model-repository": "folder of exported models",
+    "--host": "bind address",
+    "--port": "port",
+    "--provider": "execution provider",
+    "--variant": "model variant, e.g. model.opt.onnx",
+}
+
+
+def _help(flag: str, what: str) -> str:
+    """'what (H2H_NAME, default X)': the settings class states the default, the help repeats it."""
+    name = flag.removeprefix("--").replace("-", "_")
+    default = ServiceSettings.model_fields[name].default
+    shown = "each model's own" if default is None else default
+    return f"{what} (H2H_{name.upper()}, default {shown})"
+
+
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(
         prog="h2h-serve", description="Serve the model repository (v1 JSON + KServe v2)."
     )
-    p.add_argument("--model-repository", help="folder of exported models (H2H_MODEL_REPOSITORY)")
-    p.add_argument("--host", help="bind address (H2H_HOST, default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="port (H2H_PORT, default 8000)")
-    p.add_argument("--models", nargs="+", help="serve only these model names")
-    p.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="execution provider (H2H_PROVIDER)")
-    p.add_argument("--variant", help="model variant, e.g. model.opt.onnx (H2H_VARIANT)")
+    for flag, what in _FLAGS.items():
+        kind = int if flag == "--port" else None
+        choices = (
+            get_args(ServiceSettings.model_fields["provider"].annotation) if flag == "--provider" else None
+        )
+        p.add_argument(flag, type=kind, choices=choices, help=_help(flag, what))
+    p.add_argument("--models", nargs="+", help="serve only these model names (H2H_MODELS, default all)")
     return p
 
 
