@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from loadtest.schedule import Clock, MonotonicClock, ScheduleStats, poisson_offsets, run_open_loop
 from loadtest.wire import Pool, RequestError
 
@@ -30,7 +31,8 @@ def predict_body(batch: int, seq: int, vocab_size: int, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     ids = rng.integers(2, max(3, vocab_size), size=(batch, seq)).tolist()
     mask = [[1] * seq for _ in range(batch)]
-    return json.dumps({"input_ids": ids, "attention_mask": mask, "top_k": 1}, separators=(",", ":")).encode()
+    body = {INPUT_IDS: ids, ATTENTION_MASK: mask, "top_k": 1}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def predict_url(base: str, model: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from service.bodies import RawRequest, RawResponse, openapi_body
 from service.core import Encoded, Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
@@ -161,7 +162,7 @@ async def _predict(svc: Service, entry: ModelEntry, req: RawRequest) -> RawRespo
     if (body.texts is None) == (body.input_ids is None):
         raise InvalidInput("give exactly one of texts or input_ids", "texts")
     if body.attention_mask is not None and body.input_ids is None:
-        raise InvalidInput("attention_mask needs input_ids", "attention_mask")
+        raise InvalidInput(f"{ATTENTION_MASK} needs {INPUT_IDS}", ATTENTION_MASK)
     return RawResponse.json(await _predict_one(svc, entry, body, req.start))
 
 

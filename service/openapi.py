@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from service.core import Service
 from service.schemas import CompareRequest, ErrorResponse, PredictRequest, V2ErrorResponse
 from service.v2schemas import InferenceRequest
@@ -40,13 +41,13 @@ def _limits(service: Service) -> tuple[int, int | None, int | None]:
 def _fill_limits(schemas: dict[str, Any], service: Service) -> None:
     rows, tokens, top_id = _limits(service)
     predict, compare = schemas["PredictRequest"]["properties"], schemas["CompareRequest"]["properties"]
-    for prop in (predict["texts"], predict["input_ids"], predict["attention_mask"], compare["texts"]):
+    for prop in (predict["texts"], predict[INPUT_IDS], predict[ATTENTION_MASK], compare["texts"]):
         prop["maxItems"] = rows
     if tokens is not None:
-        predict["input_ids"]["items"]["maxItems"] = tokens
-        predict["attention_mask"]["items"]["maxItems"] = tokens
+        predict[INPUT_IDS]["items"]["maxItems"] = tokens
+        predict[ATTENTION_MASK]["items"]["maxItems"] = tokens
     if top_id is not None:
-        predict["input_ids"]["items"]["items"]["maximum"] = top_id
+        predict[INPUT_IDS]["items"]["items"]["maximum"] = top_id
 
 
 def _error_bodies(doc: dict[str, Any]) -> None:

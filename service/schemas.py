@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from contract.manifest import MODEL_NAME_RE
+from contract.tensors import ATTENTION_MASK, INPUT_IDS
 
 
 def _utf8(text: str) -> str:
@@ -42,9 +43,9 @@ JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
 _ONE_INPUT = [
     {
         "required": ["texts"],
-        "not": {"anyOf": [{"required": ["input_ids"]}, {"required": ["attention_mask"]}]},
+        "not": {"anyOf": [{"required": [INPUT_IDS]}, {"required": [ATTENTION_MASK]}]},
     },
-    {"required": ["input_ids"], "not": {"required": ["texts"]}},
+    {"required": [INPUT_IDS], "not": {"required": ["texts"]}},
 ]
 
 
@@ -79,7 +80,7 @@ class PredictRequest(BaseModel):
                 "oneOf": _ONE_INPUT,
                 "examples": [
                     {"texts": ["a small domesticated carnivore"], "top_k": 3},
-                    {"input_ids": [[5, 17, 9]], "attention_mask": [[1, 1, 1]]},
+                    {INPUT_IDS: [[5, 17, 9]], ATTENTION_MASK: [[1, 1, 1]]},
                 ],
             }
         ),

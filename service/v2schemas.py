@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.tensors import InputName, OutputName
+from contract.tensors import ATTENTION_MASK, INPUT_IDS, InputName, OutputName
 
 IntegerType = Literal["INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32"]
 BINARY = (
@@ -66,8 +66,8 @@ class InferenceRequest(BaseModel):
             "description": BINARY,
             "example": {
                 "inputs": [
-                    {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [5, 17, 9]},
-                    {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 1]},
+                    {"name": INPUT_IDS, "shape": [1, 3], "datatype": "INT64", "data": [5, 17, 9]},
+                    {"name": ATTENTION_MASK, "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 1]},
                 ]
             },
         },

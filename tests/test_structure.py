@@ -31,8 +31,8 @@ def _string_constants(path: Path) -> set[str]:
 
 
 def test_onnx_tensor_names_are_stated_once() -> None:
-    """`"logits"` and `"embedding"` (the graph's outputs) appear as string literals in
-    contract/tensors.py alone; every other module names them through it."""
+    """The graph's input and output names appear as string literals in contract/tensors.py
+    alone; every other module (the v1 JSON fields of the same names too) names them through it."""
     sources = [
         p
         for pkg in ("contract", "models", "export", "service", "loadtest", "scripts")
