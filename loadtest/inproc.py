@@ -49,7 +49,8 @@ class InprocModel:
         key = variant if variant and variant in self.manifest.variants else None
         path = verify_variant(self.dir, self.manifest, key)
         self.variant = path.name
-        self.model = OrtModel(path, ServiceSettings(provider=provider), cuda_graph=cuda_graph)
+        graph = {"cuda_graph": True} if cuda_graph else {}  # else H2H_CUDA_GRAPH decides, as in the service
+        self.model = OrtModel(path, ServiceSettings(provider=provider, **graph))
         self.session = self.model.session
         self.provider = self.model.provider
         self.cuda = self.provider == CUDA

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from contract import tensors
 from service import nvml
+from service.cuda_graphs import CudaGraphs
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
@@ -155,13 +156,11 @@ def _feeds(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.nd
 class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
-    def __init__(
-        self, path: Path, settings: ServiceSettings, sessions: int = 1, *, cuda_graph: bool = False
-    ) -> None:
-        """`cuda_graph` (benchmarks only): ORT captures the first run on CUDA and replays it, which
-        holds for one input shape per session, so only `device_runner` may use such a model."""
+    def __init__(self, path: Path, settings: ServiceSettings, sessions: int = 1) -> None:
+        """With `settings.cuda_graph` on CUDA, `run` replays one captured graph per padded batch
+        shape (service.cuda_graphs) and `device_runner` captures its one shape as graph 0."""
         chosen = choose_providers(settings)
-        if cuda_graph and chosen[0][0] == CUDA:
+        if settings.cuda_graph and chosen[0][0] == CUDA:
             chosen[0] = (CUDA, {**chosen[0][1], "enable_cuda_graph": 1})
         self.session = ort.InferenceSession(
             str(path),
@@ -182,9 +181,15 @@ class OrtModel:
         if not set(tensors.OUTPUTS) <= set(outs):
             raise ValueError(f"{path.name}: outputs are {outs}, expected {', '.join(tensors.OUTPUTS)}")
         self.output_names = list(tensors.OUTPUTS)
-        self.cuda_graph = cuda_graph and self.provider == CUDA
+        self.graphs = (
+            CudaGraphs(self.session, self.device_id)
+            if settings.cuda_graph and self.provider == CUDA
+            else None
+        )
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.graphs is not None:
+            return self.graphs.run(input_ids, attention_mask)
         if self.use_io_binding:
             return self._run_bound(input_ids, attention_mask)
         logits, embedding = self.session.run(self.output_names, _feeds(input_ids, attention_mask))

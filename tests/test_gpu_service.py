@@ -64,8 +64,12 @@ def cpu_logits(tiny_repo: Path) -> dict[str, np.ndarray]:
         return {m: _logits(base, tiny_repo, m, TEXTS) for m in MODELS}
 
 
-def test_service_on_cuda_matches_cpu_and_reports_provider(tiny_repo: Path, cpu_logits: dict) -> None:
-    with serve_in_thread(create_app(_settings(tiny_repo, "cuda"), gpu_metrics=True)) as base:
+@pytest.mark.parametrize("graph", [False, True], ids=["launches", "cuda-graphs"])
+def test_service_on_cuda_matches_cpu_and_reports_provider(
+    tiny_repo: Path, cpu_logits: dict, graph: bool
+) -> None:
+    settings = _settings(tiny_repo, "cuda", cuda_graph=graph)
+    with serve_in_thread(create_app(settings, gpu_metrics=True)) as base:
         models = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}
         for name in MODELS:
             assert models[name]["state"] == "ready" and models[name]["provider"] == runtime.CUDA
@@ -74,10 +78,13 @@ def test_service_on_cuda_matches_cpu_and_reports_provider(tiny_repo: Path, cpu_l
         assert 'h2h_gpu_memory_used_bytes{gpu="0"}' in metrics
 
 
-def test_concurrent_requests_batched_on_cuda_keep_their_rows(tiny_repo: Path, cpu_logits: dict) -> None:
-    """32 one-row requests at once with a 5 ms window: the GPU runs them as shared padded batches,
-    and every caller still gets the logits of its own text."""
-    settings = _settings(tiny_repo, "cuda", max_queue_delay_ms=5.0)
+@pytest.mark.parametrize("graph", [False, True], ids=["launches", "cuda-graphs"])
+def test_concurrent_requests_batched_on_cuda_keep_their_rows(
+    tiny_repo: Path, cpu_logits: dict, graph: bool
+) -> None:
+    """32 one-row requests at once with a 5 ms window: the GPU runs them as shared padded batches
+    (with graphs, also padded to 1, 2, 4 ... rows), and every caller gets its own text's logits."""
+    settings = _settings(tiny_repo, "cuda", max_queue_delay_ms=5.0, cuda_graph=graph)
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as base:
         jobs = [(m, i) for m in MODELS for i in range(len(TEXTS))] * 4
         with cf.ThreadPoolExecutor(32) as pool:
