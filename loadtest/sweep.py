@@ -408,6 +408,8 @@ class Runner:
         t = m.time_shape(p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed)
         st = summarize(t.seconds)
         row = _row(p, info, provider=m.provider, variant=m.variant, requests=st.pop("count"), errors=0)
+        if m.model.graphs is not None:
+            row["note"] = "CUDA graph (H2H_CUDA_GRAPH)"
         row.update(st)
         # throughput of back-to-back runs: one batch per median latency
         _throughput(row, 1, st["p50_ms"] / 1e3, p)

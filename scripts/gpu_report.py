@@ -8,8 +8,9 @@ Steps, each timed, each bounded by what is left of the budget (about 10 minutes 
 2. export the BERT-base-size random-init pair (12L-12H, 144L-1H) with `--optimize --fp16
    --fp16-tolerance 0.1` (fp16 error accumulates over 288 residual sublayers; docs/benchmarks.md),
    MHA and SHA in parallel; a repository that already holds both with every variant is reused;
-3. the paper's in-process sweep on CUDA for fp32 and fp16 (then the fused-Attention fp32 graph if
-   time is left): batch 1,4,16,64 x sequence 32,128,512;
+3. the paper's in-process sweep on CUDA for fp32, fp16 and fp16 replayed as captured CUDA graphs
+   (H2H_CUDA_GRAPH: the ratio without kernel-launch cost), then the fused-Attention fp32 graph if
+   time is left: batch 1,4,16,64 x sequence 32,128,512;
 4. the service on CUDA (fp16 variant by default) on a free loopback port, the HTTP sweep
    (batch 1,8,32 x sequence 32,128 x concurrency 1,16) and the capacity search (p99 <= 50 ms,
    batch 1 x sequence 32,128), with 4 load-client processes;
@@ -43,7 +44,17 @@ from contract.cli import OneLineArgumentParser, fail  # noqa: E402
 from loadtest.bench_procs import free_port, stop_process  # noqa: E402
 from service import nvml  # noqa: E402
 
-VARIANTS = {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx", "inproc-opt": "model.opt.onnx"}
+# result folder -> (variant file, CUDA graphs): the fp16 sweep again with each shape replayed as a
+# captured CUDA graph shows the paper's ratio without the deep model's kernel-launch cost
+SWEEPS = {
+    "inproc-fp32": ("model.onnx", False),
+    "inproc-fp16": ("model.fp16.onnx", False),
+    "inproc-fp16-graphs": ("model.fp16.onnx", True),
+    "inproc-opt": ("model.opt.onnx", False),
+}
+VARIANTS = {
+    folder: variant + (" + CUDA graphs" if graphs else "") for folder, (variant, graphs) in SWEEPS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -203,7 +214,9 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
 
 
 def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
-    for folder, variant in VARIANTS.items():
+    for folder, (variant, graphs) in SWEEPS.items():
+        if graphs and plan.provider != "cuda":
+            continue  # graphs exist on CUDA only; the CPU rehearsal has nothing to replay
         run.step(
             folder,
             python_m(
@@ -219,6 +232,7 @@ def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
                 inproc_budget=plan.inproc_budget,
                 out=out / folder,
             ),
+            env={"H2H_CUDA_GRAPH": "true" if graphs else "false"},
         )
 
 

@@ -56,6 +56,7 @@ class CudaGraphs:
         self.session = session
         self.device_id = device_id
         self._slots: dict[tuple[int, int], _Slot] = {}
+        self._next_id = 0  # 0 is ORT's default graph: never used here, so every id is explicit
         self._lock = threading.Lock()  # a batch may run on the loop or in the worker thread
         self._outputs = {o.name: o for o in session.get_outputs()}
 
@@ -74,10 +75,17 @@ class CudaGraphs:
             logits, embedding = slot.binding.copy_outputs_to_cpu()
         return (np.asarray(logits[:rows], dtype=np.float32), np.asarray(embedding[:rows], dtype=np.float32))
 
+    def new_graph(self) -> ort.RunOptions:
+        """Run options naming a graph id no other shape uses (ORT captures a new id's first run
+        and replays it, into the same buffers, on every later run with that id)."""
+        self._next_id += 1
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("gpu_graph_id", str(self._next_id))
+        return run_options
+
     def _new_slot(self, shape: tuple[int, int]) -> _Slot:
         """Device buffers and a graph id for `shape`; ORT captures on the slot's first run."""
-        run_options = ort.RunOptions()
-        run_options.add_run_config_entry("gpu_graph_id", str(len(self._slots) + 1))
+        run_options = self.new_graph()
         binding = self.session.io_binding()
         inputs = {}
         for name in tensors.INPUTS:

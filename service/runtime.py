@@ -158,7 +158,7 @@ class OrtModel:
 
     def __init__(self, path: Path, settings: ServiceSettings, sessions: int = 1) -> None:
         """With `settings.cuda_graph` on CUDA, `run` replays one captured graph per padded batch
-        shape (service.cuda_graphs) and `device_runner` captures its one shape as graph 0."""
+        shape (service.cuda_graphs) and each `device_runner` captures its own shape as a graph."""
         chosen = choose_providers(settings)
         if settings.cuda_graph and chosen[0][0] == CUDA:
             chosen[0] = (CUDA, {**chosen[0][1], "enable_cuda_graph": 1})
@@ -223,9 +223,10 @@ class OrtModel:
             value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", self.device_id)
             binding.bind_ortvalue_output(out.name, value)
         binding.synchronize_inputs()
+        run_options = self.graphs.new_graph() if self.graphs is not None else None  # one graph per runner
 
         def run() -> None:
-            self.session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding, run_options)
             binding.synchronize_outputs()
 
         return run

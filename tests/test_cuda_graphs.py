@@ -67,3 +67,20 @@ def test_graphs_on_cuda_match_cpu_for_every_batch_size(tiny_repo: Path) -> None:
         for a, b in zip(gpu.run(ids, mask), cpu.run(ids, mask), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-3)
     assert gpu.graphs.shapes == [(1, 16), (4, 16), (8, 16)]
+
+
+@pytest.mark.gpu
+def test_inproc_sweep_shapes_each_get_their_own_graph(tiny_repo: Path) -> None:
+    """The in-process sweep reuses one session across shapes: with H2H_CUDA_GRAPH each runner
+    captures its own graph, so alternating shapes replay without error."""
+    import onnxruntime as ort
+
+    from loadtest.inproc import InprocModel
+
+    if runtime.CUDA not in ort.get_available_providers() or runtime.gpu_count() == 0:
+        pytest.skip("needs onnxruntime's CUDAExecutionProvider and an NVIDIA GPU")
+    m = InprocModel(tiny_repo / "mha-tiny", provider="cuda", cuda_graph=True)
+    assert m.model.graphs is not None
+    first, second = (m.time_shape(b, s, repeats=5, budget_s=0.1) for b, s in ((1, 16), (4, 32)))
+    again = m.time_shape(1, 16, repeats=5, budget_s=0.1)
+    assert all(len(t.seconds) >= 3 for t in (first, second, again))

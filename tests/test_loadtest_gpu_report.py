@@ -144,3 +144,30 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     r = _rehearse(tmp_path, "--budget-s", "5", timeout=200)
     steps = json.loads((out / "results.json").read_text())["steps"]
     assert steps[0] == {"name": "export", "status": "reused", "seconds": 0.0, "repo": str(tmp_path / "repo")}
+
+
+def test_cuda_plan_adds_the_fp16_sweep_replayed_as_cuda_graphs(tmp_path: Path) -> None:
+    """On CUDA the in-process sweeps include fp16 with H2H_CUDA_GRAPH on (the others off); the CPU
+    rehearsal has no graphs to replay and skips it."""
+    gr = gpu_report_module()
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+
+    class Recorder:
+        def step(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> bool:
+            calls.append((name, cmd, env or {}))
+            return True
+
+    gr.inproc_sweeps(Recorder(), tmp_path / "repo", tmp_path / "out", gr.Plan())
+    graphs = {name: env["H2H_CUDA_GRAPH"] for name, _, env in calls}
+    assert graphs == {
+        "inproc-fp32": "false",
+        "inproc-fp16": "false",
+        "inproc-fp16-graphs": "true",
+        "inproc-opt": "false",
+    }
+    cmd = dict((name, c) for name, c, _ in calls)["inproc-fp16-graphs"]
+    assert cmd[cmd.index("--variant") + 1] == "model.fp16.onnx"
+    assert gr.VARIANTS["inproc-fp16-graphs"] == "model.fp16.onnx + CUDA graphs"
+    calls.clear()
+    gr.inproc_sweeps(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL)
+    assert [name for name, _, _ in calls] == ["inproc-fp32", "inproc-fp16", "inproc-opt"]
