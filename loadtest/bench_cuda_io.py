@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,17 @@ import numpy as np
 
 from contract.atomic import write_json
 from contract.cli import OneLineArgumentParser, fail
-from loadtest.inproc import InprocModel, random_batch
+from loadtest.inproc import InprocModel, random_batch, time_runs
 from loadtest.results import machine
 
 
-def p50_ms(run: Callable[[], Any], *, repeats: int = 200, budget_s: float = 3.0) -> float:
-    for _ in range(3):
-        run()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+def p50_ms(run: Callable[[], Any]) -> float:
+    times = time_runs(run, repeats=200, budget_s=3.0, warmup=3, min_repeats=5)
     return round(statistics.median(times) * 1e3, 4)
 
 
 def measure(model_dir: Path, variant: str | None, batch: int, seq: int) -> dict[str, Any]:
-    plain = InprocModel(model_dir, provider="cuda", variant=variant)
+    plain = InprocModel(model_dir, provider="cuda", variant=variant, cuda_graph=False)
     ids, mask = random_batch(batch, seq, plain.manifest.vocab_size, np.random.default_rng(0))
     row: dict[str, Any] = {
         "model": plain.manifest.name,
@@ -64,7 +56,6 @@ def _shapes(text: str) -> list[tuple[int, int]]:
         return [(int(b), int(s)) for b, s in (item.lower().split("x") for item in text.split(","))]
     except ValueError:
         fail(f"bench_cuda_io: --shapes must look like 1x16,8x64 (got {text!r})")
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

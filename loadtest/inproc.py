@@ -10,6 +10,7 @@ device once (IO binding), outputs stay on the device, and each timed run ends wi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,15 @@ class InprocModel:
     MIN_REPEATS = 3  # timed runs even when the budget is spent
 
     def __init__(
-        self, model_dir: Path, *, provider: str = "auto", variant: str | None = None, cuda_graph: bool = False
+        self,
+        model_dir: Path,
+        *,
+        provider: str = "auto",
+        variant: str | None = None,
+        cuda_graph: bool | None = None,
     ) -> None:
-        from service.runtime import CUDA, OrtModel
+        """`cuda_graph` None: H2H_CUDA_GRAPH decides, as in the service."""
+        from service.runtime import OrtModel
         from service.settings import ServiceSettings
 
         self.dir = Path(model_dir)
@@ -49,28 +56,36 @@ class InprocModel:
         key = variant if variant and variant in self.manifest.variants else None
         path = verify_variant(self.dir, self.manifest, key)
         self.variant = path.name
-        graph = {"cuda_graph": True} if cuda_graph else {}  # else H2H_CUDA_GRAPH decides, as in the service
+        graph = {} if cuda_graph is None else {"cuda_graph": cuda_graph}
         self.model = OrtModel(path, ServiceSettings(provider=provider, **graph))
-        self.session = self.model.session
         self.provider = self.model.provider
-        self.cuda = self.provider == CUDA
 
     def time_shape(
         self, batch: int, seq: int, *, repeats: int = 50, budget_s: float = 2.0, seed: int = 0
     ) -> Timing:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
         (never fewer than `MIN_REPEATS`)."""
-        warmup, min_repeats = self.WARMUP, self.MIN_REPEATS
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))
         run = self.model.device_runner(ids, mask)
-        for _ in range(warmup):
-            run()
-        times: list[float] = []
-        t_start = time.perf_counter()
-        while len(times) < repeats:
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-            if len(times) >= min_repeats and time.perf_counter() - t_start >= budget_s:
-                break
-        return Timing(times, warmup)
+        times = time_runs(
+            run, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP, min_repeats=self.MIN_REPEATS
+        )
+        return Timing(times, self.WARMUP)
+
+
+def time_runs(
+    run: Callable[[], object], *, repeats: int, budget_s: float, warmup: int, min_repeats: int
+) -> list[float]:
+    """Seconds of each timed call of `run` after `warmup` untimed ones: up to `repeats`, stopping
+    once `budget_s` is spent but never before `min_repeats`."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    t_start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= min_repeats and time.perf_counter() - t_start >= budget_s:
+            break
+    return times
