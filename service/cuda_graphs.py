@@ -31,6 +31,13 @@ class _Slot:
     binding: Any  # onnxruntime.IOBinding
 
 
+def output_buffer(out: Any, rows: int, device_id: int) -> ort.OrtValue:
+    """A device buffer for graph output `out` (an ORT NodeArg) with `rows` rows, of its own dtype:
+    a captured graph writes into buffers fixed before its first run."""
+    dtype = np.float16 if out.type == "tensor(float16)" else np.float32
+    return ort.OrtValue.ortvalue_from_shape_and_type([rows, *out.shape[1:]], dtype, "cuda", device_id)
+
+
 def padded_rows(rows: int) -> int:
     """The power of two at or above `rows` (1, 2, 4, 8 ...): few shapes, little padding."""
     return 1 << max(0, rows - 1).bit_length()
@@ -94,11 +101,6 @@ class CudaGraphs:
             )
             binding.bind_ortvalue_input(name, inputs[name])
         for name in tensors.OUTPUTS:  # bound in this order, so copied out in this order
-            out = self._outputs[name]
-            dtype = np.float16 if out.type == "tensor(float16)" else np.float32
-            value = ort.OrtValue.ortvalue_from_shape_and_type(
-                [shape[0], *out.shape[1:]], dtype, "cuda", self.device_id
-            )
-            binding.bind_ortvalue_output(name, value)
+            binding.bind_ortvalue_output(name, output_buffer(self._outputs[name], shape[0], self.device_id))
         slot = self._slots[shape] = _Slot(run_options, inputs, binding)
         return slot

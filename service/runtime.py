@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from contract import tensors
 from service import nvml
-from service.cuda_graphs import CudaGraphs
+from service.cuda_graphs import CudaGraphs, output_buffer
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
@@ -197,15 +197,20 @@ class OrtModel:
 
     def _run_bound(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CUDA: inputs copied once to the device, outputs allocated there by ORT, copied back."""
-        binding = self.session.io_binding()
-        for name, arr in _feeds(input_ids, attention_mask).items():
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
-            binding.bind_ortvalue_input(name, value)
+        binding = self._bound_inputs(input_ids, attention_mask)
         for name in self.output_names:
             binding.bind_output(name, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         logits, embedding = binding.copy_outputs_to_cpu()
         return np.asarray(logits, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
+
+    def _bound_inputs(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Any:
+        """An IOBinding with the host arrays copied to the device as the graph's inputs."""
+        binding = self.session.io_binding()
+        for name, arr in _feeds(input_ids, attention_mask).items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
+            binding.bind_ortvalue_input(name, value)
+        return binding
 
     def device_runner(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Callable[[], None]:
         """A run of the model alone, for benchmarks: on CUDA the inputs are copied to the device once
@@ -213,15 +218,12 @@ class OrtModel:
         on CPU it is a plain run. The service's `run` adds the host copies to this."""
         if self.provider != CUDA:
             return lambda: self.session.run(self.output_names, _feeds(input_ids, attention_mask))
-        binding = self.session.io_binding()
-        for name, arr in _feeds(input_ids, attention_mask).items():
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
-            binding.bind_ortvalue_input(name, value)
-        for out in self.session.get_outputs():  # fixed buffers: a captured CUDA graph writes there
-            shape = [input_ids.shape[0], *out.shape[1:]]
-            dtype = np.float16 if out.type == "tensor(float16)" else np.float32
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cuda", self.device_id)
-            binding.bind_ortvalue_output(out.name, value)
+        binding = self._bound_inputs(input_ids, attention_mask)
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        for name in self.output_names:  # fixed buffers: a captured CUDA graph writes there
+            binding.bind_ortvalue_output(
+                name, output_buffer(outputs[name], input_ids.shape[0], self.device_id)
+            )
         binding.synchronize_inputs()
         run_options = self.graphs.new_graph() if self.graphs is not None else None  # one graph per runner
 
