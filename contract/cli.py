@@ -10,10 +10,6 @@ import sys
 from typing import NoReturn
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
-
-
 class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         fail(f"{self.prog}: {message} (see --help)")

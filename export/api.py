@@ -7,7 +7,6 @@ so a reader never sees half a model and a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -282,11 +281,3 @@ def export_random(
     cfg = random_config(preset, arch, vocab_size=vocab_size)
     run = random_run(cfg, synthetic_tokenizer(vocab_size, cfg.max_len), list(LEXNAMES), seed=options.seed)
     return export_model(run, repo, name or f"{arch}-{preset}-random", options)
-
-
-def threads_hint() -> int:
-    """Cores this process may use (affinity-aware), for the CLI's --threads default."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1

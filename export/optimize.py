@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import onnx
@@ -89,9 +88,3 @@ def to_fp16(src: str | Path, dst: str | Path) -> None:
         warnings.simplefilter("ignore")  # "-10000.0 will be truncated": exact in fp16
         half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
     onnx.save(half, str(dst))
-
-
-def op_counts(path: str | Path) -> dict[str, int]:
-    """Operator histogram of a graph; used to report what a rewrite changed."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return dict(Counter(n.op_type for n in graph.node).most_common())

@@ -126,12 +126,6 @@ class WireClient:
         self.close()
 
 
-def make_client(concurrency: int, timeout: float) -> WireClient:
-    """A load client (connections open on demand, so `concurrency` needs no pool limit)."""
-    del concurrency
-    return WireClient(timeout)
-
-
 async def _post(send: Send, res: LoadResult, t_ref: float, clock: Clock) -> None:
     """One request; latency counted from `t_ref` (the send time, or the intended one)."""
     try:
