@@ -66,7 +66,8 @@ class Server:
         return dict(counts)
 
 
-def _wait_ready(server: Server, path: str, timeout: float) -> None:
+def wait_ready(server: Server, path: str, timeout: float) -> None:
+    """Until `path` answers 200; RuntimeError (saying why) if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
@@ -91,7 +92,7 @@ def _serve(args: list[str], cwd: Path, ready_path: str, env: dict[str, str]) -> 
         )
         server = Server(proc, f"http://127.0.0.1:{port}")
         try:
-            _wait_ready(server, ready_path, 120.0)
+            wait_ready(server, ready_path, 120.0)
             yield server
         finally:
             stop_process(proc, 30.0)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from contract.cli import OneLineArgumentParser, fail  # noqa: E402
-from loadtest.bench_procs import free_port, stop_process  # noqa: E402
+from loadtest.bench_procs import Server, free_port, stop_process, wait_ready  # noqa: E402
 from service import nvml  # noqa: E402
 
 # result folder -> (variant file, CUDA graphs): the fp16 sweep again with each shape replayed as a
@@ -238,8 +238,6 @@ def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
 
 def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
     """The service on `plan.provider` with `variant`, on a free loopback port; waits until ready."""
-    import httpx
-
     port = free_port()
     env = {
         **os.environ,
@@ -259,20 +257,14 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + min(240.0, max(5.0, run.left()))
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                run.record(
-                    "service-start", "ok", time.monotonic() - t, variant=variant, provider=plan.provider
-                )
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_process(proc, 40.0)
-    run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
-    return None, url
+    try:
+        wait_ready(Server(proc, url), "/v2/health/ready", min(240.0, max(5.0, run.left())))
+    except RuntimeError:
+        stop_process(proc, 40.0)
+        run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
+        return None, url
+    run.record("service-start", "ok", time.monotonic() - t, variant=variant, provider=plan.provider)
+    return proc, url
 
 
 def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
