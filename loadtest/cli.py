@@ -78,7 +78,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def _capacity_parser(sub: Any) -> None:
-    from loadtest.capacity_run import CapacitySettings
+    from loadtest.capacity.runner import CapacitySettings
 
     d = partial(_default, CapacitySettings)
     c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
@@ -119,8 +119,8 @@ def settings_from(cls: type[T], args: Any) -> T:
 
 def planned(plan_fn: Callable[[S], P], s: S) -> P:
     """`plan_fn(s)` with its notes printed, or exit 2 with one line (bad plan, no service)."""
-    from loadtest import http_client as hc
-    from loadtest.sweep import PlanError
+    from loadtest.client import load as hc
+    from loadtest.sweep.run import PlanError
 
     try:
         pl = plan_fn(s)
@@ -168,9 +168,9 @@ class _Progress(StepProgress):
 
 
 def cmd_sweep(args: Any) -> int:
-    from loadtest import http_client as hc
-    from loadtest.report import write_report
-    from loadtest.sweep import plan, run_plan
+    from loadtest.client import load as hc
+    from loadtest.report.markdown import write_report
+    from loadtest.sweep.run import plan, run_plan
 
     s = _settings(args)
     pl = planned(plan, s)
@@ -194,15 +194,15 @@ def cmd_sweep(args: Any) -> int:
     if not args.no_report:
         path = write_report(s.out)
         print(f"wrote {path}", file=sys.stderr)
-        from loadtest.report import verdict
+        from loadtest.report.markdown import verdict
 
         print(verdict(runner.rows))
     return 0
 
 
 def cmd_report(args: Any) -> int:
-    from loadtest import capacity_run
-    from loadtest.report import headline, write_report
+    from loadtest.capacity import runner as capacity_run
+    from loadtest.report.markdown import headline, write_report
     from loadtest.results import load
 
     path = Path(args.results)
@@ -224,7 +224,7 @@ def cmd_report(args: Any) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "capacity":
-        from loadtest.capacity_cli import cmd_capacity
+        from loadtest.capacity.cli import cmd_capacity
 
         rc = cmd_capacity(args)
     else:

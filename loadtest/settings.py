@@ -1,7 +1,7 @@
 """The load tester's one settings object: env vars with the `H2H_LOADTEST_` prefix, CLI flags override.
 
 Grid fields (models, batch, seq, concurrency, rates) are strings in the CLI's own syntax
-("1,2,4", "1..64", "16,32,...,512"); `loadtest.grid` parses them. Empty means "the preset's".
+("1,2,4", "1..64", "16,32,...,512"); `loadtest.sweep.grid` parses them. Empty means "the preset's".
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from loadtest.bench_procs import free_port, stop_process
+from loadtest.bench.procs import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -183,7 +183,7 @@ def _ms(v: float | None) -> str:
 
 def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: dict[str, Any] | None) -> str:
     """One Markdown table: training side (params, accuracy, time) and serving side (latency)."""
-    from loadtest.analysis import max_throughput
+    from loadtest.report.analysis import max_throughput
 
     points = (results or {}).get("points", [])
     header = ["", "layers x heads", "params", "test acc", "train time"]
@@ -269,7 +269,7 @@ def main() -> int:
     banner("MHA vs SHA")
     print(comparison(runs, names, results))
     if results is not None:
-        from loadtest.report import verdict
+        from loadtest.report.markdown import verdict
 
         print()
         print(verdict(results["points"]))

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from contract.cli import OneLineArgumentParser, fail  # noqa: E402
-from loadtest.bench_procs import Server, free_port, stop_process, wait_ready  # noqa: E402
+from loadtest.bench.procs import Server, free_port, stop_process, wait_ready  # noqa: E402
 from service import nvml  # noqa: E402
 
 # result folder -> (variant file, CUDA graphs): the fp16 sweep again with each shape replayed as a
@@ -296,7 +296,8 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
 def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path | None) -> None:
     """report.md and results.json in `out`; the summary appended to `benchmarks` (atomically)."""
     from contract.atomic import write_json, write_text
-    from loadtest import gpu_summary, results
+    from loadtest import results
+    from loadtest.report import gpu_summary
 
     facts.update(steps=run.steps, elapsed_s=round(time.monotonic() - run.t0, 1))
     summary = gpu_summary.collect(out, {k: v for k, v in VARIANTS.items() if (out / k).is_dir()})
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(
             f"onnxruntime has no CUDAExecutionProvider (has {', '.join(providers)}): install onnxruntime-gpu"
         )
-    from loadtest.gpu_summary import slug
+    from loadtest.report.gpu_summary import slug
 
     out = ROOT / out_root / slug(facts_gpu["name"])
     shutil.rmtree(out, ignore_errors=True)  # a report describes one run, never a mix of two

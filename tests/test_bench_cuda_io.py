@@ -1,4 +1,4 @@
-"""loadtest.bench_cuda_io: its flags, its refusal without a GPU, and (on a GPU) one real row."""
+"""loadtest.bench.cuda_io: its flags, its refusal without a GPU, and (on a GPU) one real row."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_cli_exit_2_with_one_line(args: list[str], message: str) -> None:
     if not args and _has_cuda():
         pytest.skip("a GPU is present: the no-GPU refusal cannot happen here")
     r = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_cuda_io", *args], capture_output=True, text=True
+        [sys.executable, "-m", "loadtest.bench.cuda_io", *args], capture_output=True, text=True
     )
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -37,7 +37,7 @@ def test_cli_exit_2_with_one_line(args: list[str], message: str) -> None:
 def test_one_row_on_cuda(tiny_repo: Path) -> None:
     if not _has_cuda():
         pytest.skip("needs onnxruntime's CUDAExecutionProvider and an NVIDIA GPU")
-    from loadtest.bench_cuda_io import measure
+    from loadtest.bench.cuda_io import measure
 
     row = measure(tiny_repo / "sha-tiny", None, 1, 16)
     assert row["provider"] == runtime.CUDA and row["alone_ms"] > 0 and row["service_io_ms"] > 0

@@ -75,7 +75,7 @@ def test_inproc_sweep_shapes_each_get_their_own_graph(tiny_repo: Path) -> None:
     captures its own graph, so alternating shapes replay without error."""
     import onnxruntime as ort
 
-    from loadtest.inproc import InprocModel
+    from loadtest.sweep.inproc import InprocModel
 
     if runtime.CUDA not in ort.get_available_providers() or runtime.gpu_count() == 0:
         pytest.skip("needs onnxruntime's CUDAExecutionProvider and an NVIDIA GPU")

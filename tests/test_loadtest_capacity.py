@@ -9,12 +9,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from loadtest import choose
-from loadtest.capacity import Probe, SearchSpec, judge, search
-from loadtest.capacity_run import ratios
-from loadtest.http_client import LoadResult
-from loadtest.report import write_report
-from loadtest.schedule import ScheduleStats, poisson_offsets
+from loadtest.capacity.runner import ratios
+from loadtest.capacity.search import Probe, SearchSpec, judge, search
+from loadtest.client.load import LoadResult
+from loadtest.client.schedule import ScheduleStats, poisson_offsets
+from loadtest.report import choose
+from loadtest.report.markdown import write_report
 
 
 def threshold_server(capacity: float):

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadtest import http_client as hc
-from loadtest import wire
-from loadtest.procs import Driver, LoadSpec, split
-from loadtest.schedule import ScheduleStats, poisson_offsets
+from loadtest.client import load as hc
+from loadtest.client import wire
+from loadtest.client.driver import Driver, LoadSpec, split
+from loadtest.client.schedule import ScheduleStats, poisson_offsets
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from loadtest import gpu_summary
+from loadtest.report import gpu_summary
 from tests.conftest import inproc_pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from test_loadtest_client import FakeClock
 
-from loadtest import analysis, promscrape
-from loadtest.grid import GridError, parse_list
-from loadtest.report import build, verdict, write_report
+from loadtest.client import promscrape
+from loadtest.client.latency import summarize
+from loadtest.client.schedule import poisson_offsets, run_open_loop
+from loadtest.report import analysis
+from loadtest.report.markdown import build, verdict, write_report
 from loadtest.results import load, write
-from loadtest.schedule import poisson_offsets, run_open_loop
-from loadtest.stats import summarize
+from loadtest.sweep.grid import GridError, parse_list
 from tests.conftest import inproc_pair_rows
 
 
@@ -192,7 +193,7 @@ def test_report_without_crossover():
 def test_help_states_the_settings_defaults(command):
     """Every "(default X)" in a flag's help is the settings class's own default, so the help
     cannot drift from what a run uses (the --repeats help once said 1000 of a default of 50)."""
-    from loadtest.capacity_run import CapacitySettings
+    from loadtest.capacity.runner import CapacitySettings
     from loadtest.cli import build_parser
     from loadtest.settings import LoadtestSettings
 

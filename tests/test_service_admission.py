@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.bench_overhead import TARGETS, report
-from loadtest.bench_procs import top_frames
+from loadtest.bench.overhead import TARGETS, report
+from loadtest.bench.procs import top_frames
 from service.admission import WaitingRoom
 from service.app import create_app
 from service.batcher import DynamicBatcher

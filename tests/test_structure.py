@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import sys
-import service.app, service.__main__, loadtest.cli, loadtest.bench_overhead, loadtest.capacity_cli
-import loadtest.bench_cuda_io, loadtest.inproc, contract.manifest, contract.tokenizer, contract.cli
+import service.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
+import loadtest.bench.cuda_io, loadtest.sweep.inproc, contract.manifest, contract.tokenizer, contract.cli
 top = {m.split(".")[0] for m in sys.modules}
 print(",".join(sorted(top & {"torch", "onnx", "safetensors", "models", "export"})))
 """

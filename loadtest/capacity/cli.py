@@ -10,7 +10,7 @@ from loadtest.cli import announce, planned, settings_from
 from loadtest.progress import StepProgress
 
 if TYPE_CHECKING:
-    from loadtest.capacity_run import CapacitySettings
+    from loadtest.capacity.runner import CapacitySettings
 
 
 class _ProbeProgress(StepProgress):
@@ -51,14 +51,14 @@ def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float
 
 
 def _settings(args: Any) -> CapacitySettings:
-    from loadtest.capacity_run import CapacitySettings
+    from loadtest.capacity.runner import CapacitySettings
 
     return settings_from(CapacitySettings, args)
 
 
 def cmd_capacity(args: Any) -> int:
-    from loadtest import http_client as hc
-    from loadtest.capacity_run import CapacityRunner, plan, ratios
+    from loadtest.capacity.runner import CapacityRunner, plan, ratios
+    from loadtest.client import load as hc
 
     s = _settings(args)
     pl = planned(plan, s)
@@ -79,7 +79,7 @@ def cmd_capacity(args: Any) -> int:
         return 130
     print(f"wrote {s.out / 'capacity.csv'} and {s.out / 'capacity.json'}", file=sys.stderr)
     if not args.no_report:
-        from loadtest.report import write_report
+        from loadtest.report.markdown import write_report
 
         print(f"wrote {write_report(s.out)}", file=sys.stderr)
     print(summary(rows, ratios(rows), s.slo_p99_ms, s.max_error_rate))

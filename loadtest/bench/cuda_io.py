@@ -2,7 +2,7 @@
 (host arrays in, host arrays out: what `service.runtime.OrtModel.run` does per batch) and the
 model replayed as a captured CUDA graph (ORT's `enable_cuda_graph`, one fixed shape per session).
 
-    python -m loadtest.bench_cuda_io --repo results/small-repo --shapes 1x16,8x64
+    python -m loadtest.bench.cuda_io --repo results/small-repo --shapes 1x16,8x64
 
 A deep single-head model launches ~12x the kernels of its shallow twin, so at small shapes it is
 bound by kernel launches, which is what a CUDA graph removes; this says by how much, or why ORT
@@ -22,8 +22,8 @@ import numpy as np
 
 from contract.atomic import write_json
 from contract.cli import OneLineArgumentParser, fail
-from loadtest.inproc import InprocModel, random_batch, time_runs
 from loadtest.results import machine
+from loadtest.sweep.inproc import InprocModel, random_batch, time_runs
 
 
 def p50_ms(run: Callable[[], Any]) -> float:

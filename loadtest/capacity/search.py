@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loadtest.http_client import LoadResult
-from loadtest.stats import summarize
+from loadtest.client.latency import summarize
+from loadtest.client.load import LoadResult
 
 
 @dataclass

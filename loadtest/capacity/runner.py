@@ -21,13 +21,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_json, write_text
-from loadtest import http_client as hc
-from loadtest import promscrape, results
-from loadtest.capacity import Probe, SearchResult, SearchSpec, judge, search
-from loadtest.grid import GridError, parse_list, parse_names
-from loadtest.procs import Driver, LoadSpec
-from loadtest.stats import summarize
-from loadtest.sweep import ModelInfo, PlanError, resolve, service_models
+from loadtest import results
+from loadtest.capacity.search import Probe, SearchResult, SearchSpec, judge, search
+from loadtest.client import load as hc
+from loadtest.client import promscrape
+from loadtest.client.driver import Driver, LoadSpec
+from loadtest.client.latency import summarize
+from loadtest.sweep.grid import GridError, parse_list, parse_names
+from loadtest.sweep.run import ModelInfo, PlanError, resolve, service_models
 
 JSON_NAME = "capacity.json"
 CSV_NAME = "capacity.csv"

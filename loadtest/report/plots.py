@@ -15,7 +15,10 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from contract import atomic  # noqa: E402
-from loadtest import analysis, choose  # noqa: E402
+from loadtest.report import (
+    analysis,  # noqa: E402
+    choose,  # noqa: E402
+)
 
 Row = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """What the service costs on top of the model, in one run, with wrk (C) as the client.
 
 It starts the service (`python -m service`, default settings unless H2H_* variables say
-otherwise) and a bare FastAPI route that parses the same JSON (`loadtest.floor_app`) on free
+otherwise) and a bare FastAPI route that parses the same JSON (`loadtest.bench.bare_app`) on free
 loopback ports, then prints, side by side:
 
   c=1 overhead     service p50 at batch 1 (wrk, one connection) minus ONNX Runtime in-process p50
@@ -15,7 +15,7 @@ and checks them against the targets of the serving-overhead issue. With --profil
 the server with py-spy during the c=32 run and prints the top frames, which is where the
 remaining time goes when a target is missed.
 
-  python -m loadtest.bench_overhead --repo model_repository --model mha
+  python -m loadtest.bench.overhead --repo model_repository --model mha
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 
 from contract.atomic import write_json
 from contract.cli import OneLineArgumentParser, fail
-from loadtest import http_client as hc
-from loadtest.bench_procs import Server, profile_top, start_floor, start_service, wrk_run
-from loadtest.inproc import InprocModel
+from loadtest.bench.procs import Server, profile_top, start_floor, start_service, wrk_run
+from loadtest.client import load as hc
+from loadtest.client.latency import summarize
 from loadtest.results import machine
-from loadtest.stats import summarize
-from loadtest.sweep import PlanError, repo_models, resolve
+from loadtest.sweep.inproc import InprocModel
+from loadtest.sweep.run import PlanError, repo_models, resolve
 
 TARGETS = {"overhead_c1_ms": 0.3, "capacity_c32_rps": 3000.0, "overload_goodput": 0.8}
 

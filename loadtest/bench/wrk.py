@@ -7,7 +7,7 @@ the server can do; a ratio well below 1 means the Python client, not the server,
 bottleneck at that concurrency. On a shared box, `--rounds N` alternates the two tools N times
 and reports the median ratio.
 
-  python -m loadtest.bench_wrk --url http://127.0.0.1:8000 --model mha-small --batch 1 --seq 16 -c 8 --rounds 5
+  python -m loadtest.bench.wrk --url http://127.0.0.1:8000 --model mha-small --batch 1 --seq 16 -c 8 --rounds 5
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from contract.cli import OneLineArgumentParser, fail
-from loadtest import http_client as hc
-from loadtest.procs import Driver, LoadSpec
-from loadtest.stats import summarize
-from loadtest.sweep import PlanError, resolve, service_models
+from loadtest.client import load as hc
+from loadtest.client.driver import Driver, LoadSpec
+from loadtest.client.latency import summarize
+from loadtest.sweep.run import PlanError, resolve, service_models
 
 LUA = Path(__file__).with_name("wrk_post.lua")
 

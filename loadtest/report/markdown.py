@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from contract.atomic import write_text
-from loadtest import analysis, capacity_run, choose, plots, results
+from loadtest import results
+from loadtest.capacity import runner as capacity_run
+from loadtest.report import analysis, choose, plots
 
 Row = dict[str, Any]
 REPORT_NAME = "report.md"

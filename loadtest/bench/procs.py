@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench_wrk import LUA, parse_wrk
+from loadtest.bench.wrk import LUA, parse_wrk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -127,7 +127,7 @@ def start_service(repo: Path, models: list[str], root: Path | None = None) -> Ab
 
 def start_floor() -> AbstractContextManager[Server]:
     return _serve(
-        ["-m", "loadtest.floor_app", "--host", "127.0.0.1"], ROOT, "/openapi.json", _pythonpath(ROOT)
+        ["-m", "loadtest.bench.bare_app", "--host", "127.0.0.1"], ROOT, "/openapi.json", _pythonpath(ROOT)
     )
 
 

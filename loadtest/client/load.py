@@ -1,4 +1,4 @@
-"""Drive the running service: closed loop and open loop, over the lean `loadtest.wire` client.
+"""Drive the running service: closed loop and open loop, over the lean `loadtest.client.wire` client.
 
 httpx is kept for the control plane (readiness, model list, config, /metrics), where speed does
 not matter. Every request is `POST /v1/models/{name}/predict` with `input_ids` of exactly [batch, seq]
@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
-from loadtest.schedule import Clock, MonotonicClock, ScheduleStats, poisson_offsets, run_open_loop
-from loadtest.wire import Pool, RequestError
+from loadtest.client.schedule import Clock, MonotonicClock, ScheduleStats, poisson_offsets, run_open_loop
+from loadtest.client.wire import Pool, RequestError
 
 
 class ServiceUnreachable(RuntimeError):

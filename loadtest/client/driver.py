@@ -1,6 +1,6 @@
 """Run one load measurement in this process or split across several client processes.
 
-One Python process on one core drives a few thousand requests per second with `loadtest.wire`;
+One Python process on one core drives a few thousand requests per second with `loadtest.client.wire`;
 a server that answers faster (a GPU host with many cores) needs more senders. `Driver(procs=N)`
 keeps N worker processes (spawned once, reused for every point, each with its own uvloop and
 keep-alive connections) and splits a point between them: a closed loop's connections are
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from loadtest import http_client as hc
-from loadtest import wire
+from loadtest.client import load as hc
+from loadtest.client import wire
 
 START_MARGIN_S = 0.05  # between the last worker's "ready" and the shared start
 

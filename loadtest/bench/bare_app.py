@@ -4,7 +4,7 @@
 the same client, so "service minus floor" is the cost of our own request path and "floor"
 is what FastAPI + uvicorn cost on this machine.
 
-  python -m loadtest.floor_app --port 8102
+  python -m loadtest.bench.bare_app --port 8102
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import http_client as hc
-from loadtest import promscrape, results
-from loadtest.grid import PRESETS, GridError, parse_list, parse_names
-from loadtest.procs import Driver, LoadSpec
+from loadtest import results
+from loadtest.client import load as hc
+from loadtest.client import promscrape
+from loadtest.client.driver import Driver, LoadSpec
+from loadtest.client.latency import summarize
 from loadtest.settings import LoadtestSettings
-from loadtest.stats import summarize
+from loadtest.sweep.grid import PRESETS, GridError, parse_list, parse_names
 
 ARCHES = ("mha", "sha")
 
@@ -397,7 +398,7 @@ class Runner:
 
     # in-process
     def _run_inproc(self, p: Point) -> dict[str, Any]:
-        from loadtest.inproc import InprocModel
+        from loadtest.sweep.inproc import InprocModel
 
         s, info = self.plan.settings, self.plan.models[p.model]
         m = self._inproc.get(p.model)

@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from loadtest import analysis, capacity_run, choose, results
-from loadtest.report import verdict
+from loadtest import results
+from loadtest.capacity import runner as capacity_run
+from loadtest.report import analysis, choose
+from loadtest.report.markdown import verdict
 
 Row = dict[str, Any]
 
