@@ -72,6 +72,9 @@ def build_parser() -> OneLineArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     _capacity_parser(sub)
+    from loadtest.profile.cli import add_parser as profile_parser
+
+    profile_parser(sub)
     r = sub.add_parser("report", help="write report.md and PNG plots from a results folder")
     r.add_argument("results", help="results folder (with results.json and/or capacity.json)")
     return p
@@ -227,6 +230,10 @@ def main(argv: list[str] | None = None) -> None:
         from loadtest.capacity.cli import cmd_capacity
 
         rc = cmd_capacity(args)
+    elif args.command == "profile":
+        from loadtest.profile.cli import cmd_profile
+
+        rc = cmd_profile(args)
     else:
         rc = cmd_sweep(args) if args.command == "sweep" else cmd_report(args)
     raise SystemExit(rc)

@@ -156,15 +156,22 @@ def _feeds(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.nd
 class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
-    def __init__(self, path: Path, settings: ServiceSettings, sessions: int = 1) -> None:
+    def __init__(
+        self, path: Path, settings: ServiceSettings, sessions: int = 1, profile_prefix: str | None = None
+    ) -> None:
         """With `settings.cuda_graph` on CUDA, `run` replays one captured graph per padded batch
-        shape (service.cuda_graphs) and each `device_runner` captures its own shape as a graph."""
+        shape (service.cuda_graphs) and each `device_runner` captures its own shape as a graph.
+        `profile_prefix`: ONNX Runtime's profiler on, its trace written under that prefix when
+        `session.end_profiling()` is called (`python -m loadtest profile`)."""
         chosen = choose_providers(settings)
         if settings.cuda_graph and chosen[0][0] == CUDA:
             chosen[0] = (CUDA, {**chosen[0][1], "enable_cuda_graph": 1})
+        options = session_options(settings, chosen[0][0], sessions)
+        if profile_prefix is not None:
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         self.session = ort.InferenceSession(
             str(path),
-            sess_options=session_options(settings, chosen[0][0], sessions),
+            sess_options=options,
             providers=[name for name, _ in chosen],
             provider_options=[opts for _, opts in chosen],
         )

@@ -14,6 +14,7 @@ PROBE = """
 import sys
 import service.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
 import loadtest.bench.cuda_io, loadtest.sweep.inproc, contract.manifest, contract.tokenizer, contract.cli
+import loadtest.profile.cli, loadtest.profile.runner
 top = {m.split(".")[0] for m in sys.modules}
 print(",".join(sorted(top & {"torch", "onnx", "safetensors", "models", "export"})))
 """

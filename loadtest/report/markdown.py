@@ -320,5 +320,13 @@ def write_report(results_dir: Path) -> Path:
         )
         images += [plot] if plot else []
     path = folder / REPORT_NAME
-    write_text(path, build(data["points"], data["meta"], images, cap))
+    write_text(path, build(data["points"], data["meta"], images, cap) + _profile_section(folder))
     return path
+
+
+def _profile_section(folder: Path) -> str:
+    """`python -m loadtest profile`'s table when the folder holds a complete profile.json."""
+    from loadtest.profile import render, runner
+
+    data = runner.load(folder)
+    return "\n".join(["", *render.section_md(data)]) + "\n" if data else ""
