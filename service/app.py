@@ -156,10 +156,12 @@ class ServiceMiddleware:
         try:
             response = await hot(self.service, req)
         except ServiceError as exc:
-            response = work.protocol.error(exc, self.service.settings.reject_status)
+            response = work.protocol.error(
+                exc, self.service.settings.reject_status, request_id=req.request_id
+            )
         except Exception:
             log.exception("unhandled error on %s (request %s)", path, req.request_id)
-            response = work.protocol.message(500, "internal server error")
+            response = work.protocol.internal(req.request_id)
         await response.send(send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, work: WorkRoute | None) -> bool:
@@ -261,7 +263,7 @@ async def _http(request: Request, exc: StarletteHTTPException) -> Response:
 async def _internal(request: Request, exc: Exception) -> Response:
     rid = (request.scope.get("h2h.request_id") or b"-").decode()
     log.exception("unhandled error on %s (request %s)", request.url.path, rid)
-    return protocol_of(request.url.path).message(500, "internal server error").to_response()
+    return protocol_of(request.url.path).internal(rid).to_response()
 
 
 # errors FastAPI and Starlette decide (no such route, 405, parameter validation, bugs); the

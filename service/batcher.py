@@ -21,12 +21,18 @@ Pure asyncio + numpy (no FastAPI, no ONNX Runtime) so it is unit-testable with a
   event loop itself, since waking a thread and waking the loop back cost more than the run.
 - `close()` refuses new work; `drain()` flushes everything queued without waiting for the
   delay window and returns when every accepted request is answered.
+- The worker is supervised: a batch that fails anywhere (the model, padding, the observer)
+  fails its own requests with `BatchFailed`, is logged once with its cause and counted
+  (`Observer.batch_failed`), and the worker goes on. Should the worker task end all the same,
+  every queued request fails at once and `on_broken` is called (the service then marks the
+  model not ready) rather than letting each request wait for its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -38,6 +44,8 @@ from typing import Protocol
 import numpy as np
 
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+log = logging.getLogger("service.batcher")
 
 
 class BatcherError(Exception):
@@ -60,6 +68,12 @@ class TooLarge(BatcherError):
     reason = "too_large"
 
 
+class BatchFailed(BatcherError):
+    """The batch this request was in failed (the cause is chained and was logged once)."""
+
+    reason = "batch_failed"
+
+
 class Observer(Protocol):
     """Callbacks for metrics; every method is optional to implement meaningfully."""
 
@@ -71,6 +85,7 @@ class Observer(Protocol):
     def batch(
         self, model: str, *, rows: int, padded_length: int, real_tokens: int, compute_s: float
     ) -> None: ...
+    def batch_failed(self, model: str) -> None: ...
 
 
 class NullObserver:
@@ -90,6 +105,9 @@ class NullObserver:
         pass
 
     def batch(self, model: str, **kw: float) -> None:
+        pass
+
+    def batch_failed(self, model: str) -> None:
         pass
 
 
@@ -145,6 +163,7 @@ class DynamicBatcher:
         timeout_s: float = 30.0,
         inline_compute_ms: float = 1.0,
         observer: Observer | None = None,
+        on_broken: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or bucket_width < 1:
             raise ValueError("max_batch_size, max_queue_rows and bucket_width must be >= 1")
@@ -164,6 +183,8 @@ class DynamicBatcher:
         self._queued_rows = 0
         self.mean_request_rows = 1.0  # moving average, for admission of requests not yet parsed
         self.on_room: Callable[[], None] | None = None  # called when rows leave the queue
+        self.on_broken = on_broken  # called once if the worker task ends by an error
+        self.broken: BaseException | None = None  # why the worker ended, if it did
         self._drain_rows_per_s = 0.0  # moving average of rows / compute second
         self._inflight = 0  # accepted, not yet answered
         self._accepting = False
@@ -184,6 +205,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.name}")
         self._accepting = True
         self._task = asyncio.create_task(self._worker(), name=f"batcher-{self.name}")
+        self._task.add_done_callback(self._worker_ended)
 
     def flush(self) -> None:
         """Run whatever is queued now, without waiting for the delay window (SIGTERM)."""
@@ -211,7 +233,7 @@ class DynamicBatcher:
 
     async def stop(self, timeout: float | None = None) -> bool:
         drained = await self.drain(timeout)
-        if self._task is not None:
+        if self._task is not None and not self._task.done():  # a broken one was reported
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -350,9 +372,10 @@ class DynamicBatcher:
         firsts = [q[0].enqueued for q in self._buckets.values() if q]
         return min(firsts) + self.max_delay if firsts else None
 
-    def _take(self, bucket: int) -> list[_Item]:
+    def _take(self, bucket: int, taken: list[_Item]) -> None:
+        """Move the bucket's oldest requests (up to a batch) into `taken`: filled as they leave
+        the queue, so that whatever fails next, the worker knows whom to answer."""
         q = self._buckets[bucket]
-        taken: list[_Item] = []
         rows = 0
         while q and rows + q[0].rows <= self.max_batch_size:
             item = q.popleft()
@@ -366,7 +389,6 @@ class DynamicBatcher:
         self.observer.queue_depth(self.name, self._queued_rows)
         if self.on_room is not None:
             self.on_room()
-        return taken
 
     async def _worker(self) -> None:
         assert self._changed is not None and self._gate is not None
@@ -381,9 +403,45 @@ class DynamicBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout)
                 continue
-            items = self._take(bucket)
-            if items:
-                await self._run(loop, items)
+            items: list[_Item] = []
+            try:
+                self._take(bucket, items)
+                if items:
+                    await self._run(loop, items)
+            except Exception as exc:  # noqa: BLE001 - the batch's requests hear it; the worker goes on
+                self._fail_batch(items, exc)
+
+    def _fail_batch(self, items: list[_Item], exc: Exception) -> None:
+        """A batch failed (model, padding, observer...): its requests get BatchFailed, the cause
+        is logged once for the whole batch and counted."""
+        failed = BatchFailed(f"batch of {len(items)} requests failed: {type(exc).__name__}")
+        failed.__cause__ = exc
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(failed)
+        log.error("model %s: a batch of %d requests failed", self.name, len(items), exc_info=exc)
+        self.observer.batch_failed(self.name)
+
+    def _worker_ended(self, task: asyncio.Task) -> None:
+        """The worker task ended: fine when stopped, else every queued request fails now and the
+        owner hears it (`on_broken`), instead of each request waiting for its timeout."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        self.broken = exc
+        self._accepting = False
+        log.error("model %s: batcher worker stopped; the model no longer serves", self.name, exc_info=exc)
+        failed = BatchFailed(f"batcher of {self.name} stopped: {type(exc).__name__}")
+        failed.__cause__ = exc
+        for bucket in self._buckets.values():
+            for item in bucket:
+                if not item.future.done():
+                    item.future.set_exception(failed)
+        self._buckets.clear()
+        self._queued_rows = 0
+        if self.on_broken is not None:
+            self.on_broken(exc)
 
     def _pad(self, items: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
         rows = [r for it in items for r in it.ids]
@@ -413,13 +471,7 @@ class DynamicBatcher:
         started = time.perf_counter()
         for it in items:
             self.observer.queue_wait(self.name, started - it.enqueued)
-        try:
-            logits, embedding = await self._compute(loop, ids, mask)
-        except Exception as exc:  # the model failed: every request in the batch hears why
-            for it in items:
-                if not it.future.done():
-                    it.future.set_exception(exc)
-            return
+        logits, embedding = await self._compute(loop, ids, mask)
         compute_s = time.perf_counter() - started
         self._record(items, ids.shape[0], ids.shape[1], int(mask.sum()), started, compute_s)
         offset = 0

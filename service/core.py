@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from service import batcher, repository
 from service.admission import WaitingRoom
 from service.batcher import BatchResult, DynamicBatcher
 from service.errors import (
+    InternalError,
     InvalidInput,
     ModelNotReady,
     Overloaded,
@@ -110,6 +112,7 @@ class Service:
                 pad_id=m.pad_id,
                 timeout_s=s.request_timeout_s,
                 observer=self.metrics,
+                on_broken=partial(self._broken, entry),
                 **limits,
             )
             await b.start()
@@ -118,6 +121,11 @@ class Service:
         repository.share_tokenizers(self.models.values())
         self.started = True
         print(self.summary(), flush=True)
+
+    def _broken(self, entry: ModelEntry, exc: BaseException) -> None:
+        """The model's batcher stopped (logged there): it no longer serves, and says so."""
+        entry.state, entry.error = "failed", f"batcher stopped: {type(exc).__name__}: {exc}"
+        self.metrics.model_ready.labels(entry.name).set(0)
 
     def summary(self) -> str:
         models = [
@@ -272,7 +280,7 @@ class Service:
         models are left to the route, which names the field.
         """
         room = self.rooms.get(name)
-        if room is None or await room.enter():
+        if room is None or room.batcher.broken is not None or await room.enter():
             return None
         b = room.batcher
         if not b.accepting:
@@ -294,6 +302,8 @@ class Service:
             raise ShuttingDown(self.retry_after(b), str(exc)) from None
         except batcher.RequestTimeout as exc:
             raise Timeout(str(exc)) from None
+        except batcher.BatchFailed as exc:  # logged once by the batcher, with its cause
+            raise InternalError(str(exc)) from None
         except batcher.BatcherError as exc:
             raise InvalidInput(str(exc)) from None
 

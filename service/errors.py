@@ -65,3 +65,8 @@ class ShuttingDown(ServiceError):
 
 class Timeout(ServiceError):
     """No answer within the request timeout."""
+
+
+class InternalError(ServiceError):
+    """The server failed at a request it accepted (a batch that failed, a bug): answered 500
+    with the request id, the cause logged once where it happened."""

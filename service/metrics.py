@@ -105,6 +105,12 @@ class Metrics:
         self.rejected_c = Counter(
             "h2h_rejected", "Rejections: queue_full, timeout, shutting_down", ["model", "reason"], registry=r
         )
+        self.batch_failures = Counter(
+            "h2h_batch_failures",
+            "Batches that failed (model run, padding, bookkeeping); their requests got 500",
+            ["model"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "h2h_model_ready", "1 when the model serves, 0 when it failed to load", ["model"], registry=r
         )
@@ -155,6 +161,9 @@ class Metrics:
         total = rows * padded_length
         m.padding_fraction.observe(1.0 - real_tokens / total if total else 0.0)
         m.tokens.inc(real_tokens)
+
+    def batch_failed(self, model: str) -> None:
+        self.batch_failures.labels(model).inc()
 
     # HTTP -----------------------------------------------------------------------------------
     def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:

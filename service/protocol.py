@@ -30,6 +30,7 @@ SHARED_STATUSES: dict[type[ServiceError], int] = {
     errors.ModelNotReady: 503,
     errors.ShuttingDown: 503,
     errors.Timeout: 504,
+    errors.InternalError: 500,
 }
 
 
@@ -48,12 +49,24 @@ class Protocol:
         return 500
 
     def error(
-        self, exc: ServiceError, reject_status: int, headers: Mapping[str, str] | None = None
+        self,
+        exc: ServiceError,
+        reject_status: int,
+        headers: Mapping[str, str] | None = None,
+        request_id: str = "-",
     ) -> RawResponse:
-        """`exc` as this protocol's answer; Retry-After when the refusal says when to come back."""
+        """`exc` as this protocol's answer; Retry-After when the refusal says when to come back,
+        and the request id in a 500's message (the log line with the cause carries it too)."""
         hdrs = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
         hdrs.update(headers or {})
-        return RawResponse.json(self.body(exc), self.status(exc, reject_status), hdrs)
+        status = self.status(exc, reject_status)
+        if status == 500:
+            exc = ServiceError(f"{exc.message} (request id {request_id})")
+        return RawResponse.json(self.body(exc), status, hdrs)
+
+    def internal(self, request_id: str) -> RawResponse:
+        """The answer to a request the server failed at by a bug (logged by the caller)."""
+        return self.error(errors.InternalError("internal server error"), 500, request_id=request_id)
 
     def message(self, status: int, message: str, field: str | None = None) -> RawResponse:
         """An error the framework decided (no such route, 405, 413, 500), in this protocol's body."""
@@ -72,7 +85,8 @@ class Protocol:
                         return await handler(request)
                     except ServiceError as exc:
                         reject = request.app.state.settings.reject_status
-                        return protocol.error(exc, reject).to_response()
+                        rid = (request.scope.get("h2h.request_id") or b"-").decode()
+                        return protocol.error(exc, reject, request_id=rid).to_response()
 
                 return handle
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batcher import DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge
+from service.batcher import BatchFailed, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge
 
 
 class Recorder:
@@ -214,8 +214,10 @@ async def test_model_error_reaches_every_request_in_batch() -> None:
 
     async with started(broken, max_batch_size=2, max_queue_delay_ms=60_000) as b:
         res = await asyncio.gather(b.submit(rows(1)), b.submit(rows(2)), return_exceptions=True)
-        assert all(isinstance(r, RuntimeError) for r in res)
+        assert all(isinstance(r, BatchFailed) and isinstance(r.__cause__, RuntimeError) for r in res)
+        assert str(res[0]) == "batch of 2 requests failed: RuntimeError"
         assert b.stats.fail_count == 2
+        assert b.broken is None and b.accepting  # the worker goes on
 
 
 @run_async
