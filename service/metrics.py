@@ -112,7 +112,10 @@ class Metrics:
             registry=r,
         )
         self.model_ready = Gauge(
-            "h2h_model_ready", "1 when the model serves, 0 when it failed to load", ["model"], registry=r
+            "h2h_model_ready",
+            "1 when the model serves, 0 when it failed to load or its batcher stopped",
+            ["model"],
+            registry=r,
         )
         self.model_info = Gauge(
             "h2h_model_info",
