@@ -114,6 +114,19 @@ def tiny_repo(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return repo
 
 
+@pytest.fixture(scope="session")
+def tiny_random_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-init pair (`mha-tiny-random` 2L-4H, `sha-tiny-random` 8L-1H) with model.onnx
+    and the fused model.opt.onnx: the profile and the PyTorch reference run on it."""
+    from export.api import export_random
+    from export.settings import ExportOptions
+
+    repo = tmp_path_factory.mktemp("random_repository")
+    for arch in ("mha", "sha"):
+        export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
+    return repo
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

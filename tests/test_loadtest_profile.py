@@ -84,18 +84,6 @@ def test_trace_summary_drops_warmup_and_averages_per_run():
         trace.summarize(events, warmup=3)
 
 
-@pytest.fixture(scope="module")
-def random_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random-init pair (2L-4H, 8L-1H) with model.onnx and the fused model.opt.onnx."""
-    from export.api import export_random
-    from export.settings import ExportOptions
-
-    repo = tmp_path_factory.mktemp("profile_repo")
-    for arch in ("mha", "sha"):
-        export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
-    return repo
-
-
 def _profile(repo: Path, out: Path, *extra: str) -> None:
     from loadtest.cli import main
 
@@ -105,9 +93,11 @@ def _profile(repo: Path, out: Path, *extra: str) -> None:
     assert exit_.value.code == 0
 
 
-def test_profile_command_on_the_tiny_pair(random_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_profile_command_on_the_tiny_pair(
+    tiny_random_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     out = tmp_path / "profile"
-    _profile(random_pair, out, "--variant", "model.onnx,model.opt.onnx,model.gpu.onnx", "--seq", "8")
+    _profile(tiny_random_repo, out, "--variant", "model.onnx,model.opt.onnx,model.gpu.onnx", "--seq", "8")
     data = json.loads((out / "profile.json").read_text())
     assert data["complete"] is True and data["spec"]["seq"] == 8 and data["spec"]["runs"] == 5
     rows = {(r["model"], r["variant"]): r for r in data["rows"]}
@@ -139,12 +129,12 @@ def test_profile_command_on_the_tiny_pair(random_pair: Path, tmp_path: Path, cap
     assert "## Where the time goes" in md and "| mha-tiny-random | model.opt.onnx | CPU |" in md
 
 
-def test_profile_becomes_a_section_of_a_sweep_report(random_pair: Path, tmp_path: Path):
+def test_profile_becomes_a_section_of_a_sweep_report(tiny_random_repo: Path, tmp_path: Path):
     from loadtest.report.markdown import write_report
     from loadtest.results import write
 
     write(tmp_path, {}, [])  # a sweep's folder (no points needed for the section)
-    _profile(random_pair, tmp_path, "--models", "mha")
+    _profile(tiny_random_repo, tmp_path, "--models", "mha")
     md = (tmp_path / "report.md").read_text()
     assert md.startswith("# Load test") and "## Where the time goes" in md
     assert "| mha-tiny-random | model.onnx | CPU |" in md and "sha-tiny-random" not in md
@@ -161,11 +151,13 @@ def test_profile_becomes_a_section_of_a_sweep_report(random_pair: Path, tmp_path
         (["--variant", "model.fp16.onnx"], "nothing to profile: mha-tiny-random has no model.fp16.onnx"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(random_pair: Path, tmp_path: Path, capsys, flags, says):
+def test_bad_input_exits_2_with_one_line(tiny_random_repo: Path, tmp_path: Path, capsys, flags, says):
     from loadtest.cli import main
 
     with pytest.raises(SystemExit) as exit_:
-        main(["profile", "--repo", str(random_pair), "--provider", "cpu", "--out", str(tmp_path), *flags])
+        main(
+            ["profile", "--repo", str(tiny_random_repo), "--provider", "cpu", "--out", str(tmp_path), *flags]
+        )
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / "profile.json").exists()
