@@ -10,6 +10,8 @@ Layout, one folder per model (written to a temporary sibling, then renamed):
     model.onnx         fp32 export (always present)
     model.opt.onnx     ONNX Runtime-optimized graph (with --optimize)
     model.fp16.onnx    fp16 weights, int64 inputs and fp32 outputs kept (with --fp16)
+    model.gpu.onnx     fused for CUDA (attention, skip+LayerNorm, bias+GELU), then fp16 (with --gpu)
+    reference.npz      contract.reference batches, when a variant's parity is pending on a provider
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from contract import tensors
 
 MANIFEST_FORMAT = "headtohead-model/1"
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# ONNX Runtime's provider names, as parity records them
+CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 class _Strict(BaseModel):
@@ -54,7 +58,7 @@ def io_specs(num_labels: int, d_model: int) -> tuple[list[TensorSpec], list[Tens
 
 
 class Parity(_Strict):
-    """Measured PyTorch vs ONNX Runtime (CPU) agreement on random batches."""
+    """Measured PyTorch vs ONNX Runtime agreement on random batches (contract.reference)."""
 
     max_abs_logits: float
     max_abs_embedding: float
@@ -66,6 +70,10 @@ class Parity(_Strict):
     near_ties: int = 0
     decisive_disagreements: int = 0  # argmax flips on rows that are not near-ties (export fails if > 0)
     rows: int | None = None
+    provider: str = CPU_PROVIDER  # where it was measured (export: CPU)
+    # operator types that provider ran in fp32 because it has no fp16 kernel for them (its
+    # result then says nothing about the fp16 arithmetic another provider will do)
+    emulated_ops: list[str] = []
 
 
 class Variant(_Strict):
@@ -75,6 +83,12 @@ class Variant(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int
     parity: Parity
+    # providers on which this variant must still prove parity (the service does, at start,
+    # from `reference`) before it is served there. None: written before this field existed;
+    # service.variants then treats fp16 as pending on CUDA.
+    parity_pending: list[str] | None = None
+    # node count per operator type in the file, and "total"
+    operators: dict[str, int] = {}
 
 
 class Manifest(_Strict):
@@ -108,7 +122,10 @@ class Manifest(_Strict):
     random_init: bool = False
     created: str
     versions: dict[str, str] = {}
-    # ONNX Runtime optimizer fusions by operator (with --optimize; empty without it)
+    # contract.reference batches for proving pending variants at start (None when none is pending)
+    reference: str | None = None
+    # ONNX Runtime optimizer fusions by operator: model.gpu.onnx's with --gpu, else model.opt.onnx's
+    # with --optimize, else empty (each variant's `operators` has its own node counts)
     fused_operators: dict[str, int] = {}
     # wall seconds per export step ("export", "optimize", "fp16", "parity"), for the record
     export_seconds: dict[str, float] = {}

@@ -19,8 +19,8 @@ import onnx
 import onnxruntime
 import torch
 
-from contract import atomic
-from contract.manifest import MODEL_NAME_RE, Manifest, Parity, Variant, io_specs, sha256_file
+from contract import atomic, reference
+from contract.manifest import CUDA_PROVIDER, MODEL_NAME_RE, Manifest, Parity, Variant, io_specs, sha256_file
 from contract.tokenizer import PAD, UNK, Tokenizer
 from export import optimize as opt
 from export import parity
@@ -31,7 +31,12 @@ from models.config import PRESETS, Arch, ModelConfig, flops_per_token, from_pres
 from models.data import LEXNAMES
 from models.encoder import Encoder, count_parameters
 
-FP32_FILE, OPT_FILE, FP16_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx"
+FP32_FILE, OPT_FILE, FP16_FILE, GPU_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx", "model.gpu.onnx"
+REFERENCE_FILE = "reference.npz"
+FP16_FILES, OPTIMIZED_FILES = (FP16_FILE, GPU_FILE), (OPT_FILE, GPU_FILE)
+# Where an fp16 variant's CPU parity does not count: CPU runs fp16 graphs through fp32 kernels
+# (export.optimize.cpu_emulated_ops), CUDA through fp16 ones, so the service proves it there.
+FP16_PENDING = [CUDA_PROVIDER]
 
 
 class ExportError(ValueError):
@@ -48,7 +53,7 @@ class ExportReport:
     fused: dict[str, int] = field(default_factory=dict)
 
 
-# Test hook: called with the step name as each step starts ("export", "optimize", "fp16",
+# Test hook: called with the step name as each step starts ("export", "optimize", "fp16", "gpu",
 # "parity", "write"), so a test can make a step raise and check nothing is left behind.
 _step_hook: Callable[[str], None] | None = None
 
@@ -122,6 +127,11 @@ class _Build:
     seconds: dict[str, float] = field(default_factory=dict)
     fused: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def pending(self) -> bool:
+        """Whether some variant must still prove parity on another provider (needs the reference)."""
+        return any(f in FP16_FILES for f in self.files)
+
     def add(self, file: str, path: Path, tolerance: float) -> None:
         """Record a written variant; only recorded files are proven and published."""
         self.files[file], self.tolerances[file] = path, tolerance
@@ -151,15 +161,25 @@ def _build_variants(model: Encoder, cfg: ModelConfig, tmp: Path, options: Export
         with _timed("fp16", build.seconds):
             opt.to_fp16(tmp / FP32_FILE, tmp / FP16_FILE)
             build.add(FP16_FILE, tmp / FP16_FILE, options.fp16_tolerance)
+    if options.gpu:
+        with _timed("gpu", build.seconds):
+            build.fused = opt.fuse_for_gpu(tmp / FP32_FILE, tmp / GPU_FILE, cfg)
+            build.add(GPU_FILE, tmp / GPU_FILE, options.fp16_tolerance)
     return build
 
 
-def _prove_parity(model: Encoder, build: _Build, name: str, seed: int) -> dict[str, Parity]:
-    """Measure every variant against PyTorch; raise ParityError before anything is published."""
+def _prove_parity(model: Encoder, build: _Build, name: str, tmp: Path, seed: int) -> dict[str, Parity]:
+    """Measure every variant against PyTorch on CPU; raise ParityError before anything is
+    published. When a variant is pending on another provider, the batches are written as
+    REFERENCE_FILE for the service to repeat the measurement there."""
     with _timed("parity", build.seconds):
-        results = parity.measure(model, build.files, build.tolerances, seed=seed)
+        batches = parity.reference_batches(model, seed=seed)
+        emulated = {f: opt.cpu_emulated_ops(p) for f, p in build.files.items() if f in FP16_FILES}
+        results = parity.measure(model, build.files, build.tolerances, batches=batches, emulated=emulated)
     for file, result in results.items():
         parity.check(f"{name}/{file}", result)
+    if build.pending:
+        reference.save(tmp / REFERENCE_FILE, batches)
     return results
 
 
@@ -168,11 +188,13 @@ def _variants(build: _Build, results: dict[str, Parity]) -> dict[str, Variant]:
     return {
         file: Variant(
             file=file,
-            precision="fp16" if file == FP16_FILE else "fp32",
-            optimized=file == OPT_FILE,
+            precision="fp16" if file in FP16_FILES else "fp32",
+            optimized=file in OPTIMIZED_FILES,
             sha256=sha256_file(path),
             bytes=path.stat().st_size,
             parity=results[file],
+            parity_pending=FP16_PENDING if file in FP16_FILES else [],
+            operators=opt.operator_counts(path),
         )
         for file, path in build.files.items()
     }
@@ -207,6 +229,7 @@ def _manifest(run: Run, name: str, opset: int, build: _Build, results: dict[str,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         versions=_versions(),
         fused_operators=build.fused,
+        reference=REFERENCE_FILE if build.pending else None,
         export_seconds={k: round(v, 3) for k, v in build.seconds.items()},
     )
 
@@ -230,7 +253,7 @@ def export_model(run: Run, repo: str | Path, name: str, options: ExportOptions |
     with atomic.staged_dir(repo / name) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes the folder 0700; the server may run as another user
         build = _build_variants(model, run.config, tmp, options)
-        results = _prove_parity(model, build, name, options.seed)
+        results = _prove_parity(model, build, name, tmp, options.seed)
         _step("write")
         manifest = _manifest(run, name, options.opset, build, results)
         _write_folder(tmp, run.tokenizer, manifest)

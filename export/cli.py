@@ -56,6 +56,12 @@ def build_parser() -> OneLineArgumentParser:
     )
     p.add_argument("--optimize", action="store_true", help="also write model.opt.onnx (ORT optimizer)")
     p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="also write model.gpu.onnx: fused for CUDA, then fp16 (--fp16-tolerance); the service proves "
+        "its parity on CUDA at start",
+    )
+    p.add_argument(
         "--random-init",
         action="store_true",
         help="export random weights of --preset (speed benchmarks only; no RUN_DIR)",
@@ -104,7 +110,7 @@ def _summary(reports: list[ExportReport]) -> None:
     from rich.table import Table
 
     table = Table(title="export")
-    for col in ("model", "variant", "MB", "max |Δlogits|", "max |Δemb|", "argmax", "tolerance"):
+    for col in ("model", "variant", "MB", "max |Δlogits|", "max |Δemb|", "argmax", "tolerance", "pending on"):
         table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     for r in reports:
         for v in r.manifest.variants.values():
@@ -116,6 +122,7 @@ def _summary(reports: list[ExportReport]) -> None:
                 f"{v.parity.max_abs_embedding:.2e}",
                 f"{v.parity.argmax_agreement:.3f}",
                 f"{v.parity.tolerance:g}",
+                ", ".join(p.removesuffix("ExecutionProvider") for p in v.parity_pending or []) or "-",
             )
     console = Console(stderr=True)
     console.print(table)
@@ -132,6 +139,7 @@ def _options(args: argparse.Namespace) -> ExportOptions:
         opset=args.opset,
         fp16=args.fp16,
         optimize=args.optimize,
+        gpu=args.gpu,
         seed=args.seed,
         fp16_tolerance=args.fp16_tolerance,
     )

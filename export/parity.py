@@ -1,5 +1,8 @@
 """Parity proof: PyTorch and ONNX Runtime (CPU) must agree before anything is written.
 
+The comparison itself (and its pass/fail rule) is contract.reference's, shared with the
+service, which repeats it on CUDA for variants CPU cannot vouch for.
+
 Fresh random batches over shapes that hit the edges: sequence 1, the model's max length,
 and rows padded at the end (so the additive mask and the masked mean pool are exercised).
 """
@@ -12,8 +15,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from contract import tensors
-from contract.manifest import Parity
+from contract import reference, tensors
+from contract.manifest import CPU_PROVIDER, Parity
+from contract.reference import Batch
 from models.encoder import Encoder
 
 # fp32 variants must match PyTorch this closely; the fp16 bar is an export option
@@ -57,6 +61,33 @@ def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def reference_batches(
+    model: Encoder, *, seed: int = 0, shapes: list[tuple[int, int]] | None = None
+) -> list[Batch]:
+    """Fresh random batches over `shapes` (default parity_shapes) with PyTorch's fp32 answers,
+    computed once however many variants are then measured against them."""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    model = model.eval()
+    batches = []
+    for batch, seq in shapes or parity_shapes(cfg.max_len):
+        ids, mask = random_batch(gen, batch, seq, cfg.vocab_size)
+        with torch.no_grad():
+            logits, emb = (t.numpy() for t in model(ids, mask))
+        batches.append(Batch(ids.numpy(), mask.numpy(), logits, emb))
+    return batches
+
+
+def runner(sess: ort.InferenceSession) -> reference.Runner:
+    """A session as contract.reference runs it: (ids, mask) -> (logits, embedding)."""
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, emb = sess.run(list(tensors.OUTPUTS), {tensors.INPUT_IDS: ids, tensors.ATTENTION_MASK: mask})
+        return logits, emb
+
+    return run
+
+
 def measure(
     model: Encoder,
     onnx_paths: dict[str, Path],
@@ -64,51 +95,17 @@ def measure(
     *,
     seed: int = 0,
     shapes: list[tuple[int, int]] | None = None,
+    batches: list[Batch] | None = None,
+    emulated: dict[str, list[str]] | None = None,
 ) -> dict[str, Parity]:
-    """Compare every variant against the PyTorch model on the same fresh batches.
-
-    Batches are generated once and the PyTorch reference computed once, so checking three
-    variants costs one PyTorch pass, not three.
-    """
-    cfg = model.cfg
-    shapes = shapes or parity_shapes(cfg.max_len)
-    gen = torch.Generator().manual_seed(seed)
-    model = model.eval()
-    sessions = {k: session(p) for k, p in onnx_paths.items()}
-    worst = {k: [0.0, 0.0] for k in onnx_paths}
-    agree = {k: 0 for k in onnx_paths}
-    decisive_miss = {k: 0 for k in onnx_paths}
-    ties = {k: 0 for k in onnx_paths}
-    rows = 0
-    for batch, seq in shapes:
-        ids, mask = random_batch(gen, batch, seq, cfg.vocab_size)
-        with torch.no_grad():
-            ref_logits, ref_emb = (t.numpy() for t in model(ids, mask))
-        feed = {tensors.INPUT_IDS: ids.numpy(), tensors.ATTENTION_MASK: mask.numpy()}
-        rows += batch
-        top2 = np.sort(ref_logits, axis=-1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        for key, sess in sessions.items():
-            logits, emb = (np.asarray(x, dtype=np.float32) for x in sess.run(list(tensors.OUTPUTS), feed))
-            worst[key][0] = max(worst[key][0], float(np.abs(logits - ref_logits).max()))
-            worst[key][1] = max(worst[key][1], float(np.abs(emb - ref_emb).max()))
-            same = logits.argmax(-1) == ref_logits.argmax(-1)
-            tie = margin <= 2 * tolerances[key]
-            agree[key] += int(same.sum())
-            ties[key] += int(tie.sum())
-            decisive_miss[key] += int((~same & ~tie).sum())
+    """Compare every variant (on CPU) against PyTorch on the same batches (`batches`, else
+    fresh ones from `seed` and `shapes`); `emulated`: per variant, the operators CPU ran in
+    fp32 for want of fp16 kernels, recorded with its result."""
+    batches = batches or reference_batches(model, seed=seed, shapes=shapes)
+    emulated = emulated or {}
     return {
-        k: Parity(
-            max_abs_logits=worst[k][0],
-            max_abs_embedding=worst[k][1],
-            argmax_agreement=agree[k] / rows,
-            tolerance=tolerances[k],
-            shapes=[list(s) for s in shapes],
-            near_ties=ties[k],
-            decisive_disagreements=decisive_miss[k],
-            rows=rows,
-        )
-        for k in onnx_paths
+        k: reference.measure(batches, runner(session(p)), tolerances[k], CPU_PROVIDER, emulated.get(k, ()))
+        for k, p in onnx_paths.items()
     }
 
 
@@ -119,8 +116,6 @@ def check(name: str, parity: Parity) -> None:
     within tolerance can cause, so it is recorded (argmax_agreement) but not fatal;
     untrained and barely trained models have many such rows.
     """
-    if parity.max_abs_logits > parity.tolerance or parity.decisive_disagreements > 0:
-        raise ParityError(
-            f"parity failed for {name}: max |logits diff| {parity.max_abs_logits:.3g} "
-            f"(tolerance {parity.tolerance:g}), argmax agreement {parity.argmax_agreement:.3f}"
-        )
+    why = reference.failure(parity)
+    if why:
+        raise ParityError(f"parity failed for {name}: {why}")

@@ -22,5 +22,6 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     fp16: bool = False  # also write model.fp16.onnx
     optimize: bool = False  # also write model.opt.onnx (ONNX Runtime's transformer optimizer)
+    gpu: bool = False  # also write model.gpu.onnx (fused for CUDA, then fp16; parity pending on CUDA)
     seed: int = 0  # parity batches (and the weights of a random-init export)
     fp16_tolerance: float = FP16_TOLERANCE

@@ -91,6 +91,7 @@ def summary(entry: ModelEntry) -> ModelSummary:
         provider=entry.provider,
         providers=entry.runtime.providers if entry.runtime else [],
         variant=entry.variant,
+        parity=entry.served.as_dict() if entry.served else None,
         manifest=manifest,
     )
 

@@ -165,6 +165,7 @@ async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
         "parameters": {
             "provider": {"string_value": entry.provider or ""},
             "variant": {"string_value": entry.variant or ""},
+            "parity": {"string_value": entry.served.status if entry.served else ""},
             "max_sequence_length": {"string_value": str(m.max_sequence_length)},
         },
     }

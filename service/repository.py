@@ -13,9 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import reference
 from contract.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
 from contract.tokenizer import Tokenizer
-from service.runtime import OrtModel
+from service import variants
+from service.runtime import OrtModel, choose_providers
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.repository")
@@ -31,6 +33,7 @@ class ModelEntry:
     tokenizer: Tokenizer | None = None
     runtime: OrtModel | None = None
     variant: str | None = None
+    served: variants.Served | None = None  # the variant's parity standing on its provider
     load_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -69,6 +72,23 @@ def _plain_name(value: str, what: str) -> str:
     return value
 
 
+def _best_variant(
+    path: Path, m: Manifest, settings: ServiceSettings, sessions: int
+) -> tuple[OrtModel, variants.Served]:
+    """The best variant proven on the provider (service.variants), its file name and sha256
+    checked before a session opens it."""
+
+    def open_variant(name: str) -> OrtModel:
+        _plain_name(m.variants[name].file, "variant file")
+        return OrtModel(verify_variant(path, m, name), settings, sessions)
+
+    def batches() -> list[reference.Batch]:
+        return reference.load(path / _plain_name(m.reference or "", "reference"))
+
+    provider = choose_providers(settings)[0][0]
+    return variants.select(m, provider, settings.variant, settings.allow_unproven, open_variant, batches)
+
+
 def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> ModelEntry:
     """Fill `entry` in place: ready with a session, or failed with the reason. `sessions`: how
     many models share the machine's cores (ORT thread counts)."""
@@ -77,18 +97,12 @@ def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> Mod
         m = load_manifest(entry.path)
         if m.name != entry.name:
             raise ValueError(f"manifest name {m.name!r} differs from the folder name")
-        variant = settings.variant if settings.variant in m.variants else m.default_variant
-        if settings.variant and settings.variant not in m.variants:
-            log.warning("%s: no variant %s, using %s", entry.name, settings.variant, variant)
         _plain_name(m.tokenizer, "tokenizer")
-        if variant in m.variants:
-            _plain_name(m.variants[variant].file, "variant file")
-        path = verify_variant(entry.path, m, variant)  # sha256 checked here
         tok = Tokenizer.load(entry.path / m.tokenizer)
         if tok.vocab_size != m.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} words, manifest says {m.vocab_size}")
-        runtime = OrtModel(path, settings, sessions)
-        entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, variant
+        runtime, entry.served = _best_variant(entry.path, m, settings, sessions)
+        entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, entry.served.variant
         if settings.warmup:
             import numpy as np
 

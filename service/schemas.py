@@ -177,6 +177,9 @@ class ModelSummary(BaseModel):
     provider: str | None = None
     providers: list[str] = []
     variant: str | None = None
+    # the served variant's parity on its provider: status (proven / proven-at-start / unproven),
+    # the measurement behind it, and why a preferred variant was not served (service.variants.Served)
+    parity: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None
 
 

@@ -31,8 +31,15 @@ class ServiceSettings(BaseSettings):
     )
     variant: str | None = Field(
         default=None,
-        description="variant key to load (model.onnx, model.opt.onnx, model.fp16.onnx); "
-        "falls back to the manifest's default when a model lacks it",
+        description="variant key to load (model.onnx, model.opt.onnx, model.fp16.onnx, model.gpu.onnx) instead "
+        "of the best proven one (on CUDA model.gpu.onnx when its parity is proven there, else the manifest's "
+        "default); refused when its parity is unproven on the provider; a model lacking it gets the best one",
+    )
+    allow_unproven: bool = Field(
+        default=False,
+        description="serve the variant named by H2H_VARIANT even when its parity is not proven on the "
+        "provider (export proves fp16 variants on CPU; on CUDA they are proven at start from the reference "
+        "batches in the model folder)",
     )
 
     # HTTP

@@ -108,3 +108,24 @@ def test_fp16_variant_on_cuda_within_tolerance(tiny_runs: dict, tmp_path: Path, 
         for name in MODELS:
             tol = load_manifest(repo / name).variants["model.fp16.onnx"].parity.tolerance
             np.testing.assert_allclose(_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)
+
+
+def test_fused_fp16_variant_is_proven_at_start_and_served_on_cuda(
+    tiny_runs: dict, tmp_path: Path, cpu_logits: dict
+) -> None:
+    """With model.gpu.onnx exported, the CUDA service proves it against the reference batches at
+    start, serves it by default, says so in /v1/models, and answers within its tolerance."""
+    from contract.manifest import load_manifest
+    from export.api import GPU_FILE, export_run
+    from export.settings import ExportOptions
+
+    repo = tmp_path / "repo"
+    for arch, run_dir in tiny_runs.items():
+        export_run(run_dir, repo, name=f"{arch}-tiny", options=ExportOptions(gpu=True))
+    with serve_in_thread(create_app(_settings(repo, "cuda"), gpu_metrics=False)) as base:
+        models = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}
+        for name in MODELS:
+            assert (models[name]["variant"], models[name]["provider"]) == (GPU_FILE, runtime.CUDA)
+            assert models[name]["parity"]["status"] == "proven-at-start", models[name]["parity"]
+            tol = load_manifest(repo / name).variants[GPU_FILE].parity.tolerance
+            np.testing.assert_allclose(_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)
