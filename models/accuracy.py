@@ -1,10 +1,10 @@
 """Seeded accuracy records (docs/accuracy.json): one object per training run, and their summary.
 
 A record is only compared with records trained on equal terms: same data (the split's
-sha256), preset, epochs, attention init, batch size, max length and dropout. Those fields
-form a record's `terms`; the summary works group by group. Within a group each variant's
-learning rate is the one with the most seeds (the rate the ablation picked), so sweep runs
-at other rates never mix into the seeded mean.
+sha256), preset, epochs (the cap under early stopping), patience, attention init, batch size,
+max length, dropout and recipe. Those fields form a record's `terms`; the summary works group
+by group. Within a group each variant's learning rate is the one with the most seeds (the rate
+the ablation picked), so sweep runs at other rates never mix into the seeded mean.
 """
 
 from __future__ import annotations
@@ -26,7 +26,19 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "sha-post": ("sha", "post"),
 }
 BASELINE = "mha-admin"
-TERMS = ("preset", "epochs", "attn_init", "batch_size", "max_len", "dropout", "data_sha256", "recipe")
+# epochs is the cap when patience is set (early stopping); records from before early stopping
+# existed have no patience field and group as patience None (every epoch trained)
+TERMS = (
+    "preset",
+    "epochs",
+    "patience",
+    "attn_init",
+    "batch_size",
+    "max_len",
+    "dropout",
+    "data_sha256",
+    "recipe",
+)
 # the rest of the training recipe (flags or H2H_TRAIN_* env vars): records differing here never mix
 RECIPE_FIELDS = (
     "weight_decay",
@@ -108,7 +120,11 @@ def record_from_metrics(variant: str, lr: float, seed: int, phase: str, m: dict[
         "val_accuracy": m["validation_accuracy"],
         "val_curve": m["val_curve"],
         "epoch_train_s": m["epoch_train_s"],
+        "epoch_wall_s": m["epoch_wall_s"],
         "best_epoch": m["best_epoch"],
+        "patience": m["patience"],
+        "epochs_run": m["epochs_run"],
+        "stopped_early": m["stopped_early"],
         "train_seconds": m["train_time_s"],
         "attn_init": m["attn_init"],
         "preset": m["preset"],

@@ -1,4 +1,5 @@
-"""Markdown summary of the seeded accuracy records: mean +- std, SHA - MHA, equal wall-clock.
+"""Markdown summary of the seeded accuracy records: mean +- std, SHA - MHA, equal wall-clock, and
+under early stopping the epochs each variant took to converge.
 
 Every comparison stays inside one group of equal terms (models.accuracy.groups). Equal
 wall-clock is read off the per-epoch records: the faster model's mean training seconds
@@ -114,6 +115,36 @@ def wall_clock_lines(group: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _per_epoch(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Mean seconds per epoch over runs (cumulative per-epoch `key`), None where not recorded."""
+    per = [r[key][-1] / len(r[key]) for r in runs if r.get(key)]
+    return statistics.fmean(per) if per else None
+
+
+def convergence_lines(group: list[dict[str, Any]]) -> list[str]:
+    """Per variant under early stopping: the best (kept) epoch, how many runs stopped before the
+    cap, seconds per epoch and training seconds to the kept epoch."""
+    cap, patience = group[0].get("epochs"), group[0].get("patience")
+    lines = []
+    for v in _present(group):
+        runs = chosen_runs(group, v)
+        kept = [(r, int(r["best_epoch"])) for r in runs if r.get("best_epoch")]
+        if not kept:
+            continue
+        best = [b for _, b in kept]
+        stopped = sum(1 for r in runs if r.get("stopped_early"))
+        to_best = [r["epoch_train_s"][b - 1] for r, b in kept]
+        train_pe, wall_pe = _per_epoch(runs, "epoch_train_s"), _per_epoch(runs, "epoch_wall_s")
+        wall = f", {_secs(wall_pe)} s with validation" if wall_pe is not None else ""
+        mean, sd = mean_std([float(b) for b in best])
+        lines.append(
+            f"- {v}: best epoch {mean:.1f} ± {sd:.1f} ({'/'.join(map(str, best))}); stopped early "
+            f"{stopped}/{len(runs)} (the rest reached the {cap}-epoch cap); {_secs(train_pe or 0)} s per "
+            f"epoch training{wall}; {_secs(statistics.fmean(to_best))} s of training to the best epoch"
+        )
+    return [f"Epochs to convergence (patience {patience}, cap {cap}):", "", *lines, ""] if lines else []
+
+
 def lr_table(group: list[dict[str, Any]]) -> list[str]:
     """Every learning rate tried in the group, per variant: the sweep's evidence."""
     lrs = sorted({r["lr"] for r in group})
@@ -135,7 +166,12 @@ def lr_table(group: list[dict[str, Any]]) -> list[str]:
 
 def group_section(group: list[dict[str, Any]]) -> list[str]:
     r0 = group[0]
-    terms = ", ".join(f"{k} {r0.get(k)}" for k in TERMS if k not in ("data_sha256", "recipe"))
+    shown = [k for k in TERMS if k not in ("data_sha256", "recipe") and (k != "patience" or r0.get(k))]
+    terms = ", ".join(f"{k} {r0.get(k)}" for k in shown)
+    if r0.get("patience"):
+        terms = terms.replace(
+            f"epochs {r0.get('epochs')}", f"until converged (at most {r0.get('epochs')} epochs)"
+        )
     devices = sorted({f"{r.get('device')} ({r.get('cpu', '?')}, {r.get('threads')} threads)" for r in group})
     out = [
         f"## {terms}",
@@ -144,6 +180,7 @@ def group_section(group: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     out += variant_table(group) + [""]
+    out += convergence_lines(group) if r0.get("patience") else []
     out += ["Test accuracy, SHA − MHA:", "", *(difference_lines(group) or ["- (no MHA-Admin runs here)"]), ""]
     out += ["Equal wall-clock (training seconds, validation excluded):", ""]
     out += [*(wall_clock_lines(group) or ["- (no MHA-Admin runs here)"]), ""]

@@ -1,8 +1,9 @@
 """Train an MHA or SHA encoder on WordNet supersenses.
 
-    python -m models.train --arch sha --preset small --norm admin
+    python -m models.train --arch sha --preset small --norm admin [--epochs 16 --patience 2]
 
-Writes runs/<arch>-<preset>-<norm>/ (see models.checkpoint) after every epoch, so an
+With --patience, training stops once validation accuracy has not improved for that many
+epochs (--epochs is then the cap; the learning-rate schedule still spans the cap). Writes runs/<arch>-<preset>-<norm>/ (see models.checkpoint) after every epoch, so an
 interrupted run keeps its last complete epoch; the final folder holds the weights of the
 epoch with the best validation accuracy and their test accuracy.
 """
@@ -15,7 +16,7 @@ import platform
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,15 +187,22 @@ class Fit:
     losses: list[tuple[int, float]]
     steps: int
     tokens: int
+    epoch_wall_s: list[float] = field(default_factory=list)  # cumulative, validation and saving included
+    stopped_early: bool = False  # validation accuracy stopped improving before the epoch cap
+
+    def patience_spent(self, patience: int | None) -> bool:
+        """Early stopping: `patience` epochs in a row since the best one, none of them better."""
+        return patience is not None and len(self.val_curve) - self.best_epoch >= patience
 
 
 def fit(
     model: Encoder, data: Prepared, s: TrainSettings, device: torch.device, total_steps: int, run_dir: Path
 ) -> Fit:
-    """Train for `total_steps`, validating (and saving the best weights) after each epoch.
+    """Train for `total_steps` (or until `s.patience` epochs pass without a better validation
+    accuracy), validating (and saving the best weights) after each epoch.
 
     Validation and checkpoint writes are left out of `epoch_train_s`, so equal-wall-clock
-    comparisons between models measure training alone.
+    comparisons between models measure training alone; `epoch_wall_s` includes them.
     """
     opt, sched = make_optimizer(model, s, total_steps, device)
     rng = random.Random(s.seed)
@@ -202,11 +210,12 @@ def fit(
     losses: list[tuple[int, float]] = []
     out = Fit({}, -1.0, 0, [], [], losses, 0, 0)
     model.train()
+    start = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task(
             f"{data.cfg.arch} {data.cfg.label}", total=total_steps, loss=float("nan"), tps=0.0
         )
-        for epoch in range(s.epochs):
+        for _ in range(s.epochs):
             t0 = time.perf_counter()
             state["running"], state["seen"] = 0.0, 0  # logged losses never span two epochs
             for ids, mask, y in bucketed_batches(data.train, s.batch_size, rng, data.cfg.pad_id):
@@ -217,19 +226,30 @@ def fit(
                     break
             state["train_s"] += time.perf_counter() - t0
             out.epoch_train_s.append(round(state["train_s"], 3))
-            val_acc = accuracy(model, data.validation, device)
-            out.val_curve.append(val_acc)
-            console.print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f}")
-            if val_acc > out.best_val:
-                out.best_val, out.best_epoch = val_acc, epoch + 1
-                out.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                partial = {"complete": False, "epoch": epoch + 1, "validation_accuracy": val_acc}
-                save_run(run_dir, model.cpu(), data.tok, list(LEXNAMES), partial)
-                model.to(device)
+            _validate(model, data, device, out, run_dir)
+            out.epoch_wall_s.append(round(time.perf_counter() - start, 3))
             if state["step"] >= total_steps:
+                break
+            if out.patience_spent(s.patience):
+                out.stopped_early = True
+                console.print(f"stopping early: no better validation accuracy for {s.patience} epochs")
                 break
     out.steps, out.tokens = int(state["step"]), int(state["tokens"])
     return out
+
+
+def _validate(model: Encoder, data: Prepared, device: torch.device, out: Fit, run_dir: Path) -> None:
+    """Validation accuracy after an epoch; a new best is kept in memory and saved (incomplete)."""
+    val_acc = accuracy(model, data.validation, device)
+    out.val_curve.append(val_acc)
+    epoch = len(out.val_curve)
+    console.print(f"epoch {epoch}: validation accuracy {val_acc:.4f}")
+    if val_acc > out.best_val:
+        out.best_val, out.best_epoch = val_acc, epoch
+        out.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        partial = {"complete": False, "epoch": epoch, "validation_accuracy": val_acc}
+        save_run(run_dir, model.cpu(), data.tok, list(LEXNAMES), partial)
+        model.to(device)
 
 
 def _step(
@@ -338,9 +358,13 @@ def _fit_facts(result: Fit, s: TrainSettings, test_acc: float, train_time: float
         "test_accuracy": test_acc,
         "best_epoch": result.best_epoch,
         "epochs": s.epochs,
+        "patience": s.patience,
+        "epochs_run": len(result.val_curve),
+        "stopped_early": result.stopped_early,
         "steps": result.steps,
         "val_curve": result.val_curve,
         "epoch_train_s": result.epoch_train_s,
+        "epoch_wall_s": result.epoch_wall_s,
         "train_time_s": round(train_time, 2),
         "tokens_per_s": round(result.tokens / max(1e-9, result.epoch_train_s[-1]), 1),
         "final_loss": result.losses[-1][1] if result.losses else None,
@@ -397,10 +421,10 @@ def train(s: TrainSettings) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    for name, field in TrainSettings.model_fields.items():
+    for name, spec in TrainSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(
-            flag, dest=name, default=argparse.SUPPRESS, help=field.description or f"default: {field.default}"
+            flag, dest=name, default=argparse.SUPPRESS, help=spec.description or f"default: {spec.default}"
         )
     return p
 

@@ -1,6 +1,7 @@
 """Seeded MHA vs SHA comparison: learning-rate sweep, N seeds per variant, summary and plot.
 
     python scripts/ablation.py --seeds 3 --lrs 5e-4,1e-3,2e-3 --epochs 4 [--variants mha-admin,sha-admin]
+    python scripts/ablation.py --seeds 5 --lrs 2e-3 --until-converged --patience 2 --max-epochs 16
 
 For each variant (mha-admin, sha-admin, sha-pre, sha-post) a short sweep trains one seed per
 learning rate (--sweep-epochs), picks the rate with the best validation accuracy, then trains
@@ -9,6 +10,10 @@ under a lock) to --out (default docs/accuracy.json), so an interrupted ablation 
 it stopped: a run already in the records is never retrained. The summary (mean ± std, SHA −
 MHA with a Welch 95% interval, equal-wall-clock comparison) is printed and written beside the
 records as .md, with a .png of validation accuracy per epoch. All seeds share one data split.
+
+--until-converged trains each seed with early stopping instead of a fixed --epochs: it stops
+once validation accuracy has not improved for --patience epochs (at most --max-epochs) and
+keeps the best epoch; records then carry the epochs to convergence and per-epoch wall clock.
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--lrs", default="1e-3", help="comma list of learning rates to sweep")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--sweep-epochs", type=int, default=1, help="epochs of each sweep run")
+    p.add_argument(
+        "--until-converged",
+        action="store_true",
+        help="seed runs stop early when validation accuracy stops improving (instead of --epochs)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=2, help="with --until-converged: epochs without a better one"
+    )
+    p.add_argument("--max-epochs", type=int, default=16, help="with --until-converged: the epoch cap")
     p.add_argument("--preset", default="small")
     p.add_argument("--attn-init", default="combined", help="combined (default) or per_head")
     p.add_argument("--batch-size", type=int, default=64)
@@ -81,9 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--lrs: not a comma list of numbers: {a.lrs!r}")
     if not a.lr_list or not all(0 < lr < 1 for lr in a.lr_list):
         p.error(f"--lrs: every rate must be in (0, 1), got {a.lrs!r}")
-    for flag in ("seeds", "epochs", "sweep_epochs"):
+    for flag in ("seeds", "epochs", "sweep_epochs", "patience", "max_epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')}: must be at least 1")
+    # seed runs: a fixed number of epochs, or up to the cap with early stopping
+    a.seed_epochs, a.seed_patience = (a.max_epochs, a.patience) if a.until_converged else (a.epochs, None)
     if a.out.suffix != ".json":
         p.error(f"--out: the records file must end in .json, got {a.out}")
     return a
@@ -93,20 +109,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 RUN_FLAGS = ("preset", "batch_size", "attn_init", "dropout", "max_len", "device", "threads", "wordnet_dir")
 
 
-def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
+def settings_for(
+    a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int, patience: int | None = None
+) -> TrainSettings:
     arch, norm = VARIANTS[variant]
-    name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
+    stop = f"-p{patience}" if patience else ""
+    name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}{stop}-lr{lr:g}-s{seed}"
     same = {k: getattr(a, k) for k in RUN_FLAGS}
-    return TrainSettings(arch=arch, norm=norm, epochs=epochs, lr=lr, seed=seed, out=a.runs, name=name, **same)
+    return TrainSettings(
+        arch=arch,
+        norm=norm,
+        epochs=epochs,
+        patience=patience,
+        lr=lr,
+        seed=seed,
+        out=a.runs,
+        name=name,
+        **same,
+    )
 
 
-def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
+def terms(
+    a: argparse.Namespace, epochs: int, data_sha256: str, patience: int | None = None
+) -> dict[str, Any]:
     """The equal-terms fields of a run (models.accuracy.TERMS), known before it trains."""
     max_len = a.max_len or PRESETS[a.preset].max_len
     settings = settings_for(a, next(iter(VARIANTS)), 1e-3, a.seed_base, epochs).model_dump()
     return {
         "preset": a.preset,
         "epochs": epochs,
+        "patience": patience,
         "attn_init": a.attn_init,
         "batch_size": a.batch_size,
         "max_len": max_len,
@@ -138,15 +170,18 @@ class Runner:
         self.done = {run_key(r) for r in self.records}
         self.planned: list[str] = []
 
-    def ensure(self, variant: str, lr: float, seed: int, epochs: int, phase: str) -> None:
-        t = terms(self.a, epochs, self.data_sha256)
+    def ensure(
+        self, variant: str, lr: float, seed: int, epochs: int, phase: str, patience: int | None = None
+    ) -> None:
+        t = terms(self.a, epochs, self.data_sha256, patience)
         key = run_key({"variant": variant, "lr": lr, "seed": seed, **t})
         if key in self.done:
             return
-        s = settings_for(self.a, variant, lr, seed, epochs)
+        s = settings_for(self.a, variant, lr, seed, epochs, patience)
         if self.a.dry_run:
+            until = f" (early stopping, patience {patience})" if patience else ""
             self.planned.append(
-                f"{phase}: {variant} lr {lr:g} seed {seed} epochs {epochs} -> {s.out / s.name}"
+                f"{phase}: {variant} lr {lr:g} seed {seed} epochs {epochs}{until} -> {s.out / s.name}"
             )
             self.done.add(key)
             return
@@ -173,7 +208,9 @@ def run_plan(a: argparse.Namespace, runner: Runner) -> None:
             for lr in a.lr_list:
                 runner.ensure(v, lr, seeds[0], a.sweep_epochs, "sweep")
             if len(runner.planned) > pending:  # a dry run whose sweep is not done yet
-                runner.planned.append(f"seeds: {v} seeds {seeds} epochs {a.epochs} at the best swept rate")
+                runner.planned.append(
+                    f"seeds: {v} seeds {seeds} epochs {a.seed_epochs} at the best swept rate"
+                )
                 continue
             sweep_terms = terms_of(terms(a, a.sweep_epochs, runner.data_sha256))
             chosen[v] = best_lr(runner.records, v, a.lr_list, sweep_terms, seeds[0])
@@ -181,7 +218,7 @@ def run_plan(a: argparse.Namespace, runner: Runner) -> None:
         else:
             chosen[v] = a.lr_list[0]
         for seed in seeds:
-            runner.ensure(v, chosen[v], seed, a.epochs, "seed")
+            runner.ensure(v, chosen[v], seed, a.seed_epochs, "seed", a.seed_patience)
 
 
 def write_summary(out: Path) -> str:
@@ -202,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
         for v in a.variant_list:  # every variant's settings checked before hours of training start
-            settings_for(a, v, a.lr_list[0], a.seed_base, a.epochs)
+            settings_for(a, v, a.lr_list[0], a.seed_base, a.seed_epochs, a.seed_patience)
         if not a.summary_only:
             data_sha256 = data_fingerprint(
                 split(load_wordnet(a.wordnet_dir), seed=TrainSettings().split_seed)

@@ -112,6 +112,76 @@ def test_equal_wall_clock_scores_the_slower_model_on_the_epochs_it_finished() ->
     assert "sha-admin 0.5850 ± 0.0919 (epochs done: 2/1)" in line
 
 
+def test_convergence_group_reports_epochs_to_convergence_and_the_interval() -> None:
+    """Early-stopped runs (cap 6, patience 2) group apart from fixed-epoch runs and report the
+    kept epoch, early stops, seconds per epoch and the Welch interval at convergence."""
+    conv = dict(epochs=6, patience=2)
+    mha = [
+        rec(
+            "mha-admin",
+            1,
+            0.80,
+            curve=(0.6, 0.7, 0.72, 0.71, 0.70),
+            secs=(10, 20, 30, 40, 50),
+            best_epoch=3,
+            stopped_early=True,
+            epoch_wall_s=[11, 22, 33, 44, 55],
+            **conv,
+        ),
+        rec(
+            "mha-admin",
+            2,
+            0.81,
+            curve=(0.6, 0.7, 0.73, 0.72, 0.71),
+            secs=(10, 20, 30, 40, 50),
+            best_epoch=3,
+            stopped_early=True,
+            epoch_wall_s=[11, 22, 33, 44, 55],
+            **conv,
+        ),
+    ]
+    curve6 = (0.5, 0.6, 0.65, 0.7, 0.72, 0.74)
+    sha = [
+        rec(
+            "sha-admin",
+            s,
+            t,
+            curve=curve6,
+            secs=(20, 40, 60, 80, 100, 120),
+            best_epoch=6,
+            stopped_early=False,
+            **conv,
+        )
+        for s, t in ((1, 0.79), (2, 0.795))
+    ]
+    fixed = [rec("mha-admin", 1, 0.7), rec("mha-admin", 2, 0.7)]  # no patience: an older group
+    records = fixed + mha + sha
+    gs = groups(records)
+    assert sorted(len(g) for g in gs) == [2, 4]
+    md = summary_markdown(records)
+    assert "## preset small, until converged (at most 6 epochs), patience 2, attn_init combined" in md
+    assert "## preset small, epochs 3, attn_init combined" in md  # the older group, no patience shown
+    assert "Epochs to convergence (patience 2, cap 6):" in md
+    assert (
+        "- mha-admin: best epoch 3.0 ± 0.0 (3/3); stopped early 2/2 (the rest reached the 6-epoch cap); "
+        "10.0 s per epoch training, 11.0 s with validation; 30.0 s of training to the best epoch"
+    ) in md
+    assert (
+        "- sha-admin: best epoch 6.0 ± 0.0 (6/6); stopped early 0/2" in md
+        and "20.0 s per epoch training;" in md
+    )
+    assert "sha-admin − mha-admin: -1.25 points, 95% interval [" in md
+    # equal wall-clock: mha's 50 s runs against sha's epochs finished by then (2 of 6)
+    assert "at 50.0 s (mha-admin's full run; sha-admin needs 120 s)" in md and "(epochs done: 2/2)" in md
+
+
+def test_the_committed_records_still_summarise() -> None:
+    records = load_records(Path(__file__).resolve().parents[1] / "docs" / "accuracy.json")
+    md = summary_markdown(records)
+    assert "patience" not in md and "Epochs to convergence" not in md
+    assert "## preset small, epochs 4, attn_init combined" in md and "sha-admin − mha-admin:" in md
+
+
 def _append_many(path: str, worker: int) -> None:
     for i in range(10):
         append_record(Path(path), {"worker": worker, "i": i})
