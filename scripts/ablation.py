@@ -116,17 +116,8 @@ def settings_for(
     stop = f"-p{patience}" if patience else ""
     name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}{stop}-lr{lr:g}-s{seed}"
     same = {k: getattr(a, k) for k in RUN_FLAGS}
-    return TrainSettings(
-        arch=arch,
-        norm=norm,
-        epochs=epochs,
-        patience=patience,
-        lr=lr,
-        seed=seed,
-        out=a.runs,
-        name=name,
-        **same,
-    )
+    run = {"epochs": epochs, "patience": patience, "lr": lr, "seed": seed}
+    return TrainSettings(arch=arch, norm=norm, out=a.runs, name=name, **run, **same)
 
 
 def terms(
