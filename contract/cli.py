@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -28,3 +30,12 @@ def validation_message(exc: Exception) -> str:
         loc = ".".join(str(p) for p in first.get("loc", ())) or "value"
         return f"{loc}: {first.get('msg', 'invalid')}"
     return str(exc).splitlines()[0]
+
+
+def settings_from(cls: type[T], args: Any, skip: tuple[str, ...] = ("command", "no_report", "dry_run")) -> T:
+    """A settings object from the flags given (env and defaults for the rest), or exit 2."""
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    try:
+        return cls(**overrides)
+    except Exception as exc:
+        fail(validation_message(exc))

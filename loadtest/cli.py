@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 
-from contract.cli import OneLineArgumentParser, fail, validation_message
-from loadtest.progress import StepProgress
+from contract.cli import OneLineArgumentParser, fail, settings_from
+from loadtest.console import StepProgress, announce, planned
 from loadtest.settings import LoadtestSettings
-
-T = TypeVar("T")
-S = TypeVar("S")
-P = TypeVar("P")
 
 GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
 
@@ -110,42 +105,6 @@ def _capacity_parser(sub: Any) -> None:
     c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
 
-def settings_from(cls: type[T], args: Any) -> T:
-    """A settings object from the flags given (env and defaults for the rest), or exit 2."""
-    skip = {"command", "no_report", "dry_run"}
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
-    try:
-        return cls(**overrides)
-    except Exception as exc:
-        fail(validation_message(exc))
-
-
-def planned(plan_fn: Callable[[S], P], s: S) -> P:
-    """`plan_fn(s)` with its notes printed, or exit 2 with one line (bad plan, no service)."""
-    from loadtest.client import load as hc
-    from loadtest.sweep.run import PlanError
-
-    try:
-        pl = plan_fn(s)
-    except (PlanError, hc.ServiceUnreachable) as exc:
-        fail(str(exc))
-    except hc.httpx.HTTPError as exc:
-        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
-    for n in pl.notes:  # type: ignore[attr-defined]
-        print(f"note: {n}", file=sys.stderr)
-    return pl
-
-
-def announce(args: Any, line: str, steps: list[Any]) -> bool:
-    """The plan's line on stderr; with --dry-run also each step's label on stdout, and True: the
-    command stops there."""
-    print(line, file=sys.stderr)
-    if args.dry_run:
-        for step in steps:
-            print(step.label())
-    return bool(args.dry_run)
-
-
 def _settings(args: Any) -> LoadtestSettings:
     return settings_from(LoadtestSettings, args)
 
@@ -204,13 +163,12 @@ def cmd_sweep(args: Any) -> int:
 
 
 def cmd_report(args: Any) -> int:
-    from loadtest.capacity import runner as capacity_run
     from loadtest.report.markdown import headline, write_report
-    from loadtest.results import load
+    from loadtest.results import CAPACITY_JSON_NAME, load, load_capacity
 
     path = Path(args.results)
     has_sweep = (path / "results.json").is_file() or path.is_file()
-    if not has_sweep and not (path / capacity_run.JSON_NAME).is_file():
+    if not has_sweep and not (path / CAPACITY_JSON_NAME).is_file():
         fail(
             f"{path} has no results.json or capacity.json (run `python -m loadtest sweep --out {path}` first)"
         )
@@ -220,7 +178,7 @@ def cmd_report(args: Any) -> int:
     except ValueError as exc:
         fail(str(exc).splitlines()[0])
     print(f"wrote {out}", file=sys.stderr)
-    print(headline(points, capacity_run.load(path if path.is_dir() else path.parent)))
+    print(headline(points, load_capacity(path if path.is_dir() else path.parent)))
     return 0
 
 

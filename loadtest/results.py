@@ -1,7 +1,10 @@
-"""Sweep results: one row per point, written as CSV and JSON (atomically, after every point).
+"""The load tester's result files, written atomically after every point or search, and read back
+by the report: one `Row` (a dict of column name to value) per measurement.
 
-results.json = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [rows]}
-results.csv  = the rows, columns in `COLUMNS` order.
+results.json  = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [rows]}
+results.csv   = the sweep's rows, columns in `COLUMNS` order.
+capacity.json = {"meta": ..., "rows": [one per model and shape], "ratios": [...], "probes": [...]}
+capacity.csv  = the capacity rows, columns in `CAPACITY_COLUMNS` order.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from typing import Any
 
 from contract.atomic import write_json, write_text
 from service import nvml
+
+# one measurement: a sweep point or a capacity search, column name -> value
+Row = dict[str, Any]
 
 # which model, and the request shape: the first columns of the sweep's and the capacity search's rows
 SHAPE_COLUMNS = ["model", "arch", "layers", "heads", "batch", "seq"]
@@ -57,6 +63,29 @@ COLUMNS = [
 
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
+
+CAPACITY_JSON_NAME = "capacity.json"
+CAPACITY_CSV_NAME = "capacity.csv"
+CAPACITY_COLUMNS = [
+    *SHAPE_COLUMNS,
+    "slo_p99_ms",
+    "max_error_rate",
+    "capacity_rps",
+    "capacity_rows_per_s",
+    "goodput_rps",
+    "p50_ms",
+    "p99_ms",
+    "error_rate",
+    "p50_c1_ms",
+    "closed_c8_rps",
+    "probes",
+    "failed_above_rps",
+    "status",
+    "provider",
+    "variant",
+    "client_cpu_us_per_req",
+    "accuracy",
+]
 
 
 def cpu_model() -> str:
@@ -124,4 +153,21 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "points" not in data:
         raise ValueError(f"{path} is not a loadtest results file (no 'points')")
     data.setdefault("meta", {})
+    return data
+
+
+def write_capacity(out: Path, data: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CAPACITY_JSON_NAME, data)
+    write_text(out / CAPACITY_CSV_NAME, to_csv(data["rows"], CAPACITY_COLUMNS))
+
+
+def load_capacity(results_dir: Path) -> dict[str, Any] | None:
+    """capacity.json from a results folder, or None when there is none."""
+    path = Path(results_dir) / CAPACITY_JSON_NAME
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "rows" not in data:
+        raise ValueError(f"{path} is not a capacity results file (no 'rows')")
     return data

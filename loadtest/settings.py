@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loadtest.urls import ServiceUrl
 
 
 class LoadtestSettings(BaseSettings):
@@ -27,7 +29,7 @@ class LoadtestSettings(BaseSettings):
     mode: Literal["inproc", "http", "both"] | None = None
 
     repo: Path = Field(default=Path("model_repository"), description="model repository (inproc)")
-    url: str = Field(default="http://127.0.0.1:8000", description="running service (http)")
+    url: ServiceUrl = Field(default="http://127.0.0.1:8000", description="running service (http)")
     out: Path = Path("results")
 
     duration: float | None = Field(default=None, gt=0, le=600, description="seconds per http point")
@@ -42,10 +44,3 @@ class LoadtestSettings(BaseSettings):
     client_procs: int = Field(default=1, ge=1, le=64, description="load client processes (http)")
     max_points: int = Field(default=400, ge=1, description="refuse grids larger than this")
     seed: int = 0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http:// URL")
-        return v.rstrip("/")

@@ -31,9 +31,9 @@ from contract.cli import OneLineArgumentParser, fail
 from loadtest.bench.procs import Server, profile_top, start_floor, start_service, wrk_run
 from loadtest.client import load as hc
 from loadtest.client.latency import summarize
+from loadtest.models import PlanError, repo_models, resolve
 from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel
-from loadtest.sweep.run import PlanError, repo_models, resolve
 
 TARGETS = {"overhead_c1_ms": 0.3, "capacity_c32_rps": 3000.0, "overload_goodput": 0.8}
 

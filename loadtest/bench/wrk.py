@@ -27,7 +27,7 @@ from contract.cli import OneLineArgumentParser, fail
 from loadtest.client import load as hc
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
-from loadtest.sweep.run import PlanError, resolve, service_models
+from loadtest.models import PlanError, resolve, service_models
 
 LUA = Path(__file__).with_name("wrk_post.lua")
 

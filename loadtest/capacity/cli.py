@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from contract.cli import fail
-from loadtest.cli import announce, planned, settings_from
-from loadtest.progress import StepProgress
+from contract.cli import fail, settings_from
+from loadtest.console import StepProgress, announce, planned
 
 if TYPE_CHECKING:
     from loadtest.capacity.runner import CapacitySettings

@@ -17,41 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract.atomic import write_json, write_text
 from loadtest import results
 from loadtest.capacity.search import Probe, SearchResult, SearchSpec, judge, search
 from loadtest.client import load as hc
 from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
+from loadtest.models import ModelInfo, PlanError, resolve, service_models
 from loadtest.sweep.grid import GridError, parse_list, parse_names
-from loadtest.sweep.run import ModelInfo, PlanError, resolve, service_models
-
-JSON_NAME = "capacity.json"
-CSV_NAME = "capacity.csv"
-COLUMNS = [
-    *results.SHAPE_COLUMNS,
-    "slo_p99_ms",
-    "max_error_rate",
-    "capacity_rps",
-    "capacity_rows_per_s",
-    "goodput_rps",
-    "p50_ms",
-    "p99_ms",
-    "error_rate",
-    "p50_c1_ms",
-    "closed_c8_rps",
-    "probes",
-    "failed_above_rps",
-    "status",
-    "provider",
-    "variant",
-    "client_cpu_us_per_req",
-    "accuracy",
-]
+from loadtest.urls import ServiceUrl
 
 
 class CapacitySettings(BaseSettings):
@@ -62,7 +39,7 @@ class CapacitySettings(BaseSettings):
     seq: str = "16,64"
     slo_p99_ms: float = Field(default=50.0, gt=0, le=600_000)
     max_error_rate: float = Field(default=0.001, ge=0, lt=1)
-    url: str = "http://127.0.0.1:8000"
+    url: ServiceUrl = "http://127.0.0.1:8000"
     out: Path = Path("results")
     probe_duration: float = Field(default=2.0, gt=0, le=120, description="seconds per probe (at least)")
     min_requests: int = Field(default=200, ge=1, description="a probe lasts long enough to send this many")
@@ -75,13 +52,6 @@ class CapacitySettings(BaseSettings):
     timeout: float = Field(default=30.0, gt=0)
     client_procs: int = Field(default=1, ge=1, le=64)
     seed: int = 0
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith("http://"):
-            raise ValueError(f"{v!r} is not an http:// URL")
-        return v.rstrip("/")
 
     def spec(self, start_rate: float) -> SearchSpec:
         return SearchSpec(self.slo_p99_ms, self.max_error_rate, start_rate, self.max_probes, self.tolerance)
@@ -210,9 +180,7 @@ class CapacityRunner:
 
     def save(self) -> None:
         data = {"meta": self.meta, "rows": self.rows, "ratios": ratios(self.rows), "probes": self.probes}
-        self.s.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.s.out / JSON_NAME, data)
-        write_text(self.s.out / CSV_NAME, results.to_csv(self.rows, COLUMNS))
+        results.write_capacity(self.s.out, data)
 
     def _body(self, t: Target) -> tuple[str, bytes]:
         info = self.plan.models[t.model]
@@ -315,16 +283,3 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def load(results_dir: Path) -> dict[str, Any] | None:
-    """capacity.json from a results folder, or None when there is none."""
-    import json
-
-    path = Path(results_dir) / JSON_NAME
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "rows" not in data:
-        raise ValueError(f"{path} is not a capacity results file (no 'rows')")
-    return data

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from loadtest.urls import http_url
+
 T = TypeVar("T")
 
 
@@ -85,9 +87,7 @@ class _Conn(asyncio.Protocol):
 
 def request_bytes(url: str, body: bytes, content_type: str = "application/json") -> tuple[str, int, bytes]:
     """(host, port, the full POST request) for `url`; serialised once, sent many times."""
-    u = urlsplit(url)
-    if u.scheme != "http" or not u.hostname:
-        raise ValueError(f"{url!r}: the load client speaks plain http:// only")
+    u = urlsplit(http_url(url))
     port = u.port or 80
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     head = (

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-Row = dict[str, Any]
+from loadtest.results import Row
 
 
 def latency_rows(points: list[Row]) -> tuple[str, list[Row]]:

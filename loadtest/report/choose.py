@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-Row = dict[str, Any]
+from loadtest.results import Row
+
 SAME_ACCURACY = 0.001  # closer than this (0.1 point) counts as equally accurate
 
 

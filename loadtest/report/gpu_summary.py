@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import results
-from loadtest.capacity import runner as capacity_run
 from loadtest.report import analysis, choose
 from loadtest.report.markdown import verdict
-
-Row = dict[str, Any]
+from loadtest.results import Row
 
 
 def slug(name: str) -> str:
@@ -97,7 +95,7 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
             }
     http: dict[str, Any] = {}
     got = _folder(out / "http")
-    cap = capacity_run.load(out / "http") if (out / "http").is_dir() else None
+    cap = results.load_capacity(out / "http") if (out / "http").is_dir() else None
     if got is not None:
         http["verdict"] = verdict(got[0])
     if cap and cap.get("rows"):

@@ -8,10 +8,9 @@ from typing import Any
 
 from contract.atomic import write_text
 from loadtest import results
-from loadtest.capacity import runner as capacity_run
 from loadtest.report import analysis, choose, plots
+from loadtest.results import Row
 
-Row = dict[str, Any]
 REPORT_NAME = "report.md"
 
 
@@ -309,7 +308,7 @@ def write_report(results_dir: Path) -> Path:
     folder = results_dir.parent if results_dir.is_file() else results_dir
     has_sweep = results_dir.is_file() or (folder / results.JSON_NAME).is_file()
     data = results.load(results_dir) if has_sweep else {"points": [], "meta": {}}
-    cap = capacity_run.load(folder)
+    cap = results.load_capacity(folder)
     images = plots.all_plots(data["points"], folder)
     if cap and cap.get("rows"):
         manifests = {**cap["meta"].get("manifests", {}), **data["meta"].get("manifests", {})}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -15,12 +14,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from contract import atomic  # noqa: E402
-from loadtest.report import (
-    analysis,  # noqa: E402
-    choose,  # noqa: E402
-)
-
-Row = dict[str, Any]
+from loadtest.report import analysis, choose  # noqa: E402
+from loadtest.results import Row  # noqa: E402
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Progress of a long load-test command (sweep, capacity) on stderr.
+"""What a load-test command (sweep, capacity) prints around its run: the plan line and its notes,
+the plan's steps with --dry-run, and progress on stderr.
 
 stdout carries the command's results (plans, summaries), so progress never goes there. On a
 terminal a rich bar shows where the run is; anywhere else (CI logs, pipes) one plain line per
@@ -8,7 +9,13 @@ step, since a redrawn bar would flood a log with control sequences.
 from __future__ import annotations
 
 import sys
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
+
+from contract.cli import fail
+
+S = TypeVar("S")
+P = TypeVar("P")
 
 
 class StepProgress:
@@ -52,3 +59,29 @@ class StepProgress:
         """Steps that will not run after all (a search that stopped early), so the bar still ends full."""
         if self.bar:
             self.bar.update(self.task, advance=steps)
+
+
+def planned(plan_fn: Callable[[S], P], s: S) -> P:
+    """`plan_fn(s)` with its notes printed, or exit 2 with one line (bad plan, no service)."""
+    from loadtest.client import load as hc
+    from loadtest.models import PlanError
+
+    try:
+        pl = plan_fn(s)
+    except (PlanError, hc.ServiceUnreachable) as exc:
+        fail(str(exc))
+    except hc.httpx.HTTPError as exc:
+        fail(f"service at {s.url}: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+    for n in pl.notes:  # type: ignore[attr-defined]
+        print(f"note: {n}", file=sys.stderr)
+    return pl
+
+
+def announce(args: Any, line: str, steps: list[Any]) -> bool:
+    """The plan's line on stderr; with --dry-run also each step's label on stdout, and True: the
+    command stops there."""
+    print(line, file=sys.stderr)
+    if args.dry_run:
+        for step in steps:
+            print(step.label())
+    return bool(args.dry_run)
