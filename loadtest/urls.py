@@ -21,7 +21,7 @@ def http_url(url: str) -> str:
     try:
         parts.port  # noqa: B018  (urlsplit checks the port only when asked)
     except ValueError:
-        raise ValueError(f"{url!r} has a bad port") from None
+        raise ValueError(f"{url!r} is not an http://host[:port] URL (bad port)") from None
     return url.rstrip("/")
 
 

@@ -209,3 +209,30 @@ def test_help_states_the_settings_defaults(command):
         assert f"(default {shown})" in action.help or f"(default {shown};" in action.help, action.help
         checked += 1
     assert checked >= 8
+
+
+@pytest.mark.parametrize(
+    "bad", ["https://127.0.0.1:8000", "127.0.0.1:8000", "http://", "ftp://x", "http://h:99999"]
+)
+def test_every_loadtest_program_refuses_the_same_urls(bad: str) -> None:
+    """One rule for the sweep, the capacity search and the wire client: plain http:// with a host
+    (the client has no TLS, so https would only fail at the first request)."""
+    from pydantic import ValidationError
+
+    from loadtest.capacity.runner import CapacitySettings
+    from loadtest.client.wire import request_bytes
+    from loadtest.settings import LoadtestSettings
+
+    for settings in (LoadtestSettings, CapacitySettings):
+        with pytest.raises(ValidationError, match="http://host"):
+            settings(url=bad)
+    with pytest.raises(ValueError, match="http"):
+        request_bytes(bad + "/v1/x", b"{}")
+
+
+def test_a_good_url_loses_its_trailing_slash_everywhere() -> None:
+    from loadtest.capacity.runner import CapacitySettings
+    from loadtest.settings import LoadtestSettings
+
+    assert LoadtestSettings(url="http://10.0.0.5:9000/").url == "http://10.0.0.5:9000"
+    assert CapacitySettings(url="http://localhost:8000/").url == "http://localhost:8000"
