@@ -76,11 +76,10 @@ def write_report_for(out: Path, data: dict[str, Any]) -> Path:
     """report.md in `out`: a sweep's or capacity search's folder gets its whole report rebuilt (the
     profile becomes one section of it); a folder of its own gets the profile alone."""
     from loadtest import results
-    from loadtest.capacity import runner as capacity_run
     from loadtest.profile import render
     from loadtest.report.markdown import write_report
 
-    if (out / results.JSON_NAME).is_file() or (out / capacity_run.JSON_NAME).is_file():
+    if (out / results.JSON_NAME).is_file() or (out / results.CAPACITY_JSON_NAME).is_file():
         return write_report(out)
     write_text(out / REPORT_NAME, "\n".join(["# Profile", "", *render.section_md(data)]) + "\n")
     return out / REPORT_NAME
