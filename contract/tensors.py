@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 INPUT_IDS: Final = "input_ids"  # INT64 [batch, sequence]; 0 is [PAD]
-ATTENTION_MASK: Final = "attention_mask"  # INT64 [batch, sequence]; 1 real token, 0 padding
+ATTENTION_MASK: Final = "attention_mask"  # INT64 [batch, sequence]; 1 real token, 0 padding (at the end)
 LOGITS: Final = "logits"  # FP32 [batch, num_labels]
 EMBEDDING: Final = "embedding"  # FP32 [batch, d_model], masked mean pool of the last layer
 

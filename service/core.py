@@ -72,6 +72,11 @@ def _mask_row(row: Sequence[int] | np.ndarray, ids: np.ndarray, where: str) -> n
         raise InvalidInput("mask values must be 0 or 1", f"{where}.{int(bad[0])}")
     if not mask.any():
         raise InvalidInput("a row's mask needs at least one 1", where)
+    # Fused attention (model.opt.onnx, model.gpu.onnx) reads each row's length, not its mask: a
+    # row must be its tokens then padding, or the answer would depend on the variant served.
+    gap = np.flatnonzero(mask[: int(np.flatnonzero(mask)[-1])] == 0)
+    if gap.size:
+        raise InvalidInput("mask must be 1s then 0s (padding only at the end)", f"{where}.{int(gap[0])}")
     return mask
 
 

@@ -296,6 +296,18 @@ def _bad_v1_json_cases(mha) -> list[tuple[str, dict, int, str]]:  # noqa: ANN001
             "attention_mask.0.1",
         ),
         (
+            "mask gap",
+            {"json": {"input_ids": [[2, 3, 4]], "attention_mask": [[1, 0, 1]]}},
+            422,
+            "attention_mask.0.1",
+        ),
+        (
+            "mask leading padding",
+            {"json": {"input_ids": [[2, 3]], "attention_mask": [[0, 1]]}},
+            422,
+            "attention_mask.0.0",
+        ),
+        (
             "mask all zero",
             {"json": {"input_ids": [[2, 3]], "attention_mask": [[0, 0]]}},
             422,
