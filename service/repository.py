@@ -111,7 +111,7 @@ def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> Mod
         entry.state, entry.error = "ready", None
     except Exception as exc:  # reported, never fatal: the other models still serve
         entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}"
-        entry.runtime = None
+        entry.runtime = entry.served = None
         log.error("model %s failed to load: %s", entry.name, entry.error)
     entry.load_seconds = time.perf_counter() - t0
     return entry

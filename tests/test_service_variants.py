@@ -171,8 +171,9 @@ def test_named_unproven_variant_fails_the_model_with_one_line(
 ) -> None:
     _fake_cuda(monkeypatch, 0.5)
     entry = repository.discover(repo)[0]
-    repository.load(entry, _cuda_settings(repo, variant=GPU_FILE))
-    assert entry.state == "failed" and entry.runtime is None
-    assert entry.error.startswith("UnprovenVariant: H2H_VARIANT=model.gpu.onnx: model.gpu.onnx failed parity")
     repository.load(entry, _cuda_settings(repo, variant=GPU_FILE, allow_unproven=True))
     assert entry.ready and entry.served.status == "unproven" and entry.variant == GPU_FILE
+    repository.load(entry, _cuda_settings(repo, variant=GPU_FILE))
+    assert entry.state == "failed" and entry.runtime is None and entry.served is None
+    assert entry.error.startswith("UnprovenVariant: H2H_VARIANT=model.gpu.onnx: model.gpu.onnx failed parity")
+    assert "\n" not in entry.error and entry.error.endswith("set H2H_ALLOW_UNPROVEN=1 to serve it anyway")
