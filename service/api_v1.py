@@ -7,6 +7,7 @@ model in the URL, `body` for the body as a whole).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from service.repository import ModelEntry
 from service.schemas import (
     CompareRequest,
     CompareResponse,
+    CudaGraphsSummary,
     ErrorResponse,
     ModelList,
     ModelSummary,
@@ -92,8 +94,14 @@ def summary(entry: ModelEntry) -> ModelSummary:
         providers=entry.runtime.providers if entry.runtime else [],
         variant=entry.variant,
         parity=entry.served.as_dict() if entry.served else None,
+        cuda_graphs=_graphs(entry),
         manifest=manifest,
     )
+
+
+def _graphs(entry: ModelEntry) -> CudaGraphsSummary | None:
+    memory = entry.runtime.graph_memory() if entry.runtime else None
+    return CudaGraphsSummary(**dataclasses.asdict(memory)) if memory else None
 
 
 @router.get("/models", response_model=ModelList)

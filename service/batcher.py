@@ -7,7 +7,9 @@ Pure asyncio + numpy (no FastAPI, no ONNX Runtime) so it is unit-testable with a
   up front (`TooLarge`), by the caller's validation normally.
 - Each row is trimmed of trailing masked positions and filed under the bucket
   `ceil(length / bucket_width)`; a batch holds rows of one bucket only and is padded to its
-  longest row, so little padding is computed.
+  longest row, so little padding is computed, or to the shape `pad_shape` names when given (the
+  runtime's: on CUDA one of a bounded set of captured graph shapes). Padding rows are [PAD]
+  attending to their first position only, and are dropped from the answers.
 - A batch runs when its bucket holds `max_batch_size` rows, or when its oldest request has
   waited `max_queue_delay_ms`, whichever first; the oldest waiting request goes first. With
   the default delay of 0 a request that finds the model idle runs at once, and rows that
@@ -43,7 +45,10 @@ from typing import Protocol
 
 import numpy as np
 
+from service.shapes import blank_batch
+
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+PadShape = Callable[[int, int], tuple[int, int]]  # (rows, longest length) -> shape to run at
 
 log = logging.getLogger("service.batcher")
 
@@ -164,11 +169,13 @@ class DynamicBatcher:
         inline_compute_ms: float = 1.0,
         observer: Observer | None = None,
         on_broken: Callable[[BaseException], None] | None = None,
+        pad_shape: PadShape | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or bucket_width < 1:
             raise ValueError("max_batch_size, max_queue_rows and bucket_width must be >= 1")
         self.name = name
         self.run_fn = run_fn
+        self.pad_shape = pad_shape
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_ms / 1000.0
         self.max_queue_rows = max_queue_rows
@@ -447,8 +454,8 @@ class DynamicBatcher:
         rows = [r for it in items for r in it.ids]
         masks = [m for it in items for m in it.masks]
         width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
+        shape = (len(rows), width) if self.pad_shape is None else self.pad_shape(len(rows), width)
+        ids, mask = blank_batch(*shape, self.pad_id, len(rows))
         for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
             ids[i, : len(r)] = r
             mask[i, : len(m)] = m
@@ -473,7 +480,8 @@ class DynamicBatcher:
             self.observer.queue_wait(self.name, started - it.enqueued)
         logits, embedding = await self._compute(loop, ids, mask)
         compute_s = time.perf_counter() - started
-        self._record(items, ids.shape[0], ids.shape[1], int(mask.sum()), started, compute_s)
+        rows = sum(it.rows for it in items)  # real rows: padding rows are neither counted nor answered
+        self._record(items, rows, ids.shape, int(mask[:rows].sum()), started, compute_s)
         offset = 0
         for it in items:
             if not it.future.done():
@@ -483,16 +491,24 @@ class DynamicBatcher:
                         embedding=embedding[offset : offset + it.rows],
                         queue_ms=(started - it.enqueued) * 1000.0,
                         compute_ms=compute_s * 1000.0,
-                        batch_size=ids.shape[0],
+                        batch_size=rows,
                         padded_length=ids.shape[1],
                     )
                 )
             offset += it.rows
 
     def _record(
-        self, items: list[_Item], rows: int, width: int, real: int, started: float, compute_s: float
+        self,
+        items: list[_Item],
+        rows: int,
+        shape: tuple[int, ...],
+        real: int,
+        started: float,
+        compute_s: float,
     ) -> None:
-        key = self._shape_key(rows, width)
+        """Account a batch of `rows` real rows (`real` tokens) that ran at `shape` (padded)."""
+        key = self._shape_key(shape[0], shape[1])
+        width = shape[1]
         known = self._compute_s.get(key)
         self._compute_s[key] = compute_s if known is None else 0.8 * known + 0.2 * compute_s
         rate = rows / max(compute_s, 1e-9)

@@ -107,6 +107,8 @@ class Service:
             self.metrics.model_info.labels(
                 entry.name, m.arch, str(m.layers), str(m.heads), entry.provider, entry.variant
             ).set(1)
+            if entry.runtime.graphs is not None:
+                self.metrics.watch_graphs(entry.name, entry.runtime.graphs.memory)
             self.metrics.queue_depth_g.labels(entry.name).set(0)
             self.metrics.inflight.labels(entry.name).set(0)
             limits = {k: getattr(s, k) for k in BATCHER_SETTINGS}
@@ -114,6 +116,7 @@ class Service:
                 entry.name,
                 entry.runtime.run,
                 bucket_width=s.length_bucket,
+                pad_shape=entry.runtime.padded_shape,
                 pad_id=m.pad_id,
                 timeout_s=s.request_timeout_s,
                 observer=self.metrics,

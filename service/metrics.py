@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from service.cuda_graphs import GraphMemory
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -123,6 +127,15 @@ class Metrics:
             ["model", "arch", "layers", "heads", "provider", "variant"],
             registry=r,
         )
+        self.cuda_graphs = Gauge(
+            "h2h_cuda_graphs", "CUDA graphs captured for the model (CUDA only)", ["model"], registry=r
+        )
+        self.cuda_graph_bytes = Gauge(
+            "h2h_cuda_graph_bytes",
+            "Device bytes of the buffers bound to the model's CUDA graphs (ORT's arena not included)",
+            ["model"],
+            registry=r,
+        )
         self._series: dict[str, _ModelSeries] = {}
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if gpu:
@@ -180,6 +193,12 @@ class Metrics:
             )
         pair[0].inc()
         pair[1].observe(seconds)
+
+    # CUDA graphs ----------------------------------------------------------------------------
+    def watch_graphs(self, model: str, memory: Callable[[], GraphMemory]) -> None:
+        """Report `model`'s captured graphs and their bound bytes, read at scrape time."""
+        self.cuda_graphs.labels(model).set_function(lambda: memory().graphs)
+        self.cuda_graph_bytes.labels(model).set_function(lambda: memory().bound_bytes)
 
 
 class _ModelSeries:

@@ -80,7 +80,7 @@ def _best_variant(
 
     def open_variant(name: str) -> OrtModel:
         _plain_name(m.variants[name].file, "variant file")
-        return OrtModel(verify_variant(path, m, name), settings, sessions)
+        return OrtModel(verify_variant(path, m, name), settings, sessions, max_length=m.max_sequence_length)
 
     def batches() -> list[reference.Batch]:
         return reference.load(path / _plain_name(m.reference or "", "reference"))
@@ -104,10 +104,7 @@ def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> Mod
         runtime, entry.served = _best_variant(entry.path, m, settings, sessions)
         entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, entry.served.variant
         if settings.warmup:
-            import numpy as np
-
-            ids = np.full((1, 4), 1, dtype=np.int64)
-            runtime.run(ids, np.ones_like(ids))
+            _warm_up(entry.name, runtime)
         entry.state, entry.error = "ready", None
     except Exception as exc:  # reported, never fatal: the other models still serve
         entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -115,6 +112,20 @@ def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> Mod
         log.error("model %s failed to load: %s", entry.name, entry.error)
     entry.load_seconds = time.perf_counter() - t0
     return entry
+
+
+def _warm_up(name: str, runtime: OrtModel) -> None:
+    """Warm the model up before it says ready (on CUDA: capture all its graphs), logging once
+    what the graphs took."""
+    graphs = runtime.warm_up()
+    if graphs is not None:
+        log.info(
+            "%s: %d CUDA graphs captured in %.2f s, %.1f MiB of bound device buffers",
+            name,
+            graphs.graphs,
+            graphs.capture_s,
+            graphs.bound_bytes / 2**20,
+        )
 
 
 def share_tokenizers(entries: Iterable[ModelEntry]) -> None:

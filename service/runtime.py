@@ -18,8 +18,9 @@ import onnxruntime as ort
 
 from contract import tensors
 from service import nvml
-from service.cuda_graphs import CudaGraphs, output_buffer
+from service.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
 from service.settings import ServiceSettings
+from service.shapes import ShapeGrid
 
 log = logging.getLogger("service.runtime")
 
@@ -157,14 +158,22 @@ class OrtModel:
     """One InferenceSession and a thread-safe `run(ids, mask) -> (logits, embedding)`."""
 
     def __init__(
-        self, path: Path, settings: ServiceSettings, sessions: int = 1, profile_prefix: str | None = None
+        self,
+        path: Path,
+        settings: ServiceSettings,
+        sessions: int = 1,
+        profile_prefix: str | None = None,
+        max_length: int | None = None,
     ) -> None:
-        """With `settings.cuda_graph` on CUDA, `run` replays one captured graph per padded batch
-        shape (service.cuda_graphs) and each `device_runner` captures its own shape as a graph.
+        """On CUDA with `settings.cuda_graph` and `settings.io_binding` (the defaults), `run` replays
+        one captured graph per padded batch shape (service.cuda_graphs) and each `device_runner`
+        captures its own shape as a graph. `max_length` (the model's longest sequence) bounds the
+        shapes: batches are padded to a grid of them (`padded_shape`) that `warm_up` captures.
         `profile_prefix`: ONNX Runtime's profiler on, its trace written under that prefix when
         `session.end_profiling()` is called (`python -m loadtest profile`)."""
         chosen = choose_providers(settings)
-        if settings.cuda_graph and chosen[0][0] == CUDA:
+        graphs = settings.cuda_graph and settings.io_binding and chosen[0][0] == CUDA
+        if graphs:
             chosen[0] = (CUDA, {**chosen[0][1], "enable_cuda_graph": 1})
         options = session_options(settings, chosen[0][0], sessions)
         if profile_prefix is not None:
@@ -188,11 +197,29 @@ class OrtModel:
         if not set(tensors.OUTPUTS) <= set(outs):
             raise ValueError(f"{path.name}: outputs are {outs}, expected {', '.join(tensors.OUTPUTS)}")
         self.output_names = list(tensors.OUTPUTS)
+        grid = ShapeGrid(settings.max_batch_size, settings.length_bucket, max_length) if max_length else None
         self.graphs = (
-            CudaGraphs(self.session, self.device_id)
-            if settings.cuda_graph and self.provider == CUDA
-            else None
+            CudaGraphs(self.session, self.device_id, grid) if graphs and self.provider == CUDA else None
         )
+
+    def padded_shape(self, rows: int, length: int) -> tuple[int, int]:
+        """The shape a batch of `rows` rows, longest `length` tokens, should be padded to: one of
+        the captured graphs' on CUDA, its own on CPU (where padding only adds work)."""
+        return self.graphs.padded(rows, length) if self.graphs is not None else (rows, length)
+
+    def warm_up(self) -> GraphMemory | None:
+        """Before the model serves: with CUDA graphs and a shape grid, capture every shape of the
+        grid (raising, naming the shape, when one fails); otherwise run one small batch so the first
+        request does not pay for ORT's lazy initialisation."""
+        if self.graphs is not None and self.graphs.grid is not None:
+            return self.graphs.capture_all()
+        ids = np.full((1, 4), 1, dtype=np.int64)
+        self.run(ids, np.ones_like(ids))
+        return None
+
+    def graph_memory(self) -> GraphMemory | None:
+        """The captured graphs' count and bound device bytes; None when not serving through graphs."""
+        return self.graphs.memory() if self.graphs is not None else None
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.graphs is not None:

@@ -170,6 +170,15 @@ class V2ErrorResponse(BaseModel):
     error: str
 
 
+class CudaGraphsSummary(BaseModel):
+    """The model's captured CUDA graphs: how many, the device bytes of their bound input and output
+    buffers (ORT's arena for intermediate tensors not included), and how long capturing took."""
+
+    graphs: int
+    bound_bytes: int
+    capture_s: float
+
+
 class ModelSummary(BaseModel):
     name: str
     state: str
@@ -177,6 +186,7 @@ class ModelSummary(BaseModel):
     provider: str | None = None
     providers: list[str] = []
     variant: str | None = None
+    cuda_graphs: CudaGraphsSummary | None = None
     # the served variant's parity on its provider: status (proven / proven-at-start / unproven),
     # the measurement behind it, and why a preferred variant was not served (service.variants.Served)
     parity: dict[str, Any] | None = None

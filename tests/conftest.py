@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from models.settings import TrainSettings
     from service.settings import ServiceSettings
 
@@ -205,3 +207,26 @@ def serve_in_thread(app) -> Iterator[str]:  # noqa: ANN001
     finally:
         srv.should_exit = True
         thread.join(30)
+
+
+def v2_logits(base: str, repo: Path, model: str, texts: list[str]) -> np.ndarray:
+    """Logits through KServe v2 (token ids in, FP32 logits out): the tensors themselves."""
+    import httpx
+    import numpy as np
+
+    from contract.tokenizer import Tokenizer
+
+    ids, mask = Tokenizer.load(repo / model / "tokenizer.json").encode_batch(texts)
+    shape = [len(ids), len(ids[0])]
+    inputs = [
+        {"name": n, "shape": shape, "datatype": "INT64", "data": np.ravel(v).tolist()}
+        for n, v in (("input_ids", ids), ("attention_mask", mask))
+    ]
+    r = httpx.post(
+        f"http://{base}/v2/models/{model}/infer",
+        json={"inputs": inputs, "outputs": [{"name": "logits"}]},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])

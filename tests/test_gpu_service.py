@@ -15,10 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
+from contract.manifest import load_manifest
 from service import runtime
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.conftest import serve_in_thread
+from service.shapes import ShapeGrid
+from tests.conftest import serve_in_thread, v2_logits
 
 pytestmark = pytest.mark.gpu
 
@@ -37,31 +39,11 @@ def _settings(repo: Path, provider: str, **kw) -> ServiceSettings:  # noqa: ANN0
     return ServiceSettings(model_repository=repo, provider=provider, require_all_models=True, **kw)
 
 
-def _logits(base: str, repo: Path, model: str, texts: list[str]) -> np.ndarray:
-    """Logits through KServe v2 (token ids in, FP32 logits out): the tensors themselves."""
-    from contract.tokenizer import Tokenizer
-
-    ids, mask = Tokenizer.load(repo / model / "tokenizer.json").encode_batch(texts)
-    shape = [len(ids), len(ids[0])]
-    inputs = [
-        {"name": n, "shape": shape, "datatype": "INT64", "data": np.ravel(v).tolist()}
-        for n, v in (("input_ids", ids), ("attention_mask", mask))
-    ]
-    r = httpx.post(
-        f"http://{base}/v2/models/{model}/infer",
-        json={"inputs": inputs, "outputs": [{"name": "logits"}]},
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    out = r.json()["outputs"][0]
-    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
-
-
 @pytest.fixture(scope="module")
 def cpu_logits(tiny_repo: Path) -> dict[str, np.ndarray]:
     _need_cuda()
     with serve_in_thread(create_app(_settings(tiny_repo, "cpu"), gpu_metrics=False)) as base:
-        return {m: _logits(base, tiny_repo, m, TEXTS) for m in MODELS}
+        return {m: v2_logits(base, tiny_repo, m, TEXTS) for m in MODELS}
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["launches", "cuda-graphs"])
@@ -73,9 +55,20 @@ def test_service_on_cuda_matches_cpu_and_reports_provider(
         models = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}
         for name in MODELS:
             assert models[name]["state"] == "ready" and models[name]["provider"] == runtime.CUDA
-            np.testing.assert_allclose(_logits(base, tiny_repo, name, TEXTS), cpu_logits[name], atol=1e-3)
+            np.testing.assert_allclose(v2_logits(base, tiny_repo, name, TEXTS), cpu_logits[name], atol=1e-3)
         metrics = httpx.get(f"http://{base}/metrics").text
         assert 'h2h_gpu_memory_used_bytes{gpu="0"}' in metrics
+        models_after = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}
+    for name in MODELS:  # every grid shape captured at start, and no request captured another
+        m = load_manifest(tiny_repo / name)
+        shapes = len(
+            ShapeGrid(settings.max_batch_size, settings.length_bucket, m.max_sequence_length).shapes()
+        )
+        graphs = models_after[name]["cuda_graphs"]
+        assert (graphs or {}).get("graphs") == (shapes if graph else None) and graphs == models[name][
+            "cuda_graphs"
+        ]
+        assert (f'h2h_cuda_graphs{{model="{name}"}} {float(shapes)}' in metrics) == graph
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["launches", "cuda-graphs"])
@@ -88,7 +81,7 @@ def test_concurrent_requests_batched_on_cuda_keep_their_rows(
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as base:
         jobs = [(m, i) for m in MODELS for i in range(len(TEXTS))] * 4
         with cf.ThreadPoolExecutor(32) as pool:
-            got = list(pool.map(lambda job: _logits(base, tiny_repo, job[0], [TEXTS[job[1]]]), jobs))
+            got = list(pool.map(lambda job: v2_logits(base, tiny_repo, job[0], [TEXTS[job[1]]]), jobs))
         for (model, i), logits in zip(jobs, got, strict=True):
             np.testing.assert_allclose(logits[0], cpu_logits[model][i], atol=1e-3)
 
@@ -96,7 +89,6 @@ def test_concurrent_requests_batched_on_cuda_keep_their_rows(
 def test_fp16_variant_on_cuda_within_tolerance(tiny_runs: dict, tmp_path: Path, cpu_logits: dict) -> None:
     """The fp16 export served on CUDA (where fp16 pays) agrees with fp32 on the CPU within the
     tolerance its manifest records."""
-    from contract.manifest import load_manifest
     from export.api import export_run
     from export.settings import ExportOptions
 
@@ -107,7 +99,7 @@ def test_fp16_variant_on_cuda_within_tolerance(tiny_runs: dict, tmp_path: Path, 
     with serve_in_thread(create_app(settings, gpu_metrics=False)) as base:
         for name in MODELS:
             tol = load_manifest(repo / name).variants["model.fp16.onnx"].parity.tolerance
-            np.testing.assert_allclose(_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)
+            np.testing.assert_allclose(v2_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)
 
 
 def test_fused_fp16_variant_is_proven_at_start_and_served_on_cuda(
@@ -115,7 +107,6 @@ def test_fused_fp16_variant_is_proven_at_start_and_served_on_cuda(
 ) -> None:
     """With model.gpu.onnx exported, the CUDA service proves it against the reference batches at
     start, serves it by default, says so in /v1/models, and answers within its tolerance."""
-    from contract.manifest import load_manifest
     from export.api import GPU_FILE, export_run
     from export.settings import ExportOptions
 
@@ -128,4 +119,4 @@ def test_fused_fp16_variant_is_proven_at_start_and_served_on_cuda(
             assert (models[name]["variant"], models[name]["provider"]) == (GPU_FILE, runtime.CUDA)
             assert models[name]["parity"]["status"] == "proven-at-start", models[name]["parity"]
             tol = load_manifest(repo / name).variants[GPU_FILE].parity.tolerance
-            np.testing.assert_allclose(_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)
+            np.testing.assert_allclose(v2_logits(base, repo, name, TEXTS), cpu_logits[name], atol=tol)

@@ -82,6 +82,39 @@ async def test_concurrent_requests_merge_into_one_batch() -> None:
 
 
 @run_async
+async def test_pad_shape_pads_rows_and_length_without_changing_answers() -> None:
+    """With the runtime's pad_shape (here the CUDA-graph grid) a batch runs at the grid's shape:
+    padding rows attend to one position and are neither answered nor counted, and the known-quick
+    inline path knows the padded shape after one run."""
+    from service.shapes import ShapeGrid
+
+    rec = Recorder()
+    masks: list[np.ndarray] = []
+    grid = ShapeGrid(max_rows=8, bucket_width=16, max_length=64)
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks.append(mask.copy())
+        return rec(ids, mask)
+
+    opts = dict(max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16, inline_compute_ms=1_000.0)
+    async with started(run, pad_shape=grid.padded, **opts) as b:
+        b.pause()
+        pending = [asyncio.ensure_future(b.submit(rows(n))) for n in (3, 5, 7)]
+        await until(lambda: b.queued_rows == 3)
+        b.flush()
+        b.resume()
+        results = await asyncio.gather(*pending)
+        assert rec.shapes == [(4, 16)]
+        assert masks[0][3].tolist() == [1] + [0] * 15 and masks[0][:3].sum() == 3 + 5 + 7
+        for n, r in zip((3, 5, 7), results, strict=True):
+            assert r.batch_size == 3 and r.padded_length == 16
+            assert r.logits.tolist() == [[n * (n + 1) / 2, n]]
+        assert b.stats.inference_count == 3 and b.stats.batch_sizes == {3: [1, b.stats.compute_ns]}
+        await b.submit(rows(2, 2, 3))  # 3 rows again, now a known quick shape: on the loop
+        assert rec.shapes[-1] == (4, 16) and rec.order[-1] == threading.current_thread().name
+
+
+@run_async
 async def test_delay_window_runs_a_partial_batch() -> None:
     async with started(Recorder(), max_batch_size=8, max_queue_delay_ms=150) as b:
         r = await b.submit(rows(2, 3))

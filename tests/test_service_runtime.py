@@ -69,12 +69,16 @@ def test_cuda_chosen_with_gpu_and_options_passed(monkeypatch: pytest.MonkeyPatch
     assert cuda_opts["cudnn_conv_algo_search"] == "EXHAUSTIVE"
     assert cuda_opts["gpu_mem_limit"] == 1 << 30 and cuda_opts["device_id"] == 0
     assert cuda_opts["use_tf32"] == 0  # fp32 served as export proved it (ORT's default would be TF32)
+    assert cuda_opts["enable_cuda_graph"] == 1  # the fast path is the default on CUDA
     so = captured["sess_options"]
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 2
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     assert preloads == [True]  # CUDA/cuDNN from pip wheels are loaded before the session
     _make(ServiceSettings(cuda_tf32=True))
     assert captured["provider_options"][0]["use_tf32"] == 1
+    for off in ({"cuda_graph": False}, {"io_binding": False}):  # the off switches
+        _make(ServiceSettings(**off))
+        assert "enable_cuda_graph" not in captured["provider_options"][0]
 
 
 def test_cuda_preload_failure_is_not_fatal(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:
