@@ -118,6 +118,7 @@ class Manifest(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the default variant")
     test_accuracy: float | None = None
     validation_accuracy: float | None = None
+    test_examples: int | None = None  # size of the test set behind test_accuracy (its sampling noise)
     source_run: str | None = None
     random_init: bool = False
     created: str

@@ -80,6 +80,7 @@ def summary(entry: ModelEntry) -> ModelSummary:
                 "sha256",
                 "test_accuracy",
                 "validation_accuracy",
+                "test_examples",
                 "random_init",
                 "created",
             }

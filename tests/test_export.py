@@ -65,6 +65,7 @@ def test_manifest_fields_and_sha256(tiny_repo: Path, tiny_runs: dict[str, Path])
         assert m.params == sum(p.numel() for p in run.model.parameters())
         assert m.flops_per_token > 0 and m.opset == 17 and m.labels == run.labels
         assert m.test_accuracy == run.metrics["test_accuracy"] and not m.random_init
+        assert m.test_examples == run.metrics["examples"]["test"] > 0  # the accuracy's sampling noise
         assert m.source_run == str(run_dir.resolve())
         assert set(m.versions) >= {"torch", "onnx", "onnxruntime"} and m.created.endswith("+00:00")
         assert m.sha256 == sha256_file(folder / "model.onnx") == m.variants["model.onnx"].sha256

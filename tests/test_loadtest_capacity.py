@@ -144,19 +144,45 @@ def test_recommendation_when_one_model_wins_both():
     rows = _cap_rows(0.7858, 0.7646)
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
     assert text == (
-        "Serve mha-x: it is more accurate than sha-x (0.7858 vs 0.7646 test accuracy) and carries "
-        "1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
+        "Serve mha-x: it is more accurate than sha-x beyond noise (test accuracy mha-x 0.7858 vs sha-x 0.7646, "
+        "+2.12 points) and carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 "
+        "(600 req/s vs 360 req/s)."
     )
 
 
-def test_recommendation_names_the_trade_off():
+def test_recommendation_names_the_trade_off_and_picks_accuracy():
     rows = _cap_rows(0.7646, 0.7858)
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
-    assert text.startswith("Serve sha-x if 360 req/s per replica covers your traffic within p99 <= 50 ms")
-    assert (
-        "2.1 points more accurate (0.7858 vs 0.7646" in text
-        and "mha-x carries 1.67x as much (600 req/s)" in text
+    assert text == (
+        "Trade-off: sha-x is more accurate beyond noise (test accuracy sha-x 0.7858 vs mha-x 0.7646, +2.12 points), "
+        "mha-x carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s); "
+        "serve sha-x, at 1.67x the replicas for the same load, unless replicas rather than accuracy are the "
+        "binding cost."
     )
+    # the more accurate model never meets the SLO: serve the one that does
+    slow_fails = choose.recommend(
+        choose.candidates(_cap_rows(0.7646, 0.7858, cap_sha=0.0), [], {}), (1, 16), 50.0
+    )
+    assert (
+        slow_fails.startswith("Serve mha-x: sha-x is more accurate") and "misses p99 <= 50 ms" in slow_fails
+    )
+
+
+def test_accuracy_gap_is_judged_against_test_set_noise():
+    """With the test-set size, a 0.55-point gap over 11,700 examples is within noise (95% interval
+    +-1.06 points) and a 2-point gap is not; without it, 0.1 point is the line."""
+    n = {"mha-x": {"test_examples": 11_700}, "sha-x": {"test_examples": 11_700}}
+    same = choose.recommend(choose.candidates(_cap_rows(0.7861, 0.7806), [], n), (1, 16), 50.0)
+    assert same == (
+        "Serve mha-x: it is as accurate as sha-x within noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
+        "+0.55 points, 95% interval [-0.51, +1.61] over 11,700 test examples) and carries 1.67x its traffic "
+        "within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
+    )
+    gap = choose.accuracy_gap(*choose.candidates(_cap_rows(0.78, 0.80), [], n))
+    assert gap is not None and gap.better.model == "sha-x" and gap.beyond_noise
+    assert gap.low == pytest.approx(0.02 - 1.96 * ((0.78 * 0.22 + 0.8 * 0.2) / 11_700) ** 0.5, abs=1e-4)
+    # the same 0.55 points is "beyond noise" only when the test-set size is unknown
+    assert choose.accuracy_gap(*choose.candidates(_cap_rows(0.7861, 0.7806), [], {})).beyond_noise
 
 
 def test_recommendation_without_accuracy_and_without_capacity():
@@ -168,7 +194,10 @@ def test_recommendation_without_accuracy_and_without_capacity():
     c = choose.candidates(
         _cap_rows(None, None), [], {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
     )
-    assert "as accurate as sha-x (0.8000 vs 0.8000" in choose.recommend(c, (1, 16), 50.0)
+    assert (
+        "as accurate as sha-x within noise (test accuracy mha-x 0.8000 vs sha-x 0.8000"
+        in choose.recommend(c, (1, 16), 50.0)
+    )
 
 
 def test_recommendation_flags_lower_bounds():
@@ -190,7 +219,8 @@ def test_which_model_section_and_plot_in_the_report(tmp_path):
     md = write_report(tmp_path).read_text()
     assert "## Which model to serve" in md and "Serve mha-x: it is more accurate" in md
     assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600.0 | 300.0 |" in md
-    assert "batch 1 x seq 16 **0.60**" in md and "## Verdict" not in md  # no sweep in this folder
+    assert "| SHA vs MHA | – | -2.12 points | 1.67x | 0.60x | 0.60x |" in md
+    assert "## Verdict" not in md  # no sweep in this folder
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
     png = (tmp_path / "accuracy_vs_capacity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*.tmp"))

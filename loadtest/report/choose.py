@@ -2,16 +2,24 @@
 
 Pure helpers over capacity rows (`capacity.json`) and sweep points (`results.json`); the report
 renders them and `plots.accuracy_vs_capacity` draws them.
+
+Accuracy counts as different only beyond noise: a 95% interval on the difference of the two test
+accuracies (two proportions over the manifests' test-set sizes, treated as independent samples,
+which is wider than a paired test on the shared test set would be). It covers the test set's
+sampling noise for these two trained models, not seed-to-seed variation (docs/accuracy.md).
+Without test-set sizes, a gap under SAME_ACCURACY counts as equal.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.results import Row
 
-SAME_ACCURACY = 0.001  # closer than this (0.1 point) counts as equally accurate
+SAME_ACCURACY = 0.001  # without test-set sizes: closer than this (0.1 point) counts as equally accurate
+Z95 = 1.959963984540054
 
 
 @dataclass
@@ -25,6 +33,7 @@ class Candidate:
     p50_source: str
     capacity: dict[tuple[int, int], float]  # (batch, seq) -> req/s within the SLO
     lower_bound: set[tuple[int, int]] = field(default_factory=set)  # shapes where no probe failed
+    test_examples: int | None = None  # size of the test set the accuracy was measured on
 
     @property
     def shape_label(self) -> str:
@@ -35,6 +44,47 @@ def headline_shape(rows: list[Row]) -> tuple[int, int] | None:
     """The shape the one-line answer and the plot use: the smallest batch, then the smallest sequence."""
     shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
     return shapes[0] if shapes else None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Test accuracy of `better` minus `other`, with its 95% interval when test-set sizes are known."""
+
+    better: Candidate
+    other: Candidate
+    diff: float
+    low: float | None
+    high: float | None
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.low > 0 if self.low is not None else self.diff >= SAME_ACCURACY
+
+    def words(self) -> str:
+        """'test accuracy a 0.7861 vs b 0.7806, +0.55 points, 95% interval [-0.49, +1.59] over 11,700 test examples'"""
+        b, o = self.better, self.other
+        text = f"test accuracy {b.model} {b.accuracy:.4f} vs {o.model} {o.accuracy:.4f}, {100 * self.diff:+.2f} points"
+        if self.low is None or self.high is None:
+            return text
+        n = (
+            f"{b.test_examples:,}"
+            if b.test_examples == o.test_examples
+            else f"{b.test_examples:,}/{o.test_examples:,}"
+        )
+        return f"{text}, 95% interval [{100 * self.low:+.2f}, {100 * self.high:+.2f}] over {n} test examples"
+
+
+def accuracy_gap(a: Candidate, b: Candidate) -> Gap | None:
+    """The more accurate of two candidates and by how much (None when either has no accuracy)."""
+    if a.accuracy is None or b.accuracy is None:
+        return None
+    better, other = (a, b) if a.accuracy >= b.accuracy else (b, a)
+    pb, po = float(better.accuracy or 0.0), float(other.accuracy or 0.0)
+    diff = pb - po
+    if not better.test_examples or not other.test_examples:
+        return Gap(better, other, diff, None, None)
+    se = math.sqrt(pb * (1 - pb) / better.test_examples + po * (1 - po) / other.test_examples)
+    return Gap(better, other, diff, diff - Z95 * se, diff + Z95 * se)
 
 
 def _accuracy(model: str, row: Row, manifests: dict[str, Any]) -> float | None:
@@ -73,9 +123,10 @@ def candidates(cap_rows: list[Row], points: list[Row], manifests: dict[str, Any]
         m = r["model"]
         if m not in out:
             p50, src = _p50_b1(m, cap_rows, points)
-            out[m] = Candidate(
-                m, r["arch"], int(r["layers"]), int(r["heads"]), _accuracy(m, r, manifests), p50, src, {}
-            )
+            n = (manifests.get(m) or {}).get("test_examples")
+            acc = _accuracy(m, r, manifests)
+            out[m] = Candidate(m, r["arch"], int(r["layers"]), int(r["heads"]), acc, p50, src, {})
+            out[m].test_examples = int(n) if n else None
         key = (int(r["batch"]), int(r["seq"]))
         out[m].capacity[key] = float(r["capacity_rps"])
         if r.get("failed_above_rps") is None and float(r["capacity_rps"]) > 0:
@@ -107,25 +158,30 @@ def _recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) ->
         return f"No model meets p99 <= {slo_ms:g} ms at batch {b} x seq {q} at any rate tried; relax the SLO or add replicas."
     cap = lambda c: f"{c.capacity[shape]:,.0f} req/s"  # noqa: E731
     times = f"{fast.capacity[shape] / slow.capacity[shape]:.2f}x" if slow.capacity[shape] > 0 else "all"
-    known = [c for c in cs if c.accuracy is not None]
-    if len(known) < len(cs):
+    gap = accuracy_gap(fast, slow)
+    if gap is None:
         return (
-            f"No test accuracy is recorded for {', '.join(c.model for c in cs if c.accuracy is None)} "
+            f"No test accuracy is recorded for {', '.join(c.model for c in (fast, slow) if c.accuracy is None)} "
             f"(random-init or untrained export), so on cost alone serve {fast.model}: it carries {times} the "
             f"traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)})."
         )
-    best = max(known, key=lambda c: c.accuracy or 0.0)
-    gap = (best.accuracy or 0.0) - (fast.accuracy or 0.0)
-    if best is fast or gap < SAME_ACCURACY:
-        fa, sa = fast.accuracy or 0.0, slow.accuracy or 0.0
-        word = "as accurate as" if abs(fa - sa) < SAME_ACCURACY else "more accurate than"
+    if not gap.beyond_noise:
         return (
-            f"Serve {fast.model}: it is {word} {slow.model} ({fa:.4f} vs {sa:.4f} test accuracy) and "
+            f"Serve {fast.model}: it is as accurate as {slow.model} within noise ({gap.words()}) and "
             f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)})."
         )
+    if gap.better is fast:
+        return (
+            f"Serve {fast.model}: it is more accurate than {slow.model} beyond noise ({gap.words()}) and "
+            f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)})."
+        )
+    if slow.capacity[shape] <= 0:
+        return (
+            f"Serve {fast.model}: {slow.model} is more accurate ({gap.words()}) but misses p99 <= {slo_ms:g} ms "
+            f"at batch {b} x seq {q} at every rate tried, while {fast.model} carries {cap(fast)}."
+        )
     return (
-        f"Serve {best.model} if {cap(best)} per replica covers your traffic {where}: it is {gap * 100:.1f} "
-        f"points more accurate ({best.accuracy:.4f} vs {fast.accuracy:.4f} test accuracy); otherwise "
-        f"{fast.model} carries {fast.capacity[shape] / max(best.capacity[shape], 1e-9):.2f}x as much "
-        f"({cap(fast)})."
+        f"Trade-off: {slow.model} is more accurate beyond noise ({gap.words()}), {fast.model} carries {times} "
+        f"its traffic {where} ({cap(fast)} vs {cap(slow)}); serve {slow.model}, at {times} the replicas for "
+        f"the same load, unless replicas rather than accuracy are the binding cost."
     )

@@ -150,6 +150,43 @@ def _meta_section(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "–"
+
+
+def which_model_table(cands: list[choose.Candidate], shapes: list[tuple[int, int]]) -> str:
+    """Per model: test accuracy, p50 at batch 1 and capacity per shape; then SHA against MHA (the
+    accuracy difference in points, the p50 and capacity ratios) when both are present."""
+    rows: list[list[Any]] = [
+        [
+            c.model,
+            c.shape_label,
+            None if c.accuracy is None else f"{c.accuracy:.4f}",
+            c.p50_b1_ms,
+            *[c.capacity.get(k) for k in shapes],
+        ]
+        for c in cands
+    ]
+    mha = next((c for c in cands if c.arch == "mha"), None)
+    sha = next((c for c in cands if c.arch == "sha"), None)
+    if mha and sha:
+        points = (
+            f"{100 * (sha.accuracy - mha.accuracy):+.2f} points"
+            if sha.accuracy is not None and mha.accuracy is not None
+            else None
+        )
+        caps = [_ratio(sha.capacity.get(k), mha.capacity.get(k)) for k in shapes]
+        rows.append(["SHA vs MHA", "", points, _ratio(sha.p50_b1_ms, mha.p50_b1_ms), *caps])
+    header = [
+        "model",
+        "layers x heads",
+        "test accuracy",
+        "p50 ms, batch 1",
+        *[f"req/s b{b} s{q}" for b, q in shapes],
+    ]
+    return _table(header, rows)
+
+
 def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> list[str]:
     """Markdown lines: accuracy, p50 at batch 1 and capacity per model, the plot, one recommendation."""
     rows = cap.get("rows") or []
@@ -159,12 +196,7 @@ def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[
     slo, max_err = rows[0]["slo_p99_ms"], rows[0]["max_error_rate"]
     cands = choose.candidates(rows, points, manifests)
     shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
-    acc = {c.model: None if c.accuracy is None else f"{c.accuracy:.4f}" for c in cands}
-    table = [
-        [c.model, c.shape_label, acc[c.model], c.p50_b1_ms, *[c.capacity.get(k) for k in shapes]]
-        for c in cands
-    ]
-    out = [
+    return [
         "## Which model to serve",
         "",
         choose.recommend(cands, shape, slo),
@@ -173,27 +205,9 @@ def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[
         f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
         f"`python -m loadtest capacity`. p50 at batch 1: {cands[0].p50_source or 'not measured'}.",
         "",
-        _table(
-            [
-                "model",
-                "layers x heads",
-                "test accuracy",
-                "p50 ms, batch 1",
-                *[f"req/s b{b} s{q}" for b, q in shapes],
-            ],
-            table,
-        ),
+        which_model_table(cands, shapes),
         "",
     ]
-    ratios = [x for x in cap.get("ratios") or [] if x.get("sha_over_mha") is not None]
-    if ratios:
-        out += [
-            "SHA/MHA capacity: "
-            + "; ".join(f"batch {x['batch']} x seq {x['seq']} **{x['sha_over_mha']:.2f}**" for x in ratios)
-            + ".",
-            "",
-        ]
-    return out
 
 
 PLOTS = (
