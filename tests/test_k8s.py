@@ -357,6 +357,7 @@ def test_deployment_env_is_real_settings_and_overlay_specific(
     if name == "gpu":
         assert gpu == 1 and c["resources"]["requests"]["nvidia.com/gpu"] == 1
         assert settings.provider == "cuda" and c["image"] == "headtohead-service:latest"
+        assert settings.cuda_graph and settings.io_binding and settings.warmup  # graphs captured before ready
     else:
         assert gpu is None and "nvidia.com/gpu" not in c["resources"]["requests"]
         assert settings.provider == "cpu" and c["image"] == "headtohead-service:cpu"
