@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract import tensors
+from service import nvml
 from service.shapes import ShapeGrid, blank_batch, next_power_of_two
 
 log = logging.getLogger("service.cuda_graphs")
@@ -85,12 +86,14 @@ class _Slot:
 @dataclass(frozen=True)
 class GraphMemory:
     """What the captured graphs hold: their count, the bytes of their bound device buffers (from
-    the shapes and dtypes allocated; ORT's arena for the graphs' intermediate tensors is not
-    counted) and how long capturing them all took at start."""
+    the shapes and dtypes allocated), how long capturing them all took at start, and how much this
+    process's device memory grew meanwhile as NVML saw it (ORT's arena for the graphs' intermediate
+    tensors plus those buffers; None when NVML cannot see the process)."""
 
     graphs: int
     bound_bytes: int
     capture_s: float
+    capture_growth_bytes: int | None = None
 
 
 class CudaGraphs:
@@ -105,6 +108,7 @@ class CudaGraphs:
         self._lock = threading.Lock()  # a batch may run on the loop or in the worker thread
         self._outputs = {o.name: o for o in session.get_outputs()}
         self.capture_s = 0.0
+        self.capture_growth_bytes: int | None = None
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -112,7 +116,8 @@ class CudaGraphs:
 
     def memory(self) -> GraphMemory:
         with self._lock:
-            return GraphMemory(len(self._slots), sum(s.nbytes for s in self._slots.values()), self.capture_s)
+            bound = sum(s.nbytes for s in self._slots.values())
+            return GraphMemory(len(self._slots), bound, self.capture_s, self.capture_growth_bytes)
 
     def padded(self, rows: int, length: int) -> tuple[int, int]:
         """The captured shape a batch runs at: the grid's, or rows to a power of two without one."""
@@ -122,7 +127,7 @@ class CudaGraphs:
         """Capture (and replay once) a graph for every shape of the grid, smallest first; raises
         naming the shape that failed. Called once, before the model serves."""
         assert self.grid is not None, "capture_all needs a shape grid"
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), nvml.process_memory(self.device_id)
         for rows, length in self.grid.shapes():
             ids, mask = blank_batch(rows, length, 0)
             try:
@@ -131,6 +136,8 @@ class CudaGraphs:
             except Exception as exc:
                 raise RuntimeError(f"CUDA graph capture failed at batch {rows} x {length}: {exc}") from exc
         self.capture_s = time.perf_counter() - t0
+        after = nvml.process_memory(self.device_id)  # NVML's index: the CUDA id unless remapped
+        self.capture_growth_bytes = after - before if after is not None and before is not None else None
         return self.memory()
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

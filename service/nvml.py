@@ -8,7 +8,9 @@ imports neither onnxruntime nor torch, so any program may use it, GPU or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -60,22 +62,45 @@ def _gpu(nv: Any, index: int) -> Gpu:
     return Gpu(name, memory)
 
 
-def probe() -> Host | None:
-    """The host's GPUs through NVML, or None without a driver or without nvidia-ml-py."""
+@contextlib.contextmanager
+def _nvml() -> Iterator[Any]:
+    """pynvml initialised for the block, shut down after it; None without a driver or library."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
     except Exception:  # noqa: BLE001 - no library, no driver: no GPU as far as we can tell
-        return None
+        yield None
+        return
     try:
-        gpus = tuple(_gpu(pynvml, i) for i in range(int(pynvml.nvmlDeviceGetCount())))
-        return Host(
-            driver=_maybe(lambda: _text(pynvml.nvmlSystemGetDriverVersion())),
-            cuda_driver=_maybe(lambda: _cuda_version(int(pynvml.nvmlSystemGetCudaDriverVersion()))),
-            gpus=gpus,
-        )
-    except Exception:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
-        return None
+        yield pynvml
     finally:
         _maybe(pynvml.nvmlShutdown)
+
+
+def probe() -> Host | None:
+    """The host's GPUs through NVML, or None without a driver or without nvidia-ml-py."""
+    with _nvml() as nv:
+        if nv is None:
+            return None
+        try:
+            gpus = tuple(_gpu(nv, i) for i in range(int(nv.nvmlDeviceGetCount())))
+            return Host(
+                driver=_maybe(lambda: _text(nv.nvmlSystemGetDriverVersion())),
+                cuda_driver=_maybe(lambda: _cuda_version(int(nv.nvmlSystemGetCudaDriverVersion()))),
+                gpus=gpus,
+            )
+        except Exception:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
+            return None
+
+
+def process_memory(index: int, pid: int | None = None) -> int | None:
+    """Device memory bytes process `pid` (this one by default) holds on GPU `index`, or None when
+    NVML cannot say (no driver, or a container whose process ids NVML does not see)."""
+    pid = os.getpid() if pid is None else pid
+    with _nvml() as nv:
+        if nv is None:
+            return None
+        procs = _maybe(lambda: nv.nvmlDeviceGetComputeRunningProcesses(nv.nvmlDeviceGetHandleByIndex(index)))
+        used = next((p.usedGpuMemory for p in procs or [] if p.pid == pid), None)
+        return int(used) if used is not None else None

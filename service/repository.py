@@ -119,12 +119,14 @@ def _warm_up(name: str, runtime: OrtModel) -> None:
     what the graphs took."""
     graphs = runtime.warm_up()
     if graphs is not None:
+        growth = graphs.capture_growth_bytes
         log.info(
-            "%s: %d CUDA graphs captured in %.2f s, %.1f MiB of bound device buffers",
+            "%s: %d CUDA graphs captured in %.2f s, %.1f MiB of bound device buffers, device memory %s",
             name,
             graphs.graphs,
             graphs.capture_s,
             graphs.bound_bytes / 2**20,
+            "growth not visible to NVML" if growth is None else f"+{growth / 2**20:.1f} MiB",
         )
 
 

@@ -172,11 +172,13 @@ class V2ErrorResponse(BaseModel):
 
 class CudaGraphsSummary(BaseModel):
     """The model's captured CUDA graphs: how many, the device bytes of their bound input and output
-    buffers (ORT's arena for intermediate tensors not included), and how long capturing took."""
+    buffers, how long capturing took, and how much the process's device memory grew meanwhile
+    (NVML: ORT's arena for the graphs' intermediate tensors included; null when NVML cannot tell)."""
 
     graphs: int
     bound_bytes: int
     capture_s: float
+    capture_growth_bytes: int | None = None  # this process's device memory growth while capturing
 
 
 class ModelSummary(BaseModel):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contract.manifest import load_manifest, verify_variant
-from service import runtime
+from service import cuda_graphs, runtime
 from service.cuda_graphs import CAPTURE_RUNS, pad_batch, padded_rows
 from service.settings import ServiceSettings
 from service.shapes import ShapeGrid
@@ -92,6 +92,8 @@ def test_capture_all_captures_every_shape_before_serving_and_replays_them(
     tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cuda = fake_cuda.install(monkeypatch)
+    process_bytes = iter([100 << 20, 164 << 20])  # NVML: this process's device memory, before and after
+    monkeypatch.setattr(cuda_graphs.nvml, "process_memory", lambda device_id: next(process_bytes))
     settings = ServiceSettings(provider="cuda", max_batch_size=4, length_bucket=16)
     m = runtime.OrtModel(_path(tiny_repo, "sha-tiny"), settings, max_length=40)
     assert m.graphs is not None and m.padded_shape(3, 17) == (4, 32)
@@ -103,6 +105,7 @@ def test_capture_all_captures_every_shape_before_serving_and_replays_them(
     ids_by_shape = {shape: graph for graph, shape in runs}
     assert len(set(ids_by_shape.values())) == len(shapes) and "0" not in ids_by_shape.values()
     assert memory is not None and memory.graphs == len(shapes) == len(m.graphs.shapes)
+    assert memory.capture_growth_bytes == 64 << 20
     out = m.graphs._outputs
     row_bytes = sum(4 * int(np.prod(out[name].shape[1:])) for name in ("logits", "embedding"))
     assert memory.bound_bytes == sum(r * (2 * 8 * n + row_bytes) for r, n in shapes)

@@ -50,6 +50,23 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     return install
 
 
+def test_process_memory_is_this_process_entry_or_none(fake) -> None:
+    procs = [
+        types.SimpleNamespace(pid=1, usedGpuMemory=7),
+        types.SimpleNamespace(pid=42, usedGpuMemory=3 << 30),
+    ]
+    m = fake()
+    m.nvmlDeviceGetComputeRunningProcesses = lambda handle: procs
+    assert nvml.process_memory(0, pid=42) == 3 << 30 and m.calls[-1] == "nvmlShutdown"
+    assert nvml.process_memory(0, pid=99) is None  # a pid NVML does not list (another PID namespace)
+    m.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
+        types.SimpleNamespace(pid=42, usedGpuMemory=None)
+    ]
+    assert nvml.process_memory(0, pid=42) is None  # listed, usage not reported (some drivers)
+    fake(fail={"nvmlInit"})
+    assert nvml.process_memory(0) is None
+
+
 @pytest.mark.parametrize("bytes_names", [False, True])
 def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> None:
     m = fake(bytes_names=bytes_names)
