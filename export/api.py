@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,17 +51,6 @@ class ExportReport:
     manifest: Manifest
     seconds: dict[str, float] = field(default_factory=dict)
     fused: dict[str, int] = field(default_factory=dict)
-
-
-# Test hook: called with the step name as each step starts ("export", "optimize", "fp16", "gpu",
-# "parity", "write"), so a test can make a step raise and check nothing is left behind.
-_step_hook: Callable[[str], None] | None = None
-
-
-def _step(name: str) -> None:
-    """Tell the test hook (if any) which step starts; a no-op in production."""
-    if _step_hook is not None:
-        _step_hook(name)
 
 
 def preset_of(cfg: ModelConfig) -> str | None:
@@ -139,8 +128,7 @@ class _Build:
 
 @contextmanager
 def _timed(step: str, seconds: dict[str, float]) -> Iterator[None]:
-    """Announce a step to the test hook and record its wall time (only if it finished)."""
-    _step(step)
+    """Record a step's wall time (only if it finished)."""
     t0 = time.perf_counter()
     yield
     seconds[step] = time.perf_counter() - t0
@@ -255,7 +243,6 @@ def export_model(run: Run, repo: str | Path, name: str, options: ExportOptions |
         tmp.chmod(0o755)  # mkdtemp makes the folder 0700; the server may run as another user
         build = _build_variants(model, run.config, tmp, options)
         results = _prove_parity(model, build, name, tmp, options.seed)
-        _step("write")
         manifest = _manifest(run, name, options.opset, build, results)
         _write_folder(tmp, run.tokenizer, manifest)
     return ExportReport(path=repo / name, manifest=manifest, seconds=build.seconds, fused=build.fused)

@@ -14,18 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
-from service.batcher import DynamicBatcher
+
+class Queue(Protocol):
+    """What the room needs of a model's queue (service.batcher.DynamicBatcher is one)."""
+
+    @property
+    def accepting(self) -> bool: ...
+    def has_room(self, rows: int = 1) -> bool: ...
+    def requests_with_room(self) -> int: ...
+    def watch_room(self, callback: Callable[[], None]) -> None: ...
 
 
 class WaitingRoom:
-    """Requests for one model that wait, bodies unread, for room in its batcher's queue."""
+    """Requests for one model that wait, bodies unread, for room in its queue."""
 
-    def __init__(self, batcher: DynamicBatcher, wait_s: float) -> None:
-        self.batcher = batcher
+    def __init__(self, queue: Queue, wait_s: float) -> None:
+        self.queue = queue
         self.wait_s = wait_s
         self._waiters: deque[asyncio.Future[None]] = deque()
-        batcher.on_room = self.notify
+        queue.watch_room(self.notify)
 
     @property
     def waiting(self) -> int:
@@ -33,10 +43,10 @@ class WaitingRoom:
 
     async def enter(self) -> bool:
         """True when the request may go on to be parsed and queued, False to refuse it."""
-        b = self.batcher
-        if not self._waiters and b.has_room(1):
+        q = self.queue
+        if not self._waiters and q.has_room(1):
             return True
-        if self.wait_s <= 0 or not b.accepting:
+        if self.wait_s <= 0 or not q.accepting:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -51,14 +61,12 @@ class WaitingRoom:
 
     def notify(self) -> None:
         """Rows left the queue: admit the oldest waiters that the free room can hold."""
-        b = self.batcher
-        free = b.max_queue_rows - b.queued_rows
-        per_request = max(1, round(b.mean_request_rows))
-        while self._waiters and free >= per_request:
+        admit = self.queue.requests_with_room()
+        while self._waiters and admit > 0:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                free -= per_request
+                admit -= 1
 
     def refuse_all(self) -> None:
         """Shutdown: every waiter is answered now (the route then says 503)."""

@@ -18,8 +18,9 @@ from service.bodies import RawRequest, RawResponse, openapi_body
 from service.core import Encoded, Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
 from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
+from service.model import AnyModel, Model
 from service.protocol import SHARED_STATUSES, Protocol, RawHandler
-from service.repository import ModelEntry
+from service.repository import FailedModel
 from service.schemas import (
     CompareRequest,
     CompareResponse,
@@ -59,49 +60,48 @@ PROTOCOL = Protocol(STATUSES, error_body)
 router = APIRouter(prefix="/v1", tags=["v1"], route_class=PROTOCOL.route_class())
 
 
-def summary(entry: ModelEntry) -> ModelSummary:
+def summary(entry: AnyModel) -> ModelSummary:
+    if isinstance(entry, FailedModel):
+        return ModelSummary(name=entry.name, state=entry.state, error=entry.error, providers=[])
     m = entry.manifest
-    manifest = None
-    if m is not None:
-        manifest = m.model_dump(
-            include={
-                "arch",
-                "layers",
-                "heads",
-                "d_model",
-                "head_dim",
-                "ffn_dim",
-                "norm",
-                "params",
-                "flops_per_token",
-                "max_sequence_length",
-                "vocab_size",
-                "opset",
-                "sha256",
-                "test_accuracy",
-                "validation_accuracy",
-                "test_examples",
-                "random_init",
-                "created",
-            }
-        )
-        manifest["num_labels"] = len(m.labels)
-        manifest["variants"] = sorted(m.variants)
+    manifest = m.model_dump(
+        include={
+            "arch",
+            "layers",
+            "heads",
+            "d_model",
+            "head_dim",
+            "ffn_dim",
+            "norm",
+            "params",
+            "flops_per_token",
+            "max_sequence_length",
+            "vocab_size",
+            "opset",
+            "sha256",
+            "test_accuracy",
+            "validation_accuracy",
+            "test_examples",
+            "random_init",
+            "created",
+        }
+    )
+    manifest["num_labels"] = len(m.labels)
+    manifest["variants"] = sorted(m.variants)
     return ModelSummary(
         name=entry.name,
         state=entry.state,
-        error=entry.error,
         provider=entry.provider,
-        providers=entry.runtime.providers if entry.runtime else [],
+        providers=entry.runtime.providers,
         variant=entry.variant,
-        parity=entry.served.as_dict() if entry.served else None,
+        parity=entry.served.as_dict(),
         cuda_graphs=_graphs(entry),
         manifest=manifest,
     )
 
 
-def _graphs(entry: ModelEntry) -> CudaGraphsSummary | None:
-    memory = entry.runtime.graph_memory() if entry.runtime else None
+def _graphs(entry: Model) -> CudaGraphsSummary | None:
+    memory = entry.runtime.graph_memory()
     return CudaGraphsSummary(**dataclasses.asdict(memory)) if memory else None
 
 
@@ -125,15 +125,13 @@ def _large(texts: list[str]) -> bool:
     return sum(len(t) for t in texts) > OFFLOAD_TEXT_CHARS
 
 
-async def _encode(svc: Service, entry: ModelEntry, texts: list[str], truncate: bool) -> Encoded:
+async def _encode(svc: Service, entry: Model, texts: list[str], truncate: bool) -> Encoded:
     if _large(texts):
         return await asyncio.to_thread(svc.encode_texts, entry, texts, truncate=truncate)
     return svc.encode_texts(entry, texts, truncate=truncate)
 
 
-async def _encode_each(
-    svc: Service, entries: list[ModelEntry], texts: list[str], truncate: bool
-) -> list[Encoded]:
+async def _encode_each(svc: Service, entries: list[Model], texts: list[str], truncate: bool) -> list[Encoded]:
     """The texts encoded for every model before anything is queued, tokenised once per
     tokenizer (models exported from one training split share theirs, see repository)."""
     svc.check_rows(len(texts), "texts")
@@ -150,7 +148,7 @@ async def _encode_each(
 
 async def _predict_one(
     svc: Service,
-    entry: ModelEntry,
+    entry: Model,
     body: PredictRequest | CompareRequest,
     start: float,
     encoded: Encoded | None = None,
@@ -167,7 +165,7 @@ async def _predict_one(
     return out
 
 
-async def _predict(svc: Service, entry: ModelEntry, req: RawRequest) -> RawResponse:
+async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
     body = req.parse(PredictRequest)
     if (body.texts is None) == (body.input_ids is None):
         raise InvalidInput("give exactly one of texts or input_ids", "texts")
@@ -205,7 +203,7 @@ async def compare(svc: ServiceDep, request: Request) -> Response:
     """The same texts through every model (or those named), answers and timings side by side."""
     req = await RawRequest.from_request(request, "")
     body = req.parse(CompareRequest)
-    names = body.models or [n for n, e in svc.models.items() if e.ready]
+    names = body.models or [m.name for m in svc.serving()]
     if not names:
         raise ModelNotReady("no model is ready", "models")
     entries = [svc.model(n, f"models.{i}") for i, n in enumerate(names)]

@@ -19,8 +19,8 @@ from service.bodies import RawRequest, RawResponse
 from service.core import Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
 from service.errors import InvalidInput, ServiceError, UnknownVersion
+from service.model import Model
 from service.protocol import SHARED_STATUSES, Protocol, RawHandler
-from service.repository import ModelEntry
 from service.schemas import V2ErrorResponse
 from service.v2codec import HEADER, encode_response, parse_request
 from service.v2schemas import InferenceResponse, infer_openapi
@@ -70,13 +70,13 @@ def _version(version: str) -> None:
         raise UnknownVersion(version, VERSION)
 
 
-def _versioned(name: str, version: str, svc: ServiceDep) -> ModelEntry:
+def _versioned(name: str, version: str, svc: ServiceDep) -> Model:
     """ReadyModel at `version`: a version other than 1 is refused before the model is looked up."""
     _version(version)
     return svc.model(name)
 
 
-ReadyVersion = Annotated[ModelEntry, Depends(_versioned)]
+ReadyVersion = Annotated[Model, Depends(_versioned)]
 
 
 @router.get("")
@@ -108,9 +108,8 @@ async def ready(svc: ServiceDep) -> JSONResponse:
     return JSONResponse({"ready": ok, "draining": svc.draining}, status_code=200 if ok else 503)
 
 
-def _metadata(entry: ModelEntry) -> dict:
+def _metadata(entry: Model) -> dict:
     m = entry.manifest
-    assert m is not None
     return {
         "name": entry.name,
         "versions": [VERSION],
@@ -150,7 +149,6 @@ _TYPE = {"INT64": "TYPE_INT64", "FP32": "TYPE_FP32", "FP16": "TYPE_FP16"}
 async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
     """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
     m, s = entry.manifest, svc.settings
-    assert m is not None
     return {
         "name": entry.name,
         "platform": PLATFORM,
@@ -163,9 +161,9 @@ async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
             "default_queue_policy": {"max_queue_size": s.max_queue_rows},
         },
         "parameters": {
-            "provider": {"string_value": entry.provider or ""},
-            "variant": {"string_value": entry.variant or ""},
-            "parity": {"string_value": entry.served.status if entry.served else ""},
+            "provider": {"string_value": entry.provider},
+            "variant": {"string_value": entry.variant},
+            "parity": {"string_value": entry.served.status},
             "max_sequence_length": {"string_value": str(m.max_sequence_length)},
         },
     }
@@ -173,10 +171,9 @@ async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
 
 @router.get("/models/{name}/stats", responses=_errors(404))
 async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
-    b = svc.batchers.get(entry.name)
-    if b is None:
+    if not isinstance(entry, Model):
         return {"model_stats": []}
-    st = b.stats
+    st = entry.batcher.stats
     return {
         "model_stats": [
             {
@@ -224,7 +221,7 @@ async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
     return await _infer(svc, svc.model(raw.name), raw)
 
 
-async def _infer(svc: Service, entry: ModelEntry, raw: RawRequest) -> RawResponse:
+async def _infer(svc: Service, entry: Model, raw: RawRequest) -> RawResponse:
     req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
     ids_rows, mask_rows = svc.check_ids(entry, req.input_ids, req.attention_mask)
     result = await svc.infer(entry, ids_rows, mask_rows)

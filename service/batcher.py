@@ -188,27 +188,22 @@ class DynamicBatcher:
         self.stats = Stats()
         self._buckets: dict[int, deque[_Item]] = {}
         self._queued_rows = 0
-        self.mean_request_rows = 1.0  # moving average, for admission of requests not yet parsed
-        self.on_room: Callable[[], None] | None = None  # called when rows leave the queue
+        self._mean_request_rows = 1.0  # moving average, for admission of requests not yet parsed
+        self._on_room: Callable[[], None] | None = None  # called when rows leave the queue
         self.on_broken = on_broken  # called once if the worker task ends by an error
         self.broken: BaseException | None = None  # why the worker ended, if it did
         self._drain_rows_per_s = 0.0  # moving average of rows / compute second
         self._inflight = 0  # accepted, not yet answered
         self._accepting = False
         self._draining = False
-        self._changed: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
-        self._gate: asyncio.Event | None = None
+        self._changed = asyncio.Event()  # queue or drain state changed: the worker looks again
+        self._idle = asyncio.Event()  # no accepted request unanswered
+        self._idle.set()
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self._changed = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._gate = asyncio.Event()
-        self._gate.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.name}")
         self._accepting = True
         self._task = asyncio.create_task(self._worker(), name=f"batcher-{self.name}")
@@ -217,21 +212,17 @@ class DynamicBatcher:
     def flush(self) -> None:
         """Run whatever is queued now, without waiting for the delay window (SIGTERM)."""
         self._draining = True
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
     def close(self) -> None:
         """Refuse new requests (ShuttingDown); queued ones still run, without delay window."""
         self._accepting = False
         self._draining = True
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
     async def drain(self, timeout: float | None = None) -> bool:
         """close(), then wait until every accepted request is answered. True if it was."""
         self.close()
-        if self._idle is None:
-            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
@@ -253,15 +244,6 @@ class DynamicBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=False)
         return drained
-
-    # test hooks: hold the worker so queue states are deterministic ----------------------
-    def pause(self) -> None:
-        assert self._gate is not None, "start() first"
-        self._gate.clear()
-
-    def resume(self) -> None:
-        assert self._gate is not None, "start() first"
-        self._gate.set()
 
     @property
     def queued_rows(self) -> int:
@@ -285,6 +267,16 @@ class DynamicBatcher:
         if rate <= 0.0:
             return 1
         return max(1, min(60, math.ceil(self._queued_rows / rate)))
+
+    # what admission control (service.admission) sees of the queue ------------------------
+    def watch_room(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever rows leave the queue (one watcher: the model's waiting room)."""
+        self._on_room = callback
+
+    def requests_with_room(self) -> int:
+        """How many requests of the usual size the queue's free rows hold now."""
+        free = self.max_queue_rows - self._queued_rows
+        return free // max(1, round(self._mean_request_rows))
 
     def bucket_of(self, length: int) -> int:
         return max(1, math.ceil(length / self.bucket_width))
@@ -328,9 +320,8 @@ class DynamicBatcher:
         )
         self._buckets.setdefault(item.bucket, deque()).append(item)
         self._queued_rows += rows
-        self.mean_request_rows = 0.9 * self.mean_request_rows + 0.1 * rows
+        self._mean_request_rows = 0.9 * self._mean_request_rows + 0.1 * rows
         self._inflight += 1
-        assert self._idle is not None and self._changed is not None
         self._idle.clear()
         self.observer.accepted(self.name)
         self.observer.queue_depth(self.name, self._queued_rows)
@@ -346,7 +337,6 @@ class DynamicBatcher:
     def _settle(self, item: _Item, seconds: float) -> None:
         self._inflight -= 1
         if self._inflight == 0:
-            assert self._idle is not None
             self._idle.set()
         ns = int(seconds * 1e9)
         fut = item.future
@@ -394,14 +384,12 @@ class DynamicBatcher:
         if not q:
             del self._buckets[bucket]
         self.observer.queue_depth(self.name, self._queued_rows)
-        if self.on_room is not None:
-            self.on_room()
+        if self._on_room is not None:
+            self._on_room()
 
     async def _worker(self) -> None:
-        assert self._changed is not None and self._gate is not None
         loop = asyncio.get_running_loop()
         while True:
-            await self._gate.wait()
             bucket = self._pick(time.perf_counter())
             if bucket is None:
                 self._changed.clear()
@@ -432,10 +420,9 @@ class DynamicBatcher:
     def _worker_ended(self, task: asyncio.Task) -> None:
         """The worker task ended: fine when stopped, else every queued request fails now and the
         owner hears it (`on_broken`), instead of each request waiting for its timeout."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or task.exception() is None:  # stopped, as asked
             return
         exc = task.exception()
-        assert exc is not None
         self.broken = exc
         self._accepting = False
         log.error("model %s: batcher worker stopped; the model no longer serves", self.name, exc_info=exc)
@@ -447,6 +434,8 @@ class DynamicBatcher:
                     item.future.set_exception(failed)
         self._buckets.clear()
         self._queued_rows = 0
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         if self.on_broken is not None:
             self.on_broken(exc)
 

@@ -30,7 +30,8 @@ from service.errors import (
     UnknownModel,
 )
 from service.metrics import UNKNOWN_MODEL, Metrics
-from service.repository import ModelEntry
+from service.model import AnyModel, Model
+from service.repository import FailedModel, LoadedModel
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -84,9 +85,7 @@ class Service:
     def __init__(self, settings: ServiceSettings, *, gpu_metrics: bool = True) -> None:
         self.settings = settings
         self.metrics = Metrics(gpu=gpu_metrics)
-        self.models: dict[str, ModelEntry] = {}
-        self.batchers: dict[str, DynamicBatcher] = {}
-        self.rooms: dict[str, WaitingRoom] = {}
+        self.models: dict[str, AnyModel] = {}
         self.draining = False
         self.started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,54 +94,61 @@ class Service:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         s = self.settings
-        entries = repository.discover(s.model_repository, s.models)
-        for entry in entries:
-            await asyncio.to_thread(repository.load, entry, s, len(entries))
+        found = repository.discover(s.model_repository, s.models)
+        models: list[LoadedModel | FailedModel] = [
+            f if isinstance(f, FailedModel) else await asyncio.to_thread(repository.load, f, s, len(found))
+            for f in found
+        ]
+        loaded = iter(repository.share_tokenizers([m for m in models if isinstance(m, LoadedModel)]))
+        for m in models:
+            entry = m if isinstance(m, FailedModel) else await self._serve(next(loaded))
             self.models[entry.name] = entry
-            self.metrics.model_ready.labels(entry.name).set(1 if entry.ready else 0)
-            if not entry.ready:
-                continue
-            m = entry.manifest
-            assert m is not None and entry.runtime is not None
-            self.metrics.model_info.labels(
-                entry.name, m.arch, str(m.layers), str(m.heads), entry.provider, entry.variant
-            ).set(1)
-            if entry.runtime.graphs is not None:
-                self.metrics.watch_graphs(entry.name, entry.runtime.graphs.memory)
-            self.metrics.queue_depth_g.labels(entry.name).set(0)
-            self.metrics.inflight.labels(entry.name).set(0)
-            limits = {k: getattr(s, k) for k in BATCHER_SETTINGS}
-            b = DynamicBatcher(
-                entry.name,
-                entry.runtime.run,
-                bucket_width=s.length_bucket,
-                pad_shape=entry.runtime.padded_shape,
-                pad_id=m.pad_id,
-                timeout_s=s.request_timeout_s,
-                observer=self.metrics,
-                on_broken=partial(self._broken, entry),
-                **limits,
-            )
-            await b.start()
-            self.batchers[entry.name] = b
-            self.rooms[entry.name] = WaitingRoom(b, s.admission_wait_ms / 1000.0)
-        repository.share_tokenizers(self.models.values())
+            self.metrics.model_ready.labels(entry.name).set(1 if isinstance(entry, Model) else 0)
         self.started = True
         print(self.summary(), flush=True)
 
-    def _broken(self, entry: ModelEntry, exc: BaseException) -> None:
-        """The model's batcher stopped (logged there): it no longer serves, and says so."""
-        entry.state, entry.error = "failed", f"batcher stopped: {type(exc).__name__}: {exc}"
-        self.metrics.model_ready.labels(entry.name).set(0)
+    async def _serve(self, loaded: LoadedModel) -> Model:
+        """`loaded` with its batcher started and its waiting room: a Model that serves."""
+        s, m, name = self.settings, loaded.manifest, loaded.name
+        self.metrics.model_info.labels(
+            name, m.arch, str(m.layers), str(m.heads), loaded.runtime.provider, loaded.variant
+        ).set(1)
+        if loaded.runtime.graphs is not None:
+            self.metrics.watch_graphs(name, loaded.runtime.graphs.memory)
+        self.metrics.queue_depth_g.labels(name).set(0)
+        self.metrics.inflight.labels(name).set(0)
+        b = DynamicBatcher(
+            name,
+            loaded.runtime.run,
+            bucket_width=s.length_bucket,
+            pad_shape=loaded.runtime.padded_shape,
+            pad_id=m.pad_id,
+            timeout_s=s.request_timeout_s,
+            observer=self.metrics,
+            on_broken=partial(self._broken, name),
+            **{k: getattr(s, k) for k in BATCHER_SETTINGS},
+        )
+        await b.start()
+        return Model.serving(loaded, b, WaitingRoom(b, s.admission_wait_ms / 1000.0))
+
+    def _broken(self, name: str, exc: BaseException) -> None:
+        """The model's batcher stopped (logged there): the model no longer serves, and says so."""
+        was = self.models[name]
+        error = f"batcher stopped: {type(exc).__name__}: {exc}"
+        self.models[name] = FailedModel(name, error, was.load_seconds)
+        self.metrics.model_ready.labels(name).set(0)
+
+    def serving(self) -> list[Model]:
+        return [m for m in self.models.values() if isinstance(m, Model)]
 
     def summary(self) -> str:
         models = [
             {
                 "name": e.name,
                 "state": e.state,
-                "provider": e.provider,
-                "variant": e.variant,
-                "error": e.error,
+                "provider": e.provider if isinstance(e, Model) else None,
+                "variant": e.variant if isinstance(e, Model) else None,
+                "error": e.error if isinstance(e, FailedModel) else None,
                 "load_s": round(e.load_seconds, 3),
             }
             for e in self.models.values()
@@ -156,15 +162,14 @@ class Service:
         """SIGTERM: new requests get 503, queued work runs at once. Safe from a signal handler."""
         self.draining = True
         if self._loop is not None and not self._loop.is_closed():
-            for b in list(self.batchers.values()):
-                self._loop.call_soon_threadsafe(b.flush)
-            for room in list(self.rooms.values()):
-                self._loop.call_soon_threadsafe(room.refuse_all)
+            for m in self.serving():
+                self._loop.call_soon_threadsafe(m.batcher.flush)
+                self._loop.call_soon_threadsafe(m.room.refuse_all)
 
     async def stop(self) -> None:
         self.draining = True
         grace = self.settings.shutdown_grace_s
-        results = await asyncio.gather(*(b.stop(grace) for b in self.batchers.values()))
+        results = await asyncio.gather(*(m.batcher.stop(grace) for m in self.serving()))
         if not all(results):
             log.error("shutdown: some requests were still queued after %.1f s", grace)
 
@@ -172,7 +177,7 @@ class Service:
     def ready(self) -> bool:
         if self.draining or not self.started:
             return False
-        states = [e.ready for e in self.models.values()]
+        states = [isinstance(e, Model) for e in self.models.values()]
         if not states:
             return False
         return all(states) if self.settings.require_all_models else any(states)
@@ -181,17 +186,17 @@ class Service:
     def model_label(self, name: str | None) -> str:
         return name if name in self.models else UNKNOWN_MODEL
 
-    def known(self, name: str, field: str | None = "name") -> ModelEntry:
-        """The model of that name, ready or not (listing, statistics)."""
+    def known(self, name: str, field: str | None = "name") -> AnyModel:
+        """The model of that name, serving or not (listing, statistics)."""
         entry = self.models.get(name)
         if entry is None:
             raise UnknownModel(name, field)
         return entry
 
-    def model(self, name: str, field: str | None = "name") -> ModelEntry:
+    def model(self, name: str, field: str | None = "name") -> Model:
         """The model of that name, loaded and serving: the one readiness test of every route."""
         entry = self.known(name, field)
-        if not entry.ready or entry.manifest is None:
+        if isinstance(entry, FailedModel):
             raise ModelNotReady.of(name, entry.error, field)
         return entry
 
@@ -205,15 +210,14 @@ class Service:
             )
 
     @staticmethod
-    def tokenize(entry: ModelEntry, texts: Sequence[str]) -> list[list[str]]:
+    def tokenize(entry: Model, texts: Sequence[str]) -> list[list[str]]:
         """Each text's tokens by the model's tokenizer: the costly part of encoding, which
         /v1/compare does once per tokenizer rather than once per model."""
-        assert entry.tokenizer is not None
         return [entry.tokenizer.tokenize(text) for text in texts]
 
     def encode_texts(
         self,
-        entry: ModelEntry,
+        entry: Model,
         texts: Sequence[str],
         field: str = "texts",
         truncate: bool = False,
@@ -228,7 +232,6 @@ class Service:
         """
         self.check_rows(len(texts), field)
         tok, m = entry.tokenizer, entry.manifest
-        assert tok is not None and m is not None
         limit = min(tok.max_length, m.max_sequence_length)
         rows, kept, cut = [], [], []
         for i, words in enumerate(self.tokenize(entry, texts) if tokens is None else tokens):
@@ -247,7 +250,7 @@ class Service:
 
     def check_ids(
         self,
-        entry: ModelEntry,
+        entry: Model,
         input_ids: Sequence[Sequence[int]] | np.ndarray,
         attention_mask: Sequence[Sequence[int]] | np.ndarray | None,
         ids_field: str = tensors.INPUT_IDS,
@@ -255,7 +258,6 @@ class Service:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Validate token ids (+ mask) against the model; rows trimmed of trailing padding."""
         m = entry.manifest
-        assert m is not None
         self.check_rows(len(input_ids), ids_field)
         if attention_mask is not None and len(attention_mask) != len(input_ids):
             raise InvalidInput(
@@ -287,10 +289,10 @@ class Service:
         URL alone, after a bounded wait for room (service.admission). Unknown or unready
         models are left to the route, which names the field.
         """
-        room = self.rooms.get(name)
-        if room is None or room.batcher.broken is not None or await room.enter():
+        entry = self.models.get(name)
+        if not isinstance(entry, Model) or await entry.room.enter():
             return None
-        b = room.batcher
+        b = entry.batcher
         if not b.accepting:
             self.metrics.rejected(name, batcher.ShuttingDown.reason)
             return ShuttingDown(self.retry_after(b))
@@ -299,9 +301,9 @@ class Service:
 
     # inference -------------------------------------------------------------------------
     async def infer(
-        self, entry: ModelEntry, ids_rows: list[np.ndarray], mask_rows: list[np.ndarray] | None = None
+        self, entry: Model, ids_rows: list[np.ndarray], mask_rows: list[np.ndarray] | None = None
     ) -> BatchResult:
-        b = self.batchers[entry.name]
+        b = entry.batcher
         try:
             return await b.submit(ids_rows, mask_rows)
         except batcher.QueueFull as exc:
@@ -326,8 +328,8 @@ class Service:
             "padded_length": result.padded_length,
         }
 
-    def predictions(self, entry: ModelEntry, result: BatchResult, top_k: int, embedding: bool) -> list[dict]:
-        labels = entry.manifest.labels if entry.manifest else []
+    def predictions(self, entry: Model, result: BatchResult, top_k: int, embedding: bool) -> list[dict]:
+        labels = entry.manifest.labels
         logits = result.logits.astype(np.float64)
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z)
@@ -352,7 +354,7 @@ class Service:
 
     async def predict(
         self,
-        entry: ModelEntry,
+        entry: Model,
         ids_rows: list[np.ndarray],
         mask_rows: list[np.ndarray] | None,
         top_k: int,

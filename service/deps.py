@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.core import Service
-from service.repository import ModelEntry
+from service.model import AnyModel, Model
 
 
 def get_service(request: Request) -> Service:
@@ -22,13 +22,13 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def known_model(name: str, svc: ServiceDep) -> ModelEntry:
+def known_model(name: str, svc: ServiceDep) -> AnyModel:
     return svc.known(name)
 
 
-def ready_model(name: str, svc: ServiceDep) -> ModelEntry:
+def ready_model(name: str, svc: ServiceDep) -> Model:
     return svc.model(name)
 
 
-KnownModel = Annotated[ModelEntry, Depends(known_model)]
-ReadyModel = Annotated[ModelEntry, Depends(ready_model)]
+KnownModel = Annotated[AnyModel, Depends(known_model)]
+ReadyModel = Annotated[Model, Depends(ready_model)]

@@ -31,7 +31,7 @@ def _components(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
 
 def _limits(service: Service) -> tuple[int, int | None, int | None]:
     """(rows per request, tokens per row, largest token id) valid for every ready model."""
-    manifests = [e.manifest for e in service.models.values() if e.ready and e.manifest is not None]
+    manifests = [m.manifest for m in service.serving()]
     if not manifests:
         return service.settings.max_batch_size, None, None
     tokens = min(m.max_sequence_length for m in manifests)

@@ -2,16 +2,16 @@
 
 Only direct children of the repository whose names match `MODEL_NAME_RE` are models;
 hidden folders (export's staging `.name.partial`) and anything else are skipped. Requests
-look models up in the dict built here, so user input never becomes a path.
+look models up by name among those loaded here, so user input never becomes a path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from contract import reference
 from contract.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
@@ -23,34 +23,39 @@ from service.settings import ServiceSettings
 log = logging.getLogger("service.repository")
 
 
-@dataclass
-class ModelEntry:
+@dataclass(frozen=True)
+class FailedModel:
+    """A model that does not serve: it failed to load, or its batcher stopped (`error` says why)."""
+
     name: str
-    path: Path
-    state: str = "loading"  # ready | failed
-    error: str | None = None
-    manifest: Manifest | None = None
-    tokenizer: Tokenizer | None = None
-    runtime: OrtModel | None = None
-    variant: str | None = None
-    served: variants.Served | None = None  # the variant's parity standing on its provider
+    error: str
     load_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    state: ClassVar[str] = "failed"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model folder read, verified and given its ONNX Runtime session."""
+
+    name: str
+    manifest: Manifest
+    tokenizer: Tokenizer
+    runtime: OrtModel
+    served: variants.Served  # the variant served and its parity standing on its provider
+    load_seconds: float
 
     @property
-    def ready(self) -> bool:
-        return self.state == "ready"
-
-    @property
-    def provider(self) -> str | None:
-        return self.runtime.provider if self.runtime else None
+    def variant(self) -> str:
+        return self.served.variant
 
 
-def discover(root: Path, only: list[str] | None = None) -> list[ModelEntry]:
+def discover(root: Path, only: list[str] | None = None) -> list[Path | FailedModel]:
+    """The model folders under `root` (a model's name is its folder's), and a FailedModel for each
+    name in `only` that has none."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} is not a folder")
-    entries = []
+    found: list[Path | FailedModel] = []
     for child in sorted(root.iterdir()):
         if child.name.startswith(".") or not child.is_dir():
             continue
@@ -59,11 +64,10 @@ def discover(root: Path, only: list[str] | None = None) -> list[ModelEntry]:
             continue
         if only is not None and child.name not in only:
             continue
-        entries.append(ModelEntry(name=child.name, path=child))
-    for name in only or []:
-        if name not in {e.name for e in entries}:
-            entries.append(ModelEntry(name=name, path=root / name, state="failed", error="no such folder"))
-    return entries
+        found.append(child)
+    names = {p.name for p in found if isinstance(p, Path)}
+    found += [FailedModel(name, "no such folder") for name in only or [] if name not in names]
+    return found
 
 
 def _plain_name(value: str, what: str) -> str:
@@ -89,29 +93,27 @@ def _best_variant(
     return variants.select(m, provider, settings.variant, settings.allow_unproven, open_variant, batches)
 
 
-def load(entry: ModelEntry, settings: ServiceSettings, sessions: int = 1) -> ModelEntry:
-    """Fill `entry` in place: ready with a session, or failed with the reason. `sessions`: how
-    many models share the machine's cores (ORT thread counts)."""
+def load(folder: Path, settings: ServiceSettings, sessions: int = 1) -> LoadedModel | FailedModel:
+    """The model in `folder` with its session, or why it failed (logged; never fatal: the other
+    models still serve). `sessions`: how many models share the machine's cores (ORT threads)."""
+    name = folder.name
     t0 = time.perf_counter()
     try:
-        m = load_manifest(entry.path)
-        if m.name != entry.name:
+        m = load_manifest(folder)
+        if m.name != name:
             raise ValueError(f"manifest name {m.name!r} differs from the folder name")
         _plain_name(m.tokenizer, "tokenizer")
-        tok = Tokenizer.load(entry.path / m.tokenizer)
+        tok = Tokenizer.load(folder / m.tokenizer)
         if tok.vocab_size != m.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} words, manifest says {m.vocab_size}")
-        runtime, entry.served = _best_variant(entry.path, m, settings, sessions)
-        entry.manifest, entry.tokenizer, entry.runtime, entry.variant = m, tok, runtime, entry.served.variant
+        runtime, served = _best_variant(folder, m, settings, sessions)
         if settings.warmup:
-            _warm_up(entry.name, runtime)
-        entry.state, entry.error = "ready", None
+            _warm_up(name, runtime)
     except Exception as exc:  # reported, never fatal: the other models still serve
-        entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}"
-        entry.runtime = entry.served = None
-        log.error("model %s failed to load: %s", entry.name, entry.error)
-    entry.load_seconds = time.perf_counter() - t0
-    return entry
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("model %s failed to load: %s", name, error)
+        return FailedModel(name, error, time.perf_counter() - t0)
+    return LoadedModel(name, m, tok, runtime, served, time.perf_counter() - t0)
 
 
 def _warm_up(name: str, runtime: OrtModel) -> None:
@@ -130,16 +132,17 @@ def _warm_up(name: str, runtime: OrtModel) -> None:
         )
 
 
-def share_tokenizers(entries: Iterable[ModelEntry]) -> None:
-    """Give models with equal tokenizers one object, so that /v1/compare tokenises a text once
-    for all of them (models exported from one training split share their vocabulary)."""
+def share_tokenizers(models: list[LoadedModel]) -> list[LoadedModel]:
+    """The models, those with equal tokenizers given one object, so that /v1/compare tokenises a
+    text once for all of them (models exported from one training split share their vocabulary)."""
     seen: list[Tokenizer] = []
-    for entry in entries:
-        tok = entry.tokenizer
-        if tok is None:
-            continue
+    out = []
+    for model in models:
+        tok = model.tokenizer
         same = next((t for t in seen if t.to_dict() == tok.to_dict()), None)
         if same is None:
             seen.append(tok)
+            out.append(model)
         else:
-            entry.tokenizer = same
+            out.append(replace(model, tokenizer=same))
+    return out

@@ -114,19 +114,19 @@ def test_optimized_and_fp16_variants(tiny_runs: dict[str, Path], tmp_path: Path)
         assert logits.shape == (2, 45) and emb.shape == (2, 64) and np.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("step", ["export", "parity", "write"])
+@pytest.mark.parametrize("step", ["export_onnx", "_prove_parity", "_write_folder"])
 def test_interrupted_export_leaves_nothing(
     tiny_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
+    """Killed in the graph export, the parity proof or the final write: nothing is left behind."""
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "keep").mkdir()
 
-    def boom(name: str) -> None:
-        if name == step:
-            raise KeyboardInterrupt(f"killed during {name}")
+    def boom(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt(f"killed during {step}")
 
-    monkeypatch.setattr(api, "_step_hook", boom)
+    monkeypatch.setattr(api, step, boom)
     with pytest.raises(KeyboardInterrupt):
         api.export_run(tiny_runs["mha"], repo, name="mha-x")
     assert _repo_entries(repo) == {"keep"}  # no model folder, no .partial temp dir

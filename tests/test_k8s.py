@@ -497,6 +497,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
 
     from service.app import create_app
     from tests.conftest import cpu_service_settings
+    from tests.test_service_batcher import hold, release
 
     settings = cpu_service_settings(repo, require_all_models=True)
     app = create_app(settings, gpu_metrics=False)
@@ -506,8 +507,8 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
         async with httpx.AsyncClient(transport=transport, base_url="http://pod") as c:
             out["probes"] = {k: (await c.get(p)).status_code for k, p in paths.items()}
             out["idle"] = (await c.get("/metrics")).text
-            b = app.state.service.batchers["mha-tiny"]
-            b.pause()  # hold the batch so the request stays in flight
+            b = app.state.service.models["mha-tiny"].batcher
+            hold(b)  # hold the batch so the request stays in flight
             try:
                 task = asyncio.create_task(
                     c.post("/v1/models/mha-tiny/predict", json={"texts": ["a dog", "a tree", "a cat"]})
@@ -516,7 +517,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
                     await asyncio.sleep(0.001)
                 out["busy"] = (await c.get("/metrics")).text
             finally:
-                b.resume()
+                release(b)
             out["answer"] = (await task).status_code
             out["after"] = (await c.get("/metrics")).text
             app.state.service.begin_shutdown()  # what SIGTERM does

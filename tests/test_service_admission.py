@@ -19,7 +19,7 @@ from service.batcher import DynamicBatcher
 from service.runtime import CPU, CUDA, session_options
 from service.settings import ServiceSettings
 from tests.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
-from tests.test_service_batcher import run_async, started
+from tests.test_service_batcher import hold, release, run_async, started
 
 
 def _echo(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def _row(n: int = 2) -> list[np.ndarray]:
 
 async def _full(b: DynamicBatcher) -> list[asyncio.Task]:
     """Pause `b` and fill its queue with one-row requests."""
-    b.pause()
+    hold(b)
     tasks = [asyncio.create_task(b.submit(_row())) for _ in range(b.max_queue_rows)]
     while b.queued_rows < b.max_queue_rows:
         await asyncio.sleep(0.001)
@@ -54,7 +54,7 @@ async def _refusal_seconds(b: DynamicBatcher, wait_s: float) -> float:
     assert await room.enter() is False
     seconds = time.perf_counter() - t0
     assert room.waiting == 0
-    b.resume()
+    release(b)
     await asyncio.gather(*tasks)
     return seconds
 
@@ -89,7 +89,7 @@ async def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_
         second = asyncio.create_task(wait("second"))
         await asyncio.sleep(0.01)
         assert room.waiting == 2 and order == []
-        b.resume()  # one batch of 2 rows leaves the queue: room for the waiters
+        release(b)  # one batch of 2 rows leaves the queue: room for the waiters
         await asyncio.wait_for(asyncio.gather(first, second, *tasks), 5.0)
         assert order == ["first", "second"]
 
@@ -120,7 +120,7 @@ def _scope(app, path: str) -> dict:  # noqa: ANN001
 
 
 def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> None:
-    b = runner.service.batchers["mha-tiny"]
+    b = runner.service.models["mha-tiny"].batcher
     reads: list[int] = []
     sent: list[dict] = []
 
@@ -136,7 +136,7 @@ def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> Non
         try:
             await runner.app(_scope(runner.app, "/v1/models/mha-tiny/predict"), receive, send)
         finally:
-            b.resume()
+            release(b)
         await asyncio.gather(*tasks)
 
     runner.call(go())

@@ -1,7 +1,7 @@
 """The app against the tiny MHA/SHA model repository, in-process over httpx's ASGI transport.
 
 One app per module (a background event loop holds its lifespan); batch formation is made
-deterministic with the batcher's pause()/resume() hook, never with sleeps.
+deterministic with the batcher's hold()/release() helpers (tests/test_service_batcher.py), never with sleeps.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from contract.manifest import load_manifest
 from service.app import create_app
 from service.settings import ServiceSettings
 from service.v2codec import HEADER
+from tests.test_service_batcher import hold, release
 
 MAX_BATCH = 4
 MAX_QUEUE = 8
@@ -469,10 +470,10 @@ def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
 
 # -- batching, back-pressure ---------------------------------------------------------------------
 def test_concurrent_requests_share_a_batch(runner: AppRunner) -> None:
-    b = runner.service.batchers["mha-tiny"]
+    b = runner.service.models["mha-tiny"].batcher
 
     async def go() -> list[httpx.Response]:
-        b.pause()  # hold the worker until all three are queued, so the batch is deterministic
+        hold(b)  # hold the worker until all three are queued, so the batch is deterministic
         try:
             tasks = [
                 asyncio.create_task(runner.client.post("/v1/models/mha-tiny/predict", json={"texts": [t]}))
@@ -481,7 +482,7 @@ def test_concurrent_requests_share_a_batch(runner: AppRunner) -> None:
             while b.queued_rows < 3:
                 await asyncio.sleep(0.001)
         finally:
-            b.resume()
+            release(b)
         return await asyncio.gather(*tasks)
 
     for r in runner.call(go()):
@@ -490,11 +491,11 @@ def test_concurrent_requests_share_a_batch(runner: AppRunner) -> None:
 
 
 def test_full_queue_answers_429_at_once(runner: AppRunner) -> None:
-    b = runner.service.batchers["sha-tiny"]
+    b = runner.service.models["sha-tiny"].batcher
     four = {"texts": ["a dog", "a cat", "a tree", "a rock"]}
 
     async def go() -> tuple[list[httpx.Response], httpx.Response]:
-        b.pause()
+        hold(b)
         try:
             tasks = [
                 asyncio.create_task(runner.client.post("/v1/models/sha-tiny/predict", json=four))
@@ -506,7 +507,7 @@ def test_full_queue_answers_429_at_once(runner: AppRunner) -> None:
                 runner.client.post("/v1/models/sha-tiny/predict", json={"texts": ["one more"]}), 5
             )
         finally:
-            b.resume()
+            release(b)
         return await asyncio.gather(*tasks), extra
 
     accepted, extra = runner.call(go())
@@ -586,11 +587,11 @@ def test_drain_on_shutdown_loses_no_accepted_request(repo: Path) -> None:
     r = AppRunner(
         create_app(settings_for(repo, models=["mha-tiny"], max_queue_delay_ms=60_000), gpu_metrics=False)
     )
-    svc, b = r.service, r.service.batchers["mha-tiny"]
+    svc, b = r.service, r.service.models["mha-tiny"].batcher
     try:
 
         async def go() -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:
-            b.pause()
+            hold(b)
             tasks = [
                 asyncio.create_task(
                     r.client.post("/v1/models/mha-tiny/predict", json={"texts": [f"word {i}"]})
@@ -603,7 +604,7 @@ def test_drain_on_shutdown_loses_no_accepted_request(repo: Path) -> None:
             await asyncio.sleep(0)
             late = await r.client.post("/v1/models/mha-tiny/predict", json={"texts": ["late"]})
             ready = await r.client.get("/v2/health/ready")
-            b.resume()
+            release(b)
             return await asyncio.gather(*tasks), late, ready
 
         accepted, late, ready = r.call(go(), timeout=30)

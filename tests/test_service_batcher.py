@@ -57,6 +57,18 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     return run
 
 
+def hold(b: DynamicBatcher) -> None:
+    """Hold `b`'s worker (it sees no batch to run) until `release(b)`, so that queue states are
+    deterministic: patched on this instance only, production code has no such switch."""
+    b._pick = lambda now: None  # type: ignore[method-assign]
+    b._next_deadline = lambda: None  # type: ignore[method-assign]
+
+
+def release(b: DynamicBatcher) -> None:
+    del b._pick, b._next_deadline
+    b._changed.set()
+
+
 @contextlib.asynccontextmanager
 async def started(run_fn: Callable[..., Any], **options: Any) -> AsyncIterator[DynamicBatcher]:
     """Batcher "m" (worker threads named ort-m*) started for the block and stopped after it."""
@@ -137,12 +149,12 @@ async def test_default_is_the_idle_fast_path() -> None:
 async def test_oldest_full_bucket_runs_first() -> None:
     rec = Recorder()
     async with started(rec, max_batch_size=2, max_queue_delay_ms=60_000, bucket_width=16) as b:
-        b.pause()
+        hold(b)
         older = [asyncio.create_task(b.submit(rows(40))) for _ in range(2)]  # bucket 3, full
         await until(lambda: b.queued_rows == 2)
         newer = [asyncio.create_task(b.submit(rows(3))) for _ in range(2)]  # bucket 1, full
         await until(lambda: b.queued_rows == 4)
-        b.resume()
+        release(b)
         await asyncio.gather(*older, *newer)
         assert rec.shapes == [(2, 40), (2, 3)]
 
@@ -175,11 +187,11 @@ async def test_zero_delay_runs_at_once_and_batches_what_queues_meanwhile() -> No
 async def test_rows_grouped_by_length_bucket() -> None:
     rec = Recorder()
     async with started(rec, max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16) as b:
-        b.pause()
+        hold(b)
         tasks = [asyncio.create_task(b.submit(rows(n))) for n in (3, 40, 5, 45, 7)]
         await until(lambda: b.queued_rows == 5)
         b.flush()  # run what is queued now, bucket by bucket
-        b.resume()
+        release(b)
         res = await asyncio.gather(*tasks)
         assert sorted(rec.shapes) == [(2, 45), (3, 7)]
         assert [r.padded_length for r in res] == [7, 45, 7, 45, 7]
@@ -201,23 +213,23 @@ async def test_full_queue_rejects_at_once() -> None:
             return lambda *a, **k: rejected.append(a[1]) if name == "rejected" else None
 
     async with started(Recorder(), max_batch_size=2, max_queue_rows=3, observer=Obs()) as b:
-        b.pause()
+        hold(b)
         waiting = [asyncio.create_task(b.submit(rows(2))) for _ in range(3)]
         await until(lambda: b.queued_rows == 3)
         with pytest.raises(QueueFull):
             await asyncio.wait_for(b.submit(rows(2)), 1.0)  # answered at once, not queued
         assert rejected == ["queue_full"]
-        b.resume()
+        release(b)
         assert all(r.logits.shape == (1, 2) for r in await asyncio.gather(*waiting))
 
 
 @run_async
 async def test_request_timeout() -> None:
     async with started(Recorder(), max_batch_size=2, timeout_s=0.05) as b:
-        b.pause()
+        hold(b)
         with pytest.raises(RequestTimeout):
             await b.submit(rows(2))
-        b.resume()
+        release(b)
         r = await b.submit(rows(2))  # the timed-out item is skipped, not run
         assert r.batch_size == 1
 
@@ -226,14 +238,14 @@ async def test_request_timeout() -> None:
 async def test_drain_answers_every_accepted_request() -> None:
     rec = Recorder()
     async with started(rec, max_batch_size=4, max_queue_delay_ms=60_000) as b:
-        b.pause()
+        hold(b)
         tasks = [asyncio.create_task(b.submit(rows(1 + i % 3))) for i in range(10)]
         await until(lambda: b.queued_rows == 10)
         drain = asyncio.create_task(b.drain(timeout=10))
         await asyncio.sleep(0)
         with pytest.raises(ShuttingDown):  # closed: new work refused
             await b.submit(rows(1))
-        b.resume()
+        release(b)
         assert await drain is True  # no waiting for the 60 s delay window
         results = await asyncio.gather(*tasks)
         assert len(results) == 10 and sum(len(s) and s[0] for s in rec.shapes) == 10
@@ -278,14 +290,14 @@ async def test_retry_after_follows_the_measured_drain_rate() -> None:
     async with started(slow, max_batch_size=4, max_queue_rows=100, inline_compute_ms=0.0) as b:
         assert b.retry_after_s() == 1  # nothing measured yet
         await b.submit(rows(1, 1))
-        b.pause()
+        hold(b)
         tasks = [asyncio.create_task(b.submit(rows(1, 1, 1, 1))) for _ in range(20)]  # 80 rows
         await until(lambda: b.queued_rows == 80)
         assert 3 <= b.retry_after_s() <= 5  # 80 rows at ~20 rows/s
         assert b.has_room(20) and not b.has_room(21)
         for t in tasks:
             t.cancel()
-        b.resume()
+        release(b)
 
 
 @run_async
@@ -293,13 +305,13 @@ async def test_requests_that_left_do_not_fill_a_bucket() -> None:
     """A cancelled (or timed-out) request still queued must not make its bucket look full."""
     rec = Recorder()
     async with started(rec, max_batch_size=2, max_queue_delay_ms=60_000) as b:
-        b.pause()
+        hold(b)
         gone = asyncio.create_task(b.submit(rows(3)))
         await until(lambda: b.queued_rows == 1)
         gone.cancel()
         live = asyncio.create_task(b.submit(rows(3)))
         await until(lambda: b.queued_rows == 2)
-        b.resume()
+        release(b)
         await asyncio.sleep(0.2)
         assert not live.done() and rec.shapes == []  # one live row: not a full batch of 2
         b.flush()
@@ -310,7 +322,7 @@ async def test_requests_that_left_do_not_fill_a_bucket() -> None:
 async def test_stop_leaves_no_queued_rows_behind() -> None:
     b = DynamicBatcher("m", Recorder(), max_batch_size=2)
     await b.start()
-    b.pause()
+    hold(b)
     task = asyncio.create_task(b.submit(rows(3)))
     await until(lambda: b.queued_rows == 1)
     assert await b.stop(timeout=0.05) is False
