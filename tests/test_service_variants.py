@@ -170,10 +170,14 @@ def test_named_unproven_variant_fails_the_model_with_one_line(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fake_cuda(monkeypatch, 0.5)
-    entry = repository.discover(repo)[0]
-    repository.load(entry, _cuda_settings(repo, variant=GPU_FILE, allow_unproven=True))
-    assert entry.ready and entry.served.status == "unproven" and entry.variant == GPU_FILE
-    repository.load(entry, _cuda_settings(repo, variant=GPU_FILE))
-    assert entry.state == "failed" and entry.runtime is None and entry.served is None
-    assert entry.error.startswith("UnprovenVariant: H2H_VARIANT=model.gpu.onnx: model.gpu.onnx failed parity")
-    assert "\n" not in entry.error and entry.error.endswith("set H2H_ALLOW_UNPROVEN=1 to serve it anyway")
+    (folder,) = repository.discover(repo)
+    assert isinstance(folder, Path)
+    loaded = repository.load(folder, _cuda_settings(repo, variant=GPU_FILE, allow_unproven=True))
+    assert isinstance(loaded, repository.LoadedModel)
+    assert loaded.served.status == "unproven" and loaded.variant == GPU_FILE
+    failed = repository.load(folder, _cuda_settings(repo, variant=GPU_FILE))  # a new result: no parity kept
+    assert isinstance(failed, repository.FailedModel)
+    assert failed.error.startswith(
+        "UnprovenVariant: H2H_VARIANT=model.gpu.onnx: model.gpu.onnx failed parity"
+    )
+    assert "\n" not in failed.error and failed.error.endswith("set H2H_ALLOW_UNPROVEN=1 to serve it anyway")
