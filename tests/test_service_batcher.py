@@ -110,11 +110,11 @@ async def test_pad_shape_pads_rows_and_length_without_changing_answers() -> None
 
     opts = dict(max_batch_size=8, max_queue_delay_ms=60_000, bucket_width=16, inline_compute_ms=1_000.0)
     async with started(run, pad_shape=grid.padded, **opts) as b:
-        b.pause()
+        hold(b)
         pending = [asyncio.ensure_future(b.submit(rows(n))) for n in (3, 5, 7)]
         await until(lambda: b.queued_rows == 3)
         b.flush()
-        b.resume()
+        release(b)
         results = await asyncio.gather(*pending)
         assert rec.shapes == [(4, 16)]
         assert masks[0][3].tolist() == [1] + [0] * 15 and masks[0][:3].sum() == 3 + 5 + 7
