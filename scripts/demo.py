@@ -1,4 +1,4 @@
-"""`make demo`: train MHA and SHA, export both, serve them, load-test, print the comparison.
+"""`make demo`: train MHA and SHA, export both, serve them, load-test, print which model to serve.
 
     python scripts/demo.py [--preset small] [--runs runs] [--repo model_repository]
                            [--results results] [--force] [--skip-loadtest]
@@ -6,8 +6,11 @@
 Every step is the project's own CLI or API, run the way a user would run it, so the demo
 is also an end-to-end check: a completed training run in `runs/` is reused (`--force`, or
 `make demo FORCE=1`, retrains), the service is a real `python -m service` subprocess on a
-free loopback port, and the load test is `python -m loadtest sweep` against it. The service
-gets SIGTERM at the end (or on any failure) and must drain and exit 0.
+free loopback port, and the load test is `python -m loadtest sweep` against it, followed by
+`python -m loadtest capacity` (short probes) for the highest request rate each model serves
+within the latency SLO. The service gets SIGTERM at the end (or on any failure) and must drain
+and exit 0. The demo ends with the answer: test accuracy, p50 at batch 1 and capacity side by
+side, and one sentence naming the model to serve.
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ class DemoSettings(BaseSettings):
         default="default", description="loadtest grid: default (about a minute) or tiny (seconds, tests)"
     )
     ready_timeout_s: float = Field(default=120.0, gt=0)
+    slo_p99_ms: float = Field(
+        default=50.0, gt=0, description="latency SLO of the which-model answer (p99, ms)"
+    )
+    capacity_seq: str = Field(
+        default="16,64", description="sequence lengths (at batch 1) of the capacity search"
+    )
+
+
+# the capacity search's probes per --loadtest-preset: short, so the search adds well under a
+# minute to the demo (2 models x 2 shapes, at most 5 probes of about 1 s each)
+CAPACITY_PROBES = {
+    "default": ("--probe-duration", "1", "--max-probes", "5", "--tolerance", "0.25"),
+    "tiny": ("--probe-duration", "0.3", "--max-probes", "3", "--tolerance", "0.5"),
+}
 
 
 def banner(text: str) -> None:
@@ -147,34 +164,52 @@ def show_compare(url: str) -> None:
     print(json.dumps(r.json(), indent=2)[:4000])
 
 
-def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
-    # name the two models: the repository may hold others (e.g. the random-init paper pair)
-    cmd = [
-        sys.executable,
-        "-m",
-        "loadtest",
-        "sweep",
-        "--preset",
-        s.loadtest_preset,
-        "--mode",
-        "both",
-        "--models",
-        ",".join(names.values()),
-        "--repo",
-        str(s.repo),
-        "--url",
-        url,
-        "--out",
-        str(s.results),
-    ]
-    print("$ " + " ".join(cmd[1:]), flush=True)
+def run_loadtest(command: str, *args: str) -> bool:
+    """`python -m loadtest COMMAND ARGS` as a user would type it; False (said on stderr) on failure."""
+    cmd = [sys.executable, "-m", "loadtest", command, *args]
+    print("$ python " + " ".join(cmd[1:]), flush=True)
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
-        print(f"load test exited with {rc}", file=sys.stderr)
+        print(f"loadtest {command} exited with {rc}", file=sys.stderr)
+    return rc == 0
+
+
+def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
+    # name the two models: the repository may hold others (e.g. the random-init paper pair)
+    models = ",".join(names.values())
+    args = ["--preset", s.loadtest_preset, "--mode", "both", "--models", models, "--repo", str(s.repo)]
+    if not run_loadtest("sweep", *args, "--url", url, "--out", str(s.results)):
         return None
     from loadtest.results import load
 
     return load(s.results)
+
+
+def capacity(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
+    """The SLO capacity search on the trained pair at batch 1 (it rewrites the report with the
+    which-model section and the accuracy-vs-capacity plot)."""
+    args = ["--models", ",".join(names.values()), "--batch", "1", "--seq", s.capacity_seq]
+    args += ["--slo-p99-ms", f"{s.slo_p99_ms:g}", *CAPACITY_PROBES[s.loadtest_preset]]
+    if not run_loadtest("capacity", *args, "--url", url, "--out", str(s.results)):
+        return None
+    from loadtest.results import load_capacity
+
+    return load_capacity(s.results)
+
+
+def show_answer(s: DemoSettings, results: dict[str, Any] | None, cap: dict[str, Any]) -> None:
+    """The demo's last words: the which-model table and the one sentence naming the model to serve."""
+    from loadtest.report.markdown import which_model_answer
+
+    meta = (results or {}).get("meta", {})
+    manifests = {**cap.get("meta", {}).get("manifests", {}), **meta.get("manifests", {})}
+    table, sentence = which_model_answer(cap, (results or {}).get("points", []), manifests)
+    if not table:
+        return
+    banner(f"Which model to serve (p99 <= {s.slo_p99_ms:g} ms)")
+    print(table)
+    print()
+    print(sentence)
 
 
 def _ms(v: float | None) -> str:
@@ -255,13 +290,14 @@ def main() -> int:
     log = s.results / "service.log"
     banner(f"3/4 serve {', '.join(names.values())} at {url} (log {log})")
     proc = start_service(s, port, log, names)
-    results = None
+    results = cap = None
     try:
         wait_ready(proc, url, s.ready_timeout_s, log)
         show_compare(url)
         if not s.skip_loadtest:
-            banner(f"4/4 load test (in-process and HTTP) -> {s.results}/")
+            banner(f"4/4 load test (in-process and HTTP), then capacity within the SLO -> {s.results}/")
             results = loadtest(s, url, names)
+            cap = capacity(s, url, names)
     finally:
         rc = stop_process(proc, 60.0)
         print(f"service stopped on SIGTERM, exit code {rc}")
@@ -275,6 +311,8 @@ def main() -> int:
         print(verdict(results["points"]))
         plots = sorted(p.name for p in s.results.glob("*.png"))
         print(f"\nreport: {s.results / 'report.md'}\nplots in {s.results}/: {', '.join(plots)}")
+    if cap is not None:
+        show_answer(s, results, cap)
     return 0 if rc == 0 else 1
 
 

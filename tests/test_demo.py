@@ -54,7 +54,7 @@ def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> 
         check=True,
         capture_output=True,
     )
-    first = _demo(tmp_path, wordnet_dir, "--loadtest-preset", "tiny")
+    first = _demo(tmp_path, wordnet_dir, "--loadtest-preset", "tiny", "--capacity-seq", "8")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     # trained both, exported both with a parity figure, served, compared, load-tested
@@ -72,11 +72,31 @@ def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> 
     assert (results / "report.md").is_file() and (results / "results.csv").is_file()
     assert list(results.glob("*.png")), "no plots written"
     assert f"plots in {results}/" in out
+    _assert_the_answer(out, results)
 
     # second run: completed runs are reused, not retrained
     second = _demo(tmp_path, wordnet_dir, "--skip-loadtest")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("reusing") == 2
+
+
+def _assert_the_answer(out: str, results: Path) -> None:
+    """The demo ends with the which-model table and one sentence; the report holds the plot."""
+    answer = out[out.index("=== Which model to serve (p99 <= 50 ms) ===") :].strip().splitlines()
+    assert answer[1].startswith("| model | layers x heads | test accuracy | p50 ms, batch 1 | req/s b1 s8 |")
+    assert answer[3].startswith("| mha-tiny | MHA 2L-4H | 0.") and answer[4].startswith(
+        "| sha-tiny | SHA 8L-1H | 0."
+    )
+    assert answer[5].startswith("| SHA vs MHA | – | ") and " points | " in answer[5]
+    sentence = answer[-1]
+    assert len(answer) == 8 and answer[6] == "" and sentence == out.strip().splitlines()[-1]
+    assert sentence.startswith(("Serve mha-tiny", "Serve sha-tiny", "Trade-off: "))
+    assert "over 60 test examples" in sentence and "within p99 <= 50 ms at batch 1 x seq 8" in sentence
+    report = (results / "report.md").read_text()
+    assert "## Which model to serve" in report and sentence in report
+    assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in report
+    assert (results / "accuracy_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "capacity.json").is_file()
 
 
 def test_demo_bad_flag_is_one_line_exit_2(tmp_path: Path, wordnet_dir: Path) -> None:

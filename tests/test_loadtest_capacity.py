@@ -174,9 +174,9 @@ def test_accuracy_gap_is_judged_against_test_set_noise():
     n = {"mha-x": {"test_examples": 11_700}, "sha-x": {"test_examples": 11_700}}
     same = choose.recommend(choose.candidates(_cap_rows(0.7861, 0.7806), [], n), (1, 16), 50.0)
     assert same == (
-        "Serve mha-x: it is as accurate as sha-x within noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
-        "+0.55 points, 95% interval [-0.51, +1.61] over 11,700 test examples) and carries 1.67x its traffic "
-        "within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
+        "Serve mha-x: the two are equally accurate within noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
+        "+0.55 points, 95% interval [-0.51, +1.61] over 11,700 test examples), and mha-x carries 1.67x the "
+        "traffic of sha-x within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
     )
     gap = choose.accuracy_gap(*choose.candidates(_cap_rows(0.78, 0.80), [], n))
     assert gap is not None and gap.better.model == "sha-x" and gap.beyond_noise
@@ -194,9 +194,8 @@ def test_recommendation_without_accuracy_and_without_capacity():
     c = choose.candidates(
         _cap_rows(None, None), [], {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
     )
-    assert (
-        "as accurate as sha-x within noise (test accuracy mha-x 0.8000 vs sha-x 0.8000"
-        in choose.recommend(c, (1, 16), 50.0)
+    assert "equally accurate within noise (test accuracy mha-x 0.8000 vs sha-x 0.8000" in choose.recommend(
+        c, (1, 16), 50.0
     )
 
 

@@ -167,8 +167,8 @@ def _recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) ->
         )
     if not gap.beyond_noise:
         return (
-            f"Serve {fast.model}: it is as accurate as {slow.model} within noise ({gap.words()}) and "
-            f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)})."
+            f"Serve {fast.model}: the two are equally accurate within noise ({gap.words()}), and "
+            f"{fast.model} carries {times} the traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)})."
         )
     if gap.better is fast:
         return (

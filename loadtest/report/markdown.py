@@ -187,25 +187,36 @@ def which_model_table(cands: list[choose.Candidate], shapes: list[tuple[int, int
     return _table(header, rows)
 
 
-def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> list[str]:
-    """Markdown lines: accuracy, p50 at batch 1 and capacity per model, the plot, one recommendation."""
+def which_model_answer(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> tuple[str, str]:
+    """The capacity search's answer: the which-model table and the one-sentence recommendation
+    ("" for both when the search measured nothing). `make demo` prints these two as they are."""
     rows = cap.get("rows") or []
     shape = choose.headline_shape(rows)
     if shape is None:
-        return []
-    slo, max_err = rows[0]["slo_p99_ms"], rows[0]["max_error_rate"]
+        return "", ""
     cands = choose.candidates(rows, points, manifests)
     shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
+    return which_model_table(cands, shapes), choose.recommend(cands, shape, rows[0]["slo_p99_ms"])
+
+
+def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> list[str]:
+    """Markdown lines: one recommendation, what capacity means here, and the which-model table."""
+    table, sentence = which_model_answer(cap, points, manifests)
+    if not table:
+        return []
+    rows = cap["rows"]
+    slo, max_err = rows[0]["slo_p99_ms"], rows[0]["max_error_rate"]
+    source = choose.candidates(rows, points, manifests)[0].p50_source
     return [
         "## Which model to serve",
         "",
-        choose.recommend(cands, shape, slo),
+        sentence,
         "",
         f"Capacity: the highest Poisson arrival rate (requests/s) whose p99, measured from the intended "
         f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
-        f"`python -m loadtest capacity`. p50 at batch 1: {cands[0].p50_source or 'not measured'}.",
+        f"`python -m loadtest capacity`. p50 at batch 1: {source or 'not measured'}.",
         "",
-        which_model_table(cands, shapes),
+        table,
         "",
     ]
 
