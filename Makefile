@@ -65,9 +65,10 @@ paper: venv
 	$(PY) -m export --random-init --preset base --arch both --repo $(PAPER_REPO)
 	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(PAPER_REPO) --out $(RESULTS)/paper
 
-# GPU report (CUDA host, about 10 minutes on an H100): pytest -m gpu, BERT-base-size exports,
-# in-process sweeps (fp32, fp16), the service on CUDA with the HTTP sweep and the capacity search
-# -> docs/gpu/<gpu-name>/ and a summary appended to docs/benchmarks.md. Without a GPU: exit 2.
+# GPU report (CUDA host, under 7 minutes; docs/gpu/RUNBOOK.md): BERT-base exports while pytest -m gpu
+# runs, the profile, in-process sweeps (fp16, fused GPU variant, fp32, CUDA graphs), the PyTorch
+# reference, the service on CUDA with the HTTP sweep and capacity search -> docs/gpu/<gpu-name>/ and a
+# summary in docs/benchmarks.md. A rerun does only what is missing. Without a GPU: exit 2.
 .PHONY: gpu-report
 gpu-report: venv
 	$(PY) scripts/gpu_report.py

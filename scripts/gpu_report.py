@@ -1,23 +1,28 @@
 """`make gpu-report`: every GPU measurement of the project in one command, on a CUDA host.
 
-    python scripts/gpu_report.py [--repo results/gpu-repository] [--out-root docs/gpu] [--budget-s 570]
+    python scripts/gpu_report.py [--repo results/gpu-repository] [--out-root docs/gpu] [--budget-s 400]
 
-Steps, each timed, each bounded by what is left of the budget (about 10 minutes on an H100):
+Steps, most telling first, each timed and bounded by what is left of the budget (docs/gpu/RUNBOOK.md
+has the device calls that carry the packages and run it):
 
-1. `pytest -m gpu` (CUDA IO-binding parity with the CPU, NVML metrics);
-2. export the BERT-base-size random-init pair (12L-12H, 144L-1H) with `--optimize --fp16
-   --fp16-tolerance 0.1` (fp16 error accumulates over 288 residual sublayers; docs/benchmarks.md),
-   MHA and SHA in parallel; a repository that already holds both with every variant is reused;
-3. the paper's in-process sweep on CUDA for fp32, fp16 and fp16 replayed as captured CUDA graphs
-   (H2H_CUDA_GRAPH: the ratio without kernel-launch cost), then the fused-Attention fp32 graph if
-   time is left: batch 1,4,16,64 x sequence 32,128,512;
-4. the service on CUDA (fp16 variant by default) on a free loopback port, the HTTP sweep
-   (batch 1,8,32 x sequence 32,128 x concurrency 1,16) and the capacity search (p99 <= 50 ms,
-   batch 1 x sequence 32,128), with 4 load-client processes;
+1. export the BERT-base-size random-init pair (12L-12H, 144L-1H) with `--fp16 --fp16-tolerance 0.1`
+   (fp16 error accumulates over 288 residual sublayers; docs/benchmarks.md) and, where export offers
+   it, `--gpu` (model.gpu.onnx, fused for CUDA then fp16), MHA and SHA in parallel in the background
+   while `pytest -m gpu` runs (CUDA IO-binding parity with the CPU, NVML metrics);
+2. where the time goes: `loadtest profile` on CUDA, batch 1 x seq 128, every variant present;
+3. the paper's in-process sweep on CUDA (batch 1,4,16,64 x sequence 32,128,512) for fp16, the fused
+   GPU variant, then the PyTorch reference on the same weights (eager fp16, fp16 as a CUDA graph;
+   scripts/bench_torch.py), fp32, and fp16 replayed as captured CUDA graphs;
+4. the service on CUDA (the GPU variant if exported, else fp16) on a free loopback port, the HTTP
+   sweep (batch 1,8 x sequence 32,128 x concurrency 1,16) and the capacity search (p99 <= 50 ms,
+   batch 1 x sequence 32), with 4 load-client processes;
 5. docs/gpu/<gpu-name>/: report.md, results.json (GPU name, driver, providers, versions, step
-   timings, crossover facts) and one results folder per sweep with its own report and plots; a
-   summary is appended to docs/benchmarks.md.
+   timings, crossover facts) and one results folder per step with its own report; a summary is
+   appended to docs/benchmarks.md.
 
+A rerun does only what is missing: every step writes its results atomically and marks them complete
+last, and a step whose results are complete is reused (`--fresh` starts over). So a run cut short by
+the budget is finished by running the same command again.
 Without an NVIDIA GPU (NVML) and ONNX Runtime's CUDA provider it exits 2 with one line.
 `--rehearse-cpu` runs the same pipeline on the CPU with the tiny preset and seconds-long points
 (no GPU figures; it checks the pipeline, and the tests use it).
@@ -44,17 +49,29 @@ from contract.cli import OneLineArgumentParser, fail  # noqa: E402
 from loadtest.bench.procs import Server, free_port, stop_process, wait_ready  # noqa: E402
 from service import nvml  # noqa: E402
 
-# result folder -> (variant file, CUDA graphs): the fp16 sweep again with each shape replayed as a
-# captured CUDA graph shows the paper's ratio without the deep model's kernel-launch cost
+# result folder -> (variant file, CUDA graphs), in the order they run: the fp16 sweep again with
+# each shape replayed as a captured CUDA graph shows the paper's ratio without the deep model's
+# kernel-launch cost. A variant the export did not write is skipped.
 SWEEPS = {
-    "inproc-fp32": ("model.onnx", False),
     "inproc-fp16": ("model.fp16.onnx", False),
+    "inproc-gpu": ("model.gpu.onnx", False),
+    "inproc-fp32": ("model.onnx", False),
     "inproc-fp16-graphs": ("model.fp16.onnx", True),
     "inproc-opt": ("model.opt.onnx", False),
 }
-VARIANTS = {
-    folder: variant + (" + CUDA graphs" if graphs else "") for folder, (variant, graphs) in SWEEPS.items()
+TORCH_LABELS = {
+    "eager-fp32": "torch eager fp32",
+    "eager-fp16": "torch eager fp16",
+    "graph-fp16": "torch fp16 + CUDA graph",
+    "compile-fp16": "torch.compile fp16",
 }
+VARIANTS = {
+    **{
+        folder: variant + (" + CUDA graphs" if graphs else "") for folder, (variant, graphs) in SWEEPS.items()
+    },
+    **{f"torch-{mode}": label for mode, label in TORCH_LABELS.items()},
+}
+EXPORT_FILES = {"--optimize": "model.opt.onnx", "--fp16": "model.fp16.onnx", "--gpu": "model.gpu.onnx"}
 
 
 @dataclass(frozen=True)
@@ -66,16 +83,18 @@ class Plan:
     inproc_batch: str = "1,4,16,64"
     inproc_seq: str = "32,128,512"
     inproc_budget: str = "0.4"
-    http_batch: str = "1,8,32"
+    http_batch: str = "1,8"
     http_seq: str = "32,128"
     concurrency: str = "1,16"
     duration: str = "2"
     cap_batch: str = "1"
-    cap_seq: str = "32,128"
+    cap_seq: str = "32"
     probe_duration: str = "2"
-    max_probes: str = "6"
+    max_probes: str = "5"
     client_procs: str = "4"
-    export_extra: tuple[str, ...] = ("--optimize", "--fp16", "--fp16-tolerance", "0.1")
+    export_extra: tuple[str, ...] = ("--fp16", "--fp16-tolerance", "0.1", "--gpu")
+    profile_seq: str = "128"
+    torch_modes: str = "eager-fp16,graph-fp16"
 
     @property
     def models(self) -> list[str]:
@@ -85,8 +104,16 @@ class Plan:
 # the CPU rehearsal: the tiny preset on small grids, with seconds-long points and probes
 _CPU_GRIDS = dict(inproc_batch="1,4", inproc_seq="16,32", http_batch="1,4", http_seq="16", cap_seq="16")
 _CPU_TIMES = dict(inproc_budget="0.1", duration="0.3", probe_duration="0.3", max_probes="3")
+_CPU_RUNS = dict(profile_seq="16", torch_modes="eager-fp32")
 REHEARSAL = Plan(
-    preset="tiny", provider="cpu", concurrency="1,4", client_procs="2", **_CPU_GRIDS, **_CPU_TIMES
+    preset="tiny",
+    provider="cpu",
+    concurrency="1,4",
+    client_procs="2",
+    export_extra=("--optimize", "--fp16", "--gpu"),
+    **_CPU_GRIDS,
+    **_CPU_TIMES,
+    **_CPU_RUNS,
 )
 
 
@@ -116,14 +143,27 @@ def gpu_facts() -> dict[str, Any] | None:
     return None if None in facts.values() else facts
 
 
+def complete(path: Path) -> bool:
+    """A step's result file, whole: results.json / capacity.json whose meta has `elapsed_s` (written
+    last, when the step finished) or profile.json marked complete. Unreadable or cut short: False."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    return data.get("complete") is True or (data.get("meta") or {}).get("elapsed_s") is not None
+
+
 @dataclass
 class Run:
-    """The budget and the record of every step."""
+    """The budget, the record of every step, and what an earlier run already finished."""
 
     budget_s: float
     logs: Path
     t0: float = field(default_factory=time.monotonic)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    earlier: dict[str, dict[str, Any]] = field(default_factory=dict)  # step name -> its last record
 
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.t0)
@@ -140,10 +180,31 @@ class Run:
         )
         return status in ("ok", "reused", "skipped: no gpu tests")
 
+    def reuse(self, name: str, **extra: Any) -> bool:
+        """Record a step whose results an earlier run left complete (with that run's seconds)."""
+        before = self.earlier.get(name, {})
+        if before.get("status", "").startswith("reused") or before.get("status", "").startswith(
+            "failed earlier"
+        ):
+            said = {k: before[k] for k in ("earlier_status", "earlier_seconds") if k in before}
+        else:
+            said = {f"earlier_{k}": before[k] for k in ("status", "seconds") if k in before}
+        failed = str(said.get("earlier_status", "")).startswith("failed")
+        return self.record(name, "failed earlier (reused)" if failed else "reused", 0.0, **extra, **said)
+
     def step(
-        self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, ok_codes: tuple = (0,)
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        ok_codes: tuple = (0,),
+        done: list[Path] | None = None,
     ) -> bool:
-        """Run one command with what is left of the budget; its output goes to logs/<name>.log."""
+        """Run one command with what is left of the budget; its output goes to logs/<name>.log.
+        With `done` (its result files), a step whose results are all complete is reused instead."""
+        if done and all(complete(f) for f in done):
+            return self.reuse(name)
         left = self.left()
         if left < 5:
             return self.record(name, "skipped: out of time", 0.0)
@@ -166,36 +227,63 @@ class Run:
         return self.record(name, status, time.monotonic() - t, command=" ".join(cmd))
 
 
-def _repo_ready(repo: Path, plan: Plan) -> bool:
-    """True when both models are there with every variant the export step would write."""
+def export_flags(plan: Plan) -> list[str]:
+    """The plan's export flags that this checkout's export offers (`--gpu` only where it exists)."""
+    from dataclasses import fields
+
+    from export.settings import ExportOptions
+
+    offered = {"--" + f.name.replace("_", "-") for f in fields(ExportOptions)}
+    return [f for f in plan.export_extra if not f.startswith("--") or f in offered]
+
+
+def _variants_in(repo: Path, plan: Plan) -> set[str]:
+    """Variant files every model of the plan has in `repo` (empty when one is missing)."""
     from contract.manifest import load_manifest
 
-    want = (
-        {"model.onnx", "model.opt.onnx", "model.fp16.onnx"}
-        if "--optimize" in plan.export_extra
-        else {"model.onnx"}
-    )
     try:
-        return all(want <= set(load_manifest(repo / m).variants) for m in plan.models)
+        return set.intersection(*(set(load_manifest(repo / m).variants) for m in plan.models))
     except Exception:
-        return False
+        return set()
 
 
-def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
-    """Both models at once (two processes): the 144-layer export is the long pole."""
+def _repo_ready(repo: Path, plan: Plan) -> bool:
+    """True when both models are there with every variant the export step would write."""
+    want = {"model.onnx"} | {EXPORT_FILES[f] for f in export_flags(plan) if f in EXPORT_FILES}
+    return want <= _variants_in(repo, plan)
+
+
+@dataclass
+class Export:
+    """The two export processes (MHA, SHA) running in the background, or None when reused."""
+
+    procs: list[tuple[str, subprocess.Popen, Any]]
+    t0: float
+
+
+def start_export(run: Run, repo: Path, plan: Plan) -> Export | None:
+    """Both models at once (two processes), left running while the GPU tests run: the 144-layer
+    export is the long pole, and it needs the CPU, not the GPU. None: the repository is complete."""
     if _repo_ready(repo, plan):
-        return run.record("export", "reused", 0.0, repo=str(repo))
-    t = time.monotonic()
+        run.reuse("export", repo=str(repo))
+        return None
     threads = str(max(1, (os.cpu_count() or 2) // 2))
     procs = []
     for arch in ("mha", "sha"):
         cmd = python_m(
             "export", random_init=True, preset=plan.preset, arch=arch, repo=repo, threads=threads
-        ) + list(plan.export_extra)
+        ) + export_flags(plan)
         log = (run.logs / f"export-{arch}.log").open("w")
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append((arch, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log))
+    return Export(procs, time.monotonic())
+
+
+def finish_export(run: Run, repo: Path, job: Export | None) -> bool:
+    """Wait for the exports (within the budget); True when both finished."""
+    if job is None:
+        return True
     rcs = []
-    for p, log in procs:
+    for _, p, log in job.procs:
         try:
             rcs.append(p.wait(timeout=max(1.0, run.left())))
         except subprocess.TimeoutExpired:
@@ -205,35 +293,84 @@ def export_pair(run: Run, repo: Path, plan: Plan) -> bool:
     status = "ok" if rcs == [0, 0] else f"failed: exit {rcs}"
     tails = {
         arch: (run.logs / f"export-{arch}.log").read_text(errors="replace").splitlines()[-20:]
-        for arch, rc in zip(("mha", "sha"), rcs, strict=True)
+        for (arch, _, _), rc in zip(job.procs, rcs, strict=True)
         if rc != 0
     }
     return run.record(
-        "export", status, time.monotonic() - t, repo=str(repo), **({"log_tails": tails} if tails else {})
+        "export", status, time.monotonic() - job.t0, repo=str(repo), **({"log_tails": tails} if tails else {})
     )
 
 
-def inproc_sweeps(run: Run, repo: Path, out: Path, plan: Plan) -> None:
-    for folder, (variant, graphs) in SWEEPS.items():
-        if graphs and plan.provider != "cuda":
-            continue  # graphs exist on CUDA only; the CPU rehearsal has nothing to replay
-        run.step(
-            folder,
-            python_m(
-                "loadtest",
-                "sweep",
-                mode="inproc",
-                models=",".join(plan.models),
-                repo=repo,
-                provider=plan.provider,
-                variant=variant,
-                batch=plan.inproc_batch,
-                seq=plan.inproc_seq,
-                inproc_budget=plan.inproc_budget,
-                out=out / folder,
-            ),
-            env={"H2H_CUDA_GRAPH": "true" if graphs else "false"},
+def profile_step(run: Run, repo: Path, out: Path, plan: Plan) -> None:
+    """Where one run's time goes, per model and variant (`loadtest profile`), at batch 1."""
+    have = [v for v in ("model.onnx", "model.fp16.onnx", "model.gpu.onnx") if v in _variants_in(repo, plan)]
+    cmd = python_m(
+        "loadtest",
+        "profile",
+        repo=repo,
+        models=",".join(plan.models),
+        provider=plan.provider,
+        variant=",".join(have),
+        batch=1,
+        seq=plan.profile_seq,
+        out=out / "profile",
+    )
+    run.step("profile", cmd, done=[out / "profile" / "profile.json"])
+
+
+def inproc_sweep(run: Run, repo: Path, out: Path, plan: Plan, folder: str) -> None:
+    """One in-process sweep of SWEEPS; skipped where the variant was not exported or, off CUDA,
+    where it replays CUDA graphs."""
+    variant, graphs = SWEEPS[folder]
+    if graphs and plan.provider != "cuda":
+        return  # graphs exist on CUDA only; the CPU rehearsal has nothing to replay
+    if variant not in _variants_in(repo, plan):
+        run.record(folder, f"skipped: no {variant}", 0.0)
+        return
+    run.step(
+        folder,
+        python_m(
+            "loadtest",
+            "sweep",
+            mode="inproc",
+            models=",".join(plan.models),
+            repo=repo,
+            provider=plan.provider,
+            variant=variant,
+            batch=plan.inproc_batch,
+            seq=plan.inproc_seq,
+            inproc_budget=plan.inproc_budget,
+            out=out / folder,
+        ),
+        env={"H2H_CUDA_GRAPH": "true" if graphs else "false"},
+        done=[out / folder / "results.json"],
+    )
+
+
+def torch_step(run: Run, repo: Path, out: Path, plan: Plan) -> None:
+    """The PyTorch reference on the same weights and grid (scripts/bench_torch.py)."""
+    modes = plan.torch_modes.split(",")
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_torch.py")]
+    cmd += ["--repo", str(repo), "--models", ",".join(plan.models), "--modes", plan.torch_modes]
+    cmd += ["--device", "cuda" if plan.provider == "cuda" else "cpu", "--batch", plan.inproc_batch]
+    cmd += ["--seq", plan.inproc_seq, "--budget-s", plan.inproc_budget, "--out", str(out)]
+    cmd += [] if plan.provider == "cuda" else ["--threads", "1"]  # the rehearsal shares 2 cores
+    run.step("torch", cmd, done=[out / f"torch-{m}" / "results.json" for m in modes])
+
+
+def measure(run: Run, repo: Path, out: Path, plan: Plan, serve_variant: str) -> None:
+    """Every step after the export, most telling first, so a short budget keeps what matters."""
+    profile_step(run, repo, out, plan)
+    for folder in ("inproc-fp16", "inproc-gpu"):
+        inproc_sweep(run, repo, out, plan, folder)
+    torch_step(run, repo, out, plan)
+    for folder in ("inproc-fp32", "inproc-fp16-graphs", "inproc-opt"):
+        inproc_sweep(run, repo, out, plan, folder)
+    if serve_variant == "auto":
+        serve_variant = (
+            "model.gpu.onnx" if "model.gpu.onnx" in _variants_in(repo, plan) else "model.fp16.onnx"
         )
+    http_steps(run, repo, out, plan, serve_variant)
 
 
 def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
@@ -268,6 +405,11 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
 
 
 def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
+    http = out / "http"
+    if complete(http / "results.json") and complete(http / "capacity.json"):
+        run.reuse("http-sweep")
+        run.reuse("capacity")
+        return
     if run.left() < 30:
         run.record("http", "skipped: out of time", 0.0)
         return
@@ -281,11 +423,15 @@ def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> Non
             batch=plan.http_batch, seq=plan.http_seq, concurrency=plan.concurrency, duration=plan.duration
         )
         run.step(
-            "http-sweep", python_m("loadtest", "sweep", mode="http", **load, **sweep, **procs, no_report=True)
+            "http-sweep",
+            python_m("loadtest", "sweep", mode="http", **load, **sweep, **procs, no_report=True),
+            done=[http / "results.json"],
         )
         cap = dict(batch=plan.cap_batch, seq=plan.cap_seq, slo_p99_ms=50, probe_duration=plan.probe_duration)
         run.step(
-            "capacity", python_m("loadtest", "capacity", **load, **cap, max_probes=plan.max_probes, **procs)
+            "capacity",
+            python_m("loadtest", "capacity", **load, **cap, max_probes=plan.max_probes, **procs),
+            done=[http / "capacity.json"],
         )
         if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
             run.step("http-report", python_m("loadtest", "report", str(out / "http")))
@@ -313,7 +459,27 @@ def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path |
         except ValueError:
             rel = str(out)
         old = benchmarks.read_text(encoding="utf-8") if benchmarks.is_file() else "# Benchmarks\n"
-        write_text(benchmarks, old.rstrip("\n") + "\n" + gpu_summary.benchmarks_block(facts, summary, rel))
+        write_text(benchmarks, with_block(old, gpu_summary.benchmarks_block(facts, summary, rel)))
+
+
+def with_block(text: str, block: str) -> str:
+    """`text` with `block` appended, or in place of the block a previous run of the same report
+    (same heading: GPU and date) appended, so finishing a report with a rerun does not repeat it."""
+    heading = block.strip("\n").splitlines()[0]
+    at = text.find("\n" + heading)
+    if at >= 0:
+        nxt = text.find("\n## ", at + 1)
+        text = text[:at] + (text[nxt:] if nxt >= 0 else "")
+    return text.rstrip("\n") + "\n" + block
+
+
+def _earlier(out: Path) -> dict[str, Any]:
+    """The results.json an earlier run of this report left in `out` ({} if none)."""
+    try:
+        data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _parser() -> OneLineArgumentParser:
@@ -332,11 +498,16 @@ def _parser() -> OneLineArgumentParser:
         "--benchmarks",
         help="file the summary is appended to (default docs/benchmarks.md; rehearsal: none; '' for none)",
     )
-    p.add_argument("--budget-s", type=float, default=570.0, help="seconds for all steps (default 570)")
+    p.add_argument("--budget-s", type=float, default=400.0, help="seconds for all steps (default 400)")
     p.add_argument(
-        "--serve-variant", default="model.fp16.onnx", help="variant the service runs for the HTTP steps"
+        "--serve-variant",
+        default="auto",
+        help="variant the service runs for the HTTP steps (default auto: model.gpu.onnx if exported, else model.fp16.onnx)",
     )
     p.add_argument("--skip-tests", action="store_true", help="skip `pytest -m gpu`")
+    p.add_argument(
+        "--fresh", action="store_true", help="discard the results of earlier runs and redo every step"
+    )
     p.add_argument(
         "--rehearse-cpu",
         action="store_true",
@@ -369,18 +540,34 @@ def main(argv: list[str] | None = None) -> int:
     from loadtest.report.gpu_summary import slug
 
     out = ROOT / out_root / slug(facts_gpu["name"])
-    shutil.rmtree(out, ignore_errors=True)  # a report describes one run, never a mix of two
-    out.mkdir(parents=True)
-    (ROOT / a.logs).mkdir(parents=True, exist_ok=True)
-    run = Run(a.budget_s, ROOT / a.logs)
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    logs = ROOT / a.logs
+    if a.fresh:
+        shutil.rmtree(out, ignore_errors=True)
+        (logs / "gpu-tests.xml").unlink(missing_ok=True)
+    earlier = _earlier(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    run = Run(a.budget_s, logs, earlier={s["name"]: s for s in earlier.get("steps", [])})
+    created = earlier.get("created") or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     print(f"gpu-report: {facts_gpu['name']}, budget {a.budget_s:.0f} s, writing {out}", file=sys.stderr)
-    if not (a.skip_tests or a.rehearse_cpu):
-        run.step("gpu-tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"])
     repo = ROOT / a.repo
-    if export_pair(run, repo, plan):
-        inproc_sweeps(run, repo, out, plan)
-        http_steps(run, repo, out, plan, a.serve_variant)
+    job = start_export(run, repo, plan)
+    if not (a.skip_tests or a.rehearse_cpu):
+        junit = logs / "gpu-tests.xml"
+        tests = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+        ]
+        run.reuse("gpu-tests") if junit.is_file() else run.step("gpu-tests", tests)
+    if finish_export(run, repo, job):
+        measure(run, repo, out, plan, a.serve_variant)
     facts = {
         "gpu": facts_gpu,
         "providers": providers,

@@ -1,42 +1,44 @@
 #!/usr/bin/env bash
-# Packs what `make gpu-report` needs for a CUDA host that has Python 3.12, torch and the CPU
-# onnxruntime but no network and no serving stack, into parts small enough for a transfer limit
-# (64 MiB per copy here): the serving wheels (cp312), onnxruntime-gpu without its 284 MB CUDA
-# provider library, and that library xz-compressed (185 MB; the wheel's deflate gives 231 MB)
-# and split. Run where pip can download; copy .carry/p1 .. p4 over one at a time.
+# Packs what `make gpu-report` needs on a CUDA host that has Python 3.12, torch (with CUDA 13's
+# cuBLAS, cuDNN and runtime from pip) and the CPU onnxruntime but no network and no serving stack,
+# into ONE file small enough for a 64 MiB transfer with the working tree: .carry/site.tar.xz.
+# It holds the serving wheels (cp312) and onnxruntime-gpu unpacked as one site folder, with:
+#  - the CUDA provider library's machine code for GPUs other than sm_$ARCH zeroed
+#    (scripts/prune_fatbin.py; 284 MB -> xz 52 MB instead of 185 MB): it runs on that GPU only;
+#  - libonnxruntime.so (the C API library; Python's module has the runtime built in) and the
+#    TensorRT provider (no TensorRT on the host) left out.
+# The CUDA libraries the provider needs (libcublas/libcublasLt.so.13, libcudart.so.13,
+# libcurand.so.10, cuDNN 9) come from torch's nvidia-* packages on the host:
+# service.runtime.preload_cuda_libraries loads them (onnxruntime.preload_dlls).
 #
-#   scripts/gpu_wheels.sh                        # -> .carry/p1 (wheels + part a) ... .carry/p4
-# On the GPU host, in the repository root, once all parts are there:
-#   S=$PWD/.carry/site; mkdir -p $S
-#   pip install --no-index --no-deps --target $S $(ls .carry/p1/*.whl | grep -v onnxruntime_gpu)
-#   python3 -m zipfile -e .carry/p1/onnxruntime_gpu-*.whl $S
-#   cat .carry/p*/cuda.xz.* | xz -d > $S/onnxruntime/capi/libonnxruntime_providers_cuda.so
-#   PYTHONPATH=$S python3 scripts/gpu_report.py
+#   ARCH=90 scripts/gpu_wheels.sh         # -> .carry/site.tar.xz (ARCH: 90 for H100/H200)
+# On the GPU host, in the repository root (docs/gpu/RUNBOOK.md has the device calls):
+#   mkdir -p /tmp/site && xz -dc .carry/site.tar.xz | tar -x -C /tmp/site && export PYTHONPATH=/tmp/site
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT=${ORT:-onnxruntime-gpu==1.31.1}
-PARTS=(34000000 63000000 63000000)  # bytes of the compressed library in p1, p2, p3; p4 gets the rest
+ARCH=${ARCH:-90}
+PY=${PY:-python3}
+LIMIT=${LIMIT:-62000000}  # bytes: 64 MiB less the working tree (about 2.5 MB) and a margin
 WHEELS=(fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.4 pydantic-core==2.50.5
         pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 annotated-types==0.8.0
         orjson==3.13.0 httptools==0.9.0 onnxconverter-common==1.16.0 opentelemetry-api==1.45.2
         importlib-metadata)
 pip_dl() {
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
-rm -rf .carry/p1 .carry/p2 .carry/p3 .carry/p4 && mkdir -p .carry/p1 .carry/p2 .carry/p3 .carry/p4 .carry/tmp
-pip_dl .carry/p1 "${WHEELS[@]}"
-pip_dl .carry/tmp "$ORT"
-whl=$(ls .carry/tmp/onnxruntime_gpu-*.whl)
-lib=onnxruntime/capi/libonnxruntime_providers_cuda.so
-unzip -q -o "$whl" "$lib" -d .carry/tmp
-xz -9 -T0 -c ".carry/tmp/$lib" > .carry/tmp/cuda.xz
-cp "$whl" .carry/p1/ && zip -q -d ".carry/p1/$(basename "$whl")" "$lib"
-head -c "${PARTS[0]}" .carry/tmp/cuda.xz > .carry/p1/cuda.xz.a
-tail -c +$((PARTS[0] + 1)) .carry/tmp/cuda.xz | head -c "${PARTS[1]}" > .carry/p2/cuda.xz.b
-tail -c +$((PARTS[0] + PARTS[1] + 1)) .carry/tmp/cuda.xz | head -c "${PARTS[2]}" > .carry/p3/cuda.xz.c
-tail -c +$((PARTS[0] + PARTS[1] + PARTS[2] + 1)) .carry/tmp/cuda.xz > .carry/p4/cuda.xz.d
-sha256sum ".carry/tmp/$lib" | tee .carry/p4/cuda.sha256
+rm -rf .carry && mkdir -p .carry/tmp/wheels .carry/tmp/site
+pip_dl .carry/tmp/wheels "${WHEELS[@]}" "$ORT"
+for w in .carry/tmp/wheels/*.whl; do $PY -m zipfile -e "$w" .carry/tmp/site; done
+capi=.carry/tmp/site/onnxruntime/capi
+rm -f "$capi"/libonnxruntime.so.* "$capi"/libonnxruntime_providers_tensorrt.so
+sha256sum "$capi/libonnxruntime_providers_cuda.so" | sed 's|  .*|  original libonnxruntime_providers_cuda.so|' > .carry/tmp/site/CUDA_PROVIDER.sha256
+$PY scripts/prune_fatbin.py "$capi/libonnxruntime_providers_cuda.so" "$capi/pruned.so" --keep "$ARCH"
+mv "$capi/pruned.so" "$capi/libonnxruntime_providers_cuda.so"
+tar -C .carry/tmp/site -cf - . | xz --x86 --lzma2=preset=9e,dict=256MiB -T1 > .carry/site.tar.xz  # BCJ: x86 code packs tighter
 rm -rf .carry/tmp
-du -sb .carry/p1 .carry/p2 .carry/p3 .carry/p4
+size=$(stat -c %s .carry/site.tar.xz)
+echo "$size bytes: .carry/site.tar.xz (sm_$ARCH)"
+[ "$size" -le "$LIMIT" ] || { echo "error: over $LIMIT bytes: it will not travel with the working tree in one call" >&2; exit 1; }

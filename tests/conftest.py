@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -127,6 +128,17 @@ def tiny_random_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for arch in ("mha", "sha"):
         export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
     return repo
+
+
+def script_module(name: str) -> ModuleType:
+    """scripts/<name>.py as a module (scripts/ is no package), for tests that call into it."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
 
 
 def free_port() -> int:

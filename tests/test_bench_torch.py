@@ -13,19 +13,14 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import script_module
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_torch.py"
 
 
 def bench_torch() -> ModuleType:
-    """scripts/bench_torch.py as a module (scripts/ is no package)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import bench_torch
-
-        return bench_torch
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    return script_module("bench_torch")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

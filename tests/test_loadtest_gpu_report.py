@@ -12,21 +12,14 @@ from types import ModuleType
 import pytest
 
 from loadtest.report import gpu_summary
-from tests.conftest import inproc_pair_rows
+from tests.conftest import inproc_pair_rows, script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_report.py"
 
 
 def gpu_report_module() -> ModuleType:
-    """scripts/gpu_report.py as a module (scripts/ is no package), for tests that call into it."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_report
-
-        return gpu_report
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    return script_module("gpu_report")
 
 
 def _has_gpu() -> bool:
@@ -112,62 +105,156 @@ def _rehearse(tmp_path: Path, *extra: str, timeout: float) -> subprocess.Complet
     return _run("--rehearse-cpu", *where, *extra, timeout=timeout)
 
 
+STEPS = [
+    "export",
+    "profile",
+    "inproc-fp16",
+    "inproc-gpu",
+    "torch",
+    "inproc-fp32",
+    "inproc-opt",
+    "service-start",
+    "http-sweep",
+    "capacity",
+]
+
+
 @pytest.mark.slow
 def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Benchmarks\n\nearlier text\n")
-    r = _rehearse(tmp_path, "--benchmarks", str(bench), timeout=400)
+    r = _rehearse(tmp_path, "--benchmarks", str(bench), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "gpu" / "cpu-rehearsal"
     data = json.loads((out / "results.json").read_text())
-    assert [s["name"] for s in data["steps"]] == [
-        "export",
-        "inproc-fp32",
-        "inproc-fp16",
-        "inproc-opt",
-        "service-start",
-        "http-sweep",
-        "capacity",
-    ]
+    assert [s["name"] for s in data["steps"]] == STEPS
     assert all(s["status"] == "ok" for s in data["steps"]), data["steps"]
     assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
-    assert set(data["inproc"]) == {"inproc-fp32", "inproc-fp16", "inproc-opt"}
+    assert set(data["inproc"]) == {
+        "inproc-fp32",
+        "inproc-fp16",
+        "inproc-gpu",
+        "inproc-opt",
+        "torch-eager-fp32",
+    }
     assert {r["model"] for r in data["http"]["capacity"]} == {"mha-tiny-random", "sha-tiny-random"}
-    for sub in ("inproc-fp32", "inproc-fp16", "inproc-opt", "http"):
+    for sub in ("inproc-fp32", "inproc-fp16", "inproc-gpu", "inproc-opt", "http"):
         assert (out / sub / "results.json").is_file() and (out / sub / "report.md").is_file()
-    assert (out / "http" / "capacity.json").is_file()
+    assert (out / "http" / "capacity.json").is_file() and (
+        out / "torch-eager-fp32" / "results.json"
+    ).is_file()
+    prof = data["profile"]
+    assert [(r["model"], r["variant"]) for r in prof["rows"]] == [
+        (m, v)
+        for m in ("mha-tiny-random", "sha-tiny-random")
+        for v in ("model.onnx", "model.fp16.onnx", "model.gpu.onnx")
+    ]
+    assert set(data["fastest"]) == {"mha-tiny-random", "sha-tiny-random"}
     md = (out / "report.md").read_text()
     assert "## The paper's crossover on this GPU" in md and "in-process, model.fp16.onnx" in md
+    assert "## Where the time goes ([profile](profile/report.md))" in md
+    assert (
+        "| model | batch x seq | model.fp16.onnx | model.gpu.onnx | model.onnx | model.opt.onnx | torch eager fp32 |"
+        in md
+    )
     text = bench.read_text()
-    assert text.startswith("# Benchmarks\n\nearlier text\n") and "## GPU report: CPU rehearsal" in text
-    # a second run reuses the exports
-    r = _rehearse(tmp_path, "--budget-s", "5", timeout=200)
+    assert (
+        text.startswith("# Benchmarks\n\nearlier text\n") and text.count("## GPU report: CPU rehearsal") == 1
+    )
+    # a rerun does only what is missing: here nothing, so every step is reused and the summary not repeated
+    r = _rehearse(tmp_path, "--benchmarks", str(bench), "--budget-s", "5", timeout=200)
+    assert r.returncode == 0, r.stderr[-3000:]
     steps = json.loads((out / "results.json").read_text())["steps"]
-    assert steps[0] == {"name": "export", "status": "reused", "seconds": 0.0, "repo": str(tmp_path / "repo")}
+    assert [s["name"] for s in steps] == [n for n in STEPS if n != "service-start"]
+    assert all(s["status"] == "reused" and s["earlier_status"] == "ok" for s in steps), steps
+    assert bench.read_text().count("## GPU report: CPU rehearsal") == 1
 
 
-def test_cuda_plan_adds_the_fp16_sweep_replayed_as_cuda_graphs(tmp_path: Path) -> None:
-    """On CUDA the in-process sweeps include fp16 with H2H_CUDA_GRAPH on (the others off); the CPU
-    rehearsal has no graphs to replay and skips it."""
+def test_a_step_is_redone_unless_its_results_are_complete(tmp_path: Path):
     gr = gpu_report_module()
+    done = tmp_path / "results.json"
+    assert not gr.complete(done)
+    done.write_text('{"meta": {}, "points": []}')  # written after every point: not yet complete
+    assert not gr.complete(done)
+    done.write_text('{"meta": {"elapsed_s": 3.5}, "points": []}')
+    assert gr.complete(done)
+    (tmp_path / "profile.json").write_text('{"complete": true}')
+    assert gr.complete(tmp_path / "profile.json")
+    (tmp_path / "cut.json").write_text('{"meta": {"elapsed_s"')
+    assert not gr.complete(tmp_path / "cut.json")
+    run = gr.Run(
+        100.0, tmp_path, earlier={"a": {"status": "ok", "seconds": 7.0}, "t": {"status": "failed: exit 1"}}
+    )
+    assert run.step("a", [sys.executable, "-c", "raise SystemExit(3)"], done=[done]) is True  # not run
+    assert run.step("b", [sys.executable, "-c", "raise SystemExit(3)"], done=[tmp_path / "cut.json"]) is False
+    assert run.reuse("t") is False  # a failure found earlier stays a failure
+    assert [(s["name"], s["status"]) for s in run.steps] == [
+        ("a", "reused"),
+        ("b", "failed: exit 3"),
+        ("t", "failed earlier (reused)"),
+    ]
+    assert run.steps[0]["earlier_seconds"] == 7.0
+
+
+def test_the_benchmarks_block_of_a_report_is_replaced_not_repeated():
+    gr = gpu_report_module()
+    block = "\n## GPU report: X (2026-01-02, `make gpu-report`)\n\nnew\n"
+    old = "# B\n\nintro\n\n## GPU report: X (2026-01-02, `make gpu-report`)\n\nold\n\n## Later\n\nkept\n"
+    assert gr.with_block(old, block) == "# B\n\nintro\n\n## Later\n\nkept\n" + block
+    assert gr.with_block("# B\n", block) == "# B\n" + block
+
+
+def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA: the profile, fp16 and the GPU variant first, then PyTorch, fp32 and fp16 replayed as
+    CUDA graphs (the only sweep with H2H_CUDA_GRAPH on), a variant not exported skipped, the service
+    on the GPU variant; the CPU rehearsal has no graphs to replay and skips that sweep."""
+    gr = gpu_report_module()
+    have = {"model.onnx", "model.fp16.onnx", "model.gpu.onnx"}
+    monkeypatch.setattr(gr, "_variants_in", lambda repo, plan: have)
     calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(
+        gr, "http_steps", lambda run, repo, out, plan, variant: calls.append(("http", [variant], {}))
+    )
 
     class Recorder:
-        def step(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None) -> bool:
+        def step(
+            self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, done: object = None
+        ) -> bool:
             calls.append((name, cmd, env or {}))
             return True
 
-    gr.inproc_sweeps(Recorder(), tmp_path / "repo", tmp_path / "out", gr.Plan())
-    graphs = {name: env["H2H_CUDA_GRAPH"] for name, _, env in calls}
+        def record(self, name: str, status: str, seconds: float) -> bool:
+            calls.append((name, [status], {}))
+            return False
+
+    gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.Plan(), "auto")
+    assert [name for name, _, _ in calls] == [
+        "profile",
+        "inproc-fp16",
+        "inproc-gpu",
+        "torch",
+        "inproc-fp32",
+        "inproc-fp16-graphs",
+        "inproc-opt",
+        "http",
+    ]
+    by = {name: (cmd, env) for name, cmd, env in calls}
+    graphs = {name: env["H2H_CUDA_GRAPH"] for name, (_, env) in by.items() if "H2H_CUDA_GRAPH" in env}
     assert graphs == {
-        "inproc-fp32": "false",
         "inproc-fp16": "false",
+        "inproc-gpu": "false",
+        "inproc-fp32": "false",
         "inproc-fp16-graphs": "true",
-        "inproc-opt": "false",
     }
-    cmd = dict((name, c) for name, c, _ in calls)["inproc-fp16-graphs"]
+    cmd = by["inproc-fp16-graphs"][0]
     assert cmd[cmd.index("--variant") + 1] == "model.fp16.onnx"
+    prof = by["profile"][0]
+    assert prof[prof.index("--variant") + 1] == "model.onnx,model.fp16.onnx,model.gpu.onnx"
+    assert prof[prof.index("--provider") + 1] == "cuda" and prof[prof.index("--seq") + 1] == "128"
+    torch_cmd = by["torch"][0]
+    assert torch_cmd[torch_cmd.index("--modes") + 1] == "eager-fp16,graph-fp16" and "--device" in torch_cmd
+    assert by["inproc-opt"][0] == ["skipped: no model.opt.onnx"] and by["http"][0] == ["model.gpu.onnx"]
     assert gr.VARIANTS["inproc-fp16-graphs"] == "model.fp16.onnx + CUDA graphs"
     calls.clear()
-    gr.inproc_sweeps(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL)
-    assert [name for name, _, _ in calls] == ["inproc-fp32", "inproc-fp16", "inproc-opt"]
+    gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL, "auto")
+    assert "inproc-fp16-graphs" not in [name for name, _, _ in calls]

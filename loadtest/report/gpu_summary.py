@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import results
-from loadtest.report import analysis, choose
+from loadtest.profile import render as profile_render
+from loadtest.profile import runner as profile_runner
+from loadtest.report import analysis, choose, versus
 from loadtest.report.markdown import verdict
 from loadtest.results import Row
 
@@ -108,7 +110,36 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
         ]
         http["capacity_ratios"] = cap.get("ratios", [])
         http["slo_p99_ms"] = rows[0]["slo_p99_ms"]
-    return {"inproc": inproc, "http": http}
+    prof = profile_runner.load(out / "profile")
+    fastest = versus.wins(versus.p50_grid(points_by_label(out, inproc)))
+    return {"inproc": inproc, "http": http, "fastest": fastest, "profile": _profile_facts(prof)}
+
+
+def points_by_label(out: Path, inproc: dict[str, Any]) -> dict[str, list[Row]]:
+    """Each in-process folder's rows under its variant label (the comparison's columns)."""
+    return {info["variant"]: got[0] for f, info in inproc.items() if (got := _folder(out / f))}
+
+
+def _profile_facts(prof: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The profile's per-row figures and SHA/MHA ratios for results.json (None without a profile)."""
+    if prof is None:
+        return None
+    keep = (
+        "model",
+        "variant",
+        "provider",
+        "nodes_per_run",
+        "kernels_per_run",
+        "wall_ms",
+        "run_ms",
+        "node_ms",
+        "gap_ms",
+    )
+    rows = [
+        {**{k: r.get(k) for k in keep}, "class_ms": {c: v["ms"] for c, v in r["classes"].items()}}
+        for r in prof["rows"]
+    ]
+    return {"spec": prof["spec"], "rows": rows, "ratios": prof["ratios"]}
 
 
 def report_md(facts: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
@@ -130,6 +161,15 @@ def report_md(facts: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
     lines += ["", "## The paper's crossover on this GPU", ""]
     for info in summary["inproc"].values():
         lines += ["- " + crossover_sentence("in-process, " + info["variant"], info["crossover"])]
+    compared = versus.table_md(points_by_label(out, summary["inproc"]))
+    if compared:
+        lines += ["", "## Which way to run each model: p50 ms in-process, per shape", "", *compared]
+    prof = profile_runner.load(out / "profile")
+    if prof:
+        lines += [
+            "",
+            *profile_render.section_md(prof, "## Where the time goes ([profile](profile/report.md))"),
+        ]
     for folder, info in summary["inproc"].items():
         got = _folder(out / folder)
         lines += [
@@ -159,6 +199,12 @@ def benchmarks_block(facts: dict[str, Any], summary: dict[str, Any], rel: str) -
     ]
     for info in summary["inproc"].values():
         lines.append("- " + crossover_sentence("in-process, " + info["variant"], info["crossover"]))
+    for model, counts in sorted(summary.get("fastest", {}).items()):
+        lines.append(
+            f"- fastest way to run {model}: "
+            + ", ".join(f"{lb} at {n}" for lb, n in counts.items())
+            + f" of {sum(counts.values())} shapes"
+        )
     http = summary["http"]
     for r in http.get("capacity_ratios", []):
         if r.get("sha_over_mha") is not None:
