@@ -15,7 +15,7 @@ REPO ?= model_repository
 RESULTS ?= results
 PAPER_REPO ?= paper_repository
 
-.PHONY: demo test install system-deps venv train export serve loadtest paper lint clean
+.PHONY: demo test test-fast install system-deps venv train export serve loadtest paper lint clean
 
 # Debian packages: the data set (wordnet-base), Prometheus (monitoring integration test)
 # and wrk (load-test cross-check). Installed only when missing.
@@ -42,6 +42,10 @@ install: system-deps venv
 
 test: install
 	$(PY) -m pytest -q
+
+# The local loop: everything but the tests marked slow (live fleets, sweeps, the demo; CI runs them).
+test-fast: install
+	$(PY) -m pytest -q -m 'not slow'
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -42,6 +42,7 @@ def _assert_sweep_then_seeds(records: list[dict], stdout: str) -> None:
     }
 
 
+@pytest.mark.slow
 def test_sweep_then_seeds_records_summary_plot_and_resume(tmp_path: Path, wordnet_dir: Path) -> None:
     out = tmp_path / "docs" / "accuracy.json"
     common = (

@@ -672,6 +672,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             stop(p)
 
 
+@pytest.mark.slow
 def test_live_traffic_mix(live: dict) -> None:
     t = live["traffic"]
     assert not t.errors, t.errors[:5]

@@ -89,6 +89,7 @@ def _assert_sound_point(p: dict) -> None:
         assert p["achieved_rate"] > 0 and p["late_sends"] <= p["requests"] + p["errors"], p
 
 
+@pytest.mark.slow
 def test_tiny_sweep_against_live_service(live_service: str, tiny_repo: Path, tmp_path: Path):
     out = tmp_path / "results"
     grid = ("--mode", "both", "--batch", "1,4", "--seq", "16,128", "--concurrency", "1,4", "--rate", "40")
@@ -185,6 +186,7 @@ def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
     assert r.stdout.split("\n")[:2] == ["inproc mha-other b=1 s=8", "inproc sha-tiny b=1 s=8"]
 
 
+@pytest.mark.slow
 def test_capacity_search_against_live_service(live_service: str, tmp_path: Path):
     out = tmp_path / "results"
     r = _run(

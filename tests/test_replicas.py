@@ -274,6 +274,7 @@ def on_replica(expr: str, instance: str | None) -> str:
 # tests
 
 
+@pytest.mark.slow
 def test_request_counts_add_up_across_replicas(fleet: dict) -> None:
     counts, instance = fleet["counts"], fleet["instance"]
     for pod in REPLICAS:
@@ -291,6 +292,7 @@ def test_request_counts_add_up_across_replicas(fleet: dict) -> None:
     assert counts["replica-a"][200] > counts["replica-b"][200] > 20  # the fast replica answers more
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantile", ["p50", "p99"])
 def test_dashboard_latency_quantiles_merge_replica_histograms(fleet: dict, quantile: str) -> None:
     record = f"model:h2h_request_duration_seconds:{quantile}"
@@ -328,6 +330,7 @@ def test_dashboard_latency_quantiles_merge_replica_histograms(fleet: dict, quant
         assert fleet_q >= SLOW_S
 
 
+@pytest.mark.slow
 def test_dashboard_request_rate_sums_replicas(fleet: dict) -> None:
     record = "model:h2h_requests:rate1m"
     expr = _rule(record)
@@ -358,6 +361,7 @@ def test_dashboard_request_rate_sums_replicas(fleet: dict) -> None:
     assert shown(fleet["instance"]["replica-b"]) == pytest.approx(b, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_per_replica_queue_depth_and_adapter_metric(fleet: dict) -> None:
     prom, at, inst = fleet["prom"], fleet["at"], fleet["instance"]
     for name in ("h2h_queue_depth", "h2h_inflight_requests"):
@@ -381,6 +385,7 @@ def test_per_replica_queue_depth_and_adapter_metric(fleet: dict) -> None:
     assert set(per_pod) == set(REPLICAS) and per_pod["replica-b"] > 0, per_pod
 
 
+@pytest.mark.slow
 def test_dashboard_replica_selector_and_panels(fleet: dict) -> None:
     d = dashboard()
     (var,) = [v for v in d["templating"]["list"] if v["name"] == "instance"]
