@@ -82,7 +82,7 @@ class Plan:
     provider: str = "cuda"
     inproc_batch: str = "1,4,16,64"
     inproc_seq: str = "32,128,512"
-    inproc_budget: str = "0.4"
+    inproc_budget: str = "0.3"
     http_batch: str = "1,8"
     http_seq: str = "32,128"
     concurrency: str = "1,16"
@@ -454,8 +454,10 @@ def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path |
     facts.update(machine=results.machine(), versions=results.versions())
     write_text(out / "report.md", gpu_summary.report_md(facts, summary, out))
     if benchmarks is not None:
+        # the link points where the folder is committed (docs/gpu/<gpu-name>/), also when the run
+        # wrote it elsewhere first (results/gpu/ on a device host, kept between calls there)
         try:
-            rel = os.path.relpath(out, benchmarks.parent)
+            rel = os.path.relpath(ROOT / "docs" / "gpu" / out.name, benchmarks.resolve().parent)
         except ValueError:
             rel = str(out)
         old = benchmarks.read_text(encoding="utf-8") if benchmarks.is_file() else "# Benchmarks\n"
@@ -471,6 +473,31 @@ def with_block(text: str, block: str) -> str:
         nxt = text.find("\n## ", at + 1)
         text = text[:at] + (text[nxt:] if nxt >= 0 else "")
     return text.rstrip("\n") + "\n" + block
+
+
+def cuda_provider_error() -> str | None:
+    """Why ONNX Runtime's CUDA provider cannot run a one-node graph here, or None when it can.
+    Checked before any step: a provider library that does not load (missing CUDA libraries, code
+    for another GPU generation) otherwise shows up minutes later as a silent CPU fallback."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from service.runtime import CUDA, preload_cuda_libraries
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [x])
+    graph.output[0].name = "y"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    preload_cuda_libraries()
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=[CUDA])
+        y = sess.run(None, {"x": np.arange(4, dtype=np.float32)})[0]
+    except Exception as exc:  # noqa: BLE001 - the reason is the answer
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if sess.get_providers()[0] != CUDA:
+        return f"the session runs on {sess.get_providers()[0]}"
+    return None if y.tolist() == [0.0, 2.0, 4.0, 6.0] else f"wrong answer {y.tolist()}"
 
 
 def _earlier(out: Path) -> dict[str, Any]:
@@ -537,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         fail(
             f"onnxruntime has no CUDAExecutionProvider (has {', '.join(providers)}): install onnxruntime-gpu"
         )
+    why = None if a.rehearse_cpu else cuda_provider_error()
+    if why:
+        fail(f"onnxruntime's CUDA provider cannot run a graph here ({why}): see docs/gpu/RUNBOOK.md")
     from loadtest.report.gpu_summary import slug
 
     out = ROOT / out_root / slug(facts_gpu["name"])

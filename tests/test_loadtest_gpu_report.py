@@ -258,3 +258,29 @@ def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pyt
     calls.clear()
     gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL, "auto")
     assert "inproc-fp16-graphs" not in [name for name, _, _ in calls]
+
+
+def test_a_cuda_provider_that_cannot_run_is_named_before_any_step():
+    if _has_gpu():
+        pytest.skip("this host has an NVIDIA GPU")
+    why = gpu_report_module().cuda_provider_error()
+    assert why is not None and why  # without a GPU: an error, or the session fell back to the CPU
+
+
+def test_device_round_script_refuses_without_the_packages(tmp_path: Path):
+    """scripts/gpu_device_round.sh stops at once (exit 3, one line) when .carry was not carried."""
+    if Path("/tmp/site/.unpacked").is_file():
+        pytest.skip("/tmp/site is already unpacked on this host")
+    script = ROOT / "scripts" / "gpu_device_round.sh"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(
+        ["bash", str(script), "10", str(tmp_path / "back")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 3 and r.stderr.strip().splitlines() == [
+        "error: no .carry/site.tar.xz: run scripts/gpu_wheels.sh and carry .carry"
+    ]
