@@ -13,7 +13,7 @@ has the device calls that carry the packages and run it):
 3. the paper's in-process sweep on CUDA (batch 1,4,16,64 x sequence 32,128,512) for fp16, the fused
    GPU variant, then the PyTorch reference on the same weights (eager fp16, fp16 as a CUDA graph;
    scripts/bench_torch.py), fp32, and fp16 replayed as captured CUDA graphs;
-4. the service on CUDA (the GPU variant if exported, else fp16) on a free loopback port, the HTTP
+4. the service on CUDA (its own choice: the best variant proven there) on a free loopback port, the HTTP
    sweep (batch 1,8 x sequence 32,128 x concurrency 1,16) and the capacity search (p99 <= 50 ms,
    batch 1 x sequence 32), with 4 load-client processes;
 5. docs/gpu/<gpu-name>/: report.md, results.json (GPU name, driver, providers, versions, step
@@ -366,10 +366,6 @@ def measure(run: Run, repo: Path, out: Path, plan: Plan, serve_variant: str) -> 
     torch_step(run, repo, out, plan)
     for folder in ("inproc-fp32", "inproc-fp16-graphs", "inproc-opt"):
         inproc_sweep(run, repo, out, plan, folder)
-    if serve_variant == "auto":
-        serve_variant = (
-            "model.gpu.onnx" if "model.gpu.onnx" in _variants_in(repo, plan) else "model.fp16.onnx"
-        )
     http_steps(run, repo, out, plan, serve_variant)
 
 
@@ -379,7 +375,7 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
     env = {
         **os.environ,
         "H2H_PROVIDER": plan.provider,
-        "H2H_VARIANT": variant,
+        **({} if variant == "auto" else {"H2H_VARIANT": variant}),
         "H2H_LOG_LEVEL": "warning",
         "H2H_MODELS": json.dumps(plan.models),
         "H2H_REQUIRE_ALL_MODELS": "true",
@@ -400,8 +396,21 @@ def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subpr
         stop_process(proc, 40.0)
         run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
         return None, url
-    run.record("service-start", "ok", time.monotonic() - t, variant=variant, provider=plan.provider)
+    served = _served_variants(url)
+    run.record(
+        "service-start", "ok", time.monotonic() - t, variant=variant, served=served, provider=plan.provider
+    )
     return proc, url
+
+
+def _served_variants(url: str) -> dict[str, Any]:
+    """Model -> the variant the service chose to serve ({} when it cannot be asked)."""
+    from loadtest.client.load import list_models
+
+    try:
+        return {m["name"]: m.get("variant") for m in list_models(url)}
+    except Exception as exc:  # noqa: BLE001 - the record says why, the steps go on
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
@@ -529,7 +538,8 @@ def _parser() -> OneLineArgumentParser:
     p.add_argument(
         "--serve-variant",
         default="auto",
-        help="variant the service runs for the HTTP steps (default auto: model.gpu.onnx if exported, else model.fp16.onnx)",
+        help="variant the service runs for the HTTP steps (default auto: the service's own choice, its best "
+        "variant proven on the provider; on CUDA model.gpu.onnx once proven at start)",
     )
     p.add_argument("--skip-tests", action="store_true", help="skip `pytest -m gpu`")
     p.add_argument(

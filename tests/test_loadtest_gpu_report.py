@@ -129,6 +129,8 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     data = json.loads((out / "results.json").read_text())
     assert [s["name"] for s in data["steps"]] == STEPS
     assert all(s["status"] == "ok" for s in data["steps"]), data["steps"]
+    served = next(s for s in data["steps"] if s["name"] == "service-start")["served"]
+    assert set(served) == {"mha-tiny-random", "sha-tiny-random"} and all(served.values()), served
     assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
     assert set(data["inproc"]) == {
         "inproc-fp32",
@@ -207,7 +209,7 @@ def test_the_benchmarks_block_of_a_report_is_replaced_not_repeated():
 def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On CUDA: the profile, fp16 and the GPU variant first, then PyTorch, fp32 and fp16 replayed as
     CUDA graphs (the only sweep with H2H_CUDA_GRAPH on), a variant not exported skipped, the service
-    on the GPU variant; the CPU rehearsal has no graphs to replay and skips that sweep."""
+    on its own choice of variant; the CPU rehearsal has no graphs to replay and skips that sweep."""
     gr = gpu_report_module()
     have = {"model.onnx", "model.fp16.onnx", "model.gpu.onnx"}
     monkeypatch.setattr(gr, "_variants_in", lambda repo, plan: have)
@@ -253,7 +255,7 @@ def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pyt
     assert prof[prof.index("--provider") + 1] == "cuda" and prof[prof.index("--seq") + 1] == "128"
     torch_cmd = by["torch"][0]
     assert torch_cmd[torch_cmd.index("--modes") + 1] == "eager-fp16,graph-fp16" and "--device" in torch_cmd
-    assert by["inproc-opt"][0] == ["skipped: no model.opt.onnx"] and by["http"][0] == ["model.gpu.onnx"]
+    assert by["inproc-opt"][0] == ["skipped: no model.opt.onnx"] and by["http"][0] == ["auto"]
     assert gr.VARIANTS["inproc-fp16-graphs"] == "model.fp16.onnx + CUDA graphs"
     calls.clear()
     gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL, "auto")
