@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import inspect
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
+from pydantic import BaseModel
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
-from service.bodies import RawRequest, RawResponse, openapi_body
+from service.bodies import RawRequest, RawResponse
 from service.core import Encoded, Service
-from service.deps import KnownModel, ReadyModel, ServiceDep
+from service.deps import KnownModel, ServiceDep
 from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
 from service.model import AnyModel, Model
-from service.protocol import SHARED_STATUSES, Protocol, RawHandler
+from service.protocol import SHARED_STATUSES, Protocol
 from service.repository import FailedModel
+from service.routes import InferenceRoute, RawHandler
 from service.schemas import (
     CompareRequest,
     CompareResponse,
@@ -57,7 +58,7 @@ def error_body(exc: ServiceError) -> dict[str, str | None]:
 
 
 PROTOCOL = Protocol(STATUSES, error_body)
-router = APIRouter(prefix="/v1", tags=["v1"], route_class=PROTOCOL.route_class())
+router = APIRouter(prefix="/v1", tags=["v1"])
 
 
 def summary(entry: AnyModel) -> ModelSummary:
@@ -175,33 +176,13 @@ async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
 
 
 async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
-    """The predict route's work, from raw bytes to raw bytes: the server's middleware calls it
-    directly for speed (the FastAPI route below documents it, and does the same)."""
+    """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
+    optional embedding and the batch's timing."""
     return await _predict(svc, svc.model(req.name), req)
 
 
-@router.post(
-    "/models/{name}/predict",
-    response_model=PredictResponse,
-    responses=WORK_ERRORS,
-    openapi_extra=openapi_body(PredictRequest),
-)
-async def predict(entry: ReadyModel, svc: ServiceDep, request: Request) -> Response:
-    """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
-    optional embedding and the batch's timing."""
-    req = await RawRequest.from_request(request, entry.name)
-    return (await _predict(svc, entry, req)).to_response()
-
-
-@router.post(
-    "/compare",
-    response_model=CompareResponse,
-    responses=WORK_ERRORS,
-    openapi_extra=openapi_body(CompareRequest),
-)
-async def compare(svc: ServiceDep, request: Request) -> Response:
+async def compare_raw(svc: Service, req: RawRequest) -> RawResponse:
     """The same texts through every model (or those named), answers and timings side by side."""
-    req = await RawRequest.from_request(request, "")
     body = req.parse(CompareRequest)
     names = body.models or [m.name for m in svc.serving()]
     if not names:
@@ -215,9 +196,27 @@ async def compare(svc: ServiceDep, request: Request) -> Response:
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    return RawResponse.json({"results": dict(zip(names, results, strict=True))}).to_response()
+    return RawResponse.json({"results": dict(zip(names, results, strict=True))})
 
 
-# the routes that do inference work (refused before their body is read when draining or full),
-# with the raw-bytes handler the middleware serves each with, if any
-WORK: dict[Callable[..., Any], RawHandler | None] = {predict: predict_raw, compare: None}
+def _route(
+    path: str, request: type[BaseModel], response: type[BaseModel], handler: RawHandler
+) -> InferenceRoute:
+    return InferenceRoute(
+        "POST",
+        router.prefix + path,
+        PROTOCOL,
+        request,
+        response,
+        handler,
+        name=handler.__name__.removesuffix("_raw"),
+        description=inspect.getdoc(handler) or "",
+        errors=WORK_ERRORS,
+        tags=router.tags,
+    )
+
+
+ROUTES = (
+    _route("/models/{name}/predict", PredictRequest, PredictResponse, predict_raw),
+    _route("/compare", CompareRequest, CompareResponse, compare_raw),
+)

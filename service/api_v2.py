@@ -6,10 +6,10 @@ Errors: `{"error": "..."}` with a 4xx status (5xx only for 503 not-ready / shutt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -20,10 +20,11 @@ from service.core import Service
 from service.deps import KnownModel, ReadyModel, ServiceDep
 from service.errors import InvalidInput, ServiceError, UnknownVersion
 from service.model import Model
-from service.protocol import SHARED_STATUSES, Protocol, RawHandler
+from service.protocol import SHARED_STATUSES, Protocol
+from service.routes import InferenceRoute
 from service.schemas import V2ErrorResponse
 from service.v2codec import HEADER, encode_response, parse_request
-from service.v2schemas import InferenceResponse, infer_openapi
+from service.v2schemas import InferenceRequest, InferenceResponse, infer_openapi
 
 PLATFORM = "onnxruntime_onnx"
 VERSION = "1"
@@ -62,7 +63,7 @@ def error_body(exc: ServiceError) -> dict[str, str]:
 
 
 PROTOCOL = Protocol(STATUSES, error_body)
-router = APIRouter(prefix="/v2", tags=["v2"], route_class=PROTOCOL.route_class())
+router = APIRouter(prefix="/v2", tags=["v2"])
 
 
 def _version(version: str) -> None:
@@ -197,31 +198,11 @@ async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
     }
 
 
-_INFER = {"response_model": InferenceResponse, "responses": INFER_ERRORS, "openapi_extra": infer_openapi()}
-
-
-@router.post("/models/{name}/infer", **_INFER)
-async def infer(entry: ReadyModel, svc: ServiceDep, request: Request) -> Response:
-    """Inference in the KServe v2 JSON form, or Triton's binary tensor extension."""
-    raw = await RawRequest.from_request(request, entry.name)
-    return (await _infer(svc, entry, raw)).to_response()
-
-
-@router.post("/models/{name}/versions/{version}/infer", **_INFER)
-async def infer_version(entry: ReadyVersion, svc: ServiceDep, request: Request) -> Response:
-    """As /v2/models/{name}/infer; the only version is 1."""
-    raw = await RawRequest.from_request(request, entry.name, VERSION)
-    return (await _infer(svc, entry, raw)).to_response()
-
-
 async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
-    """The infer route's work, bytes to bytes (the middleware calls it directly for speed)."""
+    """Inference in the KServe v2 JSON form, or Triton's binary tensor extension."""
     if raw.version is not None:
         _version(raw.version)
-    return await _infer(svc, svc.model(raw.name), raw)
-
-
-async def _infer(svc: Service, entry: Model, raw: RawRequest) -> RawResponse:
+    entry = svc.model(raw.name)
     req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
     ids_rows, mask_rows = svc.check_ids(entry, req.input_ids, req.attention_mask)
     result = await svc.infer(entry, ids_rows, mask_rows)
@@ -234,5 +215,27 @@ async def _infer(svc: Service, entry: Model, raw: RawRequest) -> RawResponse:
     return RawResponse(body, headers)
 
 
-# the routes that do inference work, with the raw-bytes handler the middleware serves them with
-WORK: dict[Callable[..., Any], RawHandler | None] = {infer: infer_raw, infer_version: infer_raw}
+def _infer_route(path: str, name: str, description: str) -> InferenceRoute:
+    return InferenceRoute(
+        "POST",
+        router.prefix + path,
+        PROTOCOL,
+        InferenceRequest,
+        InferenceResponse,
+        infer_raw,
+        name=name,
+        description=description,
+        errors=INFER_ERRORS,
+        tags=router.tags,
+        body_doc=infer_openapi(),
+    )
+
+
+ROUTES = (
+    _infer_route("/models/{name}/infer", "infer", inspect.getdoc(infer_raw) or ""),
+    _infer_route(
+        "/models/{name}/versions/{version}/infer",
+        "infer_version",
+        "As /v2/models/{name}/infer; the only version is 1.",
+    ),
+)

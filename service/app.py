@@ -1,26 +1,25 @@
 """App factory: `create_app(settings) -> FastAPI`.
 
 The lifespan loads every model and starts its batcher; on shutdown the batchers drain.
-One ASGI middleware (outermost) does, per request: body-size limit (413), refusal while
-draining after SIGTERM (503 + Retry-After), and the request count/latency metrics labelled
-by route template and known model name only.
+One ASGI layer (outermost) serves the inference routes from their table (service.routes) and
+does, per request: body-size limit (413), refusal while draining after SIGTERM (503 +
+Retry-After), and the request count/latency metrics labelled by route template and known model
+name only. FastAPI behind it answers the control plane.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from fastapi.responses import RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +28,8 @@ from service.bodies import RawRequest, RawResponse, field_of
 from service.core import Service
 from service.errors import BodyTooLarge, ServiceError, ShuttingDown
 from service.metrics import NO_MODEL, UNKNOWN_MODEL
-from service.protocol import Protocol, RawHandler
+from service.protocol import Protocol
+from service.routes import InferenceRoute, Match, RouteTable
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -47,86 +47,51 @@ def protocol_of(path: str) -> Protocol:
     return api_v1.PROTOCOL
 
 
-class _Work(NamedTuple):
-    pattern: re.Pattern[str]
-    template: str
-    hot: RawHandler | None  # served by the middleware itself, bypassing FastAPI
-    protocol: Protocol
-
-
-# Routes that do inference work, read from the routers (each API's WORK): refused with 503 once
-# draining starts and before their body is read when the queue is full, labelled by template.
-# The hot ones are served by the middleware: FastAPI's routing, dependency solving and exception
-# middleware cost more per request than the rest of a batch-1 request's Python work.
-_WORK_ROUTES: tuple[_Work, ...] = tuple(
-    _Work(route.path_regex, route.path, api.WORK[route.endpoint], api.PROTOCOL)
-    for api in APIS
-    for route in api.router.routes
-    if isinstance(route, APIRoute) and route.endpoint in api.WORK
-)
-
-
-class WorkRoute(NamedTuple):
-    template: str
-    name: str | None
-    version: str | None
-    hot: RawHandler | None
-    protocol: Protocol
-
-
-def _work_route(scope: Scope) -> WorkRoute | None:
-    """The inference POST a request is for, from its URL alone, else None."""
-    if scope["method"] != "POST":
-        return None
-    path = scope["path"]
-    for work in _WORK_ROUTES:
-        m = work.pattern.match(path)
-        if m is not None:
-            groups = m.groupdict()
-            return WorkRoute(
-                work.template, groups.get("name"), groups.get("version"), work.hot, work.protocol
-            )
-    return None
+# Every inference route, one row each (service.routes): served by the front layer below, never by
+# FastAPI, whose routing, dependency solving and exception middleware cost more per request than the
+# rest of a batch-1 request's Python work. The control plane (health, metadata, lists, metrics,
+# docs) is FastAPI's.
+INFERENCE_ROUTES: tuple[InferenceRoute, ...] = (*api_v1.ROUTES, *api_v2.ROUTES)
 
 
 class ServiceMiddleware:
-    """Outermost ASGI layer: refusals decided from the URL alone, body limit, request metrics.
+    """Outermost ASGI layer: serves the inference routes from the table (draining and admission
+    decided from the URL alone, the body limit, the handler, refusals in the row's protocol) and
+    passes everything else to FastAPI, with the request metrics and access log for both.
 
-    Admission comes first so that an overloaded server spends nothing on bodies it will
-    refuse; routing is Starlette's, read back from the scope for the metric labels.
+    Admission comes first so that an overloaded server spends nothing on bodies it will refuse.
     """
 
-    def __init__(self, app: ASGIApp, service: Service) -> None:
+    def __init__(self, app: ASGIApp, service: Service, table: RouteTable) -> None:
         self.app = app
         self.service = service
+        self.table = table
         self.json_log = service.settings.access_log_json
         if self.json_log:
             accesslog.enable_json_lines()
 
-    def _labels(self, scope: Scope, work: WorkRoute | None) -> tuple[str, str]:
+    def _labels(self, scope: Scope, match: Match | None) -> tuple[str, str]:
         route = scope.get("route")
         template = getattr(route, "path", None)
         if template is None:
-            if work is None:
+            if match is None:
                 return "_unmatched", UNKNOWN_MODEL
-            template, name = work.template, work.name
+            template, name = match.row.path, match.name
         else:
             name = (scope.get("path_params") or {}).get("name")
         return template, NO_MODEL if name is None else self.service.model_label(name)
 
-    async def _refusal(self, work: WorkRoute | None) -> RawResponse | None:
-        """The answer to a work request refused from its URL alone (draining, full queue), or None."""
-        svc = self.service
-        if work is None:
-            return None
-        name, reject = work.name, svc.settings.reject_status
+    async def _refusal(self, match: Match) -> RawResponse | None:
+        """The answer to an inference request refused from its URL alone (draining, full queue), or None."""
+        svc, protocol = self.service, match.row.protocol
+        name, reject = match.name, svc.settings.reject_status
         if svc.draining:
             svc.metrics.rejected(
                 NO_MODEL if name is None else svc.model_label(name), batcher.ShuttingDown.reason
             )
-            return work.protocol.error(ShuttingDown(svc.retry_after()), reject, {"connection": "close"})
+            return protocol.error(ShuttingDown(svc.retry_after()), reject, {"connection": "close"})
         refusal = None if name is None else await svc.admission(name)
-        return None if refusal is None else work.protocol.error(refusal, reject)
+        return None if refusal is None else protocol.error(refusal, reject)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | int:
         """The whole body, or the status to answer: 413 above the limit, 499 on disconnect."""
@@ -149,25 +114,34 @@ class ServiceMiddleware:
             more = message.get("more_body", False)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _serve_hot(
-        self, work: WorkRoute, hot: RawHandler, req: RawRequest, path: str, send: Send
-    ) -> None:
-        """A hot route's answer, its refusals in its protocol (as its router's route class does)."""
+    async def _answer(self, row: InferenceRoute, req: RawRequest) -> RawResponse:
+        """The row's handler's answer, or its refusal in the row's protocol: for every inference
+        route, the one place a refusal or a bug becomes HTTP."""
         try:
-            response = await hot(self.service, req)
+            return await row.handler(self.service, req)
         except ServiceError as exc:
-            response = work.protocol.error(
-                exc, self.service.settings.reject_status, request_id=req.request_id
-            )
+            return row.protocol.error(exc, self.service.settings.reject_status, request_id=req.request_id)
         except Exception:
-            log.exception("unhandled error on %s (request %s)", path, req.request_id)
-            response = work.protocol.internal(req.request_id)
-        await response.send(send)
+            log.exception("unhandled error on %s (request %s)", row.path, req.request_id)
+            return row.protocol.internal(req.request_id)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, work: WorkRoute | None) -> bool:
-        """Answer the request: refused, served here (hot routes) or by FastAPI; False when the
+    async def _misrouted(self, scope: Scope, receive: Receive, send: Send, match: Match) -> None:
+        """A row's path under another method (405 + Allow) or with a trailing slash (307 to the
+        path without it), as Starlette answers for its own routes."""
+        if match.slash:
+            url = URL(scope={**scope, "path": scope["path"].rstrip("/")})
+            await RedirectResponse(str(url))(scope, receive, send)
+            return
+        answer = match.row.protocol.message(405, "Method Not Allowed")
+        await RawResponse(answer.body, {**answer.headers, "allow": match.row.method}, 405).send(send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, match: Match | None) -> bool:
+        """Answer the request: refused, served from the table, or by FastAPI; False when the
         client went away before sending its body."""
-        refusal = await self._refusal(work)
+        if match is not None and (match.wrong_method or match.slash):
+            await self._misrouted(scope, receive, send, match)
+            return True
+        refusal = None if match is None else await self._refusal(match)
         if refusal is not None:
             await refusal.send(send)
             return True
@@ -175,16 +149,16 @@ class ServiceMiddleware:
         if isinstance(body, int):
             if body == 499:
                 return False
-            protocol = work.protocol if work is not None else protocol_of(scope.get("path", ""))
+            protocol = match.row.protocol if match is not None else protocol_of(scope.get("path", ""))
             settings = self.service.settings
             too_large = BodyTooLarge(settings.max_body_bytes)
             await protocol.error(too_large, settings.reject_status, {"connection": "close"}).send(send)
             return True
-        if work is not None and work.hot is not None and work.name is not None:
-            req = RawRequest.from_scope(scope, body, work.name, work.version)
-            await self._serve_hot(work, work.hot, req, scope.get("path", ""), send)
+        if match is None:
+            await self.app(scope, _replay(body, receive), send)
             return True
-        await self.app(scope, _replay(body, receive), send)
+        req = RawRequest.from_scope(scope, body, match.name or "", match.version)
+        await (await self._answer(match.row, req)).send(send)
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -194,7 +168,7 @@ class ServiceMiddleware:
         t0 = time.perf_counter()
         scope["h2h.start"] = t0
         rid = scope["h2h.request_id"] = accesslog.request_id(scope)
-        work = _work_route(scope)
+        match = self.table.match(scope["method"], scope["path"])
         status = 500
 
         async def send_wrapper(message: Message) -> None:
@@ -205,10 +179,10 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            if not await self._dispatch(scope, receive, send_wrapper, work):
+            if not await self._dispatch(scope, receive, send_wrapper, match):
                 status = 499
         finally:
-            route, model = self._labels(scope, work)
+            route, model = self._labels(scope, match)
             seconds = time.perf_counter() - t0
             self.service.metrics.observe_request(model, route, status, seconds)
             if self.json_log:
@@ -260,23 +234,39 @@ async def _http(request: Request, exc: StarletteHTTPException) -> Response:
     return Response(response.body, exc.status_code, {**(exc.headers or {}), **response.headers})
 
 
+async def _refused(request: Request, exc: Exception) -> Response:
+    """A control-plane route's refusal (unknown model, not ready) in its API's protocol."""
+    assert isinstance(exc, ServiceError)
+    rid = (request.scope.get("h2h.request_id") or b"-").decode()
+    reject = request.app.state.settings.reject_status
+    return protocol_of(request.url.path).error(exc, reject, request_id=rid).to_response()
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     rid = (request.scope.get("h2h.request_id") or b"-").decode()
     log.exception("unhandled error on %s (request %s)", request.url.path, rid)
     return protocol_of(request.url.path).internal(rid).to_response()
 
 
-# errors FastAPI and Starlette decide (no such route, 405, parameter validation, bugs); the
-# service's own refusals are answered by each router's route class (service.protocol)
+# what the control plane raises: the service's refusals, and what FastAPI and Starlette decide (no
+# such route, 405, parameter validation, bugs)
 ERROR_HANDLERS = (
+    (ServiceError, _refused),
     (RequestValidationError, _validation),
     (StarletteHTTPException, _http),
     (Exception, _internal),
 )
 
 
-def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = True) -> ServiceApp:
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    gpu_metrics: bool = True,
+    routes: Sequence[InferenceRoute] = INFERENCE_ROUTES,
+) -> ServiceApp:
+    """The app: FastAPI's control plane behind the front layer that serves `routes`."""
     settings = settings or ServiceSettings()
+    table = RouteTable(routes)
     service = Service(settings, gpu_metrics=gpu_metrics)
 
     @asynccontextmanager
@@ -305,6 +295,6 @@ def create_app(settings: ServiceSettings | None = None, *, gpu_metrics: bool = T
 
     for exc_class, handler in ERROR_HANDLERS:
         app.add_exception_handler(exc_class, handler)
-    openapi.install(app, service)
-    app.front = ServiceMiddleware(partial(FastAPI.__call__, app), service)
+    openapi.install(app, service, table)
+    app.front = ServiceMiddleware(partial(FastAPI.__call__, app), service, table)
     return app

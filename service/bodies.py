@@ -1,6 +1,6 @@
 """JSON request bodies in, JSON responses out, without FastAPI's per-request body machinery.
 
-The hot routes take the raw body and validate it here with pydantic-core's JSON parser
+The inference routes take the raw body and validate it here with pydantic-core's JSON parser
 (`model_validate_json`, one pass in Rust), and answer with orjson bytes instead of FastAPI's
 response-model validation and `jsonable_encoder`: both showed at the top of the profile of a
 batch-1 request. The request and response models still document the routes (OpenAPI), and
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Scope, Send
@@ -79,7 +78,7 @@ def parse_body(model: type[M], raw: bytes, content_type: str | None) -> M:
 
 @dataclass(frozen=True)
 class RawRequest:
-    """What a hot route needs of a request; built from the ASGI scope or a FastAPI Request."""
+    """What an inference route's handler needs of a request, built from the ASGI scope."""
 
     name: str
     body: bytes
@@ -93,10 +92,6 @@ class RawRequest:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
         rid = (scope.get("h2h.request_id") or b"-").decode("ascii")
         return cls(name, body, headers, scope.get("h2h.start") or time.perf_counter(), version, rid)
-
-    @classmethod
-    async def from_request(cls, request: Request, name: str, version: str | None = None) -> RawRequest:
-        return cls.from_scope(request.scope, await request.body(), name, version)
 
     def parse(self, model: type[M]) -> M:
         return parse_body(model, self.body, self.headers.get("content-type"))

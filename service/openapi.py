@@ -1,7 +1,8 @@
 """The OpenAPI document, made to say what the server enforces.
 
-FastAPI's generated document misses what this server does differently: the hot routes read raw
-bodies (their request models are registered here), errors have our bodies rather than FastAPI's
+FastAPI's generated document misses what this server does differently: the inference routes are
+not FastAPI's (their operations are generated here from their table, service.routes, and their
+request models registered), errors have our bodies rather than FastAPI's
 `HTTPValidationError`, and some limits come from settings and the loaded models (rows per request,
 tokens per row, vocabulary size), so they are filled in once the models are loaded.
 """
@@ -14,14 +15,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from service.core import Service
-from service.schemas import CompareRequest, ErrorResponse, PredictRequest, V2ErrorResponse
-from service.v2schemas import InferenceRequest
+from service.routes import RouteTable
+from service.schemas import ErrorResponse, V2ErrorResponse
 
 REF = "#/components/schemas/{model}"
-RAW_BODY_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, CompareRequest, InferenceRequest)
 
 
 def _components(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
@@ -66,29 +67,43 @@ def _error_bodies(doc: dict[str, Any]) -> None:
         doc.get("components", {}).get("schemas", {}).pop(name, None)
 
 
-def build(app: FastAPI, service: Service) -> dict[str, Any]:
+def _routes(app: FastAPI, table: RouteTable) -> list[BaseRoute]:
+    """The app's routes with the table's operations, each after its API's router (the order of
+    the document's paths: an API's inference routes after its control plane)."""
+    rows: dict[str, list[BaseRoute]] = {}
+    for row in table.rows:
+        rows.setdefault("/" + row.path.split("/")[1], []).append(row.doc_route())
+    routes: list[BaseRoute] = []
+    for route in app.routes:
+        routes.append(route)
+        router = getattr(route, "original_router", None)  # an included APIRouter
+        routes += rows.pop(getattr(router, "prefix", None) or getattr(route, "path", ""), [])
+    return [*routes, *(r for group in rows.values() for r in group)]
+
+
+def build(app: FastAPI, service: Service, table: RouteTable) -> dict[str, Any]:
     doc = get_openapi(
         title=app.title,
         version=app.version,
         description=app.description,
-        routes=app.routes,
+        routes=_routes(app, table),
         openapi_version=app.openapi_version,
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(_components(RAW_BODY_MODELS))
+    schemas.update(_components(tuple(dict.fromkeys(row.request for row in table.rows))))
     schemas.update(_components((ErrorResponse, V2ErrorResponse)))
     _fill_limits(schemas, service)
     _error_bodies(doc)
     return doc
 
 
-def install(app: FastAPI, service: Service) -> None:
+def install(app: FastAPI, service: Service, table: RouteTable) -> None:
     """Serve `build()`'s document at /openapi.json, cached once the models are loaded."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        doc = build(app, service)
+        doc = build(app, service, table)
         if service.started:
             app.openapi_schema = doc
         return doc

@@ -1,26 +1,20 @@
 """How one API says the service's refusals: its status for each kind, and its error body.
 
-`api_v1.PROTOCOL` and `api_v2.PROTOCOL` are the two; the middleware answers hot routes and early
-refusals with them, and each router's route class (`Protocol.route_class`) answers what its
-routes and their dependencies raise, so neither the core nor the app picks a status.
+`api_v1.PROTOCOL` and `api_v2.PROTOCOL` are the two. `Protocol.error` is the one place a refusal
+becomes a status and a body: the front layer (service.app) calls it for the inference routes and
+the FastAPI exception handlers for the control plane, so neither the core nor a route picks a
+status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
-
 from service import errors
-from service.bodies import RawRequest, RawResponse
-from service.core import Service
+from service.bodies import RawResponse
 from service.errors import Overloaded, ServiceError
-
-# a hot route's work from raw bytes to raw bytes, which the middleware calls without FastAPI
-RawHandler = Callable[[Service, RawRequest], Awaitable[RawResponse]]
 
 # the statuses both APIs give alike; they part on bad input (v1 422, v2 400) and v1's MalformedBody
 SHARED_STATUSES: dict[type[ServiceError], int] = {
@@ -71,23 +65,3 @@ class Protocol:
     def message(self, status: int, message: str, field: str | None = None) -> RawResponse:
         """An error the framework decided (no such route, 405, 413, 500), in this protocol's body."""
         return RawResponse.json(self.body(ServiceError(message, field)), status)
-
-    def route_class(self) -> type[APIRoute]:
-        """An APIRoute that answers the refusals its endpoint or dependencies raise in this protocol."""
-        protocol = self
-
-        class ProtocolRoute(APIRoute):
-            def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-                handler = super().get_route_handler()
-
-                async def handle(request: Request) -> Response:
-                    try:
-                        return await handler(request)
-                    except ServiceError as exc:
-                        reject = request.app.state.settings.reject_status
-                        rid = (request.scope.get("h2h.request_id") or b"-").decode()
-                        return protocol.error(exc, reject, request_id=rid).to_response()
-
-                return handle
-
-        return ProtocolRoute

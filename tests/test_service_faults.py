@@ -114,7 +114,7 @@ def test_fault_injection_tokenizer(serve, monkeypatch, caplog) -> None:  # noqa:
     monkeypatch.setattr(Tokenizer, "tokenize", raise_once(Tokenizer.tokenize))
     runner = serve()
     assert_500_with_request_id(runner.post(PREDICT, json={"texts": ["a dog"]}))
-    assert_contained(runner, caplog, "unhandled error on /v1/models/mha-tiny/predict")
+    assert_contained(runner, caplog, "unhandled error on /v1/models/{name}/predict")
     assert metric(runner, "h2h_batch_failures_total") == 0.0  # no batch ever held it
 
 
