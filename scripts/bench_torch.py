@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contract.cli import OneLineArgumentParser, fail  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from contract.cli import fail, settings_from, settings_parser  # noqa: E402
 
 LABELS = {
     "eager-fp32": "torch eager fp32",
@@ -168,26 +170,24 @@ def row(
     }
 
 
-def _parser() -> OneLineArgumentParser:
-    p = OneLineArgumentParser(prog="bench_torch", description=__doc__.splitlines()[0])
-    p.add_argument("--repo", default="model_repository", help="model repository (default model_repository)")
-    p.add_argument("--models", help="comma list of model folders (default: every model)")
-    p.add_argument(
-        "--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)"
+class BenchTorchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(default="model_repository", description="model repository")
+    models: str | None = Field(default=None, description="comma list of model folders (default: every model)")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="where PyTorch runs")
+    modes: str | None = Field(
+        default=None,
+        description=f"comma list of {', '.join(LABELS)} (default cpu: eager-fp32; cuda: eager-fp16,graph-fp16)",
     )
-    p.add_argument(
-        "--modes",
-        help=f"comma list of {', '.join(LABELS)} (default cpu: eager-fp32; cuda: eager-fp16,graph-fp16)",
+    batch: str = Field(default="1,4", description="comma list of batch sizes")
+    seq: str = Field(default="16,32", description="comma list of sequence lengths")
+    budget_s: float = Field(default=0.4, gt=0, description="seconds per point")
+    seed: int = Field(default=0, description="random-init weights' seed (as export's)")
+    threads: int = Field(default=0, ge=0, description="CPU threads for torch (0: torch's)")
+    out: str = Field(
+        default="results/torch", description="one results folder per mode under OUT (torch-<mode>)"
     )
-    p.add_argument("--batch", default="1,4", help="comma list of batch sizes (default 1,4)")
-    p.add_argument("--seq", default="16,32", help="comma list of sequence lengths (default 16,32)")
-    p.add_argument("--budget-s", type=float, default=0.4, help="seconds per point (default 0.4)")
-    p.add_argument("--seed", type=int, default=0, help="random-init weights' seed (default 0, as export's)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
-    p.add_argument(
-        "--out", default="results/torch", help="one results folder per mode under OUT (torch-<mode>)"
-    )
-    return p
 
 
 def _ints(flag: str, value: str) -> list[int]:
@@ -212,14 +212,17 @@ def _modes(a: Any) -> list[str]:
     return modes
 
 
+_TITLE = __doc__.splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     from loadtest import results
-    from loadtest.sweep.run import PlanError, repo_models, resolve
+    from loadtest.models import PlanError, repo_models, resolve
 
-    a = _parser().parse_args(argv)
+    a = settings_from(
+        BenchTorchSettings, settings_parser(BenchTorchSettings, "bench_torch", _TITLE).parse_args(argv)
+    )
     modes, batches, seqs = _modes(a), _ints("--batch", a.batch), _ints("--seq", a.seq)
-    if a.budget_s <= 0:
-        fail("--budget-s must be positive")
     if a.threads:
         torch.set_num_threads(a.threads)
     try:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from loadtest.bench.procs import free_port, stop_process
+from loadtest import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -124,35 +124,6 @@ def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, s
         )
         names[arch] = path.name
     return names
-
-
-def start_service(s: DemoSettings, port: int, log: Path, names: dict[str, str]) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "H2H_MODEL_REPOSITORY": str(s.repo),
-        "H2H_HOST": "127.0.0.1",
-        "H2H_PORT": str(port),
-        "H2H_MODELS": json.dumps(list(names.values())),
-    }
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=fh, stderr=fh)
-
-
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"service exited with {proc.returncode} before it was ready; see {log}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"service not ready after {timeout:.0f}s; see {log}")
 
 
 def show_compare(url: str) -> None:
@@ -285,22 +256,24 @@ def main() -> int:
     banner(f"2/4 export to ONNX with a parity check -> {s.repo}/")
     names = export_both(s, runs)
 
-    port = free_port()
+    port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     log = s.results / "service.log"
     banner(f"3/4 serve {', '.join(names.values())} at {url} (log {log})")
-    proc = start_service(s, port, log, names)
-    results = cap = None
+    args = processes.service_args(s.repo, "--models", *names.values())
+    ready, results, cap = "/v2/health/ready", None, None
     try:
-        wait_ready(proc, url, s.ready_timeout_s, log)
-        show_compare(url)
-        if not s.skip_loadtest:
-            banner(f"4/4 load test (in-process and HTTP), then capacity within the SLO -> {s.results}/")
-            results = loadtest(s, url, names)
-            cap = capacity(s, url, names)
-    finally:
-        rc = stop_process(proc, 60.0)
-        print(f"service stopped on SIGTERM, exit code {rc}")
+        with processes.serving(
+            args, ready_path=ready, port=port, log=log, timeout=s.ready_timeout_s, grace=60.0
+        ) as srv:
+            show_compare(url)
+            if not s.skip_loadtest:
+                banner(f"4/4 load test (in-process and HTTP), then capacity within the SLO -> {s.results}/")
+                results = loadtest(s, url, names)
+                cap = capacity(s, url, names)
+    except processes.NotReady as exc:
+        fail(f"{str(exc).splitlines()[0]}; see {log}")
+    print(f"service stopped on SIGTERM, exit code {srv.returncode}")
 
     banner("MHA vs SHA")
     print(comparison(runs, names, results))
@@ -313,7 +286,7 @@ def main() -> int:
         print(f"\nreport: {s.results / 'report.md'}\nplots in {s.results}/: {', '.join(plots)}")
     if cap is not None:
         show_answer(s, results, cap)
-    return 0 if rc == 0 else 1
+    return 0 if srv.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contract.cli import OneLineArgumentParser, fail  # noqa: E402
-from loadtest.bench.procs import Server, free_port, stop_process, wait_ready  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from contract.cli import fail, settings_from, settings_parser  # noqa: E402
+from loadtest import processes  # noqa: E402
 from service import nvml  # noqa: E402
 
 # result folder -> (variant file, CUDA graphs), in the order they run: the fp16 sweep again with
@@ -369,38 +371,69 @@ def measure(run: Run, repo: Path, out: Path, plan: Plan, serve_variant: str) -> 
     http_steps(run, repo, out, plan, serve_variant)
 
 
-def start_service(run: Run, repo: Path, plan: Plan, variant: str) -> tuple[subprocess.Popen | None, str]:
-    """The service on `plan.provider` with `variant`, on a free loopback port; waits until ready."""
-    port = free_port()
+def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
+    """The service on `plan.provider` (with `variant`, or its own choice for "auto") on a free
+    loopback port, the HTTP sweep and the capacity search against it, then SIGTERM."""
+    http = out / "http"
+    if complete(http / "results.json") and complete(http / "capacity.json"):
+        run.reuse("http-sweep")
+        run.reuse("capacity")
+        return
+    if run.left() < 30:
+        run.record("http", "skipped: out of time", 0.0)
+        return
     env = {
-        **os.environ,
         "H2H_PROVIDER": plan.provider,
         **({} if variant == "auto" else {"H2H_VARIANT": variant}),
         "H2H_LOG_LEVEL": "warning",
         "H2H_MODELS": json.dumps(plan.models),
         "H2H_REQUIRE_ALL_MODELS": "true",
     }
-    url = f"http://127.0.0.1:{port}"
     t = time.monotonic()
-    log = (run.logs / "service-start.log").open("w")
-    proc = subprocess.Popen(
-        python_m("service", model_repository=repo, host="127.0.0.1", port=port),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        wait_ready(Server(proc, url), "/v2/health/ready", min(240.0, max(5.0, run.left())))
-    except RuntimeError:
-        stop_process(proc, 40.0)
-        run.record("service-start", f"failed: exit {proc.returncode}", time.monotonic() - t, variant=variant)
-        return None, url
-    served = _served_variants(url)
-    run.record(
-        "service-start", "ok", time.monotonic() - t, variant=variant, served=served, provider=plan.provider
+        with processes.serving(
+            processes.service_args(repo),
+            ready_path="/v2/health/ready",
+            log=run.logs / "service-start.log",
+            env=env,
+            timeout=min(240.0, max(5.0, run.left())),
+            grace=40.0,
+        ) as srv:
+            served = _served_variants(srv.base)
+            run.record(
+                "service-start",
+                "ok",
+                time.monotonic() - t,
+                variant=variant,
+                served=served,
+                provider=plan.provider,
+            )
+            _load_steps(run, srv.base, out, plan)
+    except processes.NotReady as exc:
+        status = f"failed: {str(exc).splitlines()[0]}"
+        run.record("service-start", status, time.monotonic() - t, variant=variant)
+
+
+def _load_steps(run: Run, url: str, out: Path, plan: Plan) -> None:
+    http = out / "http"
+    load = dict(url=url, models=",".join(plan.models))
+    procs = dict(client_procs=plan.client_procs, out=http)
+    sweep = dict(
+        batch=plan.http_batch, seq=plan.http_seq, concurrency=plan.concurrency, duration=plan.duration
     )
-    return proc, url
+    run.step(
+        "http-sweep",
+        python_m("loadtest", "sweep", mode="http", **load, **sweep, **procs, no_report=True),
+        done=[http / "results.json"],
+    )
+    cap = dict(batch=plan.cap_batch, seq=plan.cap_seq, slo_p99_ms=50, probe_duration=plan.probe_duration)
+    run.step(
+        "capacity",
+        python_m("loadtest", "capacity", **load, **cap, max_probes=plan.max_probes, **procs),
+        done=[http / "capacity.json"],
+    )
+    if not (http / "report.md").is_file() and (http / "results.json").is_file():
+        run.step("http-report", python_m("loadtest", "report", str(http)))
 
 
 def _served_variants(url: str) -> dict[str, Any]:
@@ -411,41 +444,6 @@ def _served_variants(url: str) -> dict[str, Any]:
         return {m["name"]: m.get("variant") for m in list_models(url)}
     except Exception as exc:  # noqa: BLE001 - the record says why, the steps go on
         return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def http_steps(run: Run, repo: Path, out: Path, plan: Plan, variant: str) -> None:
-    http = out / "http"
-    if complete(http / "results.json") and complete(http / "capacity.json"):
-        run.reuse("http-sweep")
-        run.reuse("capacity")
-        return
-    if run.left() < 30:
-        run.record("http", "skipped: out of time", 0.0)
-        return
-    proc, url = start_service(run, repo, plan, variant)
-    if proc is None:
-        return
-    try:
-        load = dict(url=url, models=",".join(plan.models))
-        procs = dict(client_procs=plan.client_procs, out=out / "http")
-        sweep = dict(
-            batch=plan.http_batch, seq=plan.http_seq, concurrency=plan.concurrency, duration=plan.duration
-        )
-        run.step(
-            "http-sweep",
-            python_m("loadtest", "sweep", mode="http", **load, **sweep, **procs, no_report=True),
-            done=[http / "results.json"],
-        )
-        cap = dict(batch=plan.cap_batch, seq=plan.cap_seq, slo_p99_ms=50, probe_duration=plan.probe_duration)
-        run.step(
-            "capacity",
-            python_m("loadtest", "capacity", **load, **cap, max_probes=plan.max_probes, **procs),
-            done=[http / "capacity.json"],
-        )
-        if not (out / "http" / "report.md").is_file() and (out / "http" / "results.json").is_file():
-            run.step("http-report", python_m("loadtest", "report", str(out / "http")))
-    finally:
-        stop_process(proc, 40.0)
 
 
 def write_outputs(run: Run, out: Path, facts: dict[str, Any], benchmarks: Path | None) -> None:
@@ -518,45 +516,39 @@ def _earlier(out: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _parser() -> OneLineArgumentParser:
-    p = OneLineArgumentParser(prog="gpu_report", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--repo",
+class GpuReportSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(
         default="results/gpu-repository",
-        help="model repository for the exports (reused when complete)",
+        description="model repository for the exports (reused when complete)",
     )
-    p.add_argument("--logs", default="results/gpu-report-logs", help="one log per step (not committed)")
-    p.add_argument(
-        "--out-root",
-        help="the report goes to OUT_ROOT/<gpu-name>/ (default docs/gpu; rehearsal: results/gpu-rehearsal)",
+    logs: str = Field(default="results/gpu-report-logs", description="one log per step (not committed)")
+    out_root: str | None = Field(
+        default=None,
+        description="the report goes to OUT_ROOT/<gpu-name>/ (default docs/gpu; rehearsal: results/gpu-rehearsal)",
     )
-    p.add_argument(
-        "--benchmarks",
-        help="file the summary is appended to (default docs/benchmarks.md; rehearsal: none; '' for none)",
+    benchmarks: str | None = Field(
+        default=None,
+        description="file the summary is appended to (default docs/benchmarks.md; rehearsal: none; '' for none)",
     )
-    p.add_argument("--budget-s", type=float, default=400.0, help="seconds for all steps (default 400)")
-    p.add_argument(
-        "--serve-variant",
+    budget_s: float = Field(default=400.0, gt=0, description="seconds for all steps")
+    serve_variant: str = Field(
         default="auto",
-        help="variant the service runs for the HTTP steps (default auto: the service's own choice, its best "
+        description="variant the service runs for the HTTP steps (auto: the service's own choice, its best "
         "variant proven on the provider; on CUDA model.gpu.onnx once proven at start)",
     )
-    p.add_argument("--skip-tests", action="store_true", help="skip `pytest -m gpu`")
-    p.add_argument(
-        "--fresh", action="store_true", help="discard the results of earlier runs and redo every step"
+    skip_tests: bool = Field(default=False, description="skip `pytest -m gpu`")
+    fresh: bool = Field(default=False, description="discard the results of earlier runs and redo every step")
+    rehearse_cpu: bool = Field(
+        default=False,
+        description="run the pipeline on the CPU with the tiny preset (checks the pipeline; no GPU figures)",
     )
-    p.add_argument(
-        "--rehearse-cpu",
-        action="store_true",
-        help="run the pipeline on the CPU with the tiny preset (checks the pipeline; no GPU figures)",
-    )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
-    if a.budget_s <= 0:
-        fail("gpu_report: --budget-s must be positive")
+    p = settings_parser(GpuReportSettings, "gpu_report", __doc__.splitlines()[0])
+    a = settings_from(GpuReportSettings, p.parse_args(argv))
     plan = REHEARSAL if a.rehearse_cpu else Plan()
     out_root = a.out_root or ("results/gpu-rehearsal" if a.rehearse_cpu else "docs/gpu")
     benchmarks = (

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +13,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from loadtest import processes
+from loadtest.processes import free_port, stop, wait_until  # noqa: F401  (the tests' process toolkit)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,64 +141,13 @@ def script_module(name: str) -> ModuleType:
         sys.path.remove(str(ROOT / "scripts"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    """`python -m service` on a free loopback port, its output in `log`: the live tests run the
-    real CLI, as the container does. Returns the process and its host:port."""
+    """`python -m service` on a free loopback port, its output in `log`, not waited for (each test
+    waits for what it needs with wait_until): the live tests run the real CLI, as the container
+    does. Returns the process and its host:port."""
     port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "--model-repository",
-                str(repo),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *flags,
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = processes.start([*processes.service_args(repo, *flags), "--port", str(port)], log, env=env)
     return proc, f"127.0.0.1:{port}"
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, proc: subprocess.Popen, log: Path
-) -> None:
-    """Poll `check` until true; fail with the log's tail when `proc` dies or `timeout` passes,
-    so a server that never comes up says why instead of hanging the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"{what}: process exited {proc.returncode}\n{log.read_text()[-4000:]}"
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 (not up yet)
-            pass
-        assert time.monotonic() < deadline, f"{what} within {timeout:g} s\n{log.read_text()[-4000:]}"
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after `grace`: a live test never leaves a process behind."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextlib.contextmanager

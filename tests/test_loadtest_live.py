@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from loadtest import processes
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -32,48 +23,11 @@ def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def live_service(tiny_repo: Path):
-    port = _free_port()
-    env = {**os.environ, "H2H_LOG_LEVEL": "warning", "H2H_INTRA_OP_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-repository",
-            str(tiny_repo),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"service exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("service did not become ready in 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = {"H2H_LOG_LEVEL": "warning", "H2H_INTRA_OP_THREADS": "1"}
+    with processes.serving(
+        processes.service_args(tiny_repo), ready_path="/v2/health/ready", env=env, timeout=60
+    ) as server:
+        yield server.base
 
 
 def _assert_sound_point(p: dict) -> None:
@@ -131,7 +85,7 @@ def _assert_one_line_exit_2(r: subprocess.CompletedProcess, needle: str) -> None
 
 @pytest.mark.parametrize(("command", "args"), [("sweep", ["--mode", "http"]), ("capacity", [])])
 def test_service_unreachable_is_one_line_exit_2(command: str, args: list[str], tmp_path: Path):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{processes.free_port()}"
     _assert_one_line_exit_2(_run(command, *args, "--url", url, "--out", str(tmp_path), timeout=60), url)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from loadtest.bench.overhead import TARGETS, report
-from loadtest.bench.procs import top_frames
+from loadtest.bench.pyspy import top_frames
 from service.admission import WaitingRoom
 from service.app import create_app
 from service.batcher import DynamicBatcher

@@ -1,18 +1,20 @@
-"""The framework floor: a bare FastAPI route that parses the same JSON body and does no work.
+"""The framework's floor: a bare FastAPI route that parses the same JSON body and does no work.
 
-`bench_overhead` serves it with the same uvicorn settings as the service and loads it with
-the same client, so "service minus floor" is the cost of our own request path and "floor"
-is what FastAPI + uvicorn cost on this machine.
+`bench.overhead` serves it with the same uvicorn settings as the service and loads it with the
+same client, so "service minus bare app" is the cost of our own request path and the bare app's
+figures (the `floor` entry of the overhead report) are what FastAPI + uvicorn cost on this
+machine. "Floor" means this, and only this, in the load tester; the model's own cost measured
+in-process (sweep/inproc.py) is called in-process.
 
   python -m loadtest.bench.bare_app --port 8102
 """
 
 from __future__ import annotations
 
-import argparse
-
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from contract.cli import settings_from, settings_parser
 
 
 class Body(BaseModel):
@@ -34,13 +36,20 @@ def create_app() -> FastAPI:
     return app
 
 
+class BareAppSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=8102, ge=1, le=65535, description="port")
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    p = argparse.ArgumentParser(prog="floor_app", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8102)
-    a = p.parse_args(argv)
+    a = settings_from(
+        BareAppSettings,
+        settings_parser(BareAppSettings, "bare_app", __doc__.splitlines()[0]).parse_args(argv),
+    )
     uvicorn.run(create_app(), host=a.host, port=a.port, log_level="warning", access_log=False)
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract.atomic import write_json
-from contract.cli import OneLineArgumentParser, fail
+from contract.cli import fail, settings_from, settings_parser
 from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel, random_batch, time_runs
 
@@ -51,22 +52,36 @@ def measure(model_dir: Path, variant: str | None, batch: int, seq: int) -> dict[
     return row
 
 
-def _shapes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [(int(b), int(s)) for b, s in (item.lower().split("x") for item in text.split(","))]
-    except ValueError:
-        fail(f"bench_cuda_io: --shapes must look like 1x16,8x64 (got {text!r})")
+class CudaIoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo: Path = Field(default=Path("model_repository"), description="model repository")
+    models: str | None = Field(
+        default=None, description="comma-separated model folders (default: every model in --repo)"
+    )
+    variant: str | None = Field(
+        default=None, description="variant file, e.g. model.fp16.onnx (default: each model's default)"
+    )
+    shapes: str = Field(default="1x16,8x64", description="batch x seq list")
+    out: Path | None = Field(default=None, description="also write the rows to this JSON file")
+
+    @field_validator("shapes")
+    @classmethod
+    def _shapes(cls, text: str) -> str:
+        try:
+            [(int(b), int(s)) for b, s in (item.lower().split("x") for item in text.split(","))]
+        except ValueError:
+            raise ValueError(f"--shapes must look like 1x16,8x64 (got {text!r})") from None
+        return text
+
+    def shape_list(self) -> list[tuple[int, int]]:
+        return [(int(b), int(s)) for b, s in (item.lower().split("x") for item in self.shapes.split(","))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineArgumentParser(prog="bench_cuda_io", description=__doc__.splitlines()[0])
-    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
-    p.add_argument("--models", help="comma-separated model folders (default: every model in --repo)")
-    p.add_argument("--variant", help="variant file, e.g. model.fp16.onnx (default: each model's default)")
-    p.add_argument("--shapes", default="1x16,8x64", help="batch x seq list (default 1x16,8x64)")
-    p.add_argument("--out", type=Path, help="also write the rows to this JSON file")
-    a = p.parse_args(argv)
-    shapes = _shapes(a.shapes)
+    p = settings_parser(CudaIoSettings, "bench_cuda_io", __doc__.splitlines()[0])
+    a = settings_from(CudaIoSettings, p.parse_args(argv))
+    shapes = a.shape_list()
     import onnxruntime as ort
 
     from service.runtime import CUDA, gpu_count

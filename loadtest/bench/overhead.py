@@ -20,18 +20,22 @@ remaining time goes when a target is missed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from contract.atomic import write_json
-from contract.cli import OneLineArgumentParser, fail
-from loadtest.bench.procs import Server, profile_top, start_floor, start_service, wrk_run
+from contract.cli import fail, settings_from, settings_parser
+from loadtest.bench.pyspy import profile_top
+from loadtest.bench.servers import start_bare_app, start_service, status_counts
+from loadtest.bench.wrk_runner import run_wrk
 from loadtest.client import load as hc
 from loadtest.client.latency import summarize
 from loadtest.models import PlanError, repo_models, resolve
+from loadtest.processes import Server
 from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel
 
@@ -52,7 +56,7 @@ class Point:
 
 def measure(server: Server, url: str, body: bytes, conc: int, seconds: float) -> Point:
     cpu0 = server.cpu_seconds()
-    w = wrk_run(url, body, conc, seconds)
+    w = run_wrk(url, body, conc, seconds)
     cpu = server.cpu_seconds() - cpu0
     n = max(1, int(w["requests"]))
     return Point(
@@ -69,9 +73,9 @@ def overload(server: Server, url: str, body: bytes, rows: int, seconds: float) -
     """Goodput at c=200 over c=8 with `rows`-row requests, statuses from the server's /metrics."""
     out: dict = {}
     for conc in (8, 200):
-        before = server.status_counts()
-        w = wrk_run(url, body, conc, seconds)
-        after = server.status_counts()
+        before = status_counts(server)
+        w = run_wrk(url, body, conc, seconds)
+        after = status_counts(server)
         counts = {s: after.get(s, 0) - before.get(s, 0) for s in after if after.get(s, 0) != before.get(s, 0)}
         ok = counts.get("200", 0)
         out[f"c{conc}"] = {
@@ -127,22 +131,22 @@ def report(r: dict) -> str:
     return "\n".join(rows + _verdict(r))
 
 
-def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dict:
+def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_seq: int) -> dict:
     seq = min(a.seq, max_seq)
     body1 = hc.predict_body(1, seq, vocab)
     big_seq = min(a.overload_seq, max_seq)
     big = hc.predict_body(a.overload_rows, big_seq, vocab)
     r: dict = {
-        "model": a.model_name,
+        "model": model_name,
         "seq": seq,
         "overload_rows": a.overload_rows,
         "overload_seq": big_seq,
         "machine": machine(),
     }
     r["inproc_p50_ms"] = round(inproc_p50(model_dir, seq), 4)
-    with start_service(Path(a.repo), [a.model_name], root=a.service_root) as svc:
-        url = hc.predict_url(svc.base, a.model_name)
-        wrk_run(url, body1, 1, 1.0)  # warm-up
+    with start_service(Path(a.repo), [model_name], root=a.service_root) as svc:
+        url = hc.predict_url(svc.base, model_name)
+        run_wrk(url, body1, 1, 1.0)  # warm-up
         r["service"] = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
         if a.profile:
             with profile_top(svc.pid, a.duration) as top:
@@ -151,9 +155,9 @@ def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dic
         else:
             r["service"]["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
         r["overload"] = overload(svc, url, big, a.overload_rows, a.duration)
-    with start_floor() as floor:
-        url = hc.predict_url(floor.base, a.model_name)
-        wrk_run(url, body1, 1, 1.0)
+    with start_bare_app() as floor:
+        url = hc.predict_url(floor.base, model_name)
+        run_wrk(url, body1, 1, 1.0)
         r["floor"] = {
             "c1": asdict(measure(floor, url, body1, 1, a.duration)),
             "c32": asdict(measure(floor, url, body1, 32, a.duration)),
@@ -163,33 +167,38 @@ def run(a: argparse.Namespace, model_dir: Path, vocab: int, max_seq: int) -> dic
     return r
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = OneLineArgumentParser(prog="bench_overhead", description=__doc__.splitlines()[0])
-    p.add_argument("--repo", default="model_repository", help="model repository the service loads")
-    p.add_argument("--model", default="mha", help="model name or arch alias (mha/sha)")
-    p.add_argument("--seq", type=int, default=16, help="tokens per row at batch 1")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    p.add_argument("--overload-rows", type=int, default=32, help="rows per request in the overload test")
-    p.add_argument("--overload-seq", type=int, default=64, help="tokens per row in the overload test")
-    p.add_argument(
-        "--service-root",
-        type=Path,
-        help="run `python -m service` from this source tree "
-        "(e.g. a worktree of an older commit, for before/after)",
+_TITLE = __doc__.splitlines()[0]
+
+
+class OverheadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    repo: Path = Field(default=Path("model_repository"), description="model repository the service loads")
+    model: str = Field(default="mha", description="model name or arch alias (mha/sha)")
+    seq: int = Field(default=16, ge=1, description="tokens per row at batch 1")
+    duration: float = Field(default=5.0, gt=0, description="seconds per wrk run")
+    overload_rows: int = Field(default=32, ge=1, description="rows per request in the overload test")
+    overload_seq: int = Field(default=64, ge=1, description="tokens per row in the overload test")
+    service_root: Path | None = Field(
+        default=None,
+        description="run `python -m service` from this source tree (e.g. a worktree of an older commit, for before/after)",
     )
-    p.add_argument("--profile", action="store_true", help="py-spy the server during the c=32 run")
-    p.add_argument("--out", type=Path, help="also write the figures to this JSON file")
-    a = p.parse_args(argv)
-    if a.duration <= 0 or a.seq < 1 or a.overload_rows < 1 or a.overload_seq < 1:
-        fail("--duration, --seq, --overload-rows and --overload-seq must be positive")
+    profile: bool = Field(default=False, description="py-spy the server during the c=32 run")
+    out: Path | None = Field(default=None, description="also write the figures to this JSON file")
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = settings_from(
+        OverheadSettings, settings_parser(OverheadSettings, "bench_overhead", _TITLE).parse_args(argv)
+    )
     try:
         avail = repo_models(Path(a.repo))
-        (a.model_name,) = resolve([a.model], avail, f"repository {a.repo}")
+        (model_name,) = resolve([a.model], avail, f"repository {a.repo}")
     except PlanError as exc:
         fail(str(exc))
-    info = avail[a.model_name]
+    info = avail[model_name]
     try:
-        r = run(a, info.dir, info.vocab_size, info.max_sequence_length)
+        r = run(a, model_name, info.dir, info.vocab_size, info.max_sequence_length)
     except (RuntimeError, OSError) as exc:
         fail(str(exc))
     print(report(r))

@@ -13,30 +13,19 @@ and reports the median ratio.
 from __future__ import annotations
 
 import json
-import re
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from contract.cli import OneLineArgumentParser, fail
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.cli import fail, settings_from, settings_parser
+from loadtest.bench.wrk_runner import run_wrk, wrk_command
 from loadtest.client import load as hc
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
 from loadtest.models import PlanError, resolve, service_models
-
-LUA = Path(__file__).with_name("wrk_post.lua")
-
-
-def parse_wrk(stdout: str) -> dict[str, float]:
-    m = re.search(r"^H2H_WRK (.*)$", stdout, re.M)
-    if not m:
-        raise ValueError("wrk printed no H2H_WRK summary line")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+from loadtest.urls import ServiceUrl
 
 
 def _harness(driver: Driver, url: str, body: bytes, conc: int, duration: float) -> dict[str, float]:
@@ -51,73 +40,30 @@ def _harness(driver: Driver, url: str, body: bytes, conc: int, duration: float) 
     }
 
 
-def _wrk(
-    wrk: str, url: str, body: bytes, conc: int, threads: int, duration: int
-) -> tuple[dict[str, float], str]:
-    """One wrk run; its own CPU time (from the children's rusage) per request is added."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as fh:
-        fh.write(body)
-    cmd = [
-        wrk,
-        f"-t{min(threads, conc)}",
-        f"-c{conc}",
-        f"-d{duration}s",
-        "--timeout",
-        "30s",
-        "-s",
-        str(LUA),
-        url,
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env={"H2H_WRK_BODY": fh.name, "PATH": "/usr/bin:/bin"},
-            timeout=duration + 60,
-        )
-    finally:
-        Path(fh.name).unlink(missing_ok=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        w = parse_wrk(proc.stdout)
-    except ValueError as exc:
-        fail(f"{exc}: {(proc.stderr or proc.stdout).strip()[:200]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    w["errors"] = w["non2xx"] + w["connect"] + w["read"] + w["write"] + w["timeout"]
-    w["cpu_us_per_req"] = cpu / max(1.0, w["requests"]) * 1e6
-    w["cpu_cores"] = cpu / w["seconds"]
-    return w, " ".join(cmd)
+class WrkSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-
-def _parser() -> OneLineArgumentParser:
-    p = OneLineArgumentParser(prog="bench_wrk", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--model", default="mha", help="model name or arch alias (mha/sha)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=16)
-    p.add_argument("-c", "--concurrency", type=int, default=8)
-    p.add_argument("-t", "--threads", type=int, default=2, help="wrk threads")
-    p.add_argument("--duration", type=int, default=10, help="seconds for each tool, each round")
-    p.add_argument(
-        "--rounds",
-        type=int,
+    url: ServiceUrl = Field(default="http://127.0.0.1:8000", description="running service")
+    model: str = Field(default="mha", description="model name or arch alias (mha/sha)")
+    batch: int = Field(default=1, ge=1, description="rows per request")
+    seq: int = Field(default=16, ge=1, description="tokens per row")
+    concurrency: int = Field(default=8, ge=1, description="connections, both tools")
+    threads: int = Field(default=2, ge=1, description="wrk threads")
+    duration: int = Field(default=10, ge=1, description="seconds for each tool, each round")
+    rounds: int = Field(
         default=1,
-        help="alternate harness and wrk this many times (the ratio is the median of the rounds)",
+        ge=1,
+        description="alternate harness and wrk this many times (the ratio is the median of the rounds)",
     )
-    p.add_argument("--client-procs", type=int, default=1, help="harness client processes")
-    return p
+    client_procs: int = Field(default=1, ge=1, description="harness client processes")
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = _parser().parse_args(argv)
-    if min(a.concurrency, a.rounds, a.client_procs, a.duration, a.batch, a.seq) < 1:
-        fail("bench_wrk: --concurrency, --rounds, --client-procs, --duration, --batch and --seq must be >= 1")
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        fail("wrk is not installed (apt-get install wrk)")
-    base = a.url.rstrip("/")
+    p = settings_parser(
+        WrkSettings, "bench_wrk", __doc__.splitlines()[0], short={"concurrency": "-c", "threads": "-t"}
+    )
+    a = settings_from(WrkSettings, p.parse_args(argv))
+    base = a.url
     try:
         hc.check_ready(base)
         served = service_models(base)
@@ -133,12 +79,17 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(a.rounds):  # alternate the order so drift on a shared box hits both tools
             if i % 2 == 0:
                 h = _harness(driver, url, body, a.concurrency, a.duration)
-            w, cmd = _wrk(wrk, url, body, a.concurrency, a.threads, a.duration)
+            try:
+                w = run_wrk(url, body, a.concurrency, a.duration, a.threads)
+            except RuntimeError as exc:
+                fail(str(exc))
             if i % 2 == 1:
                 h = _harness(driver, url, body, a.concurrency, a.duration)
             rounds.append((h, w))
             _print_round(i, a, h, w)
-    _print_summary(name, a, seq, body, rounds, cmd)
+    _print_summary(
+        name, a, seq, body, rounds, " ".join(wrk_command(url, a.concurrency, a.duration, a.threads))
+    )
     sys.exit(0)
 
 

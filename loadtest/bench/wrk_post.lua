@@ -1,6 +1,6 @@
 -- wrk script: POST the same JSON body on every request and print one parseable summary line.
--- The body is read from the file named by H2H_WRK_BODY (written by loadtest/bench_wrk.py), e.g.
---   H2H_WRK_BODY=body.json wrk -t2 -c8 -d10s -s loadtest/wrk_post.lua http://127.0.0.1:8000/v1/models/mha-small/predict
+-- The body is read from the file named by H2H_WRK_BODY (written by loadtest/bench/wrk_runner.py), e.g.
+--   H2H_WRK_BODY=body.json wrk -t2 -c8 -d10s -s loadtest/bench/wrk_post.lua http://127.0.0.1:8000/v1/models/mha-small/predict
 local path = os.getenv("H2H_WRK_BODY")
 if path == nil then
   io.stderr:write("set H2H_WRK_BODY to a JSON request body file\n")

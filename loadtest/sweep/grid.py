@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 MAX_LIST = 64
+# the syntax above in one line, for the help of every flag that takes a list
+GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
 
 
 class GridError(ValueError):

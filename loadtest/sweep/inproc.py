@@ -1,4 +1,4 @@
-"""The floor: ONNX Runtime timed directly, no HTTP, no batcher.
+"""In-process timing: ONNX Runtime timed directly, no HTTP, no batcher (the model's own cost).
 
 Sessions are the service's own (`service.runtime.OrtModel`: provider choice and options from the
 same `H2H_*` environment), so the CUDA execution provider is used
