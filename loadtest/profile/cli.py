@@ -53,9 +53,9 @@ def _spec(args: Any) -> Any:
 
 
 def cmd_profile(args: Any) -> int:
+    from loadtest.models import PlanError
     from loadtest.profile import render, runner
     from loadtest.profile.trace import TraceError
-    from loadtest.sweep.run import PlanError
 
     spec = _spec(args)
     try:

@@ -102,7 +102,7 @@ def profile(spec: ProfileSpec) -> dict[str, Any]:
     """Every model x variant of `spec` profiled; variants a model lacks are noted and skipped."""
     from contract.manifest import load_manifest
     from loadtest import results
-    from loadtest.sweep.run import repo_models, resolve
+    from loadtest.models import repo_models, resolve
 
     available = repo_models(spec.repo)
     names = resolve(list(spec.models), available, str(spec.repo)) if spec.models else list(available)
