@@ -190,7 +190,11 @@ class Runner:
 
 
 def run_plan(a: argparse.Namespace, runner: Runner) -> None:
-    """Sweep (when more than one rate is given), then the seeds at each variant's best rate."""
+    """Sweep (when more than one rate is given), then the seeds at each variant's best rate.
+
+    Seeds go round the variants (every variant's first seed, then every second one, ...), so an
+    ablation stopped part-way leaves the variants with equal seed counts, give or take one.
+    """
     seeds = list(range(a.seed_base, a.seed_base + a.seeds))
     chosen = {}
     for v in a.variant_list:
@@ -208,8 +212,9 @@ def run_plan(a: argparse.Namespace, runner: Runner) -> None:
             print(f"{v}: best learning rate {chosen[v]:g} (of {', '.join(f'{x:g}' for x in a.lr_list)})")
         else:
             chosen[v] = a.lr_list[0]
-        for seed in seeds:
-            runner.ensure(v, chosen[v], seed, a.seed_epochs, "seed", a.seed_patience)
+    for seed in seeds:
+        for v, lr in chosen.items():
+            runner.ensure(v, lr, seed, a.seed_epochs, "seed", a.seed_patience)
 
 
 def write_summary(out: Path) -> str:

@@ -117,6 +117,18 @@ def test_until_converged_records_and_resumes_mid_variant(tmp_path: Path, wordnet
     assert "sha-admin − mha-admin:" in second.stdout and "95% interval" in second.stdout
 
 
+def test_seeds_go_round_the_variants(tmp_path: Path, wordnet_dir: Path) -> None:
+    """Every variant's first seed before any second one: a run stopped part-way stays balanced."""
+    r = _run(
+        *("--preset", "tiny", "--wordnet-dir", str(wordnet_dir), "--out", str(tmp_path / "a.json")),
+        *("--runs", str(tmp_path / "runs"), "--variants", "mha-admin,sha-admin", "--seeds", "2", "--dry-run"),
+    )
+    assert [line.split(" -> ")[0] for line in r.stdout.splitlines()] == [
+        f"seed: {v} lr 0.001 seed {seed} epochs 4" for seed in (1, 2) for v in ("mha-admin", "sha-admin")
+    ]
+    assert not (tmp_path / "a.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
