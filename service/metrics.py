@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -9,8 +10,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service import nvml
+
 if TYPE_CHECKING:
     from service.cuda_graphs import GraphMemory
+
+log = logging.getLogger("service.metrics")
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -37,37 +42,42 @@ NO_MODEL = "_none"  # routes about no single model: /v1/compare, health, model l
 
 
 class GpuCollector(Collector):
-    """NVML utilisation and memory at scrape time; yields nothing when NVML is unavailable."""
+    """GPU utilisation and memory at scrape time, read through service.nvml (the one NVML probe).
 
-    def __init__(self) -> None:
-        self._nvml = None
+    Yields nothing without NVML; when a read fails the cause is logged once (until reads work
+    again) and the scrape goes on without the GPU series, rather than failing /metrics.
+    """
+
+    def __init__(self, read: Callable[[], tuple[nvml.Usage, ...] | None] = nvml.usage) -> None:
+        self._read = read
+        self._failing = False  # the current run of failures was logged
+        self._absent_said = False  # "no NVML" was logged
+
+    def _usage(self) -> tuple[nvml.Usage, ...] | None:
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-        except Exception:
-            self._nvml = None
+            gpus = self._read()
+        except Exception as exc:  # noqa: BLE001 - any NVML error: no GPU series this scrape
+            if not self._failing:
+                log.warning("GPU metrics: NVML read failed, no GPU series until it works", exc_info=exc)
+            self._failing = True
+            return None
+        self._failing = False
+        if gpus is None and not self._absent_said:
+            log.info("GPU metrics: NVML is not available on this host; no GPU series")
+            self._absent_said = True
+        return gpus
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        nv = self._nvml
-        if nv is None:
+        gpus = self._usage()
+        if gpus is None:
             return
-        try:
-            util = GaugeMetricFamily(
-                "h2h_gpu_utilization_ratio", "GPU utilisation 0..1 (NVML)", labels=["gpu"]
-            )
-            used = GaugeMetricFamily("h2h_gpu_memory_used_bytes", "GPU memory used (NVML)", labels=["gpu"])
-            total = GaugeMetricFamily("h2h_gpu_memory_total_bytes", "GPU memory total (NVML)", labels=["gpu"])
-            for i in range(nv.nvmlDeviceGetCount()):
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                mem = nv.nvmlDeviceGetMemoryInfo(h)
-                rates = nv.nvmlDeviceGetUtilizationRates(h)
-                util.add_metric([str(i)], rates.gpu / 100.0)
-                used.add_metric([str(i)], float(mem.used))
-                total.add_metric([str(i)], float(mem.total))
-        except Exception:
-            return
+        util = GaugeMetricFamily("h2h_gpu_utilization_ratio", "GPU utilisation 0..1 (NVML)", labels=["gpu"])
+        used = GaugeMetricFamily("h2h_gpu_memory_used_bytes", "GPU memory used (NVML)", labels=["gpu"])
+        total = GaugeMetricFamily("h2h_gpu_memory_total_bytes", "GPU memory total (NVML)", labels=["gpu"])
+        for i, gpu in enumerate(gpus):
+            util.add_metric([str(i)], gpu.utilization)
+            used.add_metric([str(i)], float(gpu.memory_used))
+            total.add_metric([str(i)], float(gpu.memory_total))
         yield from (util, used, total)
 
 

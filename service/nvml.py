@@ -9,12 +9,14 @@ imports neither onnxruntime nor torch, so any program may use it, GPU or not.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("service.nvml")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def _nvml() -> Iterator[Any]:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no library, no driver: no GPU as far as we can tell
+    except Exception as exc:  # noqa: BLE001 - no library, no driver: no GPU as far as we can tell
+        log.debug("NVML unavailable: %s: %s", type(exc).__name__, exc)
         yield None
         return
     try:
@@ -104,3 +107,27 @@ def process_memory(index: int, pid: int | None = None) -> int | None:
         procs = _maybe(lambda: nv.nvmlDeviceGetComputeRunningProcesses(nv.nvmlDeviceGetHandleByIndex(index)))
         used = next((p.usedGpuMemory for p in procs or [] if p.pid == pid), None)
         return int(used) if used is not None else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One GPU's load now (the service's /metrics)."""
+
+    utilization: float  # 0..1, NVML's sampled share of time a kernel ran
+    memory_used: int  # bytes
+    memory_total: int  # bytes
+
+
+def usage() -> tuple[Usage, ...] | None:
+    """Each GPU's utilisation and memory now, or None without a driver or nvidia-ml-py. A query
+    that fails raises: the caller reports it (unlike the probe, a partial answer helps nobody)."""
+    with _nvml() as nv:
+        if nv is None:
+            return None
+        out = []
+        for i in range(int(nv.nvmlDeviceGetCount())):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            rates = nv.nvmlDeviceGetUtilizationRates(h)
+            out.append(Usage(rates.gpu / 100.0, int(mem.used), int(mem.total)))
+        return tuple(out)

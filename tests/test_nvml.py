@@ -111,3 +111,57 @@ def test_a_failing_count_is_no_gpu(fake) -> None:
     m = fake(fail={"nvmlDeviceGetCount"})
     assert nvml.probe() is None and runtime.gpu_count() == 0
     assert m.calls[-1] == "nvmlShutdown"
+
+
+def test_usage_reads_each_gpu_and_raises_what_nvml_raises(fake) -> None:
+    m = fake(count=2)
+    m.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=(h + 1) << 30, total=80 << 30)
+    m.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=25 * (h + 1))
+    assert nvml.usage() == (nvml.Usage(0.25, 1 << 30, 80 << 30), nvml.Usage(0.5, 2 << 30, 80 << 30))
+    m.nvmlDeviceGetUtilizationRates = lambda h: (_ for _ in ()).throw(RuntimeError("NVML_ERROR_GPU_IS_LOST"))
+    with pytest.raises(RuntimeError, match="GPU_IS_LOST"):
+        nvml.usage()
+    assert m.calls[-1] == "nvmlShutdown"  # the session is closed all the same
+
+
+def test_gpu_metrics_log_a_failing_read_once_and_keep_the_scrape(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from service.metrics import GpuCollector
+
+    answers: list[Any] = [RuntimeError("NVML_ERROR_UNKNOWN"), RuntimeError("again"), (nvml.Usage(0.5, 3, 8),)]
+
+    def read() -> Any:
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(read))
+    assert b"h2h_gpu" not in generate_latest(registry)  # the scrape itself still answers
+    assert b"h2h_gpu" not in generate_latest(registry)
+    warnings = [r for r in caplog.records if r.name == "service.metrics"]
+    assert len(warnings) == 1 and warnings[0].exc_info is not None
+    assert "NVML_ERROR_UNKNOWN" in str(warnings[0].exc_info[1])
+    text = generate_latest(registry).decode()
+    assert (
+        'h2h_gpu_utilization_ratio{gpu="0"} 0.5' in text and 'h2h_gpu_memory_total_bytes{gpu="0"} 8.0' in text
+    )
+
+
+def test_gpu_metrics_say_once_that_there_is_no_nvml(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from service.metrics import GpuCollector
+
+    caplog.set_level(logging.INFO, "service.metrics")
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(lambda: None))
+    for _ in range(3):
+        assert b"h2h_gpu" not in generate_latest(registry)
+    assert [r.getMessage() for r in caplog.records if r.name == "service.metrics"] == [
+        "GPU metrics: NVML is not available on this host; no GPU series"
+    ]
