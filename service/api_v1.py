@@ -7,7 +7,6 @@ model in the URL, `body` for the body as a whole).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 
 from fastapi import APIRouter
@@ -25,7 +24,6 @@ from service.routes import InferenceRoute, RawHandler
 from service.schemas import (
     CompareRequest,
     CompareResponse,
-    CudaGraphsSummary,
     ErrorResponse,
     ModelList,
     ModelSummary,
@@ -96,14 +94,9 @@ def summary(entry: AnyModel) -> ModelSummary:
         providers=entry.runtime.providers,
         variant=entry.variant,
         parity=entry.served.as_dict(),
-        cuda_graphs=_graphs(entry),
+        cuda_graphs=entry.runtime.graph_figures(),
         manifest=manifest,
     )
-
-
-def _graphs(entry: Model) -> CudaGraphsSummary | None:
-    memory = entry.runtime.graph_memory()
-    return CudaGraphsSummary(**dataclasses.asdict(memory)) if memory else None
 
 
 @router.get("/models", response_model=ModelList)

@@ -150,6 +150,7 @@ class Service:
                 "variant": e.variant if isinstance(e, Model) else None,
                 "error": e.error if isinstance(e, FailedModel) else None,
                 "load_s": round(e.load_seconds, 3),
+                "cuda_graphs": e.runtime.graph_figures() if isinstance(e, Model) else None,
             }
             for e in self.models.values()
         ]

@@ -7,6 +7,7 @@ is the one the session actually runs on (`session.get_providers()[0]`), never th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -220,6 +221,11 @@ class OrtModel:
     def graph_memory(self) -> GraphMemory | None:
         """The captured graphs' count and bound device bytes; None when not serving through graphs."""
         return self.graphs.memory() if self.graphs is not None else None
+
+    def graph_figures(self) -> dict[str, Any] | None:
+        """`graph_memory` as JSON fields, for /v1/models and the start line."""
+        memory = self.graph_memory()
+        return dataclasses.asdict(memory) if memory else None
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.graphs is not None:

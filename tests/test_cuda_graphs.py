@@ -5,6 +5,7 @@ boundary: tests/fake_cuda.py), and on a GPU graphs answer what the CPU answers."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,7 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     ready_at_run: list[bool] = []
     cuda.on_run = lambda model, shape: ready_at_run.append(app.state.service.ready)
     with serve_in_thread(app) as base:
+        started = json.loads(app.state.service.summary())["models"]  # the start line, printed once
         assert httpx.get(f"http://{base}/v2/health/ready").status_code == 200
         captured = len(ready_at_run)
         models = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}
@@ -191,6 +193,7 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
         assert graphs["bound_bytes"] > 0 and graphs["capture_s"] > 0
         assert f'h2h_cuda_graphs{{model="{name}"}} {float(len(grid.shapes()))}' in metrics
         assert f'h2h_cuda_graph_bytes{{model="{name}"}} {float(graphs["bound_bytes"])}' in metrics
+        assert next(m for m in started if m["name"] == name)["cuda_graphs"] == graphs
     assert len(cuda.runs("sha-tiny")) == CAPTURE_RUNS * len(grid.shapes()) + 1  # no capture after start
 
 
