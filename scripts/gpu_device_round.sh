@@ -9,10 +9,18 @@
 set -uo pipefail
 budget=${1:-400}
 back=${2:-${OUT:-results/gpu-back}}
-site=/tmp/site
+site=${H2H_SITE:-/tmp/site}  # where the packages are unpacked (once per host)
 if [ ! -f "$site/.unpacked" ]; then
-  [ -f .carry/site.tar.xz ] || { echo "error: no .carry/site.tar.xz: run scripts/gpu_wheels.sh and carry .carry" >&2; exit 3; }
-  mkdir -p "$site" && xz -dc .carry/site.tar.xz | tar -x -C "$site" && touch "$site/.unpacked" || exit 3
+  if [ -f .carry/site.tar.xz ]; then
+    pack=(.carry/site.tar.xz)
+  else  # ARCH=all packs: one part per call, unpacked once the last one is here
+    parts=(.carry/part-*/chunk)
+    [ -f "${parts[0]}" ] || { echo "error: no .carry/site.tar.xz: run scripts/gpu_wheels.sh and carry .carry" >&2; exit 3; }
+    want=$(cat .carry/part-1/of 2>/dev/null || echo "?")
+    [ "${#parts[@]}" = "$want" ] || { echo "have ${#parts[@]} of $want parts: carry the next one"; exit 0; }
+    pack=($(printf '%s\n' "${parts[@]}" | sort -V))
+  fi
+  mkdir -p "$site" && cat "${pack[@]}" | xz -dc | tar -x -C "$site" && touch "$site/.unpacked" || exit 3
 fi
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

@@ -269,20 +269,44 @@ def test_a_cuda_provider_that_cannot_run_is_named_before_any_step():
     assert why is not None and why  # without a GPU: an error, or the session fell back to the CPU
 
 
-def test_device_round_script_refuses_without_the_packages(tmp_path: Path):
-    """scripts/gpu_device_round.sh stops at once (exit 3, one line) when .carry was not carried."""
-    if Path("/tmp/site/.unpacked").is_file():
-        pytest.skip("/tmp/site is already unpacked on this host")
+def _round(cwd: Path, site: Path) -> subprocess.CompletedProcess:
+    """scripts/gpu_device_round.sh in `cwd` with its packages unpacked to `site`."""
     script = ROOT / "scripts" / "gpu_device_round.sh"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    r = subprocess.run(
-        ["bash", str(script), "10", str(tmp_path / "back")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "H2H_SITE": str(site)}
+    cmd = ["bash", str(script), "10", str(cwd / "back")]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_device_round_script_refuses_without_the_packages(tmp_path: Path):
+    """Exit 3 with one line at once when .carry was not carried."""
+    r = _round(tmp_path, tmp_path / "site")
     assert r.returncode == 3 and r.stderr.strip().splitlines() == [
         "error: no .carry/site.tar.xz: run scripts/gpu_wheels.sh and carry .carry"
     ]
+
+
+def test_device_round_script_unpacks_a_split_pack_once_every_part_is_there(tmp_path: Path):
+    """ARCH=all packs travel one part per call: the packages are unpacked when the last arrives."""
+    import io
+    import lzma
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = bytes(range(256)) * 64
+        info = tarfile.TarInfo("onnxruntime/probe.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    packed = lzma.compress(buf.getvalue())
+    half = len(packed) // 2
+    for i, chunk in ((1, packed[:half]), (2, packed[half:])):
+        (tmp_path / ".carry" / f"part-{i}").mkdir(parents=True)
+        (tmp_path / ".carry" / f"part-{i}" / "chunk").write_bytes(chunk)
+        (tmp_path / ".carry" / f"part-{i}" / "of").write_text("2\n")
+        if i == 1:
+            r = _round(tmp_path, tmp_path / "site")
+            assert r.returncode == 0 and "have 1 of 2 parts: carry the next one" in r.stdout
+            assert not (tmp_path / "site").exists()
+    r = _round(tmp_path, tmp_path / "site")  # goes on to the report, which is not in this folder
+    assert (tmp_path / "site" / "onnxruntime" / "probe.bin").read_bytes() == data
+    assert (tmp_path / "site" / ".unpacked").is_file() and r.returncode != 0
