@@ -35,6 +35,12 @@ class Candidate:
     lower_bound: set[tuple[int, int]] = field(default_factory=set)  # shapes where no probe failed
     test_examples: int | None = None  # size of the test set the accuracy was measured on
 
+    def accuracy_se(self) -> float | None:
+        """Standard error of the test accuracy from the test set's size (None when either is unknown)."""
+        if self.accuracy is None or not self.test_examples:
+            return None
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.test_examples)
+
     @property
     def shape_label(self) -> str:
         return f"{self.arch.upper()} {self.layers}L-{self.heads}H"
@@ -79,11 +85,11 @@ def accuracy_gap(a: Candidate, b: Candidate) -> Gap | None:
     if a.accuracy is None or b.accuracy is None:
         return None
     better, other = (a, b) if a.accuracy >= b.accuracy else (b, a)
-    pb, po = float(better.accuracy or 0.0), float(other.accuracy or 0.0)
-    diff = pb - po
-    if not better.test_examples or not other.test_examples:
+    diff = float(better.accuracy or 0.0) - float(other.accuracy or 0.0)
+    se_b, se_o = better.accuracy_se(), other.accuracy_se()
+    if se_b is None or se_o is None:
         return Gap(better, other, diff, None, None)
-    se = math.sqrt(pb * (1 - pb) / better.test_examples + po * (1 - po) / other.test_examples)
+    se = math.sqrt(se_b**2 + se_o**2)
     return Gap(better, other, diff, diff - Z95 * se, diff + Z95 * se)
 
 

@@ -165,18 +165,22 @@ def overhead_plot(points: list[Row], out: Path) -> Path | None:
 def accuracy_vs_capacity(
     cands: list[choose.Candidate], shape: tuple[int, int], slo_ms: float, out: Path
 ) -> Path | None:
-    """One point per model: capacity within the SLO at `shape` (x) against test accuracy (y)."""
+    """One point per model: capacity within the SLO at `shape` (x) against test accuracy (y), with
+    the accuracy's 95% test-set interval as an error bar where the test set's size is known."""
     pts = [c for c in cands if c.accuracy is not None and shape in c.capacity]
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    half = {c.model: choose.Z95 * (c.accuracy_se() or 0.0) for c in pts}
     for c in pts:
         x, y = c.capacity[shape], float(c.accuracy or 0.0)
-        ax.scatter(
+        ax.errorbar(
             [x],
             [y],
-            s=70,
-            marker="o" if c.arch == "mha" else "s",
+            yerr=[half[c.model]] if half[c.model] else None,
+            markersize=8,
+            capsize=4,
+            fmt="o" if c.arch == "mha" else "s",
             zorder=3,
             color="tab:blue" if c.arch == "mha" else "tab:orange",
         )
@@ -186,11 +190,12 @@ def accuracy_vs_capacity(
     b, q = shape
     xs, ys = [c.capacity[shape] for c in pts], [float(c.accuracy or 0.0) for c in pts]
     ax.set_xlim(0, max(xs) * 1.35 + 1e-9)
-    pad = max(0.01, (max(ys) - min(ys)) * 0.5)
+    pad = max(0.01, (max(ys) - min(ys)) * 0.5, 1.15 * max(half.values()))
     ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    bars = ", bars: 95% test-set interval" if any(half.values()) else ""
     ax.set(
         xlabel=f"capacity, requests/s (batch {b} x seq {q}, open loop)",
-        ylabel="test accuracy",
+        ylabel=f"test accuracy{bars}",
         title=f"Accuracy vs capacity at p99 \u2264 {slo_ms:g} ms",
     )
     ax.grid(True, alpha=0.3)
