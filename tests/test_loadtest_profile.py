@@ -161,3 +161,39 @@ def test_bad_input_exits_2_with_one_line(tiny_random_repo: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / "profile.json").exists()
+
+
+def _row(provider: str, kernels: float | None, kernel_ms: float | None) -> dict:
+    classes = {c: {"count": 1.0, "ms": 0.1} for c in classify.CLASSES}
+    return {
+        "model": "sha-x",
+        "variant": "model.gpu.onnx",
+        "provider": provider,
+        "nodes_per_run": 100.0,
+        "kernels_per_run": kernels,
+        "kernel_ms": kernel_ms,
+        "wall_ms": 2.0,
+        "run_ms": 1.9,
+        "node_ms": 0.6,
+        "gap_ms": 1.3,
+        "classes": classes,
+    }
+
+
+def test_report_section_says_what_cuda_node_time_is():
+    from loadtest.profile import render
+
+    spec = {"batch": 1, "seq": 128, "runs": 20, "warmup": 3}
+    without = render.section_md(
+        {"spec": spec, "rows": [_row("CUDAExecutionProvider", None, None)], "ratios": []}
+    )
+    assert (
+        "| sha-x | model.gpu.onnx | CUDA | 100 | – | 2.000 | 1.900 | 0.600 | 1.300 | – | 0.100 |"
+        in without[6]
+    )
+    assert any("a node's time is host time" in line for line in without)
+    kernels = render.section_md(
+        {"spec": spec, "rows": [_row("CUDAExecutionProvider", 180.0, 0.9)], "ratios": []}
+    )
+    assert "| 100 | 180 | 2.000 | 1.900 | 0.600 | 1.300 | 0.900 |" in kernels[6]
+    assert not any("host time" in line for line in kernels)

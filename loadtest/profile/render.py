@@ -16,6 +16,7 @@ HEAD = [
     "ORT run ms",
     "nodes ms",
     "gap ms",
+    "kernels ms",
 ]
 
 
@@ -39,6 +40,7 @@ def cells(row: dict[str, Any]) -> list[str]:
         _ms(row["run_ms"]),
         _ms(row["node_ms"]),
         _ms(row["gap_ms"]),
+        _ms(row.get("kernel_ms")),
         *(_ms(row["classes"][c]["ms"]) for c in CLASSES),
     ]
 
@@ -75,7 +77,8 @@ def section_md(data: dict[str, Any], title: str = "## Where the time goes") -> l
         f"ONNX Runtime's profiler, batch {spec['batch']} x seq {spec['seq']}, mean of {spec['runs']} runs "
         f"after {spec['warmup']} warm-up runs (profiling on; `python -m loadtest profile`). "
         "*wall*: the call as the caller sees it; *ORT run*: inside ONNX Runtime; *nodes*: the sum of "
-        "its operators; *gap*: ORT run minus nodes (scheduling, allocation, dispatch between operators). "
+        "its operators; *gap*: ORT run minus nodes (scheduling, allocation, dispatch between operators); "
+        "*kernels*: GPU time of the CUDA kernels, where the build records them. "
         "Operator classes in ms per run.",
         "",
         "| " + " | ".join(HEAD + list(CLASSES)) + " |",
