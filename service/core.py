@@ -148,6 +148,7 @@ class Service:
                 "state": e.state,
                 "provider": e.provider if isinstance(e, Model) else None,
                 "variant": e.variant if isinstance(e, Model) else None,
+                "parity": e.served.status if isinstance(e, Model) else None,
                 "error": e.error if isinstance(e, FailedModel) else None,
                 "load_s": round(e.load_seconds, 3),
                 "cuda_graphs": e.runtime.graph_figures() if isinstance(e, Model) else None,

@@ -137,3 +137,4 @@ def test_sigterm_drains_accepted_requests(tiny_repo: Path, tmp_path: Path) -> No
         assert r.json()["timing"]["batch_size"] == 3
     text = log.read_text()
     assert '"event": "started"' in text and '"provider": "CPUExecutionProvider"' in text
+    assert '"parity": "proven"' in text and '"variant": "model.onnx"' in text
