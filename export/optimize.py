@@ -37,6 +37,32 @@ def _fusion_options() -> FusionOptions:
     return options
 
 
+def drop_identities(model: onnx.ModelProto) -> int:
+    """Remove Identity nodes (except those producing graph outputs) in one pass; returns how many.
+
+    The exporter's constant folding shares equal initializers through Identity nodes: a random-init
+    model has ~10 per layer (every zero bias, every unit LayerNorm weight). The optimizer removes
+    them too, but rewires all nodes once per Identity, which is quadratic in depth; this is linear.
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    source = {
+        n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs
+    }
+
+    def root(name: str) -> str:
+        while name in source:
+            name = source[name]
+        return name
+
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in source)]
+    for n in kept:
+        n.input[:] = [root(i) for i in n.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(source)
+
+
 def _fused(src: str | Path, cfg: ModelConfig, *, use_gpu: bool, opt_level: int) -> OnnxModel:
     """ONNX Runtime's transformer optimizer on `src`, quietly (it logs every fusion attempt at
     INFO/WARNING, and its modules also log under bare names such as "fusion_attention")."""
@@ -44,9 +70,11 @@ def _fused(src: str | Path, cfg: ModelConfig, *, use_gpu: bool, opt_level: int) 
 
     for name in ("onnxruntime.transformers", "fusion_attention", "fusion_base", "onnx_model"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    model = onnx.load(str(src))
+    drop_identities(model)
     with contextlib.redirect_stdout(io.StringIO()):
         return optimize_model(
-            str(src),
+            model,
             model_type="bert",
             num_heads=cfg.heads,
             hidden_size=0,  # detected: SHA's q/k/v width (head_dim) differs from d_model

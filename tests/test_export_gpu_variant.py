@@ -113,3 +113,20 @@ def test_cli_gpu_flag_reaches_the_options() -> None:
     args = cli.build_parser().parse_args(["--random-init", "--preset", "tiny", "--gpu"])
     assert cli._options(args).gpu is True
     assert cli._options(cli.build_parser().parse_args(["--random-init"])).gpu is ExportOptions().gpu is False
+
+
+def test_drop_identities_rewires_in_one_pass_and_keeps_the_answers(repo: Path, tmp_path: Path) -> None:
+    """The random-init graph shares equal initializers through Identity nodes (zero biases, unit
+    LayerNorm weights); dropping them before the optimizer leaves the function unchanged."""
+    from export.optimize import drop_identities
+
+    src = repo / "sha-tiny" / "model.onnx"
+    model = onnx.load(str(src))
+    before = sum(n.op_type == "Identity" for n in model.graph.node)
+    assert before > 0 and drop_identities(model) == before
+    assert not any(n.op_type == "Identity" for n in model.graph.node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "flat.onnx"))
+    batches = reference.load(repo / "sha-tiny" / REFERENCE_FILE)
+    flat = reference.measure(batches, runner(session(tmp_path / "flat.onnx")), 1e-4, CPU_PROVIDER)
+    assert flat.max_abs_logits < 1e-4 and reference.failure(flat) is None
