@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from contract.cli import OneLineArgumentParser, fail, settings_from
-from loadtest.console import StepProgress, announce, planned
+from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
+from loadtest.console import StepProgress, announce, planned, run_flags
 from loadtest.settings import LoadtestSettings
+from loadtest.sweep.grid import GRID_HELP
 
-GRID_HELP = "comma list '1,2,4', doubling range '1..64', or pattern '16,32,...,512'"
-
-
-def _default(settings: type[BaseModel], name: str) -> str:
-    """A settings field's declared default as `--help` shows it: the settings class states each
-    default once, so the help cannot drift from what a run actually uses."""
-    value = settings.model_fields[name].default
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _setting_flag(parser: Any, settings: type[BaseModel], flag: str, kind: type | None, text: str) -> None:
-    """A flag for the settings field of its name, its help ending in that field's declared default."""
-    name = flag.removeprefix("--").replace("-", "_")
-    parser.add_argument(flag, type=kind, help=f"{text} (default {_default(settings, name)})")
+# what each sweep flag means; types, choices, env names and defaults come from LoadtestSettings
+SWEEP_HELP = {
+    "preset": "grid and models for flags left out: default is a 1-2 minute demo, paper is "
+    "mha-base-random vs sha-base-random, tiny is seconds",
+    "models": "comma list of repository folder names, or mha/sha for the single model of that arch",
+    "batch": f"batch sizes: {GRID_HELP}",
+    "seq": f"sequence lengths: {GRID_HELP} (clamped to each model's maximum)",
+    "concurrency": f"closed-loop concurrency levels (http): {GRID_HELP}",
+    "rate": "open-loop request rates per second, Poisson arrivals (http), e.g. 20,50",
+    "mode": "where to measure (default: the preset's)",
+    "repo": "model repository for in-process runs",
+    "url": "running service",
+    "out": "results folder",
+    "duration": "seconds per http point (default: the preset's)",
+    "warmup": "http warm-up seconds per point",
+    "repeats": "in-process: most timed runs per point",
+    "inproc_budget": "in-process: seconds per point",
+    "provider": "in-process execution provider",
+    "variant": "in-process model variant, e.g. model.opt.onnx",
+    "timeout": "per-request timeout in seconds (http)",
+    "client_procs": "load client processes for http points",
+    "max_points": "refuse grids larger than this",
+    "seed": "seed of the request bodies and arrival times",
+}
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -35,74 +43,16 @@ def build_parser() -> OneLineArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     s = sub.add_parser("sweep", help="measure a batch x sequence (x concurrency) grid")
-    opt = partial(_setting_flag, s, LoadtestSettings)
-    s.add_argument(
-        "--preset",
-        choices=["default", "paper", "tiny"],
-        help="grid and models for flags left out (default: a 1-2 minute demo; paper: "
-        "mha-base-random vs sha-base-random)",
-    )
-    s.add_argument(
-        "--models", help="comma list of repository folder names, or mha/sha for the single model of that arch"
-    )
-    s.add_argument("--batch", help=f"batch sizes: {GRID_HELP}")
-    s.add_argument("--seq", help=f"sequence lengths: {GRID_HELP} (clamped to each model's maximum)")
-    s.add_argument("--concurrency", help=f"closed-loop concurrency levels (http): {GRID_HELP}")
-    s.add_argument("--rate", help="open-loop request rates per second, Poisson arrivals (http), e.g. 20,50")
-    s.add_argument(
-        "--mode", choices=["inproc", "http", "both"], help="where to measure (default: the preset's)"
-    )
-    s.add_argument("--duration", type=float, help="seconds per http point")
-    opt("--warmup", float, "http warm-up seconds per point")
-    opt("--repeats", int, "in-process: most timed runs per point")
-    opt("--inproc-budget", float, "in-process: seconds per point")
-    opt("--repo", None, "model repository for in-process runs")
-    opt("--url", None, "running service")
-    opt("--client-procs", int, "load client processes for http points")
-    opt("--out", None, "results folder")
-    s.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="in-process execution provider")
-    s.add_argument("--variant", help="in-process model variant, e.g. model.opt.onnx")
-    opt("--max-points", int, "refuse grids larger than this")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--no-report", action="store_true", help="skip writing report.md and plots")
-    s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    _capacity_parser(sub)
+    settings_flags(s, LoadtestSettings, helps=SWEEP_HELP)
+    run_flags(s, "writing")
+    from loadtest.capacity.cli import add_parser as capacity_parser
     from loadtest.profile.cli import add_parser as profile_parser
 
+    capacity_parser(sub)
     profile_parser(sub)
     r = sub.add_parser("report", help="write report.md and PNG plots from a results folder")
     r.add_argument("results", help="results folder (with results.json and/or capacity.json)")
     return p
-
-
-def _capacity_parser(sub: Any) -> None:
-    from loadtest.capacity.runner import CapacitySettings
-
-    d = partial(_default, CapacitySettings)
-    c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
-    opt = partial(_setting_flag, c, CapacitySettings)
-    opt("--slo-p99-ms", float, "p99 latency target in ms, from intended send times")
-    opt("--models", None, "comma list of served model names or mha/sha")
-    opt("--batch", None, f"rows per request: {GRID_HELP}")
-    opt("--seq", None, f"sequence lengths: {GRID_HELP}")
-    opt("--max-error-rate", float, "largest error share a passing probe may have, 429s included")
-    c.add_argument(
-        "--probe-duration",
-        type=float,
-        help=f"seconds per probe (default {d('probe_duration')}; longer at low rates)",
-    )
-    opt("--max-probes", int, "probes per model and shape")
-    opt("--tolerance", float, "stop bisecting when the bracket is this narrow")
-    c.add_argument(
-        "--start-rate", type=float, help="first rate in req/s (default: half the closed-loop c=8 rate)"
-    )
-    opt("--url", None, "running service")
-    opt("--out", None, "results folder")
-    opt("--client-procs", int, "load client processes")
-    opt("--timeout", float, "per-request timeout in seconds")
-    c.add_argument("--seed", type=int)
-    c.add_argument("--no-report", action="store_true", help="skip rewriting report.md and plots")
-    c.add_argument("--dry-run", action="store_true", help="print the plan and exit")
 
 
 def _settings(args: Any) -> LoadtestSettings:

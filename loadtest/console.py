@@ -85,3 +85,9 @@ def announce(args: Any, line: str, steps: list[Any]) -> bool:
         for step in steps:
             print(step.label())
     return bool(args.dry_run)
+
+
+def run_flags(parser: Any, report: str) -> None:
+    """The flags every measuring subcommand has besides its settings."""
+    parser.add_argument("--no-report", action="store_true", help=f"skip {report} report.md and plots")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")

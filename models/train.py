@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from torch import Tensor
 
-from contract.cli import OneLineArgumentParser, fail, validation_message
+from contract.cli import fail, settings_from, settings_parser
 from contract.tokenizer import Tokenizer
 from models import admin
 from models.checkpoint import save_run
@@ -420,13 +419,7 @@ def train(s: TrainSettings) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    for name, spec in TrainSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        p.add_argument(
-            flag, dest=name, default=argparse.SUPPRESS, help=spec.description or f"default: {spec.default}"
-        )
-    return p
+    return settings_parser(TrainSettings, "python -m models.train", __doc__.split("\n\n")[0])
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Table:
@@ -447,11 +440,7 @@ def summary_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    try:
-        settings = TrainSettings(**args)
-    except ValidationError as exc:
-        fail(validation_message(exc))
+    settings = settings_from(TrainSettings, build_parser().parse_args(argv))
     try:
         metrics = train(settings)
     except WordNetMissingError as exc:

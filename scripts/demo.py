@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loadtest import processes
 
@@ -38,24 +38,24 @@ COMPARE_TEXT = ["a large carnivorous feline of Africa and Asia", "move fast by u
 class DemoSettings(BaseSettings):
     """The demo's one settings object (env vars H2H_DEMO_*, CLI flags override)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="H2H_DEMO_", cli_prog_name="scripts/demo.py", cli_kebab_case=True, cli_implicit_flags=True
-    )
+    model_config = SettingsConfigDict(env_prefix="H2H_DEMO_")
 
-    preset: Literal["tiny", "small", "base"] = "small"
-    runs: Path = Path("runs")
-    repo: Path = Path("model_repository")
-    results: Path = Path("results")
+    preset: Literal["tiny", "small", "base"] = Field(default="small", description="model size to train")
+    runs: Path = Field(default=Path("runs"), description="training run folders")
+    repo: Path = Field(default=Path("model_repository"), description="model repository the exports go to")
+    results: Path = Field(default=Path("results"), description="load test results and the service log")
     force: bool = Field(default=False, description="retrain even when a completed run exists")
-    epochs: int = Field(default=2, ge=1)
+    epochs: int = Field(default=2, ge=1, description="training epochs")
     wordnet_dir: Path | None = Field(
         default=None, description="WordNet dict folder (default /usr/share/wordnet)"
     )
-    skip_loadtest: bool = False
+    skip_loadtest: bool = Field(default=False, description="stop after serving and comparing the two")
     loadtest_preset: Literal["default", "tiny"] = Field(
         default="default", description="loadtest grid: default (about a minute) or tiny (seconds, tests)"
     )
-    ready_timeout_s: float = Field(default=120.0, gt=0)
+    ready_timeout_s: float = Field(
+        default=120.0, gt=0, description="seconds the service may take to be ready"
+    )
     slo_p99_ms: float = Field(
         default=50.0, gt=0, description="latency SLO of the which-model answer (p99, ms)"
     )
@@ -235,15 +235,13 @@ def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: 
     return "\n".join(lines)
 
 
-def main() -> int:
-    from pydantic import ValidationError
+_TITLE = __doc__.splitlines()[0]
 
-    from contract.cli import fail, validation_message
 
-    try:
-        s = CliApp.run(DemoSettings)
-    except ValidationError as exc:
-        fail(validation_message(exc))
+def main(argv: list[str] | None = None) -> int:
+    from contract.cli import fail, settings_from, settings_parser
+
+    s = settings_from(DemoSettings, settings_parser(DemoSettings, "scripts/demo.py", _TITLE).parse_args(argv))
     os.chdir(ROOT)
     from models.data import WordNetMissingError
 

@@ -11,11 +11,10 @@ import logging
 import signal
 import sys
 from types import FrameType
-from typing import get_args
 
 import uvicorn
 
-from contract.cli import OneLineArgumentParser, fail, validation_message
+from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
 from service.settings import ServiceSettings
 
 
@@ -31,45 +30,29 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-# flag -> what it sets; env name, default and (for --provider) choices are read from ServiceSettings
-_FLAGS = {
-    "--model-repository": "folder of exported models",
-    "--host": "bind address",
-    "--port": "port",
-    "--provider": "execution provider",
-    "--variant": "model variant, e.g. model.opt.onnx",
+# the settings a flag may set (every setting is also an env var H2H_<NAME>); what each means, its
+# type, choices and default come from ServiceSettings
+FLAGS = ["model_repository", "host", "port", "provider", "variant", "models"]
+HELP = {
+    "model_repository": "folder of exported models",
+    "host": "bind address",
+    "port": "port",
+    "provider": "execution provider",
+    "variant": "model variant, e.g. model.opt.onnx (default: each model's best proven one)",
+    "models": "serve only these model names (default all)",
 }
-
-
-def _help(flag: str, what: str) -> str:
-    """'what (H2H_NAME, default X)': the settings class states the default, the help repeats it."""
-    name = flag.removeprefix("--").replace("-", "_")
-    default = ServiceSettings.model_fields[name].default
-    shown = "each model's own" if default is None else default
-    return f"{what} (H2H_{name.upper()}, default {shown})"
 
 
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(
         prog="h2h-serve", description="Serve the model repository (v1 JSON + KServe v2)."
     )
-    for flag, what in _FLAGS.items():
-        kind = int if flag == "--port" else None
-        choices = (
-            get_args(ServiceSettings.model_fields["provider"].annotation) if flag == "--provider" else None
-        )
-        p.add_argument(flag, type=kind, choices=choices, help=_help(flag, what))
-    p.add_argument("--models", nargs="+", help="serve only these model names (H2H_MODELS, default all)")
+    settings_flags(p, ServiceSettings, FLAGS, helps=HELP)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    try:
-        settings = ServiceSettings(**overrides)
-    except Exception as exc:
-        fail(validation_message(exc))
+    settings = settings_from(ServiceSettings, build_parser().parse_args(argv))
     if not settings.model_repository.is_dir():
         fail(f"model repository {settings.model_repository} is not a folder (--model-repository)")
     logging.basicConfig(

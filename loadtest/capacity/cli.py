@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from contract.cli import fail, settings_from
-from loadtest.console import StepProgress, announce, planned
+from contract.cli import fail, settings_flags, settings_from
+from loadtest.console import StepProgress, announce, planned, run_flags
+from loadtest.sweep.grid import GRID_HELP
 
 if TYPE_CHECKING:
     from loadtest.capacity.runner import CapacitySettings
@@ -47,6 +48,35 @@ def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float
         ratio = f"{x['sha_over_mha']:.2f}" if x["sha_over_mha"] is not None else "–"
         lines.append(f"  SHA/MHA capacity at b={x['batch']} s={x['seq']}: {ratio} ({x['sha']} / {x['mha']})")
     return "\n".join(lines)
+
+
+# what each flag means; types, env names and defaults come from CapacitySettings
+CAPACITY_HELP = {
+    "slo_p99_ms": "p99 latency target in ms, from intended send times",
+    "models": "comma list of served model names or mha/sha",
+    "batch": f"rows per request: {GRID_HELP}",
+    "seq": f"sequence lengths: {GRID_HELP}",
+    "max_error_rate": "largest error share a passing probe may have, 429s included",
+    "probe_duration": "seconds per probe, at least (longer at low rates)",
+    "min_requests": "a probe lasts long enough to send this many requests (up to 4x --probe-duration)",
+    "max_probes": "probes per model and shape",
+    "tolerance": "stop bisecting when the bracket is this narrow",
+    "start_rate": "first rate in req/s (default: half the closed-loop c=8 rate)",
+    "warmup": "warm-up seconds before each probe",
+    "url": "running service",
+    "out": "results folder",
+    "client_procs": "load client processes",
+    "timeout": "per-request timeout in seconds",
+    "seed": "seed of the request bodies and arrival times",
+}
+
+
+def add_parser(sub: Any) -> None:
+    from loadtest.capacity.runner import CapacitySettings
+
+    c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
+    settings_flags(c, CapacitySettings, helps=CAPACITY_HELP)
+    run_flags(c, "rewriting")
 
 
 def _settings(args: Any) -> CapacitySettings:
