@@ -35,9 +35,9 @@ def validation_message(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "value"
+        loc = ".".join(str(p) for p in first.get("loc", ()))
         msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        return f"{loc}: {msg}"
+        return f"{loc}: {msg}" if loc else msg  # a check across fields names them itself
     return str(exc).splitlines()[0]
 
 
@@ -81,9 +81,10 @@ def settings_flags(
 
     - help: `helps[name]`, else the field's description, then `[ENV_NAME]` for a BaseSettings class
       and `(default X)` from the field (the help cannot drift from what a run uses);
-    - choices from a Literal; `nargs="+"` for a list; a bool flag alone means true (`--force`),
-      and `--force false` still works;
-    - values reach the settings class as given, and unset flags are absent from the namespace
+    - choices from a Literal; `nargs="+"` for a list; a bool is a switch (`--force`, `--no-force`)
+      that takes no value, so it never swallows a positional argument after it; ints and floats are
+      parsed by argparse (its message names the flag), the rest reach pydantic as given;
+    - unset flags are absent from the namespace
       (argparse.SUPPRESS), so the environment and the defaults apply: parse with settings_from.
     """
     prefix = str(settings.model_config.get("env_prefix", "")) if issubclass(settings, BaseSettings) else None
@@ -101,7 +102,9 @@ def settings_flags(
         elif get_origin(kind) is list:
             kw["nargs"] = "+"
         elif kind is bool:
-            kw.update(nargs="?", const="true", metavar="{true,false}")
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind in (int, float):
+            kw["type"] = kind  # "argument --epochs: invalid int value: 'x'" before pydantic sees it
         flags = [f"--{name.replace('_', '-')}"]
         if short and name in short:
             flags.insert(0, short[name])

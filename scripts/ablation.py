@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import ValidationError  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: E402
 
 from contract import atomic  # noqa: E402
-from contract.cli import OneLineArgumentParser, fail, validation_message  # noqa: E402
+from contract.cli import OneLineArgumentParser, fail, settings_from, settings_parser, validation_message  # noqa: E402
 from models.accuracy import (  # noqa: E402
     VARIANTS,
     RecordsError,
@@ -47,44 +47,47 @@ from models.data import WordNetMissingError, data_fingerprint, load_wordnet, spl
 from models.settings import TrainSettings  # noqa: E402
 
 
+class AblationSettings(BaseModel):
+    """The ablation's options, one field per flag (flags and help are generated from it)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    variants: str = Field(default=",".join(VARIANTS), description="comma list (default: all four)")
+    seeds: int = Field(default=3, description="seeds per variant at its chosen rate")
+    seed_base: int = Field(default=1, description="seeds are seed-base .. seed-base+seeds-1")
+    lrs: str = Field(default="1e-3", description="comma list of learning rates to sweep")
+    epochs: int = Field(default=4, description="epochs of each seed run")
+    sweep_epochs: int = Field(default=1, description="epochs of each sweep run")
+    until_converged: bool = Field(
+        default=False,
+        description="seed runs stop early when validation accuracy stops improving (instead of --epochs)",
+    )
+    patience: int = Field(default=2, description="with --until-converged: epochs without a better one")
+    max_epochs: int = Field(default=16, description="with --until-converged: the epoch cap")
+    preset: str = Field(default="small", description="model size")
+    attn_init: str = Field(default="combined", description="combined or per_head")
+    batch_size: int = Field(default=64, description="training batch size")
+    dropout: float = Field(default=0.1, description="dropout")
+    max_len: int | None = Field(default=None, description="longest sequence (default: the preset's)")
+    out: Path = Field(default=Path("docs/accuracy.json"), description="records file (.json)")
+    runs: Path = Field(default=Path("runs/ablation"), description="where run folders go")
+    device: str = Field(default="auto", description="auto, cpu or cuda")
+    threads: int | None = Field(default=None, description="torch threads (default: torch's)")
+    wordnet_dir: Path = Field(
+        default=TrainSettings.model_fields["wordnet_dir"].default, description="WordNet dict folder"
+    )
+    summary_only: bool = Field(default=False, description="rewrite the summary from --out, train nothing")
+    dry_run: bool = Field(default=False, description="print the runs that would train, train nothing")
+
+
 def build_parser() -> OneLineArgumentParser:
-    p = OneLineArgumentParser(prog="ablation.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list (default: all four)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per variant at its chosen rate")
-    p.add_argument("--seed-base", type=int, default=1, help="seeds are seed-base .. seed-base+seeds-1")
-    p.add_argument("--lrs", default="1e-3", help="comma list of learning rates to sweep")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--sweep-epochs", type=int, default=1, help="epochs of each sweep run")
-    p.add_argument(
-        "--until-converged",
-        action="store_true",
-        help="seed runs stop early when validation accuracy stops improving (instead of --epochs)",
-    )
-    p.add_argument(
-        "--patience", type=int, default=2, help="with --until-converged: epochs without a better one"
-    )
-    p.add_argument("--max-epochs", type=int, default=16, help="with --until-converged: the epoch cap")
-    p.add_argument("--preset", default="small")
-    p.add_argument("--attn-init", default="combined", help="combined (default) or per_head")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--max-len", type=int, default=None, help="default: the preset's")
-    p.add_argument("--out", type=Path, default=Path("docs/accuracy.json"), help="records file (.json)")
-    p.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="where run folders go")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--wordnet-dir", type=Path, default=TrainSettings().wordnet_dir)
-    p.add_argument(
-        "--summary-only", action="store_true", help="rewrite the summary from --out, train nothing"
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the runs that would train, train nothing")
-    return p
+    return settings_parser(AblationSettings, "ablation.py", __doc__.split("\n\n")[0])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Flags, checked as a whole before any training starts (each problem: one line, exit 2)."""
     p = build_parser()
-    a = p.parse_args(argv)
+    a = argparse.Namespace(**settings_from(AblationSettings, p.parse_args(argv)).model_dump())
     a.variant_list = [v for v in a.variants.split(",") if v]
     unknown = [v for v in a.variant_list if v not in VARIANTS]
     if unknown or not a.variant_list:
