@@ -20,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contract.cli import OneLineArgumentParser, fail  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from  # noqa: E402
 
 FATBIN_MAGIC = 0xBA55ED50
 SECTION = b".nv_fatbin"
@@ -64,14 +66,22 @@ def prune(blob: bytearray, start: int, size: int, keep: int) -> dict[int, int]:
     return seen
 
 
+class PruneSettings(BaseModel):
+    """The tool's options (its flags and help are generated from the fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    src: Path = Field(description="shared library to read")
+    dst: Path = Field(description="pruned copy to write")
+    keep: int = Field(default=90, description="architecture to keep, sm_XY as XY (90: Hopper)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineArgumentParser(prog="prune_fatbin", description=__doc__.splitlines()[0])
-    p.add_argument("src", type=Path, help="shared library to read")
-    p.add_argument("dst", type=Path, help="pruned copy to write")
-    p.add_argument(
-        "--keep", type=int, default=90, help="architecture to keep, sm_XY as XY (default 90: Hopper)"
-    )
-    a = p.parse_args(argv)
+    p.add_argument("src", help="shared library to read")
+    p.add_argument("dst", help="pruned copy to write")
+    settings_flags(p, PruneSettings, ["keep"])
+    a = settings_from(PruneSettings, p.parse_args(argv))
     try:
         blob = bytearray(a.src.read_bytes())
         start, size = section(blob)

@@ -4,51 +4,80 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from contract.atomic import write_text
-from contract.cli import fail
+from contract.cli import fail, settings_flags, settings_from
 
 REPORT_NAME = "report.md"
+
+
+def _names(v: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (v or "").split(",") if x.strip())
+
+
+class ProfileSettings(BaseModel):
+    """`loadtest profile`'s options, one field per flag (flags and help are generated from it)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    repo: Path = Field(default=Path("model_repository"), description="model repository")
+    models: str | None = Field(
+        default=None, description="comma list of folder names or mha/sha (default: every model)"
+    )
+    variant: str = Field(default="model.onnx", description="comma list of variant files")
+    provider: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="execution provider")
+    batch: int = Field(default=1, description="rows")
+    seq: int = Field(default=16, description="tokens per row")
+    runs: int = Field(default=20, description="profiled runs after the warm-up")
+    warmup: int = Field(default=3, description="runs left out of the profile")
+    seed: int = Field(default=0, description="random token ids")
+    out: Path = Field(default=Path("results/profile"), description="folder for profile.json and report.md")
+
+    @field_validator("batch", "seq", "runs")
+    @classmethod
+    def _positive(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:
+            raise ValueError(f"--{info.field_name} must be at least 1 (got {v})")
+        return v
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"--warmup must be 0 or more (got {v})")
+        return v
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v: str) -> str:
+        if not _names(v):
+            raise ValueError("--variant names no variant file (e.g. model.onnx,model.fp16.onnx)")
+        return v
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "profile", help="where one run's time goes per model: ONNX Runtime's profiler by operator class"
     )
-    p.add_argument("--repo", default="model_repository", help="model repository (default model_repository)")
-    p.add_argument("--models", help="comma list of folder names or mha/sha (default: every model)")
-    p.add_argument("--variant", default="model.onnx", help="comma list of variant files (default model.onnx)")
-    p.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="auto", help="execution provider")
-    p.add_argument("--batch", type=int, default=1, help="rows (default 1)")
-    p.add_argument("--seq", type=int, default=16, help="tokens per row (default 16)")
-    p.add_argument("--runs", type=int, default=20, help="profiled runs after the warm-up (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="runs left out of the profile (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="random token ids (default 0)")
-    p.add_argument("--out", default="results/profile", help="folder for profile.json and report.md")
+    settings_flags(p, ProfileSettings)
 
 
-def _spec(args: Any) -> Any:
+def _spec(s: ProfileSettings) -> Any:
     from loadtest.profile.runner import ProfileSpec
 
-    for flag in ("batch", "seq", "runs"):
-        if getattr(args, flag) < 1:
-            fail(f"--{flag} must be at least 1 (got {getattr(args, flag)})")
-    if args.warmup < 0:
-        fail(f"--warmup must be 0 or more (got {args.warmup})")
-    split = lambda v: tuple(x.strip() for x in (v or "").split(",") if x.strip())  # noqa: E731
-    if not split(args.variant):
-        fail("--variant names no variant file (e.g. model.onnx,model.fp16.onnx)")
     return ProfileSpec(
-        repo=Path(args.repo),
-        models=split(args.models),
-        variants=split(args.variant),
-        provider=args.provider,
-        batch=args.batch,
-        seq=args.seq,
-        runs=args.runs,
-        warmup=args.warmup,
-        seed=args.seed,
+        repo=s.repo,
+        models=_names(s.models),
+        variants=_names(s.variant),
+        provider=s.provider,
+        batch=s.batch,
+        seq=s.seq,
+        runs=s.runs,
+        warmup=s.warmup,
+        seed=s.seed,
     )
 
 
@@ -57,14 +86,15 @@ def cmd_profile(args: Any) -> int:
     from loadtest.profile import render, runner
     from loadtest.profile.trace import TraceError
 
-    spec = _spec(args)
+    settings = settings_from(ProfileSettings, args)
+    spec = _spec(settings)
     try:
         data = runner.profile(spec)
     except (PlanError, TraceError) as exc:
         fail(str(exc))
     if not data["rows"]:
         fail(f"nothing to profile: {'; '.join(data['notes']) or 'no models in ' + str(spec.repo)}")
-    out = Path(args.out)
+    out = settings.out
     path = runner.write(out, data)
     report = write_report_for(out, data)
     print(render.text_table(data))
