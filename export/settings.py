@@ -5,7 +5,7 @@ Torch-free on purpose: `python -m export --help` and usage errors must not wait 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -104,11 +104,5 @@ class ExportCliSettings(BaseModel):
         return self
 
     def options(self) -> ExportOptions:
-        return ExportOptions(
-            opset=self.opset,
-            fp16=self.fp16,
-            optimize=self.optimize,
-            gpu=self.gpu,
-            seed=self.seed,
-            fp16_tolerance=self.fp16_tolerance,
-        )
+        """The API's options object from the fields of the same names."""
+        return ExportOptions(**self.model_dump(include={f.name for f in fields(ExportOptions)}))

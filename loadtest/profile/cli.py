@@ -36,18 +36,13 @@ class ProfileSettings(BaseModel):
     seed: int = Field(default=0, description="random token ids")
     out: Path = Field(default=Path("results/profile"), description="folder for profile.json and report.md")
 
-    @field_validator("batch", "seq", "runs")
+    @field_validator("batch", "seq", "runs", "warmup")
     @classmethod
-    def _positive(cls, v: int, info: ValidationInfo) -> int:
-        if v < 1:
-            raise ValueError(f"--{info.field_name} must be at least 1 (got {v})")
-        return v
-
-    @field_validator("warmup")
-    @classmethod
-    def _warmup(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"--warmup must be 0 or more (got {v})")
+    def _counts(cls, v: int, info: ValidationInfo) -> int:
+        """At least 1, the warm-up runs at least 0."""
+        least = "0 or more" if info.field_name == "warmup" else "at least 1"
+        if v < (0 if info.field_name == "warmup" else 1):
+            raise ValueError(f"--{info.field_name} must be {least} (got {v})")
         return v
 
     @field_validator("variant")
@@ -68,17 +63,8 @@ def add_parser(sub: Any) -> None:
 def _spec(s: ProfileSettings) -> Any:
     from loadtest.profile.runner import ProfileSpec
 
-    return ProfileSpec(
-        repo=s.repo,
-        models=_names(s.models),
-        variants=_names(s.variant),
-        provider=s.provider,
-        batch=s.batch,
-        seq=s.seq,
-        runs=s.runs,
-        warmup=s.warmup,
-        seed=s.seed,
-    )
+    same = s.model_dump(include={"repo", "provider", "batch", "seq", "runs", "warmup", "seed"})
+    return ProfileSpec(models=_names(s.models), variants=_names(s.variant), **same)
 
 
 def cmd_profile(args: Any) -> int:
