@@ -41,8 +41,9 @@ def validation_message(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def settings_from(cls: type[T], args: Any, skip: tuple[str, ...] = ("command", "no_report", "dry_run")) -> T:
-    """A settings object from the flags given (env and defaults for the rest), or exit 2."""
+def settings_from(cls: type[T], args: Any, skip: tuple[str, ...] = ()) -> T:
+    """A settings object from the flags given (env and defaults for the rest), or exit 2. `skip`:
+    namespace entries that are no settings (a subcommand's name, its own switches)."""
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     try:
         return cls(**overrides)

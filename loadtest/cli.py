@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
-from loadtest.console import StepProgress, announce, planned, run_flags
+from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.grid import GRID_HELP
 
@@ -56,7 +56,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def _settings(args: Any) -> LoadtestSettings:
-    return settings_from(LoadtestSettings, args)
+    return settings_from(LoadtestSettings, args, RUN_SWITCHES)
 
 
 class _Progress(StepProgress):

@@ -87,6 +87,10 @@ def announce(args: Any, line: str, steps: list[Any]) -> bool:
     return bool(args.dry_run)
 
 
+# what a measuring subcommand's namespace holds besides its settings (see run_flags)
+RUN_SWITCHES = ("command", "no_report", "dry_run")
+
+
 def run_flags(parser: Any, report: str) -> None:
     """The flags every measuring subcommand has besides its settings."""
     parser.add_argument("--no-report", action="store_true", help=f"skip {report} report.md and plots")

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from contract.cli import fail, settings_flags, settings_from
-from loadtest.console import StepProgress, announce, planned, run_flags
+from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
 from loadtest.sweep.grid import GRID_HELP
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def add_parser(sub: Any) -> None:
 def _settings(args: Any) -> CapacitySettings:
     from loadtest.capacity.runner import CapacitySettings
 
-    return settings_from(CapacitySettings, args)
+    return settings_from(CapacitySettings, args, RUN_SWITCHES)
 
 
 def cmd_capacity(args: Any) -> int:

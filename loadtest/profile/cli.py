@@ -72,7 +72,7 @@ def cmd_profile(args: Any) -> int:
     from loadtest.profile import render, runner
     from loadtest.profile.trace import TraceError
 
-    settings = settings_from(ProfileSettings, args)
+    settings = settings_from(ProfileSettings, args, ("command",))
     spec = _spec(settings)
     try:
         data = runner.profile(spec)
