@@ -12,8 +12,8 @@ loopback ports, then prints, side by side:
   floor            the same c=1 and c=32 figures for the bare FastAPI route
 
 and checks them against its serving targets (c=1 overhead, batch-1 capacity, overload goodput).
-With --profile it samples the server with py-spy during the c=32 run and prints the top frames, which is where the
-remaining time goes when a target is missed.
+With --profile it samples the server with py-spy during the c=32 run and prints the top frames,
+which is where the remaining time goes when a target is missed.
 
   python -m loadtest.bench.overhead --repo model_repository --model mha
 """
