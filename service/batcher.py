@@ -154,6 +154,14 @@ class _Item:
     rows: int = 0
 
 
+def _fail_all(items: list[_Item], failed: BatchFailed, cause: BaseException) -> None:
+    """Answer every still-waiting request in `items` with `failed` (its cause chained)."""
+    failed.__cause__ = cause
+    for it in items:
+        if not it.future.done():
+            it.future.set_exception(failed)
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -409,11 +417,7 @@ class DynamicBatcher:
     def _fail_batch(self, items: list[_Item], exc: Exception) -> None:
         """A batch failed (model, padding, observer...): its requests get BatchFailed, the cause
         is logged once for the whole batch and counted."""
-        failed = BatchFailed(f"batch of {len(items)} requests failed: {type(exc).__name__}")
-        failed.__cause__ = exc
-        for it in items:
-            if not it.future.done():
-                it.future.set_exception(failed)
+        _fail_all(items, BatchFailed(f"batch of {len(items)} requests failed: {type(exc).__name__}"), exc)
         log.error("model %s: a batch of %d requests failed", self.name, len(items), exc_info=exc)
         self.observer.batch_failed(self.name)
 
@@ -426,12 +430,8 @@ class DynamicBatcher:
         self.broken = exc
         self._accepting = False
         log.error("model %s: batcher worker stopped; the model no longer serves", self.name, exc_info=exc)
-        failed = BatchFailed(f"batcher of {self.name} stopped: {type(exc).__name__}")
-        failed.__cause__ = exc
-        for bucket in self._buckets.values():
-            for item in bucket:
-                if not item.future.done():
-                    item.future.set_exception(failed)
+        queued = [item for bucket in self._buckets.values() for item in bucket]
+        _fail_all(queued, BatchFailed(f"batcher of {self.name} stopped: {type(exc).__name__}"), exc)
         self._buckets.clear()
         self._queued_rows = 0
         if self._executor is not None:
