@@ -546,6 +546,46 @@ class GpuReportSettings(BaseModel):
     )
 
 
+def _preflight(rehearse_cpu: bool) -> tuple[dict, list[str]]:
+    """The GPU's facts and ONNX Runtime's providers, or exit 2 with one line at once: a missing GPU,
+    CUDA provider or a provider that cannot run a graph would otherwise cost the whole budget."""
+    facts_gpu = {"name": "CPU rehearsal", "driver": "none"} if rehearse_cpu else gpu_facts()
+    if facts_gpu is None:
+        fail(
+            "no NVIDIA GPU on this host (NVML finds none): make gpu-report needs a CUDA GPU and onnxruntime-gpu"
+        )
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    if not rehearse_cpu and "CUDAExecutionProvider" not in providers:
+        fail(
+            f"onnxruntime has no CUDAExecutionProvider (has {', '.join(providers)}): install onnxruntime-gpu"
+        )
+    why = None if rehearse_cpu else cuda_provider_error()
+    if why:
+        fail(f"onnxruntime's CUDA provider cannot run a graph here ({why}): see docs/gpu/RUNBOOK.md")
+    return facts_gpu, providers
+
+
+def _gpu_tests(run: Run, junit: Path) -> None:
+    """`pytest -m gpu`, its results in `junit`; reused when a rerun finds them."""
+    if junit.is_file():
+        run.reuse("gpu-tests")
+        return
+    tests = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+    ]
+    run.step("gpu-tests", tests)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = settings_parser(GpuReportSettings, "gpu_report", __doc__.splitlines()[0])
     a = settings_from(GpuReportSettings, p.parse_args(argv))
@@ -554,21 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = (
         a.benchmarks if a.benchmarks is not None else ("" if a.rehearse_cpu else "docs/benchmarks.md")
     )
-    facts_gpu = {"name": "CPU rehearsal", "driver": "none"} if a.rehearse_cpu else gpu_facts()
-    if facts_gpu is None:
-        fail(
-            "no NVIDIA GPU on this host (NVML finds none): make gpu-report needs a CUDA GPU and onnxruntime-gpu"
-        )
-    import onnxruntime as ort
-
-    providers = ort.get_available_providers()
-    if not a.rehearse_cpu and "CUDAExecutionProvider" not in providers:
-        fail(
-            f"onnxruntime has no CUDAExecutionProvider (has {', '.join(providers)}): install onnxruntime-gpu"
-        )
-    why = None if a.rehearse_cpu else cuda_provider_error()
-    if why:
-        fail(f"onnxruntime's CUDA provider cannot run a graph here ({why}): see docs/gpu/RUNBOOK.md")
+    facts_gpu, providers = _preflight(a.rehearse_cpu)
     from loadtest.report.gpu_summary import slug
 
     out = ROOT / out_root / slug(facts_gpu["name"])
@@ -585,19 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = ROOT / a.repo
     job = start_export(run, repo, plan)
     if not (a.skip_tests or a.rehearse_cpu):
-        junit = logs / "gpu-tests.xml"
-        tests = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "gpu",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"--junitxml={junit}",
-        ]
-        run.reuse("gpu-tests") if junit.is_file() else run.step("gpu-tests", tests)
+        _gpu_tests(run, logs / "gpu-tests.xml")
     if finish_export(run, repo, job):
         measure(run, repo, out, plan, a.serve_variant)
     facts = {
