@@ -38,7 +38,7 @@ open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
 COPY contract/ contract/
 COPY service/ service/
 RUN pip install --no-deps . \
- && python -c "import service.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"
+ && python -c "import service.http.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.atomic import write_json, write_text
-from service import nvml
+from service.runtime import nvml
 
 # one measurement: a sweep point or a capacity search, column name -> value
 Row = dict[str, Any]

@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 from contract.cli import fail, settings_from, settings_parser  # noqa: E402
 from loadtest import processes  # noqa: E402
-from service import nvml  # noqa: E402
+from service.runtime import nvml  # noqa: E402
 
 # result folder -> (variant file, CUDA graphs), in the order they run: the fp16 sweep again with
 # each shape replayed as a captured CUDA graph shows the paper's ratio without the deep model's
@@ -490,7 +490,7 @@ def cuda_provider_error() -> str | None:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from service.runtime import CUDA, preload_cuda_libraries
+    from service.runtime.session import CUDA, preload_cuda_libraries
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
     graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe", [x], [x])

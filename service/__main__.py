@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    from service.app import create_app  # after argument checks: onnxruntime import is slow
+    from service.http.app import create_app  # after argument checks: onnxruntime import is slow
 
     app = create_app(settings)
     config = uvicorn.Config(

@@ -16,9 +16,11 @@ from functools import partial
 import numpy as np
 
 from contract import tensors
-from service import batcher, repository
-from service.admission import WaitingRoom
-from service.batcher import BatchResult, DynamicBatcher
+from service.engine import batcher, repository
+from service.engine.admission import WaitingRoom
+from service.engine.batcher import BatchResult, DynamicBatcher
+from service.engine.model import AnyModel, Model
+from service.engine.repository import FailedModel, LoadedModel
 from service.errors import (
     InternalError,
     InvalidInput,
@@ -30,8 +32,6 @@ from service.errors import (
     UnknownModel,
 )
 from service.metrics import UNKNOWN_MODEL, Metrics
-from service.model import AnyModel, Model
-from service.repository import FailedModel, LoadedModel
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")

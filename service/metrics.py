@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service import nvml
+from service.runtime import nvml
 
 if TYPE_CHECKING:
-    from service.cuda_graphs import GraphMemory
+    from service.runtime.cuda_graphs import GraphMemory
 
 log = logging.getLogger("service.metrics")
 

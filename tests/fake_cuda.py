@@ -16,7 +16,8 @@ import onnxruntime as ort
 import pytest
 
 from contract import tensors
-from service import cuda_graphs, runtime
+from service.runtime import cuda_graphs
+from service.runtime import session as runtime
 
 REAL_SESSION = ort.InferenceSession
 

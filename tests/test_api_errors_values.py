@@ -17,8 +17,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import runtime
-from service.app import create_app
+from service.http.app import create_app
+from service.runtime import session as runtime
 from service.settings import ServiceSettings
 
 TIMEOUT_S = 0.05
@@ -81,7 +81,8 @@ def test_request_timeout_is_504_with_json_body(tiny_repo: Path, monkeypatch: pyt
 
 def test_each_refusal_has_its_protocols_status_and_body() -> None:
     """The core says what went wrong; v1 and v2 each say it with their own status and body."""
-    from service import api_v1, api_v2
+    from service.api import v1 as api_v1
+    from service.api import v2 as api_v2
     from service.errors import (
         BodyTooLarge,
         InvalidInput,

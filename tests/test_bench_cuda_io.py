@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service import runtime
+from service.runtime import session as runtime
 
 
 def _has_cuda() -> bool:

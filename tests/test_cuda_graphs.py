@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from contract.manifest import load_manifest, verify_variant
-from service import cuda_graphs, runtime
-from service.cuda_graphs import CAPTURE_RUNS, pad_batch, padded_rows
+from service.runtime import cuda_graphs
+from service.runtime import session as runtime
+from service.runtime.cuda_graphs import CAPTURE_RUNS, pad_batch, padded_rows
+from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings
-from service.shapes import ShapeGrid
 from tests import fake_cuda
 
 
@@ -166,7 +167,7 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     and /v1/models and /metrics report each model's graphs and bound bytes."""
     import httpx
 
-    from service.app import create_app
+    from service.http.app import create_app
     from tests.conftest import serve_in_thread, v2_logits
 
     with serve_in_thread(create_app(_cuda_service(tiny_repo, provider="cpu"), gpu_metrics=False)) as base:
@@ -202,7 +203,7 @@ def test_capture_failure_leaves_that_model_not_ready_with_the_cause(
 ) -> None:
     import httpx
 
-    from service.app import create_app
+    from service.http.app import create_app
     from tests.conftest import serve_in_thread
 
     cuda = fake_cuda.install(monkeypatch)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from contract.manifest import load_manifest
-from service import runtime
-from service.app import create_app
+from service.http.app import create_app
+from service.runtime import session as runtime
+from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings
-from service.shapes import ShapeGrid
 from tests.conftest import serve_in_thread, v2_logits
 
 pytestmark = pytest.mark.gpu

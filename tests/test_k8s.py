@@ -342,7 +342,7 @@ def test_deployment_probes_shutdown_and_security(overlay: tuple[str, dict[str, d
 def test_deployment_env_is_real_settings_and_overlay_specific(
     overlay: tuple[str, dict[str, dict]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service import runtime
+    from service.runtime import session as runtime
     from service.settings import ServiceSettings
 
     name, objs = overlay
@@ -495,7 +495,7 @@ def _gauge(text: str, name: str) -> dict[str, float]:
 async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict[str, Any]:
     import httpx
 
-    from service.app import create_app
+    from service.http.app import create_app
     from tests.conftest import cpu_service_settings
     from tests.test_service_batcher import hold, release
 

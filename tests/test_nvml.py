@@ -11,7 +11,8 @@ import pytest
 from test_loadtest_gpu_report import gpu_report_module
 
 from loadtest import results
-from service import nvml, runtime
+from service.runtime import nvml
+from service.runtime import session as runtime
 
 
 def _fake_pynvml(count: int = 2, *, fail: set[str] = frozenset(), bytes_names: bool = False) -> Any:

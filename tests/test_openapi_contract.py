@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import ServiceSettings
 from tests.conftest import serve_in_thread
 
@@ -139,7 +139,7 @@ def test_large_text_batches_are_tokenised_off_the_event_loop(
 ) -> None:
     import asyncio
 
-    from service import api_v1
+    from service.api import v1 as api_v1
 
     offloaded: list[str] = []
     real = asyncio.to_thread

@@ -13,10 +13,10 @@ import pytest
 
 from loadtest.bench.overhead import TARGETS, report
 from loadtest.bench.pyspy import top_frames
-from service.admission import WaitingRoom
-from service.app import create_app
-from service.batcher import DynamicBatcher
-from service.runtime import CPU, CUDA, session_options
+from service.engine.admission import WaitingRoom
+from service.engine.batcher import DynamicBatcher
+from service.http.app import create_app
+from service.runtime.session import CPU, CUDA, session_options
 from service.settings import ServiceSettings
 from tests.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
 from tests.test_service_batcher import hold, release, run_async, started
@@ -214,7 +214,7 @@ def test_overhead_report_checks_every_target() -> None:
 
 
 def test_auto_intra_op_threads_leave_the_event_loop_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service import runtime
+    from service.runtime import session as runtime
 
     s = ServiceSettings()
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
@@ -227,7 +227,7 @@ def test_auto_intra_op_threads_leave_the_event_loop_a_core(monkeypatch: pytest.M
 
 
 def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
-    from service.runtime import cgroup_cpu_limit
+    from service.runtime.session import cgroup_cpu_limit
 
     f = tmp_path / "cpu.max"
     f.write_text("200000 100000\n")

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batcher import BatchFailed, DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown, TooLarge
+from service.engine.batcher import (
+    BatchFailed,
+    DynamicBatcher,
+    QueueFull,
+    RequestTimeout,
+    ShuttingDown,
+    TooLarge,
+)
 
 
 class Recorder:
@@ -98,7 +105,7 @@ async def test_pad_shape_pads_rows_and_length_without_changing_answers() -> None
     """With the runtime's pad_shape (here the CUDA-graph grid) a batch runs at the grid's shape:
     padding rows attend to one position and are neither answered nor counted, and the known-quick
     inline path knows the padded shape after one run."""
-    from service.shapes import ShapeGrid
+    from service.runtime.shapes import ShapeGrid
 
     rec = Recorder()
     masks: list[np.ndarray] = []

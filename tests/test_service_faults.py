@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from contract.tokenizer import Tokenizer
-from service.app import create_app
-from service.batcher import DynamicBatcher
+from service.engine.batcher import DynamicBatcher
+from service.http.app import create_app
 from service.metrics import Metrics
-from service.runtime import OrtModel
+from service.runtime.session import OrtModel
 from tests.test_service_api import AppRunner, settings_for
 
 PREDICT = "/v1/models/mha-tiny/predict"

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import api_v1
-from service.app import INFERENCE_ROUTES, create_app
-from service.bodies import RawRequest, RawResponse
+from service.api import v1 as api_v1
+from service.api.schemas import PredictRequest, PredictResponse
 from service.core import Service
-from service.routes import InferenceRoute, RouteTable
-from service.schemas import PredictRequest, PredictResponse
+from service.http.app import INFERENCE_ROUTES, create_app
+from service.http.bodies import RawRequest, RawResponse
+from service.http.routes import InferenceRoute, RouteTable
 from tests.test_service_api import MAX_QUEUE, AppRunner, settings_for
 from tests.test_service_batcher import hold, release
 

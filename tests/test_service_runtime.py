@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service import runtime
+from service.runtime import session as runtime
 from service.settings import ServiceSettings
 
 

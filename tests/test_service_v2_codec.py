@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from contract import tensors
+from service.api.v2codec import HEADER, V2Error, parse_request
 from service.errors import InvalidInput
-from service.v2codec import HEADER, V2Error, parse_request
 
 
 def _tensor(name: str, rows: list[list[int]], datatype: str = "INT64") -> dict:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import sys
-import service.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
+import service.http.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
 import loadtest.bench.cuda_io, loadtest.sweep.inproc, contract.manifest, contract.tokenizer, contract.cli
 import loadtest.profile.cli, loadtest.profile.runner
 top = {m.split(".")[0] for m in sys.modules}

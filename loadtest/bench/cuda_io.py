@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = a.shape_list()
     import onnxruntime as ort
 
-    from service.runtime import CUDA, gpu_count
+    from service.runtime.session import CUDA, gpu_count
 
     if CUDA not in ort.get_available_providers() or gpu_count() == 0:
         fail("bench_cuda_io: needs onnxruntime's CUDAExecutionProvider and an NVIDIA GPU")

@@ -48,7 +48,7 @@ def profile_variant(
     """One session with the profiler on: warm-up, `spec.runs` timed runs, the trace summarised."""
     from contract.manifest import verify_variant
     from loadtest.sweep.inproc import random_batch
-    from service.runtime import OrtModel
+    from service.runtime.session import OrtModel
     from service.settings import ServiceSettings
 
     path = verify_variant(model_dir, manifest, variant)

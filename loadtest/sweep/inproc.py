@@ -48,7 +48,7 @@ class InprocModel:
         cuda_graph: bool | None = None,
     ) -> None:
         """`cuda_graph` None: H2H_CUDA_GRAPH decides, as in the service."""
-        from service.runtime import OrtModel
+        from service.runtime.session import OrtModel
         from service.settings import ServiceSettings
 
         self.dir = Path(model_dir)

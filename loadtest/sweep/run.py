@@ -211,7 +211,7 @@ def _http_points(models: dict[str, ModelInfo], grid: _Grid, notes: list[str]) ->
 
 
 def _inproc_on_gpu(s: LoadtestSettings) -> bool:
-    from service.runtime import choose_providers
+    from service.runtime.session import choose_providers
     from service.settings import ServiceSettings
 
     try:

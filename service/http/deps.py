@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.core import Service
-from service.model import AnyModel, Model
+from service.engine.model import AnyModel, Model
 
 
 def get_service(request: Request) -> Service:

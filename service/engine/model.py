@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from service.admission import WaitingRoom
-from service.batcher import DynamicBatcher
-from service.repository import FailedModel, LoadedModel
+from service.engine.admission import WaitingRoom
+from service.engine.batcher import DynamicBatcher
+from service.engine.repository import FailedModel, LoadedModel
 
 
 @dataclass(frozen=True, eq=False)

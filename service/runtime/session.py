@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 
 from contract import tensors
-from service import nvml
-from service.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
+from service.runtime import nvml
+from service.runtime.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
+from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings
-from service.shapes import ShapeGrid
 
 log = logging.getLogger("service.runtime")
 

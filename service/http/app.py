@@ -23,13 +23,17 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, accesslog, api_v1, api_v2, batcher, openapi
-from service.bodies import RawRequest, RawResponse, field_of
+from service import __version__
+from service.api import v1 as api_v1
+from service.api import v2 as api_v2
 from service.core import Service
+from service.engine import batcher
 from service.errors import BodyTooLarge, ServiceError, ShuttingDown
+from service.http import accesslog, openapi
+from service.http.bodies import RawRequest, RawResponse, field_of
+from service.http.protocol import Protocol
+from service.http.routes import InferenceRoute, Match, RouteTable
 from service.metrics import NO_MODEL, UNKNOWN_MODEL
-from service.protocol import Protocol
-from service.routes import InferenceRoute, Match, RouteTable
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")

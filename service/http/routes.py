@@ -19,9 +19,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.routing import compile_path
 
-from service.bodies import RawRequest, RawResponse, openapi_body
 from service.core import Service
-from service.protocol import Protocol
+from service.http.bodies import RawRequest, RawResponse, openapi_body
+from service.http.protocol import Protocol
 
 # a route's work from raw bytes to raw bytes, which the front layer calls without FastAPI
 RawHandler = Callable[[Service, RawRequest], Awaitable[RawResponse]]

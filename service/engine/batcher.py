@@ -45,7 +45,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.shapes import blank_batch
+from service.runtime.shapes import blank_batch
 
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 PadShape = Callable[[int, int], tuple[int, int]]  # (rows, longest length) -> shape to run at

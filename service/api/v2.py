@@ -15,16 +15,16 @@ from pydantic import BaseModel
 
 from contract import tensors
 from service import __version__
-from service.bodies import RawRequest, RawResponse
+from service.api.schemas import V2ErrorResponse
+from service.api.v2codec import HEADER, encode_response, parse_request
+from service.api.v2schemas import InferenceRequest, InferenceResponse, infer_openapi
 from service.core import Service
-from service.deps import KnownModel, ReadyModel, ServiceDep
+from service.engine.model import Model
 from service.errors import InvalidInput, ServiceError, UnknownVersion
-from service.model import Model
-from service.protocol import SHARED_STATUSES, Protocol
-from service.routes import InferenceRoute
-from service.schemas import V2ErrorResponse
-from service.v2codec import HEADER, encode_response, parse_request
-from service.v2schemas import InferenceRequest, InferenceResponse, infer_openapi
+from service.http.bodies import RawRequest, RawResponse
+from service.http.deps import KnownModel, ReadyModel, ServiceDep
+from service.http.protocol import SHARED_STATUSES, Protocol
+from service.http.routes import InferenceRoute
 
 PLATFORM = "onnxruntime_onnx"
 VERSION = "1"

@@ -16,8 +16,8 @@ from typing import ClassVar
 from contract import reference
 from contract.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
 from contract.tokenizer import Tokenizer
-from service import variants
-from service.runtime import OrtModel, choose_providers
+from service.runtime import variants
+from service.runtime.session import OrtModel, choose_providers
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.repository")

@@ -1,7 +1,7 @@
 """The OpenAPI document, made to say what the server enforces.
 
 FastAPI's generated document misses what this server does differently: the inference routes are
-not FastAPI's (their operations are generated here from their table, service.routes, and their
+not FastAPI's (their operations are generated here from their table, service.http.routes, and their
 request models registered), errors have our bodies rather than FastAPI's
 `HTTPValidationError`, and some limits come from settings and the loaded models (rows per request,
 tokens per row, vocabulary size), so they are filled in once the models are loaded.
@@ -18,9 +18,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
+from service.api.schemas import ErrorResponse, V2ErrorResponse
 from service.core import Service
-from service.routes import RouteTable
-from service.schemas import ErrorResponse, V2ErrorResponse
+from service.http.routes import RouteTable
 
 REF = "#/components/schemas/{model}"
 

@@ -25,8 +25,8 @@ import numpy as np
 import onnxruntime as ort
 
 from contract import tensors
-from service import nvml
-from service.shapes import ShapeGrid, blank_batch, next_power_of_two
+from service.runtime import nvml
+from service.runtime.shapes import ShapeGrid, blank_batch, next_power_of_two
 
 log = logging.getLogger("service.cuda_graphs")
 

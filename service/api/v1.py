@@ -13,15 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
-from service.bodies import RawRequest, RawResponse
-from service.core import Encoded, Service
-from service.deps import KnownModel, ServiceDep
-from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
-from service.model import AnyModel, Model
-from service.protocol import SHARED_STATUSES, Protocol
-from service.repository import FailedModel
-from service.routes import InferenceRoute, RawHandler
-from service.schemas import (
+from service.api.schemas import (
     CompareRequest,
     CompareResponse,
     ErrorResponse,
@@ -30,6 +22,14 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from service.core import Encoded, Service
+from service.engine.model import AnyModel, Model
+from service.engine.repository import FailedModel
+from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
+from service.http.bodies import RawRequest, RawResponse
+from service.http.deps import KnownModel, ServiceDep
+from service.http.protocol import SHARED_STATUSES, Protocol
+from service.http.routes import InferenceRoute, RawHandler
 
 _MEANING = {
     400: "malformed JSON, or a body that is not UTF-8",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import errors
-from service.bodies import RawResponse
 from service.errors import Overloaded, ServiceError
+from service.http.bodies import RawResponse
 
 # the statuses both APIs give alike; they part on bad input (v1 422, v2 400) and v1's MalformedBody
 SHARED_STATUSES: dict[type[ServiceError], int] = {

@@ -1,0 +1,1 @@
+"""ONNX Runtime underneath the engine: sessions and providers, CUDA graphs, shapes, NVML, variants."""
