@@ -1,7 +1,9 @@
-"""Validation accuracy per epoch and per training second, mean line and min-max band over seeds.
+"""docs/accuracy.png: accuracy against training budget, and the validation curves of every budget.
 
-Drawn from the largest group of equal-terms records (models.accuracy.groups), each variant
-at its chosen learning rate; written atomically like every other output.
+Left: per variant, mean validation (solid) and test (dashed) accuracy at each budget E, each
+seed's test accuracy as a dot. Right: validation accuracy per epoch, mean over seeds, one line
+per variant (colour) and budget (line style), the min-max band over seeds shaded. Drawn from
+the study (contract.accuracy.budgets); written atomically like every other output.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from contract import atomic
-from models.accuracy import VARIANTS, chosen_runs, groups
+from contract.accuracy import budgets, mean_of
 
 COLORS = {"mha-admin": "tab:blue", "sha-admin": "tab:orange", "sha-pre": "tab:green", "sha-post": "tab:red"}
+STYLES = ("-", "--", ":", "-.")
 
 
 def _band(curves: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
@@ -23,45 +26,50 @@ def _band(curves: list[list[float]]) -> tuple[list[float], list[float], list[flo
     return [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
+def _against_budget(ax: Any, b: dict[str, dict[int, list[dict[str, Any]]]]) -> None:
+    for v, by_epochs in b.items():
+        es = list(by_epochs)
+        c = COLORS.get(v, "tab:gray")
+        ax.plot(es, [mean_of(by_epochs[e], "val_accuracy") for e in es], "o-", color=c, label=f"{v} val")
+        ax.plot(es, [mean_of(by_epochs[e], "test_accuracy") for e in es], "s--", color=c, label=f"{v} test")
+        for e in es:
+            ax.scatter([e] * len(by_epochs[e]), [r["test_accuracy"] for r in by_epochs[e]], color=c, s=8)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({e for by_epochs in b.values() for e in by_epochs})
+    ax.set_xticks(ticks, [str(e) for e in ticks])
+    ax.set(xlabel="training budget (epochs, schedule decayed to its end)", ylabel="accuracy")
+    ax.set_title("accuracy against budget (dots: each seed's test accuracy)", fontsize=9)
+
+
+def _curves(ax: Any, b: dict[str, dict[int, list[dict[str, Any]]]]) -> None:
+    for v, by_epochs in b.items():
+        for i, e in enumerate(e for e in by_epochs if e > 1):
+            runs = by_epochs[e]
+            mean, low, high = _band([r["val_curve"] for r in runs])
+            x = list(range(1, len(mean) + 1))
+            c = COLORS.get(v, "tab:gray")
+            ax.plot(x, mean, STYLES[i % len(STYLES)], color=c, label=f"{v} E={e} (n={len(runs)})")
+            ax.fill_between(x, low, high, color=c, alpha=0.12)
+    ax.set(xlabel="epoch", ylabel="validation accuracy")
+    ax.set_title("validation curves per budget (band: min-max over seeds)", fontsize=9)
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> bool:
     """Write the plot to `path`; False (nothing written) when there is no finished run."""
-    if not records:
+    b = budgets(records)
+    if not b:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    group = groups(records)[0]
-    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
-    drawn = False
-    for v in VARIANTS:
-        runs = chosen_runs(group, v)
-        if not runs:
-            continue
-        drawn = True
-        mean, low, high = _band([r["val_curve"] for r in runs])
-        epochs = list(range(1, len(mean) + 1))
-        label = f"{v} (n={len(runs)}, lr {runs[0]['lr']:g})"
-        by_epoch.plot(epochs, mean, marker="o", color=COLORS[v], label=label)
-        by_epoch.fill_between(epochs, low, high, color=COLORS[v], alpha=0.2)
-        t_mean, _, _ = _band([r["epoch_train_s"] for r in runs])
-        by_time.plot(t_mean, mean, marker="o", color=COLORS[v], label=label)
-        by_time.fill_between(t_mean, low, high, color=COLORS[v], alpha=0.2)
-    if not drawn:
-        plt.close(fig)
-        return False
-    r0 = group[0]
-    fig.suptitle(
-        f"validation accuracy, preset {r0.get('preset')}, init {r0.get('attn_init')} (band: min-max over seeds)"
-    )
-    by_epoch.set(xlabel="epoch", ylabel="validation accuracy")
-    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_time.set(xlabel="training seconds (mean over seeds)", ylabel="validation accuracy")
-    for ax in (by_epoch, by_time):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    _against_budget(left, b)
+    _curves(right, b)
+    for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)

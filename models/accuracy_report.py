@@ -1,12 +1,13 @@
-"""Markdown summary of the seeded accuracy records: mean +- std, SHA - MHA, equal wall-clock, and
-under early stopping the epochs each variant took to converge.
+"""docs/accuracy.md from the records: the study against training budget (models.accuracy_budget),
+then the details of each group of equal terms (one budget each): mean ± std, SHA − MHA, equal
+wall-clock within the runs, and every learning rate tried.
 
-Every comparison stays inside one group of equal terms (models.accuracy.groups). Equal
-wall-clock is read off the per-epoch records: the faster model's mean training seconds
-set the budget T, and each run of the other model is scored by the best validation
-accuracy among the epochs it had finished by T (what stopping there would have kept).
-The learning-rate schedule of such a cut run had not decayed yet, so this slightly
-understates the slower model; it is a bound, not a retrained run.
+Every comparison stays inside one group of equal terms (contract.accuracy.groups). The
+within-run equal wall-clock is read off the per-epoch records: the faster model's mean training
+seconds set the budget T, and each run of the other model is scored by the best validation
+accuracy among the epochs it had finished by T (what stopping there would have kept). The
+learning-rate schedule of such a cut run had not decayed yet, so this understates the slower
+model; it is a bound, not a retrained run (the study's equal-time comparison uses whole runs).
 """
 
 from __future__ import annotations
@@ -14,15 +15,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from models.accuracy import BASELINE, TERMS, VARIANTS, chosen_runs, groups
-from models.stats import mean_std, welch_interval
-
-SLACK = 1.02  # an epoch finishing within 2% of T counts as finished by T (timing noise)
-
-
-def _pm(values: list[float]) -> str:
-    m, s = mean_std(values)
-    return f"{m:.4f} ± {s:.4f}" if len(values) > 1 else f"{m:.4f}"
+from contract.accuracy import BASELINE, TERMS, VARIANTS, chosen_runs, early_stopped, groups
+from contract.stats import welch_interval
+from models.accuracy_budget import SLACK, budget_section, pm
 
 
 def _present(group: list[dict[str, Any]]) -> list[str]:
@@ -40,8 +35,8 @@ def variant_table(group: list[dict[str, Any]]) -> list[str]:
         lr = runs[0]["lr"]
         div = sum(1 for r in group if r["variant"] == v and r["lr"] == lr and r.get("diverged"))
         lines.append(
-            f"| {v} | {len(runs)} | {lr:g} | {_pm([r['val_accuracy'] for r in runs])} | "
-            f"{_pm([r['test_accuracy'] for r in runs])} | "
+            f"| {v} | {len(runs)} | {lr:g} | {pm([r['val_accuracy'] for r in runs])} | "
+            f"{pm([r['test_accuracy'] for r in runs])} | "
             f"{_secs(statistics.fmean(r['epoch_train_s'][-1] for r in runs))} | {div} |"
         )
     return lines
@@ -106,43 +101,13 @@ def wall_clock_lines(group: list[dict[str, Any]]) -> list[str]:
                 else ""
             )
             parts.append(
-                f"{name} {_pm(accs) if accs else 'no epoch finished'} (epochs done: {epochs}{missing})"
+                f"{name} {pm(accs) if accs else 'no epoch finished'} (epochs done: {epochs}{missing})"
             )
         lines.append(
             f"- at {_secs(budget)} s ({faster}'s full run; {BASELINE if faster == v else v} "
             f"needs {_secs(max(times.values()))} s), validation accuracy: " + "; ".join(parts)
         )
     return lines
-
-
-def _per_epoch(runs: list[dict[str, Any]], key: str) -> float | None:
-    """Mean seconds per epoch over runs (cumulative per-epoch `key`), None where not recorded."""
-    per = [r[key][-1] / len(r[key]) for r in runs if r.get(key)]
-    return statistics.fmean(per) if per else None
-
-
-def convergence_lines(group: list[dict[str, Any]]) -> list[str]:
-    """Per variant under early stopping: the best (kept) epoch, how many runs stopped before the
-    cap, seconds per epoch and training seconds to the kept epoch."""
-    cap, patience = group[0].get("epochs"), group[0].get("patience")
-    lines = []
-    for v in _present(group):
-        runs = chosen_runs(group, v)
-        kept = [(r, int(r["best_epoch"])) for r in runs if r.get("best_epoch")]
-        if not kept:
-            continue
-        best = [b for _, b in kept]
-        stopped = sum(1 for r in runs if r.get("stopped_early"))
-        to_best = [r["epoch_train_s"][b - 1] for r, b in kept]
-        train_pe, wall_pe = _per_epoch(runs, "epoch_train_s"), _per_epoch(runs, "epoch_wall_s")
-        wall = f", {_secs(wall_pe)} s with validation" if wall_pe is not None else ""
-        mean, sd = mean_std([float(b) for b in best])
-        lines.append(
-            f"- {v}: best epoch {mean:.1f} ± {sd:.1f} ({'/'.join(map(str, best))}); stopped early "
-            f"{stopped}/{len(runs)} (the rest reached the {cap}-epoch cap); {_secs(train_pe or 0)} s per "
-            f"epoch training{wall}; {_secs(statistics.fmean(to_best))} s of training to the best epoch"
-        )
-    return [f"Epochs to convergence (patience {patience}, cap {cap}):", "", *lines, ""] if lines else []
 
 
 def lr_table(group: list[dict[str, Any]]) -> list[str]:
@@ -166,23 +131,18 @@ def lr_table(group: list[dict[str, Any]]) -> list[str]:
 
 def group_section(group: list[dict[str, Any]]) -> list[str]:
     r0 = group[0]
-    shown = [k for k in TERMS if k not in ("data_sha256", "recipe") and (k != "patience" or r0.get(k))]
+    shown = [k for k in TERMS if k not in ("data_sha256", "recipe", "patience")]
     terms = ", ".join(f"{k} {r0.get(k)}" for k in shown)
-    if r0.get("patience"):
-        terms = terms.replace(
-            f"epochs {r0.get('epochs')}", f"until converged (at most {r0.get('epochs')} epochs)"
-        )
     devices = sorted({f"{r.get('device')} ({r.get('cpu', '?')}, {r.get('threads')} threads)" for r in group})
     out = [
-        f"## {terms}",
+        f"### {terms}",
         "",
         f"data {str(r0.get('data_sha256'))[:12]}, {r0.get('recipe')}; {len(group)} runs on {', '.join(devices)}",
         "",
     ]
     out += variant_table(group) + [""]
-    out += convergence_lines(group) if r0.get("patience") else []
     out += ["Test accuracy, SHA − MHA:", "", *(difference_lines(group) or ["- (no MHA-Admin runs here)"]), ""]
-    out += ["Equal wall-clock (training seconds, validation excluded):", ""]
+    out += ["Equal wall-clock within the runs (training seconds, validation excluded):", ""]
     out += [*(wall_clock_lines(group) or ["- (no MHA-Admin runs here)"]), ""]
     diverged = [f"{r['variant']} lr {r['lr']:g} seed {r['seed']}" for r in group if r.get("diverged")]
     if diverged:
@@ -191,17 +151,24 @@ def group_section(group: list[dict[str, Any]]) -> list[str]:
     return out + (["Validation accuracy per learning rate:", "", *lrs, ""] if lrs else [])
 
 
-def summary_markdown(records: list[dict[str, Any]]) -> str:
-    """The whole summary: one section per group of equal terms, the largest first."""
+def summary_markdown(records: list[dict[str, Any]], plot: str | None = None) -> str:
+    """The whole summary: the study against budget, then one section per group of equal terms
+    (largest first; early-stopped groups appear only as the study's evidence list)."""
     out = [
-        "# MHA vs SHA accuracy (seeded)",
+        "# MHA vs SHA accuracy against training budget (seeded)",
         "",
-        "Generated by `scripts/ablation.py` from `accuracy.json`; mean ± sample std over seeds, "
-        "each variant at its chosen learning rate (the one with the most seeds).",
+        "Generated by `python -m models.ablation` (`--summary-only` rewrites it) from `accuracy.json`; "
+        "mean ± sample std over seeds, each variant at its chosen learning rate (the one with the "
+        "most seeds).",
         "",
     ]
     if not records:
         return "\n".join([*out, "No records yet.", ""])
+    out += budget_section(records)
+    if plot:
+        out += [f"![Accuracy against budget and validation curves]({plot})", ""]
+    out += ["## Details per group of equal terms", ""]
     for g in groups(records):
-        out += group_section(g)
+        if not early_stopped(g[0]):
+            out += group_section(g)
     return "\n".join(out)

@@ -18,11 +18,8 @@ class TrainSettings(BaseSettings):
     arch: Arch = "mha"
     preset: Literal["tiny", "small", "base"] = "small"
     norm: Norm = "admin"
-    epochs: int = Field(default=2, ge=1, le=100, description="epochs to train (the cap, with --patience)")
-    patience: int | None = Field(
-        default=None,
-        ge=1,
-        description="early stopping: stop once validation accuracy has not improved for this many epochs",
+    epochs: int = Field(
+        default=2, ge=1, le=100, description="epochs to train; the learning rate decays to 0 at the last"
     )
     max_steps: int | None = Field(
         default=None, ge=1, description="stop after this many steps (tests, smoke runs)"

@@ -1,11 +1,13 @@
 """Train an MHA or SHA encoder on WordNet supersenses.
 
-    python -m models.train --arch sha --preset small --norm admin [--epochs 16 --patience 2]
+    python -m models.train --arch sha --preset small --norm admin [--epochs 8]
 
-With --patience, training stops once validation accuracy has not improved for that many
-epochs (--epochs is then the cap; the learning-rate schedule still spans the cap). Writes runs/<arch>-<preset>-<norm>/ (see models.checkpoint) after every epoch, so an
-interrupted run keeps its last complete epoch; the final folder holds the weights of the
-epoch with the best validation accuracy and their test accuracy.
+Every epoch runs: the learning rate warms up, then decays linearly to zero at the last step, so
+a run's --epochs is its training budget and its model is annealed (early stopping is left out on
+purpose: a run cut short by it keeps a rate that never decayed). Writes
+runs/<arch>-<preset>-<norm>/ (see models.checkpoint) after every epoch, so an interrupted run
+keeps its last complete epoch; the final folder holds the weights of the epoch with the best
+validation accuracy and their test accuracy.
 """
 
 from __future__ import annotations
@@ -187,18 +189,12 @@ class Fit:
     steps: int
     tokens: int
     epoch_wall_s: list[float] = field(default_factory=list)  # cumulative, validation and saving included
-    stopped_early: bool = False  # validation accuracy stopped improving before the epoch cap
-
-    def patience_spent(self, patience: int | None) -> bool:
-        """Early stopping: `patience` epochs in a row since the best one, none of them better."""
-        return patience is not None and len(self.val_curve) - self.best_epoch >= patience
 
 
 def fit(
     model: Encoder, data: Prepared, s: TrainSettings, device: torch.device, total_steps: int, run_dir: Path
 ) -> Fit:
-    """Train for `total_steps` (or until `s.patience` epochs pass without a better validation
-    accuracy), validating (and saving the best weights) after each epoch.
+    """Train for `total_steps`, validating (and saving the best weights) after each epoch.
 
     Validation and checkpoint writes are left out of `epoch_train_s`, so equal-wall-clock
     comparisons between models measure training alone; `epoch_wall_s` includes them.
@@ -228,10 +224,6 @@ def fit(
             _validate(model, data, device, out, run_dir)
             out.epoch_wall_s.append(round(time.perf_counter() - start, 3))
             if state["step"] >= total_steps:
-                break
-            if out.patience_spent(s.patience):
-                out.stopped_early = True
-                console.print(f"stopping early: no better validation accuracy for {s.patience} epochs")
                 break
     out.steps, out.tokens = int(state["step"]), int(state["tokens"])
     return out
@@ -357,9 +349,7 @@ def _fit_facts(result: Fit, s: TrainSettings, test_acc: float, train_time: float
         "test_accuracy": test_acc,
         "best_epoch": result.best_epoch,
         "epochs": s.epochs,
-        "patience": s.patience,
         "epochs_run": len(result.val_curve),
-        "stopped_early": result.stopped_early,
         "steps": result.steps,
         "val_curve": result.val_curve,
         "epoch_train_s": result.epoch_train_s,

@@ -1,4 +1,4 @@
-"""Accuracy records: equal-terms grouping, chosen rate, SHA - MHA, equal wall-clock, safe appends."""
+"""Accuracy records: equal-terms grouping, chosen rate, budgets and the claim, SHA - MHA, equal time, safe appends."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from models.accuracy import (
+from contract.accuracy import (
     RecordsError,
     append_record,
     best_lr,
+    budgets,
+    chosen_budget,
     chosen_runs,
     groups,
     load_records,
+    study_claim,
     terms_of,
 )
+from models.accuracy_budget import claim_sentence, curve_lines, epoch_seconds, wall_clock_by_budget
 from models.accuracy_report import best_by, summary_markdown, wall_clock_lines
 
 TERMS = {
@@ -112,64 +116,103 @@ def test_equal_wall_clock_scores_the_slower_model_on_the_epochs_it_finished() ->
     assert "sha-admin 0.5850 ± 0.0919 (epochs done: 2/1)" in line
 
 
-def test_convergence_group_reports_epochs_to_convergence_and_the_interval() -> None:
-    """Early-stopped runs (cap 6, patience 2) group apart from fixed-epoch runs and report the
-    kept epoch, early stops, seconds per epoch and the Welch interval at convergence."""
-    conv = dict(epochs=6, patience=2)
-    mha = [
+def _budget_runs(
+    variant: str, epochs: int, vals: list[float], tests: list[float], epoch_s: float
+) -> list[dict]:
+    """Fixed-budget runs of one variant: seed i has validation vals[i] (its curve ends there)."""
+    return [
         rec(
-            "mha-admin",
+            variant,
             seed,
             test,
-            curve=(0.6, 0.7, top, top - 0.01, top - 0.02),
-            secs=(10, 20, 30, 40, 50),
-            best_epoch=3,
-            stopped_early=True,
-            epoch_wall_s=[11, 22, 33, 44, 55],
-            **conv,
+            lr=2e-3,
+            curve=[val - 0.01 * (epochs - i) for i in range(1, epochs + 1)],
+            secs=[epoch_s * i for i in range(1, epochs + 1)],
+            epochs=epochs,
         )
-        for seed, test, top in ((1, 0.80, 0.72), (2, 0.81, 0.73))
+        for seed, (val, test) in enumerate(zip(vals, tests, strict=True), start=1)
     ]
-    curve6 = (0.5, 0.6, 0.65, 0.7, 0.72, 0.74)
-    sha = [
-        rec(
-            "sha-admin",
-            s,
-            t,
-            curve=curve6,
-            secs=(20, 40, 60, 80, 100, 120),
-            best_epoch=6,
-            stopped_early=False,
-            **conv,
-        )
-        for s, t in ((1, 0.79), (2, 0.795))
+
+
+def _study() -> list[dict]:
+    """MHA peaks at 4 epochs (falls at 8); SHA still rises to 8, but its 8 has only 2 seeds."""
+    return [
+        *_budget_runs("mha-admin", 4, [0.80, 0.81, 0.80], [0.79, 0.80, 0.79], 10),
+        *_budget_runs("mha-admin", 8, [0.79, 0.79, 0.795], [0.78, 0.785, 0.78], 10),
+        *_budget_runs("sha-admin", 4, [0.79, 0.80, 0.795], [0.785, 0.79, 0.78], 20),
+        *_budget_runs("sha-admin", 8, [0.82, 0.83], [0.81, 0.82], 20),
+        {**rec("mha-admin", 1, 0.77, lr=2e-3, epochs=16), "patience": 2, "best_epoch": 5},
     ]
-    fixed = [rec("mha-admin", 1, 0.7), rec("mha-admin", 2, 0.7)]  # no patience: an older group
-    records = fixed + mha + sha
-    gs = groups(records)
-    assert sorted(len(g) for g in gs) == [2, 4]
-    md = summary_markdown(records)
-    assert "## preset small, until converged (at most 6 epochs), patience 2, attn_init combined" in md
-    assert "## preset small, epochs 3, attn_init combined" in md  # the older group, no patience shown
-    assert "Epochs to convergence (patience 2, cap 6):" in md
+
+
+def _shift_sha(by: float) -> list[dict]:
+    return [
+        {**r, "test_accuracy": r["test_accuracy"] + by} if r["variant"] == "sha-admin" else r
+        for r in _study()
+    ]
+
+
+def test_budgets_choose_by_validation_among_budgets_with_enough_seeds() -> None:
+    b = budgets(_study())
+    assert {v: {e: len(rs) for e, rs in d.items()} for v, d in b.items()} == {
+        "mha-admin": {4: 3, 8: 3},
+        "sha-admin": {4: 3, 8: 2},
+    }  # the early-stopped run is no budget of the study
+    assert chosen_budget(b["mha-admin"]) == 4
+    assert chosen_budget(b["sha-admin"]) == 4  # 8 has the better validation but only 2 seeds
+    claim = study_claim(_study())
+    assert claim is not None and (claim.mha.epochs, claim.sha.epochs) == (4, 4)
+    assert claim.words() == ("SHA − MHA -0.83 points, 95% interval [-2.07, +0.40]")
+
+
+def test_the_report_says_where_each_curve_stops_and_judges_the_claim() -> None:
+    mha, sha = curve_lines(budgets(_study()))
+    assert "stops rising at 4 epochs and falls after it (-1.17 points at 8); chosen budget 4 epochs" in mha
+    assert "still rising at 8 epochs, the longest budget run; chosen budget 4 epochs" in sha
+    sentence = claim_sentence(_study())
+    assert sentence.startswith("At this scale the paper's claim holds in its weaker form")
+    assert "(mha-admin 4 epochs, sha-admin 4 epochs; 3 and 3 seeds)" in sentence
     assert (
-        "- mha-admin: best epoch 3.0 ± 0.0 (3/3); stopped early 2/2 (the rest reached the 6-epoch cap); "
-        "10.0 s per epoch training, 11.0 s with validation; 30.0 s of training to the best epoch"
-    ) in md
-    assert (
-        "- sha-admin: best epoch 6.0 ± 0.0 (6/6); stopped early 0/2" in md
-        and "20.0 s per epoch training;" in md
+        "fewer than 3 seeds so far: 8 epochs (mha-admin 3, sha-admin 2), 16 epochs (mha-admin 0, sha-admin 0)"
+        in sentence
     )
-    assert "sha-admin − mha-admin: -1.25 points, 95% interval [" in md
-    # equal wall-clock: mha's 50 s runs against sha's epochs finished by then (2 of 6)
-    assert "at 50.0 s (mha-admin's full run; sha-admin needs 120 s)" in md and "(epochs done: 2/2)" in md
+    assert "does not hold: the deep single-head model is behind" in claim_sentence(_shift_sha(-0.05))
+    assert "holds: the deep single-head model beats" in claim_sentence(_shift_sha(+0.05))
+    assert claim_sentence(_study()[:3]).startswith("Not judged yet")
+
+
+def test_equal_training_time_pits_each_budget_against_the_best_mha_budget_that_fits() -> None:
+    """SHA's epochs take 20 s, MHA's 10 s: SHA's 8 epochs (160 s) fit MHA's 4 and 8 (40, 80 s),
+    and MHA's validation picks 4 among them."""
+    four, eight = wall_clock_by_budget(budgets(_study()))
+    assert four.startswith(
+        "- sha-admin at 4 epochs (~80 s of training): mha-admin's best budget within that time is 4 epochs (~40 s)"
+    )
+    assert "at 8 epochs (~160 s" in eight and "within that time is 4 epochs" in eight
+
+
+def test_epoch_seconds_is_the_least_loaded_runs_median_epoch() -> None:
+    quiet = rec("mha-admin", 1, 0.8, secs=(10, 21, 30))
+    loaded = rec("mha-admin", 2, 0.8, secs=(50, 70, 90))  # a neighbour slowed every epoch
+    assert epoch_seconds([quiet, loaded]) == 10
+
+
+def test_early_stopped_runs_are_shown_as_evidence_not_as_a_group() -> None:
+    md = summary_markdown(_study(), "accuracy.png")
+    assert "## Early-stopped runs (evidence only, not converged)" in md
+    assert (
+        "- mha-admin lr 0.002 seed 1: early stopping with patience 2 under a schedule spanning 16 epochs"
+        in md
+    )
+    assert "epochs 16" not in md  # no group section of its own
+    assert "![Accuracy against budget and validation curves](accuracy.png)" in md
 
 
 def test_the_committed_records_still_summarise() -> None:
     records = load_records(Path(__file__).resolve().parents[1] / "docs" / "accuracy.json")
     md = summary_markdown(records)
-    assert "patience" not in md and "Epochs to convergence" not in md
-    assert "## preset small, epochs 4, attn_init combined" in md and "sha-admin − mha-admin:" in md
+    assert "## The claim" in md and "## Test accuracy against training budget" in md
+    assert "### preset small, epochs 4, attn_init combined" in md and "sha-admin − mha-admin:" in md
 
 
 def _append_many(path: str, worker: int) -> None:

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from models.stats import betainc, mean_std, t_cdf, t_ppf, welch_interval
+from contract.stats import betainc, mean_std, t_cdf, t_ppf, welch_interval
 
 
 @pytest.mark.parametrize(

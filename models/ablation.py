@@ -1,35 +1,29 @@
 """Seeded MHA vs SHA comparison: learning-rate sweep, N seeds per variant, summary and plot.
 
-    python scripts/ablation.py --seeds 3 --lrs 5e-4,1e-3,2e-3 --epochs 4 [--variants mha-admin,sha-admin]
-    python scripts/ablation.py --seeds 5 --lrs 2e-3 --until-converged --patience 2 --max-epochs 16
+    python -m models.ablation --seeds 5 --lrs 5e-4,1e-3,2e-3,4e-3 --epochs 8 [--variants mha-admin,sha-admin]
+    python -m models.ablation --summary-only
 
 For each variant (mha-admin, sha-admin, sha-pre, sha-post) a short sweep trains one seed per
 learning rate (--sweep-epochs), picks the rate with the best validation accuracy, then trains
 --seeds seeds at that rate for --epochs. Every finished run is appended at once (atomically,
 under a lock) to --out (default docs/accuracy.json), so an interrupted ablation resumes where
-it stopped: a run already in the records is never retrained. The summary (mean ± std, SHA −
-MHA with a Welch 95% interval, equal-wall-clock comparison) is printed and written beside the
-records as .md, with a .png of validation accuracy per epoch. All seeds share one data split.
-
---until-converged trains each seed with early stopping instead of a fixed --epochs: it stops
-once validation accuracy has not improved for --patience epochs (at most --max-epochs) and
-keeps the best epoch; records then carry the epochs to convergence and per-epoch wall clock.
+it stopped: a run already in the records is never retrained. Every run's learning-rate schedule
+decays to zero at its last epoch, so runs of different --epochs are different training budgets,
+each annealed; the summary (models.accuracy_report: accuracy against budget, each architecture's
+budget chosen by validation accuracy, SHA − MHA with a Welch 95% interval, equal training time)
+is printed and written beside the records as .md, with a .png. All seeds share one data split.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: E402
-
-from contract import atomic  # noqa: E402
-from contract.cli import OneLineArgumentParser, fail, settings_from, settings_parser, validation_message  # noqa: E402
-from models.accuracy import (  # noqa: E402
+from contract import atomic
+from contract.accuracy import (
     VARIANTS,
     RecordsError,
     append_record,
@@ -41,10 +35,11 @@ from models.accuracy import (  # noqa: E402
     run_key,
     terms_of,
 )
-from models.accuracy_report import summary_markdown  # noqa: E402
-from models.config import PRESETS  # noqa: E402
-from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split  # noqa: E402
-from models.settings import TrainSettings  # noqa: E402
+from contract.cli import OneLineArgumentParser, fail, settings_from, settings_parser, validation_message
+from models.accuracy_report import summary_markdown
+from models.config import PRESETS
+from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split
+from models.settings import TrainSettings
 
 
 class AblationSettings(BaseModel):
@@ -58,12 +53,6 @@ class AblationSettings(BaseModel):
     lrs: str = Field(default="1e-3", description="comma list of learning rates to sweep")
     epochs: int = Field(default=4, description="epochs of each seed run")
     sweep_epochs: int = Field(default=1, description="epochs of each sweep run")
-    until_converged: bool = Field(
-        default=False,
-        description="seed runs stop early when validation accuracy stops improving (instead of --epochs)",
-    )
-    patience: int = Field(default=2, description="with --until-converged: epochs without a better one")
-    max_epochs: int = Field(default=16, description="with --until-converged: the epoch cap")
     preset: str = Field(default="small", description="model size")
     attn_init: str = Field(default="combined", description="combined or per_head")
     batch_size: int = Field(default=64, description="training batch size")
@@ -81,7 +70,7 @@ class AblationSettings(BaseModel):
 
 
 def build_parser() -> OneLineArgumentParser:
-    return settings_parser(AblationSettings, "ablation.py", __doc__.split("\n\n")[0])
+    return settings_parser(AblationSettings, "python -m models.ablation", __doc__.split("\n\n")[0])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,11 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--lrs: not a comma list of numbers: {a.lrs!r}")
     if not a.lr_list or not all(0 < lr < 1 for lr in a.lr_list):
         p.error(f"--lrs: every rate must be in (0, 1), got {a.lrs!r}")
-    for flag in ("seeds", "epochs", "sweep_epochs", "patience", "max_epochs"):
+    for flag in ("seeds", "epochs", "sweep_epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')}: must be at least 1")
-    # seed runs: a fixed number of epochs, or up to the cap with early stopping
-    a.seed_epochs, a.seed_patience = (a.max_epochs, a.patience) if a.until_converged else (a.epochs, None)
     if a.out.suffix != ".json":
         p.error(f"--out: the records file must end in .json, got {a.out}")
     return a
@@ -112,27 +99,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 RUN_FLAGS = ("preset", "batch_size", "attn_init", "dropout", "max_len", "device", "threads", "wordnet_dir")
 
 
-def settings_for(
-    a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int, patience: int | None = None
-) -> TrainSettings:
+def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
     arch, norm = VARIANTS[variant]
-    stop = f"-p{patience}" if patience else ""
-    name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}{stop}-lr{lr:g}-s{seed}"
+    name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
     same = {k: getattr(a, k) for k in RUN_FLAGS}
-    run = {"epochs": epochs, "patience": patience, "lr": lr, "seed": seed}
+    run = {"epochs": epochs, "lr": lr, "seed": seed}
     return TrainSettings(arch=arch, norm=norm, out=a.runs, name=name, **run, **same)
 
 
-def terms(
-    a: argparse.Namespace, epochs: int, data_sha256: str, patience: int | None = None
-) -> dict[str, Any]:
-    """The equal-terms fields of a run (models.accuracy.TERMS), known before it trains."""
+def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
+    """The equal-terms fields of a run (contract.accuracy.TERMS), known before it trains.
+
+    `patience` stays None: the ablation no longer stops early, and its key must equal the one
+    the records of earlier fixed-epoch runs carry, so they are never retrained.
+    """
     max_len = a.max_len or PRESETS[a.preset].max_len
     settings = settings_for(a, next(iter(VARIANTS)), 1e-3, a.seed_base, epochs).model_dump()
     return {
         "preset": a.preset,
         "epochs": epochs,
-        "patience": patience,
+        "patience": None,
         "attn_init": a.attn_init,
         "batch_size": a.batch_size,
         "max_len": max_len,
@@ -164,18 +150,15 @@ class Runner:
         self.done = {run_key(r) for r in self.records}
         self.planned: list[str] = []
 
-    def ensure(
-        self, variant: str, lr: float, seed: int, epochs: int, phase: str, patience: int | None = None
-    ) -> None:
-        t = terms(self.a, epochs, self.data_sha256, patience)
+    def ensure(self, variant: str, lr: float, seed: int, epochs: int, phase: str) -> None:
+        t = terms(self.a, epochs, self.data_sha256)
         key = run_key({"variant": variant, "lr": lr, "seed": seed, **t})
         if key in self.done:
             return
-        s = settings_for(self.a, variant, lr, seed, epochs, patience)
+        s = settings_for(self.a, variant, lr, seed, epochs)
         if self.a.dry_run:
-            until = f" (early stopping, patience {patience})" if patience else ""
             self.planned.append(
-                f"{phase}: {variant} lr {lr:g} seed {seed} epochs {epochs}{until} -> {s.out / s.name}"
+                f"{phase}: {variant} lr {lr:g} seed {seed} epochs {epochs} -> {s.out / s.name}"
             )
             self.done.add(key)
             return
@@ -206,9 +189,7 @@ def run_plan(a: argparse.Namespace, runner: Runner) -> None:
             for lr in a.lr_list:
                 runner.ensure(v, lr, seeds[0], a.sweep_epochs, "sweep")
             if len(runner.planned) > pending:  # a dry run whose sweep is not done yet
-                runner.planned.append(
-                    f"seeds: {v} seeds {seeds} epochs {a.seed_epochs} at the best swept rate"
-                )
+                runner.planned.append(f"seeds: {v} seeds {seeds} epochs {a.epochs} at the best swept rate")
                 continue
             sweep_terms = terms_of(terms(a, a.sweep_epochs, runner.data_sha256))
             chosen[v] = best_lr(runner.records, v, a.lr_list, sweep_terms, seeds[0])
@@ -217,20 +198,18 @@ def run_plan(a: argparse.Namespace, runner: Runner) -> None:
             chosen[v] = a.lr_list[0]
     for seed in seeds:
         for v, lr in chosen.items():
-            runner.ensure(v, lr, seed, a.seed_epochs, "seed", a.seed_patience)
+            runner.ensure(v, lr, seed, a.epochs, "seed")
 
 
 def write_summary(out: Path) -> str:
-    """Summary Markdown beside the records (and the plot when matplotlib is installed)."""
+    """Summary Markdown beside the records, linking the plot drawn beside it (matplotlib is a
+    dependency of the project's [all] extra, which training needs anyway)."""
+    from models.accuracy_plot import plot_curves
+
     records = load_records(out)
-    md = summary_markdown(records)
+    png = out.with_suffix(".png")
+    md = summary_markdown(records, png.name if plot_curves(records, png) else None)
     atomic.write_text(out.with_suffix(".md"), md)
-    try:
-        from models.accuracy_plot import plot_curves
-    except ImportError:  # pragma: no cover - matplotlib ships with the project's [all] extra
-        return md
-    if plot_curves(records, out.with_suffix(".png")):
-        md += f"\nplot: {out.with_suffix('.png')}\n"
     return md
 
 
@@ -238,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     try:
         for v in a.variant_list:  # every variant's settings checked before hours of training start
-            settings_for(a, v, a.lr_list[0], a.seed_base, a.seed_epochs, a.seed_patience)
+            settings_for(a, v, a.lr_list[0], a.seed_base, a.epochs)
         if not a.summary_only:
             data_sha256 = data_fingerprint(
                 split(load_wordnet(a.wordnet_dir), seed=TrainSettings().split_seed)

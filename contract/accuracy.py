@@ -1,10 +1,19 @@
-"""Seeded accuracy records (docs/accuracy.json): one object per training run, and their summary.
+"""Seeded accuracy records (docs/accuracy.json): one object per training run, and the study they form.
+
+The ablation (models.ablation) writes the records; its report (models.accuracy_report) and the
+load report's which-model answer (loadtest.report) read them, so the format lives here, torch-free.
 
 A record is only compared with records trained on equal terms: same data (the split's
-sha256), preset, epochs (the cap under early stopping), patience, attention init, batch size,
-max length, dropout and recipe. Those fields form a record's `terms`; the summary works group
-by group. Within a group each variant's learning rate is the one with the most seeds (the rate
-the ablation picked), so sweep runs at other rates never mix into the seeded mean.
+sha256), preset, epochs, patience, attention init, batch size, max length, dropout and recipe.
+Those fields form a record's `terms`; the summary works group by group. Within a group each
+variant's learning rate is the one with the most seeds (the rate the ablation picked), so sweep
+runs at other rates never mix into the seeded mean.
+
+Every run trains all its epochs with the learning rate decaying to zero at the last one, so
+`epochs` is a training budget E. Runs of one study differ only in E (`budgets`); a user would
+pick each architecture's budget by validation accuracy (`chosen_budget`), and the paper's claim
+is judged there (`study_claim`). Records with `patience` set come from an earlier early-stopping
+mode whose schedule spanned the epoch cap: kept as evidence, never part of the study.
 """
 
 from __future__ import annotations
@@ -13,11 +22,14 @@ import contextlib
 import fcntl
 import json
 import os
+import statistics
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contract import atomic
+from contract.stats import Interval, mean_std, welch_interval
 
 VARIANTS: dict[str, tuple[str, str]] = {
     "mha-admin": ("mha", "admin"),
@@ -26,8 +38,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "sha-post": ("sha", "post"),
 }
 BASELINE = "mha-admin"
-# epochs is the cap when patience is set (early stopping); records from before early stopping
-# existed have no patience field and group as patience None (every epoch trained)
+# patience: set only on records of the retired early-stopping mode (epochs was then its cap);
+# fixed-budget records have none or null, and must keep that so their run keys stay the same
 TERMS = (
     "preset",
     "epochs",
@@ -122,9 +134,7 @@ def record_from_metrics(variant: str, lr: float, seed: int, phase: str, m: dict[
         "epoch_train_s": m["epoch_train_s"],
         "epoch_wall_s": m["epoch_wall_s"],
         "best_epoch": m["best_epoch"],
-        "patience": m["patience"],
         "epochs_run": m["epochs_run"],
-        "stopped_early": m["stopped_early"],
         "train_seconds": m["train_time_s"],
         "attn_init": m["attn_init"],
         "preset": m["preset"],
@@ -193,3 +203,110 @@ def best_lr(records: list[dict[str, Any]], variant: str, lrs: list[float], terms
                 score[r["lr"]], r["val_accuracy"] if r.get("val_accuracy") is not None else -1
             )
     return max(lrs, key=lambda lr: score[lr])
+
+
+# --- the study: accuracy against training budget ------------------------------------------------
+
+MIN_SEEDS = 3  # a budget with fewer seeds of a variant is shown, but never chosen
+CLAIM_VARIANT = "sha-admin"  # the paper's claim: deep single-head with Admin vs shallow multi-head
+
+
+def early_stopped(record: dict[str, Any]) -> bool:
+    """A record of the retired early-stopping mode (its schedule had not decayed when it stopped)."""
+    return bool(record.get("patience"))
+
+
+def _study_terms(record: dict[str, Any]) -> tuple:
+    return tuple(record.get(k) for k in TERMS if k not in ("epochs", "patience"))
+
+
+def budgets(records: list[dict[str, Any]]) -> dict[str, dict[int, list[dict[str, Any]]]]:
+    """Per variant, per budget E (epochs): its finished runs at the rate chosen at that budget.
+
+    From the largest study: fixed-budget records on equal terms except for epochs (the one with
+    the most finished runs when records from several setups are present).
+    """
+    studies: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        if not early_stopped(r):
+            studies.setdefault(_study_terms(r), []).append(r)
+    if not studies:
+        return {}
+    study = max(studies.values(), key=lambda rs: sum(r.get("val_accuracy") is not None for r in rs))
+    by_epochs: dict[int, list[dict[str, Any]]] = {}
+    for r in study:
+        by_epochs.setdefault(int(r["epochs"]), []).append(r)
+    out: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for v in VARIANTS:
+        for e in sorted(by_epochs):
+            runs = chosen_runs(by_epochs[e], v)
+            if runs:
+                out.setdefault(v, {})[e] = runs
+    return out
+
+
+def mean_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.fmean(float(r[key]) for r in runs)
+
+
+def chosen_budget(by_epochs: dict[int, list[dict[str, Any]]]) -> int | None:
+    """The budget a user would pick: the best mean validation accuracy among budgets with at
+    least MIN_SEEDS seeds (None while no budget has that many)."""
+    ready = {e: runs for e, runs in by_epochs.items() if len(runs) >= MIN_SEEDS}
+    return max(ready, key=lambda e: mean_of(ready[e], "val_accuracy")) if ready else None
+
+
+@dataclass(frozen=True)
+class Side:
+    """One variant at its chosen budget: the runs, and their test accuracy's mean and std."""
+
+    variant: str
+    epochs: int
+    runs: list[dict[str, Any]]
+
+    @property
+    def test(self) -> list[float]:
+        return [float(r["test_accuracy"]) for r in self.runs]
+
+    def words(self) -> str:
+        """'0.7978 ± 0.0023 (4 epochs, 5 seeds)'"""
+        m, sd = mean_std(self.test)
+        return f"{m:.4f} ± {sd:.4f} ({self.epochs} epochs, {len(self.runs)} seeds)"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """SHA − MHA test accuracy with each at its chosen budget (Welch 95% interval)."""
+
+    mha: Side
+    sha: Side
+    interval: Interval | None
+
+    @property
+    def diff(self) -> float:
+        return statistics.fmean(self.sha.test) - statistics.fmean(self.mha.test)
+
+    def words(self) -> str:
+        """'SHA − MHA -0.30 points, 95% interval [-0.78, +0.18]'"""
+        iv = self.interval
+        tail = f", 95% interval [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]" if iv else " (no interval)"
+        return f"SHA − MHA {100 * self.diff:+.2f} points{tail}"
+
+
+def chosen_sides(records: list[dict[str, Any]]) -> dict[str, Side]:
+    """Every variant that has a chosen budget, at that budget."""
+    out = {}
+    for v, by_epochs in budgets(records).items():
+        e = chosen_budget(by_epochs)
+        if e is not None:
+            out[v] = Side(v, e, by_epochs[e])
+    return out
+
+
+def study_claim(records: list[dict[str, Any]], variant: str = CLAIM_VARIANT) -> Claim | None:
+    """`variant` against MHA-Admin, each at its own chosen budget (None until both have one)."""
+    sides = chosen_sides(records)
+    if BASELINE not in sides or variant not in sides:
+        return None
+    mha, sha = sides[BASELINE], sides[variant]
+    return Claim(mha, sha, welch_interval(mha.test, sha.test))
