@@ -78,7 +78,7 @@ gpu-report: venv
 	$(PY) scripts/gpu_report.py
 
 demo: install
-	$(PY) scripts/demo.py --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)
+	$(PY) -m demo --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)
 
 clean:
 	rm -rf $(RUNS) $(REPO) $(PAPER_REPO) $(RESULTS) .pytest_cache .ruff_cache

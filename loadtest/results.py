@@ -1,10 +1,14 @@
 """The load tester's result files, written atomically after every point or search, and read back
-by the report: one `Row` (a dict of column name to value) per measurement.
+by the report: one typed row per measurement (`SweepRow`, `CapacityRow`), whose fields are the
+files' columns, with the unit in the name (`_ms`, `_s`, `_rps`, `_per_s`; `rate` and
+`achieved_rate` are requests per second).
 
-results.json  = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [rows]}
-results.csv   = the sweep's rows, columns in `COLUMNS` order.
-capacity.json = {"meta": ..., "rows": [one per model and shape], "ratios": [...], "probes": [...]}
-capacity.csv  = the capacity rows, columns in `CAPACITY_COLUMNS` order.
+results.json  = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [SweepRow]}
+results.csv   = the sweep's rows, columns in `SweepRow.columns()` order.
+capacity.json = {"meta": ..., "rows": [CapacityRow], "ratios": [CapacityRatio], "probes": [ProbeRow]}
+capacity.csv  = the capacity rows, columns in `CapacityRow.columns()` order.
+
+Files written before a column existed still read: a missing column is None.
 """
 
 from __future__ import annotations
@@ -15,77 +19,177 @@ import io
 import json
 import os
 import platform
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.atomic import write_json, write_text
+from contract.cli import validation_message
 from service.runtime import nvml
 
-# one measurement: a sweep point or a capacity search, column name -> value
-Row = dict[str, Any]
 
-# which model, and the request shape: the first columns of the sweep's and the capacity search's rows
-SHAPE_COLUMNS = ["model", "arch", "layers", "heads", "batch", "seq"]
-COLUMNS = [
-    "mode",
-    "load",
-    *SHAPE_COLUMNS,
-    "concurrency",
-    "rate",
-    "provider",
-    "variant",
-    "requests",
-    "errors",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "mean_ms",
-    "min_ms",
-    "max_ms",
-    "rps",
-    "tokens_per_s",
-    "window_s",
-    "late_sends",
-    "max_lag_ms",
-    "achieved_rate",
-    "server_queue_ms",
-    "server_compute_ms",
-    "server_batches",
-    "server_rows_per_batch",
-    "server_rejected",
-    "client_procs",
-    "client_cpu_us_per_req",
-    "client_cpu_cores",
-    "error_kinds",
-    "note",
-]
+class ResultRow(BaseModel):
+    """A row of a result file. Unknown columns (from a newer writer) are ignored; CSV's empty cells
+    read as None and its numbers are parsed by the field types."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    LEAD: ClassVar[tuple[str, ...]] = ()  # columns written before the shape's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_none(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: (None if v == "" else v) for k, v in data.items()}
+        return data
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The file's column order: the lead columns, then the rest in field order."""
+        return [*cls.LEAD, *(f for f in cls.model_fields if f not in cls.LEAD)]
+
+    @classmethod
+    def of(cls, row: Self | Mapping[str, Any]) -> Self:
+        """A row as given, or one validated from a mapping of column -> value."""
+        return row if isinstance(row, cls) else cls.model_validate(row)
+
+
+class ShapeRow(ResultRow):
+    """Which model, and the request shape: the first columns of a sweep point and a capacity search."""
+
+    model: str
+    arch: str
+    layers: int
+    heads: int
+    batch: int
+    seq: int
+
+
+class SweepRow(ShapeRow):
+    """One sweep point: in-process timing, or HTTP load at one concurrency or rate."""
+
+    LEAD = ("mode", "load")
+
+    mode: Literal["inproc", "http"]
+    load: Literal["inproc", "closed", "open"]
+    concurrency: int = 1
+    rate: float | None = None  # offered requests/s of an open loop
+    provider: str | None = None
+    variant: str | None = None
+    requests: int = 0  # answered (in-process: timed runs)
+    errors: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    rps: float | None = None
+    tokens_per_s: float | None = None
+    window_s: float | None = None
+    late_sends: int | None = None
+    max_lag_ms: float | None = None
+    achieved_rate: float | None = None  # requests/s actually sent by an open loop
+    server_queue_ms: float | None = None
+    server_compute_ms: float | None = None
+    server_batches: int | None = None
+    server_rows_per_batch: float | None = None
+    server_rejected: int | None = None
+    client_procs: int | None = None
+    client_cpu_us_per_req: float | None = None
+    client_cpu_cores: float | None = None
+    error_kinds: dict[str, int] | None = None
+    note: str | None = None
+
+    @field_validator("error_kinds", mode="before")
+    @classmethod
+    def _kinds_from_csv(cls, v: Any) -> Any:
+        """CSV holds "ConnectError=3;ReadTimeout=1"."""
+        if isinstance(v, str):
+            return dict(kv.split("=", 1) for kv in v.split(";") if kv)
+        return v
+
+
+class CapacityRow(ShapeRow):
+    """One capacity search: the highest open-loop rate whose p99 met the SLO, for one model and shape."""
+
+    slo_p99_ms: float
+    max_error_rate: float
+    capacity_rps: float
+    capacity_rows_per_s: float
+    goodput_rps: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    error_rate: float | None = None
+    p50_c1_ms: float | None = None  # lone requests (closed loop, concurrency 1)
+    closed_c8_rps: float | None = None  # closed loop at concurrency 8, where the search starts
+    probes: int = 0
+    failed_above_rps: float | None = None  # lowest failing rate (None: every probe passed)
+    status: str = ""
+    provider: str | None = None
+    variant: str | None = None
+    client_cpu_us_per_req: float | None = None
+    accuracy: float | None = None  # test accuracy from the model's manifest
+
+
+class CapacityRatio(BaseModel):
+    """SHA capacity over MHA capacity at one shape."""
+
+    batch: int
+    seq: int
+    mha: str
+    sha: str
+    mha_rps: float
+    sha_rps: float
+    sha_over_mha: float | None
+
+
+class ProbeRow(BaseModel):
+    """One probe of a capacity search (`capacity.search.Probe` with its model and shape)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str
+    batch: int
+    seq: int
+    rate: float
+    passed: bool
+    reason: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ok: int = 0
+    errors: int = 0
+    error_rate: float = 0.0
+    goodput_rps: float = 0.0
+    late_sends: int = 0
+    duration_s: float = 0.0
+    client_cpu_us_per_req: float | None = None
+    error_kinds: dict[str, int] = Field(default_factory=dict)
+
+
+class SweepResults(BaseModel):
+    """results.json."""
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    points: list[SweepRow]
+
+
+class CapacityResults(BaseModel):
+    """capacity.json."""
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    rows: list[CapacityRow]
+    ratios: list[CapacityRatio] = Field(default_factory=list)
+    probes: list[ProbeRow] = Field(default_factory=list)
+
 
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
-
 CAPACITY_JSON_NAME = "capacity.json"
 CAPACITY_CSV_NAME = "capacity.csv"
-CAPACITY_COLUMNS = [
-    *SHAPE_COLUMNS,
-    "slo_p99_ms",
-    "max_error_rate",
-    "capacity_rps",
-    "capacity_rows_per_s",
-    "goodput_rps",
-    "p50_ms",
-    "p99_ms",
-    "error_rate",
-    "p50_c1_ms",
-    "closed_c8_rps",
-    "probes",
-    "failed_above_rps",
-    "status",
-    "provider",
-    "variant",
-    "client_cpu_us_per_req",
-    "accuracy",
-]
 
 
 def cpu_model() -> str:
@@ -123,51 +227,59 @@ def versions() -> dict[str, str]:
     return out
 
 
-def to_csv(points: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+def to_csv(rows: Iterable[ResultRow], kind: type[ResultRow] = SweepRow) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns or COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=kind.columns(), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    for p in points:
-        row = dict(p)
-        if isinstance(row.get("error_kinds"), dict):
-            row["error_kinds"] = ";".join(f"{k}={v}" for k, v in sorted(row["error_kinds"].items()))
-        for k, v in row.items():
-            if isinstance(v, float):
-                row[k] = f"{v:.6g}"
-        w.writerow(row)
+    for r in rows:
+        cells = r.model_dump()
+        if isinstance(cells.get("error_kinds"), dict):
+            cells["error_kinds"] = ";".join(f"{k}={v}" for k, v in sorted(cells["error_kinds"].items()))
+        w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in cells.items()})
     return buf.getvalue()
 
 
-def write(out: Path, meta: dict[str, Any], points: list[dict[str, Any]]) -> None:
+def read_csv(path: Path, kind: type[ResultRow] = SweepRow) -> list[Any]:
+    """Rows of a results.csv (or capacity.csv with `kind=CapacityRow`)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return [kind.model_validate(r) for r in csv.DictReader(f)]
+
+
+def write(out: Path, meta: dict[str, Any], points: Iterable[SweepRow | Mapping[str, Any]]) -> None:
+    """results.json and results.csv; rows given as mappings are checked against `SweepRow` first."""
+    data = SweepResults(meta=meta, points=[SweepRow.of(p) for p in points])
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / JSON_NAME, {"meta": meta, "points": points})
-    write_text(out / CSV_NAME, to_csv(points))
+    write_json(out / JSON_NAME, data.model_dump(mode="json"))
+    write_text(out / CSV_NAME, to_csv(data.points))
 
 
-def load(path: Path) -> dict[str, Any]:
+def _read(path: Path, kind: type[SweepResults] | type[CapacityResults], key: str, what: str) -> Any:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or key not in data:
+        raise ValueError(f"{path} is not a {what} file (no {key!r})")
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {validation_message(exc)}") from None
+
+
+def load(path: Path) -> SweepResults:
     """Read results.json from a results folder (or the file itself)."""
     path = Path(path)
     if path.is_dir():
         path = path / JSON_NAME
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "points" not in data:
-        raise ValueError(f"{path} is not a loadtest results file (no 'points')")
-    data.setdefault("meta", {})
-    return data
+    return _read(path, SweepResults, "points", "loadtest results")
 
 
-def write_capacity(out: Path, data: dict[str, Any]) -> None:
+def write_capacity(out: Path, data: CapacityResults) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CAPACITY_JSON_NAME, data)
-    write_text(out / CAPACITY_CSV_NAME, to_csv(data["rows"], CAPACITY_COLUMNS))
+    write_json(out / CAPACITY_JSON_NAME, data.model_dump(mode="json"))
+    write_text(out / CAPACITY_CSV_NAME, to_csv(data.rows, CapacityRow))
 
 
-def load_capacity(results_dir: Path) -> dict[str, Any] | None:
+def load_capacity(results_dir: Path) -> CapacityResults | None:
     """capacity.json from a results folder, or None when there is none."""
     path = Path(results_dir) / CAPACITY_JSON_NAME
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "rows" not in data:
-        raise ValueError(f"{path} is not a capacity results file (no 'rows')")
-    return data
+    return _read(path, CapacityResults, "rows", "capacity results")

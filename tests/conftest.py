@@ -16,6 +16,7 @@ import pytest
 
 from loadtest import processes
 from loadtest.processes import free_port, stop, wait_until  # noqa: F401  (the tests' process toolkit)
+from loadtest.results import SweepRow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +64,7 @@ def inproc_pair_rows(
     ratio: dict[tuple[int, int], float],
     mha_ms: Callable[[int, int], float],
     pair: tuple[tuple[str, str, int, int], tuple[str, str, int, int]],
-) -> list[dict[str, Any]]:
+) -> list[SweepRow]:
     """In-process result rows for an MHA/SHA `pair` of (model, arch, layers, heads): per (batch, seq)
     the MHA p50 is `mha_ms(batch, seq)` and the SHA p50 is that times `ratio[(batch, seq)]`: the shape every
     crossover test starts from."""
@@ -71,17 +72,17 @@ def inproc_pair_rows(
     for (b, q), r in ratio.items():
         for (model, arch, layers, heads), ms in zip(pair, (mha_ms(b, q), mha_ms(b, q) * r), strict=True):
             rows.append(
-                {
-                    "mode": "inproc",
-                    "load": "inproc",
-                    "model": model,
-                    "arch": arch,
-                    "layers": layers,
-                    "heads": heads,
-                    "batch": b,
-                    "seq": q,
-                    "p50_ms": ms,
-                }
+                SweepRow(
+                    mode="inproc",
+                    load="inproc",
+                    model=model,
+                    arch=arch,
+                    layers=layers,
+                    heads=heads,
+                    batch=b,
+                    seq=q,
+                    p50_ms=ms,
+                )
             )
     return rows
 

@@ -47,7 +47,7 @@ def test_trained_weights_come_from_the_checkpoint(tiny_repo: Path, tiny_runs: di
 
 def test_cpu_eager_rows_read_like_the_inproc_sweep(tiny_random_repo: Path, tmp_path: Path):
     from loadtest.report.markdown import write_report
-    from loadtest.results import COLUMNS, load
+    from loadtest.results import load
 
     r = _run(
         "--repo",
@@ -65,16 +65,16 @@ def test_cpu_eager_rows_read_like_the_inproc_sweep(tiny_random_repo: Path, tmp_p
     )
     assert r.returncode == 0, r.stderr[-2000:]
     data = load(tmp_path / "torch-eager-fp32")
-    rows = data["points"]
-    assert [(p["model"], p["batch"], p["seq"]) for p in rows] == [
+    rows = data.points
+    assert [(p.model, p.batch, p.seq) for p in rows] == [
         (m, b, 8) for m in ("mha-tiny-random", "sha-tiny-random") for b in (1, 2)
     ]
     for p in rows:
-        assert set(p) <= set(COLUMNS) and p["variant"] == "torch eager fp32" and p["provider"] == "torch-cpu"
-        assert p["requests"] >= 3 and 0 < p["min_ms"] <= p["p50_ms"] <= p["max_ms"]
-        assert p["tokens_per_s"] == pytest.approx(p["batch"] * p["seq"] / (p["p50_ms"] / 1e3))
-    assert data["meta"]["elapsed_s"] > 0  # written last: the folder is complete
-    assert all(c["onnx_max_abs_logits"] < 1e-4 for c in data["meta"]["reference"].values())
+        assert p.variant == "torch eager fp32" and p.provider == "torch-cpu"
+        assert p.requests >= 3 and 0 < (p.min_ms or 0) <= (p.p50_ms or 0) <= (p.max_ms or 0)
+        assert p.tokens_per_s == pytest.approx(p.batch * p.seq / ((p.p50_ms or 0) / 1e3))
+    assert data.meta["elapsed_s"] > 0  # written last: the folder is complete
+    assert all(c["onnx_max_abs_logits"] < 1e-4 for c in data.meta["reference"].values())
     md = write_report(tmp_path / "torch-eager-fp32").read_text()
     assert "sha-tiny-random" in md and "mha-tiny-random" in md
 

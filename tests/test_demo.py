@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "scripts" / "demo.py"
 
 
 def _demo(tmp_path: Path, wordnet_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
         sys.executable,
-        str(DEMO),
+        "-m",
+        "demo",
         "--preset",
         "tiny",
         "--epochs",

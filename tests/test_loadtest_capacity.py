@@ -3,7 +3,6 @@ the "which model to serve" answer and its report section and plot."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -15,6 +14,7 @@ from loadtest.client.load import LoadResult
 from loadtest.client.schedule import ScheduleStats, poisson_offsets
 from loadtest.report import choose
 from loadtest.report.markdown import write_report
+from loadtest.results import CapacityResults, CapacityRow
 
 
 def threshold_server(capacity: float):
@@ -121,21 +121,21 @@ def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600
     for seq, scale in ((16, 1.0), (64, 0.5)):
         for model, arch, layers, heads, cap, p99_ms, p50_ms, acc in models:
             rows.append(
-                {
+                CapacityRow(
                     **base,
-                    "model": model,
-                    "arch": arch,
-                    "layers": layers,
-                    "heads": heads,
-                    "batch": 1,
-                    "seq": seq,
-                    "capacity_rps": cap * scale,
-                    "capacity_rows_per_s": cap * scale,
-                    "p99_ms": p99_ms,
-                    "failed_above_rps": cap * scale * 1.08,
-                    "p50_c1_ms": p50_ms * (1 + seq / 64),
-                    "accuracy": acc,
-                }
+                    model=model,
+                    arch=arch,
+                    layers=layers,
+                    heads=heads,
+                    batch=1,
+                    seq=seq,
+                    capacity_rps=cap * scale,
+                    capacity_rows_per_s=cap * scale,
+                    p99_ms=p99_ms,
+                    failed_above_rps=cap * scale * 1.08,
+                    p50_c1_ms=p50_ms * (1 + seq / 64),
+                    accuracy=acc,
+                )
             )
     return rows
 
@@ -201,20 +201,22 @@ def test_recommendation_without_accuracy_and_without_capacity():
 
 def test_recommendation_flags_lower_bounds():
     rows = _cap_rows(0.7858, 0.7646)
-    rows[0]["failed_above_rps"] = None  # mha-x b1 s16: every probe passed
+    rows[0].failed_above_rps = None  # mha-x b1 s16: every probe passed
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
     assert text.endswith("(mha-x: lower bound, every probe passed; raise --max-probes for the limit.)")
 
 
 def test_capacity_ratios_per_shape():
     r = ratios(_cap_rows(0.78, 0.76))
-    assert [(x["seq"], round(x["sha_over_mha"], 3)) for x in r] == [(16, 0.6), (64, 0.6)]
+    assert [(x.seq, round(x.sha_over_mha or 0, 3)) for x in r] == [(16, 0.6), (64, 0.6)]
 
 
 def test_which_model_section_and_plot_in_the_report(tmp_path):
     rows = _cap_rows(0.7858, 0.7646)
     meta = {"machine": {"cpu": "test cpu", "cores": 2, "gpus": []}, "manifests": {}, "notes": []}
-    (tmp_path / "capacity.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios(rows)}))
+    (tmp_path / "capacity.json").write_text(
+        CapacityResults(meta=meta, rows=rows, ratios=ratios(rows)).model_dump_json()
+    )
     md = write_report(tmp_path).read_text()
     assert "## Which model to serve" in md and "Serve mha-x: it is more accurate" in md
     assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600.0 | 300.0 |" in md
@@ -226,7 +228,9 @@ def test_which_model_section_and_plot_in_the_report(tmp_path):
     # without accuracy there is no plot, and the report says why
     (tmp_path / "accuracy_vs_capacity.png").unlink()
     rows = _cap_rows(None, None)
-    (tmp_path / "capacity.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios(rows)}))
+    (tmp_path / "capacity.json").write_text(
+        CapacityResults(meta=meta, rows=rows, ratios=ratios(rows)).model_dump_json()
+    )
     md = write_report(tmp_path).read_text()
     assert (
         "no model has a recorded test accuracy" in md and not (tmp_path / "accuracy_vs_capacity.png").exists()

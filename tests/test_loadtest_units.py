@@ -14,7 +14,7 @@ from loadtest.client.latency import summarize
 from loadtest.client.schedule import poisson_offsets, run_open_loop
 from loadtest.report import analysis
 from loadtest.report.markdown import build, verdict, write_report
-from loadtest.results import load, write
+from loadtest.results import SweepRow, load, write
 from loadtest.sweep.grid import GridError, parse_list
 from tests.conftest import inproc_pair_rows
 
@@ -117,7 +117,7 @@ def test_promscrape_diff():
     assert d["server_batches"] == 10 and d["server_rows_per_batch"] == pytest.approx(4.0)
 
 
-def _fixture_points() -> list[dict]:
+def _fixture_points() -> list[SweepRow]:
     """MHA 2L-4H vs SHA 8L-1H: SHA cheaper from batch 16 at seq 16 and from batch 4 at seq 64."""
     grid = {
         (1, 16): 1.6,
@@ -133,32 +133,32 @@ def _fixture_points() -> list[dict]:
     for row in inproc_pair_rows(
         grid, lambda b, q: 0.5 + 0.01 * b * q, (("mha-x", "mha", 2, 4), ("sha-x", "sha", 8, 1))
     ):
-        ms, b, q = row["p50_ms"], row["batch"], row["seq"]
-        row.update(
-            concurrency=1,
-            rate=None,
-            p95_ms=ms * 1.1,
-            p99_ms=ms * 1.2,
-            requests=50,
-            errors=0,
-            rps=1e3 / ms,
-            tokens_per_s=1e3 / ms * b * q,
+        ms, b, q = row.p50_ms or 0.0, row.batch, row.seq
+        row = row.model_copy(
+            update={
+                "p95_ms": ms * 1.1,
+                "p99_ms": ms * 1.2,
+                "requests": 50,
+                "rps": 1e3 / ms,
+                "tokens_per_s": 1e3 / ms * b * q,
+            }
         )
         rows.append(row)
         if b in (1, 16):
             h = ms + 3.0
             rows.append(
-                {
-                    **row,
-                    "mode": "http",
-                    "load": "closed",
-                    "p50_ms": h,
-                    "p95_ms": h,
-                    "p99_ms": h,
-                    "rps": 1e3 / h,
-                    "tokens_per_s": 1e3 / h * b * q,
-                    "server_queue_ms": 2.0,
-                }
+                row.model_copy(
+                    update={
+                        "mode": "http",
+                        "load": "closed",
+                        "p50_ms": h,
+                        "p95_ms": h,
+                        "p99_ms": h,
+                        "rps": 1e3 / h,
+                        "tokens_per_s": 1e3 / h * b * q,
+                        "server_queue_ms": 2.0,
+                    }
+                )
             )
     return rows
 
@@ -180,11 +180,11 @@ def test_report_names_the_crossover(tmp_path):
     for png in ("latency_vs_batch.png", "ratio_heatmap.png", "throughput_vs_concurrency.png", "overhead.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in md
-    assert load(tmp_path)["points"] == json.loads((tmp_path / "results.json").read_text())["points"]
+    assert load(tmp_path).points == points
 
 
 def test_report_without_crossover():
-    points = [p for p in _fixture_points() if p["batch"] == 1]
+    points = [p for p in _fixture_points() if p.batch == 1]
     assert "no crossover" in verdict(points)
     assert "# Load test" in build(points, {}, [])
 

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from loadtest.report import versus
+from loadtest.results import SweepRow
 
 
-def _rows(model: str, ms: dict[tuple[int, int], float]) -> list[dict]:
-    return [{"mode": "inproc", "model": model, "batch": b, "seq": q, "p50_ms": v} for (b, q), v in ms.items()]
+def _row(mode: str, model: str, b: int, q: int, ms: float) -> SweepRow:
+    return SweepRow(
+        mode=mode,
+        load=mode if mode == "inproc" else "closed",
+        model=model,
+        arch=model,
+        layers=1,
+        heads=1,
+        batch=b,
+        seq=q,
+        p50_ms=ms,
+    )
+
+
+def _rows(model: str, ms: dict[tuple[int, int], float]) -> list[SweepRow]:
+    return [_row("inproc", model, b, q, v) for (b, q), v in ms.items()]
 
 
 def test_table_marks_the_fastest_and_counts_wins():
@@ -14,7 +29,7 @@ def test_table_marks_the_fastest_and_counts_wins():
         "model.fp16.onnx": _rows("mha", {(1, 32): 2.0, (64, 512): 9.0}) + _rows("sha", {(1, 32): 30.0}),
         "model.gpu.onnx": _rows("mha", {(1, 32): 0.5, (64, 512): 10.0}),
         "torch fp16 + CUDA graph": _rows("mha", {(1, 32): 0.7}) + _rows("sha", {(1, 32): 4.0}),
-        "empty": [{"mode": "http", "model": "mha", "batch": 1, "seq": 32, "p50_ms": 0.1}],
+        "empty": [_row("http", "mha", 1, 32, 0.1)],
     }
     lines = versus.table_md(folders)
     assert lines[0] == "| model | batch x seq | model.fp16.onnx | model.gpu.onnx | torch fp16 + CUDA graph |"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contract.cli import fail, settings_flags, settings_from
+from loadtest.capacity.runner import CapacityRunner, CapacitySettings, plan, ratios
+from loadtest.client import load as hc
 from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
-from loadtest.sweep.grid import GRID_HELP
-
-if TYPE_CHECKING:
-    from loadtest.capacity.runner import CapacitySettings
+from loadtest.report.markdown import write_report
+from loadtest.results import CapacityRatio, CapacityRow
 
 
 class _ProbeProgress(StepProgress):
@@ -34,61 +34,33 @@ class _ProbeProgress(StepProgress):
         self.used = 0
 
 
-def summary(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], slo: float, max_err: float) -> str:
+def summary(rows: list[CapacityRow], ratios: list[CapacityRatio], slo: float, max_err: float) -> str:
     lines = [
         f"capacity at p99 <= {slo:g} ms (from intended send times), errors <= {max_err:.2%}, Poisson arrivals:"
     ]
     for r in rows:
-        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "–"
+        p99 = f"{r.p99_ms:.1f}" if r.p99_ms is not None else "–"
         lines.append(
-            f"  {r['model']:<20} b={r['batch']:<3} s={r['seq']:<4} {r['capacity_rps']:>9,.1f} req/s "
-            f"{r['capacity_rows_per_s']:>9,.1f} rows/s  p99 {p99} ms  ({r['status']}, {r['probes']} probes)"
+            f"  {r.model:<20} b={r.batch:<3} s={r.seq:<4} {r.capacity_rps:>9,.1f} req/s "
+            f"{r.capacity_rows_per_s:>9,.1f} rows/s  p99 {p99} ms  ({r.status}, {r.probes} probes)"
         )
     for x in ratios:
-        ratio = f"{x['sha_over_mha']:.2f}" if x["sha_over_mha"] is not None else "–"
-        lines.append(f"  SHA/MHA capacity at b={x['batch']} s={x['seq']}: {ratio} ({x['sha']} / {x['mha']})")
+        ratio = f"{x.sha_over_mha:.2f}" if x.sha_over_mha is not None else "–"
+        lines.append(f"  SHA/MHA capacity at b={x.batch} s={x.seq}: {ratio} ({x.sha} / {x.mha})")
     return "\n".join(lines)
 
 
-# what each flag means; types, env names and defaults come from CapacitySettings
-CAPACITY_HELP = {
-    "slo_p99_ms": "p99 latency target in ms, from intended send times",
-    "models": "comma list of served model names or mha/sha",
-    "batch": f"rows per request: {GRID_HELP}",
-    "seq": f"sequence lengths: {GRID_HELP}",
-    "max_error_rate": "largest error share a passing probe may have, 429s included",
-    "probe_duration": "seconds per probe, at least (longer at low rates)",
-    "min_requests": "a probe lasts long enough to send this many requests (up to 4x --probe-duration)",
-    "max_probes": "probes per model and shape",
-    "tolerance": "stop bisecting when the bracket is this narrow",
-    "start_rate": "first rate in req/s (default: half the closed-loop c=8 rate)",
-    "warmup": "warm-up seconds before each probe",
-    "url": "running service",
-    "out": "results folder",
-    "client_procs": "load client processes",
-    "timeout": "per-request timeout in seconds",
-    "seed": "seed of the request bodies and arrival times",
-}
-
-
 def add_parser(sub: Any) -> None:
-    from loadtest.capacity.runner import CapacitySettings
-
     c = sub.add_parser("capacity", help="highest open-loop rate per model and shape whose p99 meets an SLO")
-    settings_flags(c, CapacitySettings, helps=CAPACITY_HELP)
+    settings_flags(c, CapacitySettings)
     run_flags(c, "rewriting")
 
 
 def _settings(args: Any) -> CapacitySettings:
-    from loadtest.capacity.runner import CapacitySettings
-
     return settings_from(CapacitySettings, args, RUN_SWITCHES)
 
 
 def cmd_capacity(args: Any) -> int:
-    from loadtest.capacity.runner import CapacityRunner, plan, ratios
-    from loadtest.client import load as hc
-
     s = _settings(args)
     pl = planned(plan, s)
     line = (
@@ -108,8 +80,6 @@ def cmd_capacity(args: Any) -> int:
         return 130
     print(f"wrote {s.out / 'capacity.csv'} and {s.out / 'capacity.json'}", file=sys.stderr)
     if not args.no_report:
-        from loadtest.report.markdown import write_report
-
         print(f"wrote {write_report(s.out)}", file=sys.stderr)
     print(summary(rows, ratios(rows), s.slo_p99_ms, s.max_error_rate))
     return 0

@@ -10,15 +10,14 @@ ratios) and `capacity.csv`, written atomically after every search.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loadtest import results
 from loadtest.capacity.search import Probe, SearchResult, SearchSpec, judge, search
@@ -27,31 +26,44 @@ from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, resolve, service_models
-from loadtest.sweep.grid import GridError, parse_list, parse_names
-from loadtest.urls import ServiceUrl
+from loadtest.results import CapacityRatio, CapacityResults, CapacityRow, ProbeRow
+from loadtest.settings import HttpLoadSettings
+from loadtest.sweep.grid import GRID_HELP, GridError, parse_list, parse_names
+
+log = logging.getLogger(__name__)
 
 
-class CapacitySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="H2H_LOADTEST_", extra="ignore", protected_namespaces=())
+class CapacitySettings(HttpLoadSettings):
+    """`python -m loadtest capacity`."""
 
-    models: str = Field(default="mha,sha", description="model names or arch aliases (mha, sha)")
-    batch: str = "1"
-    seq: str = "16,64"
-    slo_p99_ms: float = Field(default=50.0, gt=0, le=600_000)
-    max_error_rate: float = Field(default=0.001, ge=0, lt=1)
-    url: ServiceUrl = "http://127.0.0.1:8000"
-    out: Path = Path("results")
-    probe_duration: float = Field(default=2.0, gt=0, le=120, description="seconds per probe (at least)")
-    min_requests: int = Field(default=200, ge=1, description="a probe lasts long enough to send this many")
-    max_probes: int = Field(default=8, ge=2, le=40)
-    tolerance: float = Field(default=0.1, gt=0.005, le=1.0)
-    start_rate: float | None = Field(
-        default=None, gt=0, description="first rate (default: from a calibration)"
+    slo_p99_ms: float = Field(
+        default=50.0, gt=0, le=600_000, description="p99 latency target in ms, from intended send times"
     )
-    warmup: float = Field(default=0.2, ge=0, le=60)
-    timeout: float = Field(default=30.0, gt=0)
-    client_procs: int = Field(default=1, ge=1, le=64)
-    seed: int = 0
+    models: str = Field(default="mha,sha", description="comma list of served model names or mha/sha")
+    batch: str = Field(default="1", description=f"rows per request: {GRID_HELP}")
+    seq: str = Field(default="16,64", description=f"sequence lengths: {GRID_HELP}")
+    max_error_rate: float = Field(
+        default=0.001, ge=0, lt=1, description="largest error share a passing probe may have, 429s included"
+    )
+    probe_duration: float = Field(
+        default=2.0, gt=0, le=120, description="seconds per probe, at least (longer at low rates)"
+    )
+    min_requests: int = Field(
+        default=200,
+        ge=1,
+        description="a probe lasts long enough to send this many requests (up to 4x --probe-duration)",
+    )
+    max_probes: int = Field(default=8, ge=2, le=40, description="probes per model and shape")
+    tolerance: float = Field(
+        default=0.1, gt=0.005, le=1.0, description="stop bisecting when the bracket is this narrow"
+    )
+    start_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="first rate in req/s (default: half the closed-loop rate at concurrency 8, "
+        "measured just before the search)",
+    )
+    warmup: float = Field(default=0.2, ge=0, le=60, description="warm-up seconds before each probe")
 
     def spec(self, start_rate: float) -> SearchSpec:
         return SearchSpec(self.slo_p99_ms, self.max_error_rate, start_rate, self.max_probes, self.tolerance)
@@ -120,7 +132,9 @@ def wait_idle(url: str, model: str, timeout: float = 10.0) -> None:
         try:
             if promscrape.inflight(hc.scrape_metrics(url), model) <= 0:
                 return
-        except Exception:  # metrics are a convenience here; never fail the search on them
+        except (OSError, ValueError, hc.httpx.HTTPError) as exc:
+            # metrics are a convenience here: never fail the search on them, but say so once
+            log.warning("not waiting for %s to go idle: /metrics unreadable (%s)", model, exc)
             return
         time.sleep(0.05)
 
@@ -137,8 +151,8 @@ class CapacityRunner:
         self.plan, self.s = pl, pl.settings
         self.on_probe = on_probe or (lambda t, p: None)
         self.on_search_done = on_search_done or (lambda: None)
-        self.rows: list[dict[str, Any]] = []
-        self.probes: list[dict[str, Any]] = []
+        self.rows: list[CapacityRow] = []
+        self.probes: list[ProbeRow] = []
         self.meta = self._meta()
 
     def _meta(self) -> dict[str, Any]:
@@ -168,7 +182,7 @@ class CapacityRunner:
             "notes": list(self.plan.notes),
         }
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[CapacityRow]:
         t0 = time.perf_counter()
         with Driver(self.s.client_procs) as driver:
             for t in self.plan.targets:
@@ -179,7 +193,7 @@ class CapacityRunner:
         return self.rows
 
     def save(self) -> None:
-        data = {"meta": self.meta, "rows": self.rows, "ratios": ratios(self.rows), "probes": self.probes}
+        data = CapacityResults(meta=self.meta, rows=self.rows, ratios=ratios(self.rows), probes=self.probes)
         results.write_capacity(self.s.out, data)
 
     def _body(self, t: Target) -> tuple[str, bytes]:
@@ -221,65 +235,64 @@ class CapacityRunner:
         wait_idle(self.s.url, t.model)
         return judge(rate, res, spec, secs)
 
-    def _search(self, driver: Driver, t: Target) -> dict[str, Any]:
+    def _search(self, driver: Driver, t: Target) -> CapacityRow:
         p50_c1, closed_rps = self._calibrate(driver, t)
         start = self.s.start_rate or max(1.0, 0.5 * closed_rps)
         spec = self.s.spec(start)
 
         def on_probe(p: Probe) -> None:
-            self.probes.append({"model": t.model, "batch": t.batch, "seq": t.seq, **p.__dict__})
+            self.probes.append(ProbeRow(model=t.model, batch=t.batch, seq=t.seq, **asdict(p)))
             self.on_probe(t, p)
 
         found = search(lambda r: self._probe(driver, t, spec, r), spec, on_probe)
         return self._row(t, found, p50_c1, closed_rps)
 
-    def _row(self, t: Target, found: SearchResult, p50_c1: float | None, closed_rps: float) -> dict[str, Any]:
+    def _row(self, t: Target, found: SearchResult, p50_c1: float | None, closed_rps: float) -> CapacityRow:
         info, best = self.plan.models[t.model], found.best
-        return {
-            "model": t.model,
-            "arch": info.arch,
-            "layers": info.layers,
-            "heads": info.heads,
-            "batch": t.batch,
-            "seq": t.seq,
-            "slo_p99_ms": self.s.slo_p99_ms,
-            "max_error_rate": self.s.max_error_rate,
-            "capacity_rps": found.capacity_rps,
-            "capacity_rows_per_s": found.capacity_rps * t.batch,
-            "goodput_rps": best.goodput_rps if best else 0.0,
-            "p50_ms": best.p50_ms if best else None,
-            "p99_ms": best.p99_ms if best else None,
-            "error_rate": best.error_rate if best else None,
-            "p50_c1_ms": p50_c1,
-            "closed_c8_rps": closed_rps,
-            "probes": len(found.probes),
-            "failed_above_rps": found.failed_above.rate if found.failed_above else None,
-            "status": found.status,
-            "provider": info.server_provider,
-            "variant": info.server_variant,
-            "client_cpu_us_per_req": best.client_cpu_us_per_req if best else None,
-            "accuracy": info.manifest.get("test_accuracy"),
-        }
+        return CapacityRow(
+            model=t.model,
+            arch=info.arch,
+            layers=info.layers,
+            heads=info.heads,
+            batch=t.batch,
+            seq=t.seq,
+            slo_p99_ms=self.s.slo_p99_ms,
+            max_error_rate=self.s.max_error_rate,
+            capacity_rps=found.capacity_rps,
+            capacity_rows_per_s=found.capacity_rps * t.batch,
+            goodput_rps=best.goodput_rps if best else 0.0,
+            p50_ms=best.p50_ms if best else None,
+            p99_ms=best.p99_ms if best else None,
+            error_rate=best.error_rate if best else None,
+            p50_c1_ms=p50_c1,
+            closed_c8_rps=closed_rps,
+            probes=len(found.probes),
+            failed_above_rps=found.failed_above.rate if found.failed_above else None,
+            status=found.status,
+            provider=info.server_provider,
+            variant=info.server_variant,
+            client_cpu_us_per_req=best.client_cpu_us_per_req if best else None,
+            accuracy=info.manifest.get("test_accuracy"),
+        )
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ratios(rows: list[CapacityRow]) -> list[CapacityRatio]:
     """SHA capacity / MHA capacity per shape, for the first model of each arch."""
-    mha = next((r["model"] for r in rows if r["arch"] == "mha"), None)
-    sha = next((r["model"] for r in rows if r["arch"] == "sha"), None)
-    cap = {(r["model"], r["batch"], r["seq"]): r["capacity_rps"] for r in rows}
-    out = []
-    for (m, b, q), c_mha in cap.items():
-        c_sha = cap.get((sha, b, q))
-        if m == mha and c_sha is not None:
-            out.append(
-                {
-                    "batch": b,
-                    "seq": q,
-                    "mha": mha,
-                    "sha": sha,
-                    "mha_rps": c_mha,
-                    "sha_rps": c_sha,
-                    "sha_over_mha": c_sha / c_mha if c_mha else None,
-                }
-            )
-    return out
+    mha = next((r.model for r in rows if r.arch == "mha"), None)
+    sha = next((r.model for r in rows if r.arch == "sha"), None)
+    if mha is None or sha is None:
+        return []
+    cap = {(r.model, r.batch, r.seq): r.capacity_rps for r in rows}
+    return [
+        CapacityRatio(
+            batch=b,
+            seq=q,
+            mha=mha,
+            sha=sha,
+            mha_rps=c_mha,
+            sha_rps=c_sha,
+            sha_over_mha=c_sha / c_mha if c_mha else None,
+        )
+        for (m, b, q), c_mha in cap.items()
+        if m == mha and (c_sha := cap.get((sha, b, q))) is not None
+    ]

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest.results import Row
+from loadtest.results import SweepRow
 
 
-def latency_rows(points: list[Row]) -> tuple[str, list[Row]]:
+def latency_rows(points: list[SweepRow]) -> tuple[str, list[SweepRow]]:
     """The rows that measure model cost per shape: in-process if present, else HTTP at concurrency 1."""
-    inproc = [p for p in points if p.get("mode") == "inproc" and p.get("p50_ms") is not None]
+    inproc = [p for p in points if p.mode == "inproc" and p.p50_ms is not None]
     if inproc:
         return "in-process", inproc
-    http = [
-        p
-        for p in points
-        if p.get("load") == "closed" and p.get("concurrency") == 1 and p.get("p50_ms") is not None
-    ]
-    return "HTTP, concurrency 1", http
+    return "HTTP, concurrency 1", [p for p in points if is_lone(p) and p.p50_ms is not None]
 
 
-def pair(points: list[Row]) -> tuple[str | None, str | None]:
+def is_lone(p: SweepRow) -> bool:
+    """An HTTP point of lone requests: a closed loop at concurrency 1."""
+    return p.load == "closed" and p.concurrency == 1
+
+
+def pair(points: list[SweepRow]) -> tuple[str | None, str | None]:
     """The MHA and SHA model names to compare (the first of each arch, in result order)."""
-    mha = next((p["model"] for p in points if p.get("arch") == "mha"), None)
-    sha = next((p["model"] for p in points if p.get("arch") == "sha"), None)
+    mha = next((p.model for p in points if p.arch == "mha"), None)
+    sha = next((p.model for p in points if p.arch == "sha"), None)
     return mha, sha
 
 
@@ -39,12 +39,12 @@ class RatioGrid:
     sha_ms: dict[tuple[int, int], float]
 
 
-def ratio_grid(points: list[Row]) -> RatioGrid | None:
+def ratio_grid(points: list[SweepRow]) -> RatioGrid | None:
     source, rows = latency_rows(points)
     mha, sha = pair(rows)
     if not mha or not sha:
         return None
-    lat = {(r["model"], int(r["batch"]), int(r["seq"])): float(r["p50_ms"]) for r in rows}
+    lat = {(r.model, r.batch, r.seq): float(r.p50_ms or 0.0) for r in rows}
     keys = sorted({(b, q) for (m, b, q) in lat if m == mha} & {(b, q) for (m, b, q) in lat if m == sha})
     if not keys:
         return None
@@ -89,37 +89,51 @@ def crossover(g: RatioGrid) -> Crossover:
     return Crossover(sorted(cheaper), len(g.ratio), per_seq, best, worst, min(toks) if toks else None)
 
 
-def overhead(points: list[Row]) -> list[Row]:
+@dataclass
+class OverheadRow:
+    """What serving over HTTP adds to a lone request, per model and shape."""
+
+    model: str
+    arch: str
+    batch: int
+    seq: int
+    inproc_p50_ms: float
+    http_p50_ms: float
+    overhead_ms: float
+    ratio: float  # HTTP p50 / in-process p50
+    server_queue_ms: float | None
+    server_compute_ms: float | None
+
+
+def overhead(points: list[SweepRow]) -> list[OverheadRow]:
     """Per (model, batch, seq): HTTP concurrency-1 p50 minus in-process p50 (ms), and the ratio."""
-    inproc = {(p["model"], p["batch"], p["seq"]): p for p in points if p.get("mode") == "inproc"}
+    inproc = {(p.model, p.batch, p.seq): p.p50_ms for p in points if p.mode == "inproc"}
     out = []
     for p in points:
-        if p.get("load") != "closed" or p.get("concurrency") != 1 or p.get("p50_ms") is None:
-            continue
-        base = inproc.get((p["model"], p["batch"], p["seq"]))
-        if base is None or base.get("p50_ms") is None:
+        base = inproc.get((p.model, p.batch, p.seq))
+        if not is_lone(p) or p.p50_ms is None or base is None:
             continue
         out.append(
-            {
-                "model": p["model"],
-                "arch": p["arch"],
-                "batch": p["batch"],
-                "seq": p["seq"],
-                "inproc_p50_ms": base["p50_ms"],
-                "http_p50_ms": p["p50_ms"],
-                "overhead_ms": p["p50_ms"] - base["p50_ms"],
-                "ratio": p["p50_ms"] / base["p50_ms"],
-                "server_queue_ms": p.get("server_queue_ms"),
-                "server_compute_ms": p.get("server_compute_ms"),
-            }
+            OverheadRow(
+                p.model,
+                p.arch,
+                p.batch,
+                p.seq,
+                base,
+                p.p50_ms,
+                p.p50_ms - base,
+                p.p50_ms / base,
+                p.server_queue_ms,
+                p.server_compute_ms,
+            )
         )
     return out
 
 
-def max_throughput(points: list[Row], mode: str) -> dict[str, float]:
+def max_throughput(points: list[SweepRow], mode: str) -> dict[str, float]:
     """model -> highest sequences/s (rows/s) seen in `mode`."""
     best: dict[str, float] = {}
     for p in points:
-        if p.get("mode") == mode and p.get("rps"):
-            best[p["model"]] = max(best.get(p["model"], 0.0), float(p["rps"]) * int(p["batch"]))
+        if p.mode == mode and p.rps:
+            best[p.model] = max(best.get(p.model, 0.0), p.rps * p.batch)
     return best

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtest.results import Row
+from loadtest.report.analysis import is_lone
+from loadtest.results import CapacityRow, SweepRow
 
 SAME_ACCURACY = 0.001  # without test-set sizes: closer than this (0.1 point) counts as equally accurate
 Z95 = 1.959963984540054
@@ -46,9 +47,9 @@ class Candidate:
         return f"{self.arch.upper()} {self.layers}L-{self.heads}H"
 
 
-def headline_shape(rows: list[Row]) -> tuple[int, int] | None:
+def headline_shape(rows: list[CapacityRow]) -> tuple[int, int] | None:
     """The shape the one-line answer and the plot use: the smallest batch, then the smallest sequence."""
-    shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
+    shapes = sorted({(r.batch, r.seq) for r in rows})
     return shapes[0] if shapes else None
 
 
@@ -93,49 +94,49 @@ def accuracy_gap(a: Candidate, b: Candidate) -> Gap | None:
     return Gap(better, other, diff, diff - Z95 * se, diff + Z95 * se)
 
 
-def _accuracy(model: str, row: Row, manifests: dict[str, Any]) -> float | None:
-    acc = row.get("accuracy")
+def _accuracy(model: str, row: CapacityRow, manifests: dict[str, Any]) -> float | None:
+    acc = row.accuracy
     if acc is None:
         acc = (manifests.get(model) or {}).get("test_accuracy")
     return float(acc) if acc is not None else None
 
 
-def _p50_b1(model: str, cap_rows: list[Row], points: list[Row]) -> tuple[float | None, str]:
+def _p50_b1(model: str, cap_rows: list[CapacityRow], points: list[SweepRow]) -> tuple[float | None, str]:
     """p50 at batch 1: the capacity run's concurrency-1 calibration, else the sweep's HTTP c=1, else in-process."""
     own = sorted(
-        (int(r["seq"]), r["p50_c1_ms"])
+        (r.seq, r.p50_c1_ms)
         for r in cap_rows
-        if r["model"] == model and int(r["batch"]) == 1 and r.get("p50_c1_ms") is not None
+        if r.model == model and r.batch == 1 and r.p50_c1_ms is not None
     )
     if own:
-        return float(own[0][1]), f"HTTP, concurrency 1, seq {own[0][0]}"
+        return own[0][1], f"HTTP, concurrency 1, seq {own[0][0]}"
     for source, keep in (
-        ("HTTP, concurrency 1", lambda p: p.get("load") == "closed" and p.get("concurrency") == 1),
-        ("in-process", lambda p: p.get("mode") == "inproc"),
+        ("HTTP, concurrency 1", is_lone),
+        ("in-process", lambda p: p.mode == "inproc"),
     ):
         hits = sorted(
-            (int(p["seq"]), p["p50_ms"])
-            for p in points
-            if p.get("model") == model and int(p.get("batch", 0)) == 1 and keep(p) and p.get("p50_ms")
+            (p.seq, p.p50_ms) for p in points if p.model == model and p.batch == 1 and keep(p) and p.p50_ms
         )
         if hits:
-            return float(hits[0][1]), f"{source}, seq {hits[0][0]}"
+            return hits[0][1], f"{source}, seq {hits[0][0]}"
     return None, ""
 
 
-def candidates(cap_rows: list[Row], points: list[Row], manifests: dict[str, Any]) -> list[Candidate]:
+def candidates(
+    cap_rows: list[CapacityRow], points: list[SweepRow], manifests: dict[str, Any]
+) -> list[Candidate]:
     out: dict[str, Candidate] = {}
     for r in cap_rows:
-        m = r["model"]
+        m = r.model
         if m not in out:
             p50, src = _p50_b1(m, cap_rows, points)
             n = (manifests.get(m) or {}).get("test_examples")
             acc = _accuracy(m, r, manifests)
-            out[m] = Candidate(m, r["arch"], int(r["layers"]), int(r["heads"]), acc, p50, src, {})
+            out[m] = Candidate(m, r.arch, r.layers, r.heads, acc, p50, src, {})
             out[m].test_examples = int(n) if n else None
-        key = (int(r["batch"]), int(r["seq"]))
-        out[m].capacity[key] = float(r["capacity_rps"])
-        if r.get("failed_above_rps") is None and float(r["capacity_rps"]) > 0:
+        key = (r.batch, r.seq)
+        out[m].capacity[key] = r.capacity_rps
+        if r.failed_above_rps is None and r.capacity_rps > 0:
             out[m].lower_bound.add(key)
     return list(out.values())
 

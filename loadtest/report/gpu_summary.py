@@ -16,7 +16,7 @@ from loadtest.profile import render as profile_render
 from loadtest.profile import runner as profile_runner
 from loadtest.report import analysis, choose, versus
 from loadtest.report.markdown import verdict
-from loadtest.results import Row
+from loadtest.results import SweepRow
 
 
 def slug(name: str) -> str:
@@ -25,7 +25,7 @@ def slug(name: str) -> str:
     return s or "unknown-gpu"
 
 
-def ratio_table(points: list[Row]) -> list[str]:
+def ratio_table(points: list[SweepRow]) -> list[str]:
     """Markdown: SHA/MHA p50 ratio per (seq, batch); bold below 1 (SHA cheaper)."""
     g = analysis.ratio_grid(points)
     if g is None:
@@ -41,7 +41,7 @@ def ratio_table(points: list[Row]) -> list[str]:
     return lines
 
 
-def crossover_facts(points: list[Row]) -> dict[str, Any] | None:
+def crossover_facts(points: list[SweepRow]) -> dict[str, Any] | None:
     g = analysis.ratio_grid(points)
     if g is None:
         return None
@@ -75,11 +75,11 @@ def crossover_sentence(label: str, facts: dict[str, Any] | None) -> str:
     )
 
 
-def _folder(path: Path) -> tuple[list[Row], dict[str, Any]] | None:
+def _folder(path: Path) -> tuple[list[SweepRow], dict[str, Any]] | None:
     if not (path / results.JSON_NAME).is_file():
         return None
     data = results.load(path)
-    return data["points"], data["meta"]
+    return data.points, data.meta
 
 
 def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
@@ -93,29 +93,29 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
                 "variant": variant,
                 "verdict": verdict(points),
                 "crossover": crossover_facts(points),
-                "providers": sorted({p.get("provider") for p in points if p.get("provider")}),
+                "providers": sorted({p.provider for p in points if p.provider}),
             }
     http: dict[str, Any] = {}
     got = _folder(out / "http")
     cap = results.load_capacity(out / "http") if (out / "http").is_dir() else None
     if got is not None:
         http["verdict"] = verdict(got[0])
-    if cap and cap.get("rows"):
-        rows = cap["rows"]
+    if cap and cap.rows:
+        rows = cap.rows
         shape = choose.headline_shape(rows)
-        cands = choose.candidates(rows, got[0] if got else [], cap["meta"].get("manifests", {}))
-        http["recommendation"] = choose.recommend(cands, shape, rows[0]["slo_p99_ms"]) if shape else None
+        cands = choose.candidates(rows, got[0] if got else [], cap.meta.get("manifests", {}))
+        http["recommendation"] = choose.recommend(cands, shape, rows[0].slo_p99_ms) if shape else None
         http["capacity"] = [
-            {k: r.get(k) for k in ("model", "batch", "seq", "capacity_rps", "p99_ms", "status")} for r in rows
+            r.model_dump(include={"model", "batch", "seq", "capacity_rps", "p99_ms", "status"}) for r in rows
         ]
-        http["capacity_ratios"] = cap.get("ratios", [])
-        http["slo_p99_ms"] = rows[0]["slo_p99_ms"]
+        http["capacity_ratios"] = [x.model_dump() for x in cap.ratios]
+        http["slo_p99_ms"] = rows[0].slo_p99_ms
     prof = profile_runner.load(out / "profile")
     fastest = versus.wins(versus.p50_grid(points_by_label(out, inproc)))
     return {"inproc": inproc, "http": http, "fastest": fastest, "profile": _profile_facts(prof)}
 
 
-def points_by_label(out: Path, inproc: dict[str, Any]) -> dict[str, list[Row]]:
+def points_by_label(out: Path, inproc: dict[str, Any]) -> dict[str, list[SweepRow]]:
     """Each in-process folder's rows under its variant label (the comparison's columns)."""
     return {info["variant"]: got[0] for f, info in inproc.items() if (got := _folder(out / f))}
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from contract.atomic import write_text
 from loadtest import results
+from loadtest.profile import render, runner
 from loadtest.report import analysis, choose, plots
-from loadtest.results import Row
+from loadtest.results import CapacityResults, SweepResults, SweepRow
 
 REPORT_NAME = "report.md"
 
@@ -43,12 +44,12 @@ _HEADERS = {
 }
 
 
-def _keyed_table(keys: str, rows: list[Row], **computed: Callable[[Row], Any]) -> str:
-    """A table of the rows' values under `keys` (space-separated), or `computed[key](row)`: one
+def _keyed_table(keys: str, rows: Sequence[Any], **computed: Callable[[Any], Any]) -> str:
+    """A table of the rows' fields named in `keys` (space-separated), or `computed[key](row)`: one
     string names the columns, so a section says what it shows and not how to lay it out."""
     cols = keys.split()
     header = [_HEADERS.get(k) or k.replace("_ms", " ms").replace("_", " ") for k in cols]
-    return _table(header, [[computed[k](r) if k in computed else r.get(k) for k in cols] for r in rows])
+    return _table(header, [[computed[k](r) if k in computed else getattr(r, k) for k in cols] for r in rows])
 
 
 def _section(title: str, *paragraphs: str) -> list[str]:
@@ -56,28 +57,26 @@ def _section(title: str, *paragraphs: str) -> list[str]:
     return [f"## {title}", "", *(line for par in paragraphs for line in (par, ""))]
 
 
-def _load_label(p: Row) -> str:
-    return p["load"] + (f" c={p['concurrency']}" if p["load"] == "closed" else f" {p['rate']:g}/s")
+def _load_label(p: SweepRow) -> str:
+    return p.load + (f" c={p.concurrency}" if p.load == "closed" else f" {p.rate or 0:g}/s")
 
 
 def _pct(r: float) -> str:
     return f"{abs(1 - r) * 100:.0f}%"
 
 
-def headline(points: list[Row], capacity: dict[str, Any] | None) -> str:
+def headline(points: list[SweepRow], capacity: CapacityResults | None) -> str:
     """What the CLI prints after writing a report: the cost verdict and/or the recommendation."""
     parts = [verdict(points)] if points or not capacity else []
-    rows = (capacity or {}).get("rows") or []
+    rows = capacity.rows if capacity else []
     shape = choose.headline_shape(rows)
-    if shape is not None:
-        manifests = (capacity or {}).get("meta", {}).get("manifests", {})
-        parts.append(
-            choose.recommend(choose.candidates(rows, points, manifests), shape, rows[0]["slo_p99_ms"])
-        )
+    if capacity and shape is not None:
+        manifests = capacity.meta.get("manifests", {})
+        parts.append(choose.recommend(choose.candidates(rows, points, manifests), shape, rows[0].slo_p99_ms))
     return "\n".join(parts)
 
 
-def verdict(points: list[Row]) -> str:
+def verdict(points: list[SweepRow]) -> str:
     """One paragraph: where SHA is cheaper than MHA, by how much, and the service overhead."""
     parts = []
     g = analysis.ratio_grid(points)
@@ -113,12 +112,12 @@ def verdict(points: list[Row]) -> str:
             )
     ov = analysis.overhead(points)
     if ov:
-        b1 = [r for r in ov if r["batch"] == min(x["batch"] for x in ov)]
-        mean_ms = sum(r["overhead_ms"] for r in b1) / len(b1)
+        b1 = [r for r in ov if r.batch == min(x.batch for x in ov)]
+        mean_ms = sum(r.overhead_ms for r in b1) / len(b1)
         parts.append(
-            f"Serving over HTTP adds {mean_ms:.2f} ms to the p50 at batch {b1[0]['batch']} "
-            f"(mean over {len(b1)} model/sequence pairs; {min(r['ratio'] for r in b1):.1f}-"
-            f"{max(r['ratio'] for r in b1):.1f}x the in-process time)."
+            f"Serving over HTTP adds {mean_ms:.2f} ms to the p50 at batch {b1[0].batch} "
+            f"(mean over {len(b1)} model/sequence pairs; {min(r.ratio for r in b1):.1f}-"
+            f"{max(r.ratio for r in b1):.1f}x the in-process time)."
         )
     tin, thttp = analysis.max_throughput(points, "inproc"), analysis.max_throughput(points, "http")
     common = [m for m in tin if m in thttp]
@@ -187,25 +186,27 @@ def which_model_table(cands: list[choose.Candidate], shapes: list[tuple[int, int
     return _table(header, rows)
 
 
-def which_model_answer(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> tuple[str, str]:
+def which_model_answer(
+    cap: CapacityResults, points: list[SweepRow], manifests: dict[str, Any]
+) -> tuple[str, str]:
     """The capacity search's answer: the which-model table and the one-sentence recommendation
     ("" for both when the search measured nothing). `make demo` prints these two as they are."""
-    rows = cap.get("rows") or []
+    rows = cap.rows
     shape = choose.headline_shape(rows)
     if shape is None:
         return "", ""
     cands = choose.candidates(rows, points, manifests)
-    shapes = sorted({(int(r["batch"]), int(r["seq"])) for r in rows})
-    return which_model_table(cands, shapes), choose.recommend(cands, shape, rows[0]["slo_p99_ms"])
+    shapes = sorted({(r.batch, r.seq) for r in rows})
+    return which_model_table(cands, shapes), choose.recommend(cands, shape, rows[0].slo_p99_ms)
 
 
-def which_model_section(cap: dict[str, Any], points: list[Row], manifests: dict[str, Any]) -> list[str]:
+def which_model_section(cap: CapacityResults, points: list[SweepRow], manifests: dict[str, Any]) -> list[str]:
     """Markdown lines: one recommendation, what capacity means here, and the which-model table."""
     table, sentence = which_model_answer(cap, points, manifests)
     if not table:
         return []
-    rows = cap["rows"]
-    slo, max_err = rows[0]["slo_p99_ms"], rows[0]["max_error_rate"]
+    rows = cap.rows
+    slo, max_err = rows[0].slo_p99_ms, rows[0].max_error_rate
     source = choose.candidates(rows, points, manifests)[0].p50_source
     return [
         "## Which model to serve",
@@ -230,7 +231,7 @@ PLOTS = (
 
 
 def build(
-    points: list[Row], meta: dict[str, Any], images: list[Path], capacity: dict[str, Any] | None = None
+    points: list[SweepRow], meta: dict[str, Any], images: list[Path], capacity: CapacityResults | None = None
 ) -> str:
     """The report, a section per kind of result present: a capacity-only folder (no sweep) still
     gets a report, and a sweep without capacity has no empty recommendation."""
@@ -250,22 +251,22 @@ def build(
 
 
 def _capacity_section(
-    cap: dict[str, Any], points: list[Row], meta: dict[str, Any], images: list[Path]
+    cap: CapacityResults, points: list[SweepRow], meta: dict[str, Any], images: list[Path]
 ) -> list[str]:
     """The recommendation and its plot, or why there is no plot."""
-    manifests = {**(cap.get("meta") or {}).get("manifests", {}), **meta.get("manifests", {})}
+    manifests = {**cap.meta.get("manifests", {}), **meta.get("manifests", {})}
     out = which_model_section(cap, points, manifests)
     if any(p.name == "accuracy_vs_capacity.png" for p in images):
         return out + ["![Accuracy vs capacity](accuracy_vs_capacity.png)", ""]
     return out + ["(No accuracy-vs-capacity plot: no model has a recorded test accuracy.)", ""]
 
 
-def _setup_section(meta: dict[str, Any], capacity: dict[str, Any] | None) -> list[str]:
+def _setup_section(meta: dict[str, Any], capacity: CapacityResults | None) -> list[str]:
     """The sweep's machine and versions (the capacity run's when there is no sweep); with both, the
     capacity search's own date and length, since the two ran at different times."""
-    out = ["## Setup", "", _meta_section(meta or (capacity or {}).get("meta", {})), ""]
+    out = ["## Setup", "", _meta_section(meta or (capacity.meta if capacity else {})), ""]
     if capacity and meta:
-        cm = capacity.get("meta") or {}
+        cm = capacity.meta
         out[-1:] = [
             f"- capacity search: created {cm.get('created', '?')}, elapsed {cm.get('elapsed_s', '?')} s",
             "",
@@ -273,7 +274,7 @@ def _setup_section(meta: dict[str, Any], capacity: dict[str, Any] | None) -> lis
     return out
 
 
-def _ratio_section(points: list[Row]) -> list[str]:
+def _ratio_section(points: list[SweepRow]) -> list[str]:
     """SHA over MHA per shape, bold where SHA is cheaper, so the crossover shows at a glance."""
     g = analysis.ratio_grid(points)
     if g is None:
@@ -292,17 +293,17 @@ def _ratio_section(points: list[Row]) -> list[str]:
     )
 
 
-def _inproc_section(points: list[Row]) -> list[str]:
-    inproc = [p for p in points if p.get("mode") == "inproc"]
+def _inproc_section(points: list[SweepRow]) -> list[str]:
+    inproc = [p for p in points if p.mode == "inproc"]
     if not inproc:
         return []
     table = _keyed_table("model batch seq p50_ms p95_ms p99_ms requests tokens_per_s provider", inproc)
     return _section("In-process (ONNX Runtime)", table)
 
 
-def _http_section(points: list[Row]) -> list[str]:
+def _http_section(points: list[SweepRow]) -> list[str]:
     """Client-side latencies beside the server's own split (queue vs compute) from /metrics."""
-    http = [p for p in points if p.get("mode") == "http"]
+    http = [p for p in points if p.mode == "http"]
     if not http:
         return []
     return _section(
@@ -319,7 +320,7 @@ def _http_section(points: list[Row]) -> list[str]:
     )
 
 
-def _overhead_section(points: list[Row]) -> list[str]:
+def _overhead_section(points: list[SweepRow]) -> list[str]:
     ov = analysis.overhead(points)
     if not ov:
         return []
@@ -332,25 +333,21 @@ def write_report(results_dir: Path) -> Path:
     results_dir = Path(results_dir)
     folder = results_dir.parent if results_dir.is_file() else results_dir
     has_sweep = results_dir.is_file() or (folder / results.JSON_NAME).is_file()
-    data = results.load(results_dir) if has_sweep else {"points": [], "meta": {}}
+    data = results.load(results_dir) if has_sweep else SweepResults(points=[])
     cap = results.load_capacity(folder)
-    images = plots.all_plots(data["points"], folder)
-    if cap and cap.get("rows"):
-        manifests = {**cap["meta"].get("manifests", {}), **data["meta"].get("manifests", {})}
-        cands = choose.candidates(cap["rows"], data["points"], manifests)
-        shape = choose.headline_shape(cap["rows"])
-        plot = (
-            plots.accuracy_vs_capacity(cands, shape, cap["rows"][0]["slo_p99_ms"], folder) if shape else None
-        )
+    images = plots.all_plots(data.points, folder)
+    if cap and cap.rows:
+        manifests = {**cap.meta.get("manifests", {}), **data.meta.get("manifests", {})}
+        cands = choose.candidates(cap.rows, data.points, manifests)
+        shape = choose.headline_shape(cap.rows)
+        plot = plots.accuracy_vs_capacity(cands, shape, cap.rows[0].slo_p99_ms, folder) if shape else None
         images += [plot] if plot else []
     path = folder / REPORT_NAME
-    write_text(path, build(data["points"], data["meta"], images, cap) + _profile_section(folder))
+    write_text(path, build(data.points, data.meta, images, cap) + _profile_section(folder))
     return path
 
 
 def _profile_section(folder: Path) -> str:
     """`python -m loadtest profile`'s table when the folder holds a complete profile.json."""
-    from loadtest.profile import render, runner
-
     data = runner.load(folder)
     return "\n".join(["", *render.section_md(data)]) + "\n" if data else ""

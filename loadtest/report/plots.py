@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from contract import atomic  # noqa: E402
 from loadtest.report import analysis, choose  # noqa: E402
-from loadtest.results import Row  # noqa: E402
+from loadtest.results import SweepRow  # noqa: E402
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -28,38 +28,35 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def latency_vs_batch(points: list[Row], out: Path) -> Path | None:
+def latency_vs_batch(points: list[SweepRow], out: Path) -> Path | None:
     source, rows = analysis.latency_rows(points)
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = list(dict.fromkeys(r.model for r in rows))
     if not models:
         return None
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), sharey=True, squeeze=False)
-    seqs = sorted({int(r["seq"]) for r in rows})
+    seqs = sorted({r.seq for r in rows})
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(seqs))))
     for ax, m in zip(axes[0], models, strict=True):
-        mr = [r for r in rows if r["model"] == m]
+        mr = [r for r in rows if r.model == m]
         for c, q in zip(colors, seqs, strict=True):
-            pts = sorted((int(r["batch"]), float(r["p50_ms"])) for r in mr if int(r["seq"]) == q)
+            pts = sorted((r.batch, r.p50_ms) for r in mr if r.seq == q and r.p50_ms is not None)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=f"seq {q}")
-        arch = mr[0]["arch"].upper()
         ax.set(
-            title=f"{arch}: {m} ({mr[0]['layers']}L-{mr[0]['heads']}H)",
+            title=f"{mr[0].arch.upper()}: {m} ({mr[0].layers}L-{mr[0].heads}H)",
             xlabel="batch size",
             xscale="log",
             yscale="log",
         )
-        ax.set_xticks(
-            sorted({int(r["batch"]) for r in mr}),
-            labels=[str(b) for b in sorted({int(r["batch"]) for r in mr})],
-        )
+        batches = sorted({r.batch for r in mr})
+        ax.set_xticks(batches, labels=[str(b) for b in batches])
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel(f"p50 latency, ms ({source})")
     axes[0][-1].legend(fontsize=8)
     return _save(fig, out / "latency_vs_batch.png")
 
 
-def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
+def ratio_heatmap(points: list[SweepRow], out: Path) -> Path | None:
     g = analysis.ratio_grid(points)
     if g is None:
         return None
@@ -106,22 +103,20 @@ def ratio_heatmap(points: list[Row], out: Path) -> Path | None:
     return _save(fig, out / "ratio_heatmap.png")
 
 
-def throughput_vs_concurrency(points: list[Row], out: Path) -> Path | None:
-    rows = [r for r in points if r.get("load") == "closed" and r.get("rps")]
+def throughput_vs_concurrency(points: list[SweepRow], out: Path) -> Path | None:
+    rows = [r for r in points if r.load == "closed" and r.rps and r.tokens_per_s is not None]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    keys = sorted({(r["model"], int(r["batch"]), int(r["seq"])) for r in rows})
-    arch = {r["model"]: r.get("arch") for r in rows}
+    keys = sorted({(r.model, r.batch, r.seq) for r in rows})
+    arch = {r.model: r.arch for r in rows}
     for m, b, q in keys:
         pts = sorted(
-            (int(r["concurrency"]), float(r["tokens_per_s"]))
-            for r in rows
-            if (r["model"], int(r["batch"]), int(r["seq"])) == (m, b, q)
+            (r.concurrency, r.tokens_per_s or 0.0) for r in rows if (r.model, r.batch, r.seq) == (m, b, q)
         )
         style = "-" if arch.get(m) == "mha" else "--"
         ax.plot(*zip(*pts, strict=True), marker="o", ls=style, label=f"{m} b={b} s={q}")
-    concs = sorted({int(r["concurrency"]) for r in rows})
+    concs = sorted({r.concurrency for r in rows})
     ax.set(
         xscale="log",
         yscale="log",
@@ -135,20 +130,18 @@ def throughput_vs_concurrency(points: list[Row], out: Path) -> Path | None:
     return _save(fig, out / "throughput_vs_concurrency.png")
 
 
-def overhead_plot(points: list[Row], out: Path) -> Path | None:
+def overhead_plot(points: list[SweepRow], out: Path) -> Path | None:
     rows = analysis.overhead(points)
     if not rows:
         return None
-    arch = {r["model"]: r.get("arch") for r in rows}
+    arch = {r.model: r.arch for r in rows}
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for m, q in sorted({(r["model"], int(r["seq"])) for r in rows}):
-        pts = sorted(
-            (int(r["batch"]), float(r["overhead_ms"])) for r in rows if (r["model"], int(r["seq"])) == (m, q)
-        )
+    for m, q in sorted({(r.model, r.seq) for r in rows}):
+        pts = sorted((r.batch, r.overhead_ms) for r in rows if (r.model, r.seq) == (m, q))
         ax.plot(
             *zip(*pts, strict=True), marker="o", ls="-" if arch.get(m) == "mha" else "--", label=f"{m} s={q}"
         )
-    bs = sorted({int(r["batch"]) for r in rows})
+    bs = sorted({r.batch for r in rows})
     ax.axhline(0, color="gray", lw=0.8)
     ax.set(
         xscale="log",
@@ -202,7 +195,7 @@ def accuracy_vs_capacity(
     return _save(fig, out / "accuracy_vs_capacity.png")
 
 
-def all_plots(points: list[Row], out: Path) -> list[Path]:
+def all_plots(points: list[SweepRow], out: Path) -> list[Path]:
     made = [
         f(points, out) for f in (latency_vs_batch, ratio_heatmap, throughput_vs_concurrency, overhead_plot)
     ]

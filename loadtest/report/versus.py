@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from collections import Counter
 
-from loadtest.results import Row
+from loadtest.results import SweepRow
 
 Shape = tuple[str, int, int]  # model, batch, seq
 
 
-def p50_grid(folders: dict[str, list[Row]]) -> dict[Shape, dict[str, float]]:
+def p50_grid(folders: dict[str, list[SweepRow]]) -> dict[Shape, dict[str, float]]:
     """(model, batch, seq) -> {label: p50 ms} over the in-process rows of each labelled folder."""
     grid: dict[Shape, dict[str, float]] = {}
     for label, points in folders.items():
         for p in points:
-            if p.get("mode") == "inproc" and p.get("p50_ms"):
-                grid.setdefault((p["model"], p["batch"], p["seq"]), {})[label] = float(p["p50_ms"])
+            if p.mode == "inproc" and p.p50_ms:
+                grid.setdefault((p.model, p.batch, p.seq), {})[label] = p.p50_ms
     return grid
 
 
@@ -30,7 +30,7 @@ def wins(grid: dict[Shape, dict[str, float]]) -> dict[str, dict[str, int]]:
     return {m: dict(c.most_common()) for m, c in out.items()}
 
 
-def table_md(folders: dict[str, list[Row]]) -> list[str]:
+def table_md(folders: dict[str, list[SweepRow]]) -> list[str]:
     """Markdown: one line per model and shape, one p50 column per label, the fastest in bold, then
     per model which label is fastest at how many shapes. Empty without two labels to compare."""
     grid = p50_grid(folders)

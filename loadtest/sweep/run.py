@@ -4,6 +4,7 @@ write results after every point (an interrupted sweep keeps what it measured).""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +17,14 @@ from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, repo_models, resolve, service_models
+from loadtest.results import SweepRow
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.grid import PRESETS, GridError, parse_list, parse_names
+from loadtest.sweep.inproc import InprocModel
+from service.runtime.session import choose_providers
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -211,20 +218,21 @@ def _http_points(models: dict[str, ModelInfo], grid: _Grid, notes: list[str]) ->
 
 
 def _inproc_on_gpu(s: LoadtestSettings) -> bool:
-    from service.runtime.session import choose_providers
-    from service.settings import ServiceSettings
-
+    """Whether in-process runs will find a GPU. Any failure to pick a provider (no onnxruntime
+    build for this host, a broken CUDA install) means the CPU grid; the reason goes to the log."""
     try:
         return choose_providers(ServiceSettings(provider=s.provider))[0][0] == "CUDAExecutionProvider"
     except Exception:
+        log.warning("no GPU provider for in-process runs, using the CPU grid", exc_info=True)
         return False
 
 
 # -- running ----------------------------------------------------------------------------
 
 
-def _row(p: Point, info: ModelInfo, **kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _cells(p: Point, info: ModelInfo) -> dict[str, Any]:
+    """The columns every row of `p` starts with: what was measured, on which model."""
+    return {
         "mode": p.mode,
         "load": p.load,
         "model": p.model,
@@ -236,22 +244,18 @@ def _row(p: Point, info: ModelInfo, **kw: Any) -> dict[str, Any]:
         "concurrency": p.concurrency,
         "rate": p.rate,
     }
-    row.update(kw)
-    return row
 
 
-def _throughput(row: dict[str, Any], ok: int, window: float, p: Point) -> None:
+def _throughput(ok: int, window: float, p: Point) -> dict[str, float]:
     rps = ok / window if window > 0 else 0.0
-    row.update(rps=rps, tokens_per_s=rps * p.batch * p.seq, window_s=window)
+    return {"rps": rps, "tokens_per_s": rps * p.batch * p.seq, "window_s": window}
 
 
 class Runner:
-    def __init__(
-        self, plan: Plan, on_point: Callable[[int, Point, dict[str, Any]], None] | None = None
-    ) -> None:
+    def __init__(self, plan: Plan, on_point: Callable[[int, Point, SweepRow], None] | None = None) -> None:
         self.plan = plan
         self.on_point = on_point or (lambda i, p, r: None)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[SweepRow] = []
         self.meta = self._meta()
         self._inproc: dict[str, Any] = {}
 
@@ -286,7 +290,7 @@ class Runner:
     def save(self) -> None:
         results.write(self.plan.settings.out, self.meta, self.rows)
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[SweepRow]:
         pts = self.plan.points
         inproc = [(i, p) for i, p in enumerate(pts) if p.mode == "inproc"]
         http = [(i, p) for i, p in enumerate(pts) if p.mode == "http"]
@@ -300,15 +304,13 @@ class Runner:
         self.save()
         return self.rows
 
-    def _add(self, i: int, p: Point, row: dict[str, Any]) -> None:
+    def _add(self, i: int, p: Point, row: SweepRow) -> None:
         self.rows.append(row)
         self.save()
         self.on_point(i, p, row)
 
     # in-process
-    def _run_inproc(self, p: Point) -> dict[str, Any]:
-        from loadtest.sweep.inproc import InprocModel
-
+    def _run_inproc(self, p: Point) -> SweepRow:
         s, info = self.plan.settings, self.plan.models[p.model]
         m = self._inproc.get(p.model)
         if m is None:
@@ -317,17 +319,21 @@ class Runner:
             self.meta["providers"].setdefault("inproc", {})[p.model] = m.provider
         t = m.time_shape(p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed)
         st = summarize(t.seconds)
-        row = _row(p, info, provider=m.provider, variant=m.variant, requests=st.pop("count"), errors=0)
-        if m.model.graphs is not None:
-            row["note"] = "CUDA graph (H2H_CUDA_GRAPH)"
-        row.update(st)
-        # throughput of back-to-back runs: one batch per median latency
-        _throughput(row, 1, st["p50_ms"] / 1e3, p)
-        row["window_s"] = sum(t.seconds)
-        return row
+        count = st.pop("count")
+        return SweepRow(
+            **_cells(p, info),
+            provider=m.provider,
+            variant=m.variant,
+            requests=count,
+            errors=0,
+            note="CUDA graph (H2H_CUDA_GRAPH)" if m.model.graphs is not None else None,
+            **st,
+            # throughput of back-to-back runs: one batch per median latency
+            **{**_throughput(1, st["p50_ms"] / 1e3, p), "window_s": sum(t.seconds)},
+        )
 
     # over HTTP
-    def _run_http(self, p: Point, driver: Driver) -> dict[str, Any]:
+    def _run_http(self, p: Point, driver: Driver) -> SweepRow:
         s, info = self.plan.settings, self.plan.models[p.model]
         self.meta["providers"].setdefault("http", {})[p.model] = info.server_provider
         spec = LoadSpec(
@@ -348,27 +354,29 @@ class Runner:
             raise hc.ServiceUnreachable(f"service at {s.url} stopped answering ({dict(res.errors)})")
         st = summarize(res.latencies)
         st.pop("count")
-        row = _row(
-            p,
-            info,
+        sch = res.schedule
+        open_loop = (
+            {}
+            if sch is None
+            else {
+                "late_sends": sch.late,
+                "max_lag_ms": sch.max_lag_s * 1e3,
+                "achieved_rate": sch.achieved_rate(self.plan.duration),
+            }
+        )
+        return SweepRow(
+            **_cells(p, info),
             provider=info.server_provider,
             variant=info.server_variant,
             requests=res.ok,
             errors=res.error_count,
             error_kinds=dict(res.errors),
+            **st,
+            **_throughput(res.ok, res.window_s, p),
+            **client_row(res, driver.procs),
+            **open_loop,
+            **promscrape.diff(scraped[0], after),
         )
-        row.update(st)
-        _throughput(row, res.ok, res.window_s, p)
-        row.update(client_row(res, driver.procs))
-        if res.schedule is not None:
-            sch = res.schedule
-            row.update(
-                late_sends=sch.late,
-                max_lag_ms=sch.max_lag_s * 1e3,
-                achieved_rate=sch.achieved_rate(self.plan.duration),
-            )
-        row.update(promscrape.diff(scraped[0], after))
-        return row
 
 
 def client_row(res: hc.LoadResult, procs: int) -> dict[str, Any]:
@@ -385,7 +393,7 @@ def i_hash(p: Point) -> int:
     return (p.batch * 7919 + p.seq * 104729 + int((p.rate or 0) * 10)) % 100_000
 
 
-def run_plan(plan: Plan, on_point: Callable[[int, Point, dict[str, Any]], None] | None = None) -> Runner:
+def run_plan(plan: Plan, on_point: Callable[[int, Point, SweepRow], None] | None = None) -> Runner:
     r = Runner(plan, on_point)
     t0 = time.perf_counter()
     r.run()

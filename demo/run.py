@@ -1,7 +1,7 @@
 """`make demo`: train MHA and SHA, export both, serve them, load-test, print which model to serve.
 
-    python scripts/demo.py [--preset small] [--runs runs] [--repo model_repository]
-                           [--results results] [--force] [--skip-loadtest]
+    python -m demo [--preset small] [--runs runs] [--repo model_repository]
+                   [--results results] [--force] [--skip-loadtest]
 
 Every step is the project's own CLI or API, run the way a user would run it, so the demo
 is also an end-to-end check: a completed training run in `runs/` is reused (`--force`, or
@@ -23,13 +23,22 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.cli import fail, settings_from, settings_parser
+from contract.manifest import load_manifest
+from export.api import FP32_FILE, export_run
 from loadtest import processes
+from loadtest.report.analysis import is_lone, max_throughput
+from loadtest.report.markdown import verdict, which_model_answer
+from loadtest.results import CapacityResults, SweepResults, SweepRow, load, load_capacity
+from models.data import WordNetMissingError
+from models.settings import TrainSettings
+from models.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the demo runs the CLIs as a user would there
 
 ARCHS = ("mha", "sha")
 COMPARE_TEXT = ["a large carnivorous feline of Africa and Asia", "move fast by using one's feet"]
@@ -86,9 +95,6 @@ def completed_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
-    from models.settings import TrainSettings
-    from models.train import train
-
     out: dict[str, dict[str, Any]] = {}
     for arch in ARCHS:
         ts = TrainSettings(
@@ -111,9 +117,6 @@ def train_both(s: DemoSettings) -> dict[str, dict[str, Any]]:
 
 
 def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    from contract.manifest import load_manifest
-    from export.api import FP32_FILE, export_run
-
     names = {}
     for arch, m in runs.items():
         t0 = time.perf_counter()
@@ -127,8 +130,6 @@ def export_both(s: DemoSettings, runs: dict[str, dict[str, Any]]) -> dict[str, s
 
 
 def show_compare(url: str) -> None:
-    import httpx
-
     r = httpx.post(f"{url}/v1/compare", json={"texts": COMPARE_TEXT, "top_k": 2}, timeout=30)
     r.raise_for_status()
     print(f"POST /v1/compare {json.dumps({'texts': COMPARE_TEXT})}")
@@ -145,36 +146,30 @@ def run_loadtest(command: str, *args: str) -> bool:
     return rc == 0
 
 
-def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
+def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> SweepResults | None:
     # name the two models: the repository may hold others (e.g. the random-init paper pair)
     models = ",".join(names.values())
     args = ["--preset", s.loadtest_preset, "--mode", "both", "--models", models, "--repo", str(s.repo)]
     if not run_loadtest("sweep", *args, "--url", url, "--out", str(s.results)):
         return None
-    from loadtest.results import load
-
     return load(s.results)
 
 
-def capacity(s: DemoSettings, url: str, names: dict[str, str]) -> dict[str, Any] | None:
+def capacity(s: DemoSettings, url: str, names: dict[str, str]) -> CapacityResults | None:
     """The SLO capacity search on the trained pair at batch 1 (it rewrites the report with the
     which-model section and the accuracy-vs-capacity plot)."""
     args = ["--models", ",".join(names.values()), "--batch", "1", "--seq", s.capacity_seq]
     args += ["--slo-p99-ms", f"{s.slo_p99_ms:g}", *CAPACITY_PROBES[s.loadtest_preset]]
     if not run_loadtest("capacity", *args, "--url", url, "--out", str(s.results)):
         return None
-    from loadtest.results import load_capacity
-
     return load_capacity(s.results)
 
 
-def show_answer(s: DemoSettings, results: dict[str, Any] | None, cap: dict[str, Any]) -> None:
+def show_answer(s: DemoSettings, results: SweepResults | None, cap: CapacityResults) -> None:
     """The demo's last words: the which-model table and the one sentence naming the model to serve."""
-    from loadtest.report.markdown import which_model_answer
-
-    meta = (results or {}).get("meta", {})
-    manifests = {**cap.get("meta", {}).get("manifests", {}), **meta.get("manifests", {})}
-    table, sentence = which_model_answer(cap, (results or {}).get("points", []), manifests)
+    results = results or SweepResults(points=[])
+    manifests = {**cap.meta.get("manifests", {}), **results.meta.get("manifests", {})}
+    table, sentence = which_model_answer(cap, results.points, manifests)
     if not table:
         return
     banner(f"Which model to serve (p99 <= {s.slo_p99_ms:g} ms)")
@@ -187,17 +182,15 @@ def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: dict[str, Any] | None) -> str:
+def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: SweepResults | None) -> str:
     """One Markdown table: training side (params, accuracy, time) and serving side (latency)."""
-    from loadtest.report.analysis import max_throughput
-
-    points = (results or {}).get("points", [])
+    points = results.points if results else []
     header = ["", "layers x heads", "params", "test acc", "train time"]
-    inproc = [p for p in points if p.get("mode") == "inproc" and p.get("p50_ms") is not None]
-    http1 = [p for p in points if p.get("load") == "closed" and p.get("concurrency") == 1 and p.get("p50_ms")]
-    small = min(((p["batch"], p["seq"]) for p in inproc), default=None)
-    large = max(((p["batch"] * p["seq"], p["batch"], p["seq"]) for p in inproc), default=None)
-    hsmall = min(((p["batch"], p["seq"]) for p in http1), default=None)
+    inproc = [p for p in points if p.mode == "inproc" and p.p50_ms is not None]
+    http1 = [p for p in points if is_lone(p) and p.p50_ms]
+    small = min(((p.batch, p.seq) for p in inproc), default=None)
+    large = max(((p.batch * p.seq, p.batch, p.seq) for p in inproc), default=None)
+    hsmall = min(((p.batch, p.seq) for p in http1), default=None)
     if small:
         header.append(f"in-process p50 ms b{small[0]} s{small[1]}")
     if large:
@@ -208,10 +201,8 @@ def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: 
     if tput:
         header.append("HTTP max rows/s")
 
-    def at(rows: list[dict[str, Any]], model: str, b: int, q: int) -> float | None:
-        return next(
-            (p["p50_ms"] for p in rows if p["model"] == model and p["batch"] == b and p["seq"] == q), None
-        )
+    def at(rows: list[SweepRow], model: str, b: int, q: int) -> float | None:
+        return next((p.p50_ms for p in rows if (p.model, p.batch, p.seq) == (model, b, q)), None)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arch, m in runs.items():
@@ -239,11 +230,8 @@ _TITLE = __doc__.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from contract.cli import fail, settings_from, settings_parser
-
-    s = settings_from(DemoSettings, settings_parser(DemoSettings, "scripts/demo.py", _TITLE).parse_args(argv))
+    s = settings_from(DemoSettings, settings_parser(DemoSettings, "python -m demo", _TITLE).parse_args(argv))
     os.chdir(ROOT)
-    from models.data import WordNetMissingError
 
     banner(f"1/4 train MHA and SHA ({s.preset}) -> {s.runs}/")
     try:
@@ -276,16 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     banner("MHA vs SHA")
     print(comparison(runs, names, results))
     if results is not None:
-        from loadtest.report.markdown import verdict
-
         print()
-        print(verdict(results["points"]))
+        print(verdict(results.points))
         plots = sorted(p.name for p in s.results.glob("*.png"))
         print(f"\nreport: {s.results / 'report.md'}\nplots in {s.results}/: {', '.join(plots)}")
     if cap is not None:
         show_answer(s, results, cap)
     return 0 if srv.returncode == 0 else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
