@@ -4,8 +4,14 @@
 # GPU (default):  docker build -t headtohead-service .
 # CPU variant:    docker build -t headtohead-service:cpu \
 #                   --build-arg BASE_IMAGE=ubuntu:24.04 --build-arg ORT_PACKAGE=onnxruntime .
+# podman/buildah: buildah bud --format docker ... (the OCI format would drop the healthcheck)
 #
 # Run:            docker run --gpus all -p 8000:8000 -v "$PWD/model_repository:/models:ro" headtohead-service
+#
+# Behind a proxy with its own certificate authority, or with a private index: pass them as build
+# secrets, never baked into a layer (docs/operations.md):
+#   --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt   a CA bundle pip should trust
+#   --secret id=pip_conf,src=$HOME/.config/pip/pip.conf         pip's configuration (index-url, ...)
 #
 # Only the serving core is installed (`pip install .`: pyproject's [project] dependencies, no
 # torch). The service imports only contract/ (tensor names, manifest, tokenizer, atomic writes),
@@ -27,17 +33,24 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# dependencies first (cached while only the source changes)
+# dependencies first (cached while only the source changes); the runtime named by ORT_PACKAGE
+# replaces pyproject's onnxruntime-gpu (same version bound), so the CPU variant never downloads
+# the GPU wheel. pip reads the optional build secrets: its config at /etc/pip.conf, a CA bundle.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
- && pip install -r /tmp/requirements.txt \
- && if [ "$ORT_PACKAGE" != "onnxruntime-gpu" ]; then \
-      pip uninstall -y onnxruntime-gpu && pip install "$ORT_PACKAGE"; \
-    fi
+RUN python -c "import os, re, tomllib; \
+d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+d = [re.sub(r'^onnxruntime-gpu\b', os.environ['ORT_PACKAGE'], x) for x in d]; \
+open('/tmp/requirements.txt', 'w').write('\n'.join(d))"
+RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip_ca,required=false \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && pip install -r /tmp/requirements.txt
 COPY contract/ contract/
 COPY service/ service/
-RUN pip install --no-deps . \
+RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf,required=false \
+    --mount=type=secret,id=pip_ca,required=false \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
+ && pip install --no-deps . \
  && python -c "import service.http.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ REPO ?= model_repository
 RESULTS ?= results
 PAPER_REPO ?= paper_repository
 
-.PHONY: demo test test-fast install system-deps venv train export serve loadtest paper lint clean
+.PHONY: demo test test-fast image-test install system-deps venv train export serve loadtest paper lint clean
 
 # Debian packages: the data set (wordnet-base), Prometheus (monitoring integration test)
 # and wrk (load-test cross-check). Installed only when missing.
@@ -42,6 +42,15 @@ install: system-deps venv
 
 test: install
 	$(PY) -m pytest -q
+
+# The container users deploy (tests/test_image.py): build the CPU variant with buildah/podman
+# (installed from Debian when missing; a debootstrap base when no registry answers), run it
+# read-only as non-root, through podman-compose under Prometheus, and SIGTERM it mid-request.
+# Everything it writes stays in IMAGE_TEST_DIR (a second run reuses its base image and layers);
+# skipped with the reason where podman cannot run. CI runs it after `make test`.
+IMAGE_TEST_DIR ?= build/image-test
+image-test: install
+	H2H_IMAGE_TEST_DIR=$(IMAGE_TEST_DIR) $(PY) -m pytest -q tests/test_image.py
 
 # The local loop: everything but the tests marked slow (live fleets, sweeps, the demo; CI runs them).
 test-fast: install

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +95,19 @@ def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 
 
+def provisioned_dashboards() -> dict[str, dict]:
+    """Every dashboard Grafana loads: the JSON files in the folder the provisioning names,
+    found through the compose bind mount that puts deploy/grafana/dashboards there."""
+    (prov,) = yaml.safe_load(DASHBOARD_PROVIDERS.read_text())["providers"]
+    grafana = load_yaml(COMPOSE)["services"]["grafana"]
+    (mount,) = [
+        v for v in grafana["volumes"] if isinstance(v, dict) and v["target"] == prov["options"]["path"]
+    ]
+    files = sorted((ROOT / mount["source"]).glob("**/*.json"))
+    assert DASHBOARD in files, files
+    return {f.name: json.loads(f.read_text()) for f in files}
+
+
 def iter_panels(panels: list[dict]) -> Iterator[dict]:
     """Every panel, rows' nested panels included."""
     for p in panels:
@@ -116,19 +130,23 @@ def substitute(expr: str) -> str:
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
-    """(id, PromQL) for every dashboard target and the `model` variable, variables substituted."""
+    """(id, PromQL) for every target and query variable of every provisioned dashboard,
+    variables substituted."""
     out = []
-    d = dashboard()
-    for p in iter_panels(d["panels"]):
-        for t in p.get("targets") or []:
-            out.append((f"panel {p['id']} {p['title']!r} {t['refId']}", substitute(t["expr"])))
-    for v in d["templating"]["list"]:
-        if v.get("type") == "query":
-            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-            m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", q.strip())
-            assert m, f"variable {v['name']}: only label_values(metric, label) is supported, got {q!r}"
-            # what Grafana asks Prometheus for label_values(): the series carrying the label
-            out.append((f"variable ${v['name']}", f"count by ({m.group(2)}) ({substitute(m.group(1))})"))
+    for file, d in provisioned_dashboards().items():
+        where = "" if file == DASHBOARD.name else f"{file} "
+        for p in iter_panels(d["panels"]):
+            for t in p.get("targets") or []:
+                out.append((f"{where}panel {p['id']} {p['title']!r} {t['refId']}", substitute(t["expr"])))
+        for v in d.get("templating", {}).get("list", []):
+            if v.get("type") == "query":
+                q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+                m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", q.strip())
+                assert m, f"variable {v['name']}: only label_values(metric, label) is supported, got {q!r}"
+                # what Grafana asks Prometheus for label_values(): the series carrying the label
+                out.append(
+                    (f"{where}variable ${v['name']}", f"count by ({m.group(2)}) ({substitute(m.group(1))})")
+                )
     return out
 
 
@@ -221,12 +239,16 @@ def test_compose_cpu_override_drops_gpu() -> None:
     o = load_yaml(COMPOSE_CPU)["services"]["service"]
     assert o["deploy"] == {} and o["environment"]["H2H_PROVIDER"] == "cpu"
     assert o["build"]["args"]["ORT_PACKAGE"] == "onnxruntime"
+    # the base image is an argument (a mirror, a local debootstrap base), Ubuntu by default
+    assert o["build"]["args"]["BASE_IMAGE"] == "${H2H_BASE_IMAGE:-ubuntu:24.04}"
     assert "!reset" in COMPOSE_CPU.read_text()
 
 
 def _docker_compose() -> list[str] | None:
-    for cmd in (["docker", "compose"], ["docker-compose"]):
-        if shutil.which(cmd[0]) is None:
+    """Docker Compose (plugin or standalone), else podman-compose (a dev dependency) with podman."""
+    podman_compose = str(Path(sys.executable).with_name("podman-compose"))
+    for cmd in (["docker", "compose"], ["docker-compose"], [podman_compose]):
+        if shutil.which(cmd[0]) is None or (cmd == [podman_compose] and shutil.which("podman") is None):
             continue
         probe = subprocess.run([*cmd, "version"], capture_output=True, text=True)
         if probe.returncode == 0:
@@ -237,7 +259,7 @@ def _docker_compose() -> list[str] | None:
 def test_docker_compose_config(tmp_path: Path) -> None:
     cmd = _docker_compose()
     if cmd is None:
-        pytest.skip("neither `docker compose` (plugin) nor `docker-compose` is installed")
+        pytest.skip("none of `docker compose`, `docker-compose`, podman with podman-compose is installed")
     env = {**os.environ, "H2H_MODEL_REPOSITORY_DIR": str(tmp_path)}
     for files in (["-f", str(COMPOSE)], ["-f", str(COMPOSE), "-f", str(COMPOSE_CPU)]):
         r = subprocess.run(
@@ -253,6 +275,15 @@ def test_dockerfile() -> None:
     assert "ARG ORT_PACKAGE=onnxruntime-gpu" in text  # CPU variant: --build-arg ORT_PACKAGE=onnxruntime
     instructions = "\n".join(ln for ln in lines if not ln.startswith("#"))
     assert "pip install --no-deps ." in instructions and "torch" not in instructions
+    # the CPU variant installs only ORT_PACKAGE: the GPU wheel is replaced before pip runs
+    assert "uninstall" not in instructions and "os.environ['ORT_PACKAGE']" in instructions
+    # pip's configuration and CA come as optional build secrets, on every RUN that runs pip
+    pip_runs = [r for r in instructions.split("\nRUN ") if "pip install" in r]
+    assert len(pip_runs) == 2
+    for run in pip_runs:
+        assert "--mount=type=secret,id=pip_conf,target=/etc/pip.conf,required=false" in run
+        assert "--mount=type=secret,id=pip_ca,required=false" in run and "PIP_CERT=/run/secrets/pip_ca" in run
+    assert not re.search(r"^(COPY|ADD)\b.*(pip|\.crt|\.pem)", instructions, re.M | re.I)
     user = [ln for ln in lines if ln.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in {"0", "root"}
     (hc,) = [ln for ln in lines if ln.startswith("HEALTHCHECK")]
@@ -421,7 +452,7 @@ def fast_rule_files(tmp: Path) -> list[str]:
     return files
 
 
-def _prometheus_config(tmp: Path, service: str, prom: str) -> Path:
+def shipped_prometheus_config(tmp: Path, service: str, prom: str) -> Path:
     """tmp copy of the shipped config and rules: target -> the live service, 1 s intervals."""
     cfg = yaml.safe_load(PROM_CONFIG.read_text())
     cfg["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
@@ -539,7 +570,7 @@ class Traffic:
             w.join()
 
 
-def _query(prom: str, expr: str, at: float | None = None) -> list[dict]:
+def prom_query(prom: str, expr: str, at: float | None = None) -> list[dict]:
     import httpx
 
     params = {"query": expr}
@@ -555,7 +586,7 @@ def _query(prom: str, expr: str, at: float | None = None) -> list[dict]:
     return data["result"]
 
 
-def _finite(result: list[dict]) -> list[dict]:
+def finite(result: list[dict]) -> list[dict]:
     return [s for s in result if math.isfinite(float(s["value"][1]))]
 
 
@@ -580,7 +611,7 @@ def start_prometheus(tmp: Path, port: int, config: Path, *flags: str) -> tuple[s
     return proc, log
 
 
-def _settle(prom: str, gpu: bool) -> None:
+def settle(prom: str, gpu: bool) -> None:
     """Wait (30 s at most) until every query has a finite value: the last scrapes and rule
     evaluations have landed, so the tests may fix one evaluation time."""
     queries = [(n, q) for n, q in all_queries() if gpu or not GPU_METRIC.search(q)]
@@ -588,7 +619,7 @@ def _settle(prom: str, gpu: bool) -> None:
     missing = queries
     while missing and time.monotonic() < deadline:
         time.sleep(1)
-        missing = [(n, q) for n, q in missing if not _finite(_query(prom, q))]
+        missing = [(n, q) for n, q in missing if not finite(prom_query(prom, q))]
 
 
 def _start_stack(tmp: Path, tiny_repo: Path, procs: list[subprocess.Popen]) -> tuple[str, str, Path, Path]:
@@ -604,7 +635,7 @@ def _start_stack(tmp: Path, tiny_repo: Path, procs: list[subprocess.Popen]) -> t
 
     pport = free_port()
     prom = f"http://127.0.0.1:{pport}"
-    cfg = _prometheus_config(tmp, addr, f"127.0.0.1:{pport}")
+    cfg = shipped_prometheus_config(tmp, addr, f"127.0.0.1:{pport}")
     pr, plog = start_prometheus(tmp, pport, cfg, "--storage.tsdb.retention.time=1h")
     procs.append(pr)
 
@@ -653,7 +684,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         traffic.client.close()
         t1 = time.monotonic()
         gpu = "h2h_gpu_utilization_ratio" in httpx.get(f"{base}/metrics", timeout=5).text
-        _settle(prom, gpu)
+        settle(prom, gpu)
         at = time.time()
         phases["traffic_s"] = t1 - t0
         phases["settle_s"] = time.monotonic() - t1
@@ -698,22 +729,28 @@ def test_live_both_models_recorded(live: dict) -> None:
         "model:h2h_requests:rate1m",
         "model:h2h_compute_seconds_per_token:rate1m",
     ):
-        models = {s["metric"]["model"] for s in _finite(_query(live["prom"], rule, live["at"]))}
+        models = {s["metric"]["model"] for s in finite(prom_query(live["prom"], rule, live["at"]))}
         assert {"mha-tiny", "sha-tiny"} <= models, (rule, models)
     (share,) = [
         s
-        for s in _query(live["prom"], "model:h2h_requests_429:ratio_rate1m", live["at"])
+        for s in prom_query(live["prom"], "model:h2h_requests_429:ratio_rate1m", live["at"])
         if s["metric"]["model"] == "mha-tiny"
     ]
     assert 0 < float(share["value"][1]) < 1
 
 
-@pytest.mark.parametrize(("name", "expr"), all_queries(), ids=[n for n, _ in all_queries()])
-def test_live_query_returns_data(live: dict, name: str, expr: str) -> None:
-    if GPU_METRIC.search(expr) and not live["gpu"]:
+def assert_query_has_data(prom: str, at: float, gpu: bool, name: str, expr: str) -> None:
+    """`expr` has a finite sample at `at`: a query naming a metric nobody exports fails here.
+    GPU queries are skipped where the service exports no h2h_gpu_* series."""
+    if GPU_METRIC.search(expr) and not gpu:
         pytest.skip(
             "no NVML on this host: the service exports no h2h_gpu_* series, so this GPU query "
             "cannot have data here (not faked; it is checked on hosts with a GPU)"
         )
-    result = _query(live["prom"], expr, live["at"])
-    assert _finite(result), f"{name}: no finite sample for {expr!r}: {result[:3]}"
+    result = prom_query(prom, expr, at)
+    assert finite(result), f"{name}: no finite sample for {expr!r}: {result[:3]}"
+
+
+@pytest.mark.parametrize(("name", "expr"), all_queries(), ids=[n for n, _ in all_queries()])
+def test_live_query_returns_data(live: dict, name: str, expr: str) -> None:
+    assert_query_has_data(live["prom"], live["at"], live["gpu"], name, expr)
