@@ -185,7 +185,7 @@ def _ms(v: float | None) -> str:
 def comparison(runs: dict[str, dict[str, Any]], names: dict[str, str], results: SweepResults | None) -> str:
     """One Markdown table: training side (params, accuracy, time) and serving side (latency)."""
     points = results.points if results else []
-    header = ["", "layers x heads", "params", "test acc", "train time"]
+    header = ["", "layers x heads", "params", "test acc, this model", "train time"]
     inproc = [p for p in points if p.mode == "inproc" and p.p50_ms is not None]
     http1 = [p for p in points if is_lone(p) and p.p50_ms]
     small = min(((p.batch, p.seq) for p in inproc), default=None)

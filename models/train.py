@@ -143,9 +143,12 @@ def prepare(s: TrainSettings) -> Prepared:
 
 
 def make_optimizer(
-    model: Encoder, s: TrainSettings, total_steps: int, device: torch.device
+    model: Encoder, s: TrainSettings, total_steps: int, device: torch.device, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW (no decay on vectors and omega) with linear warmup then linear decay to 0."""
+    """AdamW (no decay on vectors and omega) with linear warmup then linear decay to 0.
+
+    `capturable`: its step may be captured in a CUDA graph (models.train_cost's graph mode).
+    """
     warmup = max(1, int(total_steps * s.warmup_frac))
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "omega" in n]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "omega" not in n]
@@ -155,6 +158,7 @@ def make_optimizer(
         # one fused kernel instead of ~10 small ops per parameter tensor: the deep SHA model
         # has 4x the tensors of MHA, so the per-tensor loop costs it most
         fused=device.type in ("cpu", "cuda"),
+        capturable=capturable,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,

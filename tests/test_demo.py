@@ -83,15 +83,22 @@ def test_demo_end_to_end_then_reuses_runs(tmp_path: Path, wordnet_dir: Path) -> 
 def _assert_the_answer(out: str, results: Path) -> None:
     """The demo ends with the which-model table and one sentence; the report holds the plot."""
     answer = out[out.index("=== Which model to serve (p99 <= 50 ms) ===") :].strip().splitlines()
-    assert answer[1].startswith("| model | layers x heads | test accuracy | p50 ms, batch 1 | req/s b1 s8 |")
+    assert answer[1].startswith(
+        "| model | layers x heads | test acc, this model | test acc, seeded study | p50 ms, batch 1 | req/s b1 s8 |"
+    )
     assert answer[3].startswith("| mha-tiny | MHA 2L-4H | 0.") and answer[4].startswith(
         "| sha-tiny | SHA 8L-1H | 0."
     )
-    assert answer[5].startswith("| SHA vs MHA | – | ") and " points | " in answer[5]
+    assert answer[3].split(" | ")[3].endswith("seeds)")  # the study's figure, labelled (committed records)
+    assert answer[5].startswith("| SHA vs MHA | – | SHA − MHA ") and " points [" in answer[5]
     sentence = answer[-1]
     assert len(answer) == 8 and answer[6] == "" and sentence == out.strip().splitlines()[-1]
     assert sentence.startswith(("Serve mha-tiny", "Serve sha-tiny", "Trade-off: "))
-    assert "over 60 test examples" in sentence and "within p99 <= 50 ms at batch 1 x seq 8" in sentence
+    assert (
+        "over 60 test examples" in sentence
+        and "In the seeded study (docs/accuracy.json" in sentence
+        and "within p99 <= 50 ms at batch 1 x seq 8" in sentence
+    )
     report = (results / "report.md").read_text()
     assert "## Which model to serve" in report and sentence in report
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in report

@@ -12,8 +12,8 @@ from loadtest.capacity.runner import ratios
 from loadtest.capacity.search import Probe, SearchSpec, judge, search
 from loadtest.client.load import LoadResult
 from loadtest.client.schedule import ScheduleStats, poisson_offsets
-from loadtest.report import choose
-from loadtest.report.markdown import write_report
+from loadtest.report import choose, study
+from loadtest.report.markdown import which_model_answer, write_report
 from loadtest.results import CapacityResults, CapacityRow
 
 
@@ -145,7 +145,7 @@ def test_recommendation_when_one_model_wins_both():
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
     assert text == (
         "Serve mha-x: it is more accurate than sha-x beyond noise (test accuracy mha-x 0.7858 vs sha-x 0.7646, "
-        "+2.12 points) and carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 "
+        "SHA − MHA -2.12 points) and carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 "
         "(600 req/s vs 360 req/s)."
     )
 
@@ -154,7 +154,7 @@ def test_recommendation_names_the_trade_off_and_picks_accuracy():
     rows = _cap_rows(0.7646, 0.7858)
     text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
     assert text == (
-        "Trade-off: sha-x is more accurate beyond noise (test accuracy sha-x 0.7858 vs mha-x 0.7646, +2.12 points), "
+        "Trade-off: sha-x is more accurate beyond noise (test accuracy mha-x 0.7646 vs sha-x 0.7858, SHA − MHA +2.12 points), "
         "mha-x carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s); "
         "serve sha-x, at 1.67x the replicas for the same load, unless replicas rather than accuracy are the "
         "binding cost."
@@ -175,7 +175,7 @@ def test_accuracy_gap_is_judged_against_test_set_noise():
     same = choose.recommend(choose.candidates(_cap_rows(0.7861, 0.7806), [], n), (1, 16), 50.0)
     assert same == (
         "Serve mha-x: the two are equally accurate within noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
-        "+0.55 points, 95% interval [-0.51, +1.61] over 11,700 test examples), and mha-x carries 1.67x the "
+        "SHA − MHA -0.55 points, 95% interval [-1.61, +0.51] over 11,700 test examples), and mha-x carries 1.67x the "
         "traffic of sha-x within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
     )
     gap = choose.accuracy_gap(*choose.candidates(_cap_rows(0.78, 0.80), [], n))
@@ -211,7 +211,8 @@ def test_capacity_ratios_per_shape():
     assert [(x.seq, round(x.sha_over_mha or 0, 3)) for x in r] == [(16, 0.6), (64, 0.6)]
 
 
-def test_which_model_section_and_plot_in_the_report(tmp_path):
+def test_which_model_section_and_plot_in_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "STUDY_PATH", tmp_path / "no-study.json")  # the seeded column: below
     rows = _cap_rows(0.7858, 0.7646)
     meta = {"machine": {"cpu": "test cpu", "cores": 2, "gpus": []}, "manifests": {}, "notes": []}
     (tmp_path / "capacity.json").write_text(
@@ -220,7 +221,7 @@ def test_which_model_section_and_plot_in_the_report(tmp_path):
     md = write_report(tmp_path).read_text()
     assert "## Which model to serve" in md and "Serve mha-x: it is more accurate" in md
     assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600.0 | 300.0 |" in md
-    assert "| SHA vs MHA | – | -2.12 points | 1.67x | 0.60x | 0.60x |" in md
+    assert "| SHA vs MHA | – | SHA − MHA -2.12 points | 1.67x | 0.60x | 0.60x |" in md
     assert "## Verdict" not in md  # no sweep in this folder
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
     png = (tmp_path / "accuracy_vs_capacity.png").read_bytes()
@@ -235,3 +236,60 @@ def test_which_model_section_and_plot_in_the_report(tmp_path):
     assert (
         "no model has a recorded test accuracy" in md and not (tmp_path / "accuracy_vs_capacity.png").exists()
     )
+
+
+def _study_records(tests: dict[str, list[float]], epochs: int = 4) -> list[dict]:
+    """Seeded-study records (contract.accuracy's format), one per seed, at one budget."""
+    return [
+        {
+            "variant": v,
+            "seed": seed,
+            "lr": 2e-3,
+            "epochs": epochs,
+            "preset": "small",
+            "data_sha256": "abc",
+            "test_accuracy": t,
+            "val_accuracy": t + 0.01,
+            "val_curve": [t + 0.01],
+            "epoch_train_s": [10.0],
+        }
+        for v, ts in tests.items()
+        for seed, t in enumerate(ts, start=1)
+    ]
+
+
+def test_the_answer_shows_the_seeded_study_beside_the_served_models(tmp_path, monkeypatch):
+    """Each served model's own accuracy and its architecture's seeded figure, labelled apart, and
+    every gap as SHA − MHA (the served pair's and the study's)."""
+    path = tmp_path / "accuracy.json"
+    path.write_text(
+        json.dumps(_study_records({"mha-admin": [0.80, 0.81, 0.79], "sha-admin": [0.79, 0.80, 0.78]}))
+    )
+    monkeypatch.setattr(study, "STUDY_PATH", path)
+    rows = _cap_rows(0.7858, 0.7646)
+    manifests = {m: {"norm": "admin", "test_examples": 11_700} for m in ("mha-x", "sha-x")}
+    table, sentence = which_model_answer(CapacityResults(rows=rows), [], manifests)
+    lines = table.splitlines()
+    assert lines[0].startswith(
+        "| model | layers x heads | test acc, this model | test acc, seeded study | p50"
+    )
+    assert lines[2].startswith("| mha-x | MHA 4L-4H | 0.7858 | 0.8000 ± 0.0100 (small, 4 epochs, 3 seeds) |")
+    assert lines[3].startswith("| sha-x | SHA 16L-1H | 0.7646 | 0.7900 ± 0.0100 (small, 4 epochs, 3 seeds) |")
+    assert lines[4].startswith(
+        "| SHA vs MHA | – | SHA − MHA -2.12 points | SHA − MHA -1.00 points [-3.27, +1.27] |"
+    )
+    assert "(test accuracy mha-x 0.7858 vs sha-x 0.7646, SHA − MHA -2.12 points, 95% interval [" in sentence
+    assert sentence.endswith(
+        "In the seeded study (docs/accuracy.json, preset small, each architecture at the training budget its "
+        "validation accuracy picks: mha-admin 4 epochs, sha-admin 4 epochs, 3 and 3 seeds), test accuracy "
+        "SHA − MHA -1.00 points, 95% interval [-3.27, +1.27]; the models served here are single short runs, "
+        "so their own accuracy says less."
+    )
+    # a pre-LN model is not the study's admin variant, and a study too thin to choose a budget adds nothing
+    assert (
+        "| sha-x | SHA 16L-1H | 0.7646 | – |"
+        in which_model_answer(CapacityResults(rows=rows), [], {"sha-x": {"norm": "pre"}})[0]
+    )
+    path.write_text(json.dumps(_study_records({"mha-admin": [0.8], "sha-admin": [0.79]})))
+    table, sentence = which_model_answer(CapacityResults(rows=rows), [], manifests)
+    assert "seeded study" not in table and "seeded study" not in sentence

@@ -35,6 +35,7 @@ class Candidate:
     capacity: dict[tuple[int, int], float]  # (batch, seq) -> req/s within the SLO
     lower_bound: set[tuple[int, int]] = field(default_factory=set)  # shapes where no probe failed
     test_examples: int | None = None  # size of the test set the accuracy was measured on
+    norm: str | None = None  # admin, pre or post (from the manifest): which seeded variant it is
 
     def accuracy_se(self) -> float | None:
         """Standard error of the test accuracy from the test set's size (None when either is unknown)."""
@@ -68,17 +69,25 @@ class Gap:
         return self.low > 0 if self.low is not None else self.diff >= SAME_ACCURACY
 
     def words(self) -> str:
-        """'test accuracy a 0.7861 vs b 0.7806, +0.55 points, 95% interval [-0.49, +1.59] over 11,700 test examples'"""
-        b, o = self.better, self.other
-        text = f"test accuracy {b.model} {b.accuracy:.4f} vs {o.model} {o.accuracy:.4f}, {100 * self.diff:+.2f} points"
+        """'test accuracy mha-small 0.7861 vs sha-small 0.7806, SHA − MHA -0.55 points, 95% interval
+        [-1.59, +0.49] over 11,765 test examples': MHA first and SHA − MHA, the sign every table uses
+        (better − worse when the two are not one MHA and one SHA)."""
+        mha_sha = {self.better.arch, self.other.arch} == {"mha", "sha"}
+        first_better = mha_sha and self.better.arch == "mha"
+        a, b = (self.better, self.other) if first_better else (self.other, self.better)  # reads b − a
+        sign = -1.0 if first_better else 1.0
+        label = "SHA − MHA" if mha_sha else f"{b.model} − {a.model}"
+        text = f"test accuracy {a.model} {a.accuracy:.4f} vs {b.model} {b.accuracy:.4f}, "
+        text += f"{label} {100 * sign * self.diff:+.2f} points"
         if self.low is None or self.high is None:
             return text
+        low, high = sorted((sign * self.low, sign * self.high))
         n = (
-            f"{b.test_examples:,}"
-            if b.test_examples == o.test_examples
-            else f"{b.test_examples:,}/{o.test_examples:,}"
+            f"{a.test_examples:,}"
+            if a.test_examples == b.test_examples
+            else f"{a.test_examples:,}/{b.test_examples:,}"
         )
-        return f"{text}, 95% interval [{100 * self.low:+.2f}, {100 * self.high:+.2f}] over {n} test examples"
+        return f"{text}, 95% interval [{100 * low:+.2f}, {100 * high:+.2f}] over {n} test examples"
 
 
 def accuracy_gap(a: Candidate, b: Candidate) -> Gap | None:
@@ -134,6 +143,7 @@ def candidates(
             acc = _accuracy(m, r, manifests)
             out[m] = Candidate(m, r.arch, r.layers, r.heads, acc, p50, src, {})
             out[m].test_examples = int(n) if n else None
+            out[m].norm = (manifests.get(m) or {}).get("norm")
         key = (r.batch, r.seq)
         out[m].capacity[key] = r.capacity_rps
         if r.failed_above_rps is None and r.capacity_rps > 0:

@@ -10,6 +10,8 @@ from contract.atomic import write_text
 from loadtest import results
 from loadtest.profile import render, runner
 from loadtest.report import analysis, choose, plots
+from loadtest.report.study import HEADER as STUDY_HEADER
+from loadtest.report.study import Study, load_study
 from loadtest.results import CapacityResults, SweepResults, SweepRow
 
 REPORT_NAME = "report.md"
@@ -153,33 +155,41 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "–"
 
 
-def which_model_table(cands: list[choose.Candidate], shapes: list[tuple[int, int]]) -> str:
-    """Per model: test accuracy, p50 at batch 1 and capacity per shape; then SHA against MHA (the
-    accuracy difference in points, the p50 and capacity ratios) when both are present."""
+def which_model_table(
+    cands: list[choose.Candidate], shapes: list[tuple[int, int]], seeded: Study | None = None
+) -> str:
+    """Per model: its own test accuracy, the seeded study's for its architecture (when there is
+    one), p50 at batch 1 and capacity per shape; then SHA against MHA (accuracy as SHA − MHA in
+    points, the p50 and capacity ratios as SHA/MHA) when both are present."""
+    norms = {c.model: c.norm for c in cands}
+    study = [[seeded.cell(c.arch, norms[c.model])] for c in cands] if seeded else [[] for _ in cands]
     rows: list[list[Any]] = [
         [
             c.model,
             c.shape_label,
             None if c.accuracy is None else f"{c.accuracy:.4f}",
+            *study[i],
             c.p50_b1_ms,
             *[c.capacity.get(k) for k in shapes],
         ]
-        for c in cands
+        for i, c in enumerate(cands)
     ]
     mha = next((c for c in cands if c.arch == "mha"), None)
     sha = next((c for c in cands if c.arch == "sha"), None)
     if mha and sha:
         points = (
-            f"{100 * (sha.accuracy - mha.accuracy):+.2f} points"
+            f"SHA − MHA {100 * (sha.accuracy - mha.accuracy):+.2f} points"
             if sha.accuracy is not None and mha.accuracy is not None
             else None
         )
         caps = [_ratio(sha.capacity.get(k), mha.capacity.get(k)) for k in shapes]
-        rows.append(["SHA vs MHA", "", points, _ratio(sha.p50_b1_ms, mha.p50_b1_ms), *caps])
+        diff = [seeded.diff_cell()] if seeded else []
+        rows.append(["SHA vs MHA", "", points, *diff, _ratio(sha.p50_b1_ms, mha.p50_b1_ms), *caps])
     header = [
         "model",
         "layers x heads",
-        "test accuracy",
+        "test acc, this model",
+        *([STUDY_HEADER] if seeded else []),
         "p50 ms, batch 1",
         *[f"req/s b{b} s{q}" for b, q in shapes],
     ]
@@ -190,14 +200,18 @@ def which_model_answer(
     cap: CapacityResults, points: list[SweepRow], manifests: dict[str, Any]
 ) -> tuple[str, str]:
     """The capacity search's answer: the which-model table and the one-sentence recommendation
-    ("" for both when the search measured nothing). `make demo` prints these two as they are."""
+    (then the seeded study's gap, when docs/accuracy.json has one); "" for both when the search
+    measured nothing. `make demo` prints these two as they are."""
     rows = cap.rows
     shape = choose.headline_shape(rows)
     if shape is None:
         return "", ""
     cands = choose.candidates(rows, points, manifests)
     shapes = sorted({(r.batch, r.seq) for r in rows})
-    return which_model_table(cands, shapes), choose.recommend(cands, shape, rows[0].slo_p99_ms)
+    seeded = load_study()
+    sentence = choose.recommend(cands, shape, rows[0].slo_p99_ms)
+    sentence += f" {seeded.sentence()}" if seeded and seeded.sentence() else ""
+    return which_model_table(cands, shapes, seeded), sentence
 
 
 def which_model_section(cap: CapacityResults, points: list[SweepRow], manifests: dict[str, Any]) -> list[str]:
