@@ -3,6 +3,7 @@ the "which model to serve" answer and its report section and plot."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from loadtest.results import COLUMNS
 from models import train_cost
 
 
@@ -22,7 +21,7 @@ def test_cpu_sweep_writes_sweep_rows_and_the_ratio_report(tmp_path: Path) -> Non
         (m, b, q) for b in (1, 2) for q in (4, 8) for m in ("mha-tiny", "sha-tiny")
     ]  # MHA and SHA back to back at each shape
     for r in rows:
-        assert set(r) <= set(COLUMNS) and r["mode"] == "inproc" and r["provider"] == "torch-cpu"
+        assert r["mode"] == r["load"] == "inproc" and r["provider"] == "torch-cpu" and r["errors"] == 0
         assert r["variant"] == "train step, torch eager fp32" and r["requests"] >= train_cost.MIN_REPEATS
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["max_ms"]
         assert r["tokens_per_s"] == pytest.approx(r["batch"] * r["seq"] / r["p50_ms"] * 1e3)
