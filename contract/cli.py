@@ -76,20 +76,23 @@ def settings_flags(
     *,
     helps: Mapping[str, str] | None = None,
     short: Mapping[str, str] | None = None,
+    positional: Iterable[str] = (),
 ) -> None:
     """One `--field-name` flag per settings field (all of them, or `fields`), generated from the
     class so that flags, choices, defaults and env names are stated once, in the settings:
 
-    - help: `helps[name]`, else the field's description, then `[ENV_NAME]` for a BaseSettings class
-      and `(default X)` from the field (the help cannot drift from what a run uses);
+    - help: the field's description, then `[ENV_NAME]` for a BaseSettings class and `(default X)`
+      from the field (the help cannot drift from what a run uses);
     - choices from a Literal; `nargs="+"` for a list; a bool is a switch (`--force`, `--no-force`)
       that takes no value, so it never swallows a positional argument after it; ints and floats are
       parsed by argparse (its message names the flag), the rest reach pydantic as given;
+    - `positional` fields are arguments without a flag (optional ones take `nargs="?"`);
     - unset flags are absent from the namespace
       (argparse.SUPPRESS), so the environment and the defaults apply: parse with settings_from.
     """
     prefix = str(settings.model_config.get("env_prefix", "")) if issubclass(settings, BaseSettings) else None
-    for name in fields or settings.model_fields:
+    positional = tuple(positional)
+    for name in [*positional, *(f for f in fields or settings.model_fields if f not in positional)]:
         field = settings.model_fields[name]
         kind = _unwrap(field.annotation)
         text = (helps or {}).get(name) or field.description or name.replace("_", " ")
@@ -97,7 +100,7 @@ def settings_flags(
             text += f" [{(prefix + name).upper()}]"
         if field.default is not None and not field.is_required():
             text += f" (default {_shown(field.default)})"
-        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text}
         if get_origin(kind) is Literal:
             kw["choices"] = [str(c) for c in get_args(kind)]
         elif get_origin(kind) is list:
@@ -106,10 +109,13 @@ def settings_flags(
             kw["action"] = argparse.BooleanOptionalAction
         elif kind in (int, float):
             kw["type"] = kind  # "argument --epochs: invalid int value: 'x'" before pydantic sees it
+        if name in positional:
+            parser.add_argument(name, **kw, **({} if field.is_required() else {"nargs": "?"}))
+            continue
         flags = [f"--{name.replace('_', '-')}"]
         if short and name in short:
             flags.insert(0, short[name])
-        parser.add_argument(*flags, **kw)
+        parser.add_argument(*flags, dest=name, **kw)
 
 
 def settings_parser(

@@ -28,10 +28,7 @@ def build_parser() -> OneLineArgumentParser:
         description="Export a training run (or a random-init preset) to an ONNX model folder with a "
         "parity-checked manifest.",
     )
-    p.add_argument(
-        "run_dir", nargs="?", default=argparse.SUPPRESS, help="training run directory (runs/<name>/)"
-    )
-    settings_flags(p, ExportCliSettings, [f for f in ExportCliSettings.model_fields if f != "run_dir"])
+    settings_flags(p, ExportCliSettings, positional=["run_dir"])
     return p
 
 

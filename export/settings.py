@@ -9,7 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_OPSET, MAX_OPSET = 17, 20  # what the exporter and both runtimes were checked with
 DEFAULT_OPSET = MIN_OPSET
@@ -31,11 +32,11 @@ class ExportOptions:
     fp16_tolerance: float = FP16_TOLERANCE
 
 
-class ExportCliSettings(BaseModel):
+class ExportCliSettings(BaseSettings):
     """`python -m export`'s options, one field per flag (the CLI's flags and help come from here);
     `options()` is the API's ExportOptions, so CLI and API defaults are the same objects."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="H2H_EXPORT_", extra="forbid")
 
     run_dir: Path | None = Field(default=None, description="training run directory (runs/<name>/)")
     repo: Path = Field(default=Path("model_repository"), description="model repository folder")

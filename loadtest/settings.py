@@ -23,7 +23,7 @@ class HttpLoadSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="H2H_LOADTEST_", extra="ignore", protected_namespaces=())
 
-    url: ServiceUrl = Field(default="http://127.0.0.1:8000", description="running service")
+    url: ServiceUrl = "http://127.0.0.1:8000"
     out: Path = Field(default=Path("results"), description="results folder")
     timeout: float = Field(default=30.0, gt=0, description="per-request timeout in seconds")
     client_procs: int = Field(default=1, ge=1, le=64, description="load client processes")

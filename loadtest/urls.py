@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 
 def http_url(url: str) -> str:
@@ -25,5 +25,5 @@ def http_url(url: str) -> str:
     return url.rstrip("/")
 
 
-# a settings field holding a service URL: checked and normalised by http_url
-ServiceUrl = Annotated[str, AfterValidator(http_url)]
+# a settings field (a flag) holding a service URL: checked and normalised by http_url
+ServiceUrl = Annotated[str, AfterValidator(http_url), Field(description="running service")]

@@ -16,11 +16,11 @@ is printed and written beside the records as .md, with a .png. All seeds share o
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import atomic
 from contract.accuracy import (
@@ -42,10 +42,10 @@ from models.data import WordNetMissingError, data_fingerprint, load_wordnet, spl
 from models.settings import TrainSettings
 
 
-class AblationSettings(BaseModel):
+class AblationSettings(BaseSettings):
     """The ablation's options, one field per flag (flags and help are generated from it)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="H2H_ABLATION_", extra="forbid", protected_namespaces=())
 
     variants: str = Field(default=",".join(VARIANTS), description="comma list (default: all four)")
     seeds: int = Field(default=3, description="seeds per variant at its chosen rate")
@@ -68,21 +68,29 @@ class AblationSettings(BaseModel):
     summary_only: bool = Field(default=False, description="rewrite the summary from --out, train nothing")
     dry_run: bool = Field(default=False, description="print the runs that would train, train nothing")
 
+    @property
+    def variant_list(self) -> list[str]:
+        return [v for v in self.variants.split(",") if v]
+
+    @property
+    def lr_list(self) -> list[float]:
+        """The rates to sweep, sorted (ValueError when --lrs is no comma list of numbers)."""
+        return sorted({float(x) for x in self.lrs.split(",") if x.strip()})
+
 
 def build_parser() -> OneLineArgumentParser:
     return settings_parser(AblationSettings, "python -m models.ablation", __doc__.split("\n\n")[0])
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> AblationSettings:
     """Flags, checked as a whole before any training starts (each problem: one line, exit 2)."""
     p = build_parser()
-    a = argparse.Namespace(**settings_from(AblationSettings, p.parse_args(argv)).model_dump())
-    a.variant_list = [v for v in a.variants.split(",") if v]
+    a = settings_from(AblationSettings, p.parse_args(argv))
     unknown = [v for v in a.variant_list if v not in VARIANTS]
     if unknown or not a.variant_list:
         p.error(f"--variants: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(VARIANTS)}")
     try:
-        a.lr_list = sorted({float(x) for x in a.lrs.split(",") if x.strip()})
+        a.lr_list  # noqa: B018  (parsing is the check)
     except ValueError:
         p.error(f"--lrs: not a comma list of numbers: {a.lrs!r}")
     if not a.lr_list or not all(0 < lr < 1 for lr in a.lr_list):
@@ -99,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 RUN_FLAGS = ("preset", "batch_size", "attn_init", "dropout", "max_len", "device", "threads", "wordnet_dir")
 
 
-def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
+def settings_for(a: AblationSettings, variant: str, lr: float, seed: int, epochs: int) -> TrainSettings:
     arch, norm = VARIANTS[variant]
     name = f"{variant}-{a.preset}-{a.attn_init}-e{epochs}-lr{lr:g}-s{seed}"
     same = {k: getattr(a, k) for k in RUN_FLAGS}
@@ -107,7 +115,7 @@ def settings_for(a: argparse.Namespace, variant: str, lr: float, seed: int, epoc
     return TrainSettings(arch=arch, norm=norm, out=a.runs, name=name, **run, **same)
 
 
-def terms(a: argparse.Namespace, epochs: int, data_sha256: str) -> dict[str, Any]:
+def terms(a: AblationSettings, epochs: int, data_sha256: str) -> dict[str, Any]:
     """The equal-terms fields of a run (contract.accuracy.TERMS), known before it trains.
 
     `patience` stays None: the ablation no longer stops early, and its key must equal the one
@@ -144,7 +152,7 @@ def cpu_name() -> str:
 class Runner:
     """Trains a run unless the records already hold it; appends each new record at once."""
 
-    def __init__(self, a: argparse.Namespace, data_sha256: str) -> None:
+    def __init__(self, a: AblationSettings, data_sha256: str) -> None:
         self.a, self.data_sha256 = a, data_sha256
         self.records = load_records(a.out)
         self.done = {run_key(r) for r in self.records}
@@ -175,7 +183,7 @@ class Runner:
         self.done.add(key)
 
 
-def run_plan(a: argparse.Namespace, runner: Runner) -> None:
+def run_plan(a: AblationSettings, runner: Runner) -> None:
     """Sweep (when more than one rate is given), then the seeds at each variant's best rate.
 
     Seeds go round the variants (every variant's first seed, then every second one, ...), so an

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from pydantic import Field  # noqa: E402
+from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from  # noqa: E402
 
@@ -66,10 +67,10 @@ def prune(blob: bytearray, start: int, size: int, keep: int) -> dict[int, int]:
     return seen
 
 
-class PruneSettings(BaseModel):
+class PruneSettings(BaseSettings):
     """The tool's options (its flags and help are generated from the fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="H2H_PRUNE_", extra="forbid")
 
     src: Path = Field(description="shared library to read")
     dst: Path = Field(description="pruned copy to write")
@@ -78,9 +79,7 @@ class PruneSettings(BaseModel):
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineArgumentParser(prog="prune_fatbin", description=__doc__.splitlines()[0])
-    p.add_argument("src", help="shared library to read")
-    p.add_argument("dst", help="pruned copy to write")
-    settings_flags(p, PruneSettings, ["keep"])
+    settings_flags(p, PruneSettings, positional=["src", "dst"])
     a = settings_from(PruneSettings, p.parse_args(argv))
     try:
         blob = bytearray(a.src.read_bytes())

@@ -67,3 +67,19 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], says: str, capsys: py
         _parse(*argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith(says), err
+
+
+class Copy(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_T_COPY_")
+
+    src: Path = Field(description="file to read")
+    dst: Path | None = Field(default=None, description="file to write (default: beside src)")
+
+
+def test_positional_fields_are_arguments_with_the_fields_help() -> None:
+    p = settings_parser(Copy, "copy", "test", positional=["src", "dst"])
+    acts = {a.dest: a for a in p._actions}
+    assert acts["src"].option_strings == [] and acts["src"].help == "file to read [H2H_T_COPY_SRC]"
+    assert acts["dst"].nargs == "?" and acts["dst"].help.startswith("file to write")
+    s = settings_from(Copy, p.parse_args(["a"]))
+    assert (s.src, s.dst) == (Path("a"), None)

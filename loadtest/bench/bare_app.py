@@ -12,9 +12,11 @@ in-process (sweep/inproc.py) is called in-process.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import settings_from, settings_parser
+from contract.flags import BindAddress, Port
 
 
 class Body(BaseModel):
@@ -36,11 +38,11 @@ def create_app() -> FastAPI:
     return app
 
 
-class BareAppSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BareAppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_BENCH_BARE_APP_", extra="forbid")
 
-    host: str = Field(default="127.0.0.1", description="bind address")
-    port: int = Field(default=8102, ge=1, le=65535, description="port")
+    host: BindAddress = "127.0.0.1"
+    port: Port = 8102
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_json
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import ModelRepository
 from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel, random_batch, time_runs
 
@@ -52,10 +54,10 @@ def measure(model_dir: Path, variant: str | None, batch: int, seq: int) -> dict[
     return row
 
 
-class CudaIoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CudaIoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_BENCH_CUDA_IO_", extra="forbid")
 
-    repo: Path = Field(default=Path("model_repository"), description="model repository")
+    repo: ModelRepository = Path("model_repository")
     models: str | None = Field(
         default=None, description="comma-separated model folders (default: every model in --repo)"
     )

@@ -25,10 +25,12 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_json
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import ModelAlias
 from loadtest.bench.pyspy import profile_top
 from loadtest.bench.servers import start_bare_app, start_service, status_counts
 from loadtest.bench.wrk_runner import run_wrk
@@ -170,11 +172,13 @@ def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_s
 _TITLE = __doc__.splitlines()[0]
 
 
-class OverheadSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class OverheadSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="H2H_BENCH_OVERHEAD_", extra="forbid", protected_namespaces=()
+    )
 
     repo: Path = Field(default=Path("model_repository"), description="model repository the service loads")
-    model: str = Field(default="mha", description="model name or arch alias (mha/sha)")
+    model: ModelAlias = "mha"
     seq: int = Field(default=16, ge=1, description="tokens per row at batch 1")
     duration: float = Field(default=5.0, gt=0, description="seconds per wrk run")
     overload_rows: int = Field(default=32, ge=1, description="rows per request in the overload test")

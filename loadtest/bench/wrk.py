@@ -17,9 +17,11 @@ import statistics
 import sys
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import ModelAlias, TokensPerRow
 from loadtest.bench.wrk_runner import run_wrk, wrk_command
 from loadtest.client import load as hc
 from loadtest.client.driver import Driver, LoadSpec
@@ -40,13 +42,13 @@ def _harness(driver: Driver, url: str, body: bytes, conc: int, duration: float) 
     }
 
 
-class WrkSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+class WrkSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_BENCH_WRK_", extra="forbid", protected_namespaces=())
 
-    url: ServiceUrl = Field(default="http://127.0.0.1:8000", description="running service")
-    model: str = Field(default="mha", description="model name or arch alias (mha/sha)")
+    url: ServiceUrl = "http://127.0.0.1:8000"
+    model: ModelAlias = "mha"
     batch: int = Field(default=1, ge=1, description="rows per request")
-    seq: int = Field(default=16, ge=1, description="tokens per row")
+    seq: TokensPerRow = Field(default=16, ge=1)
     concurrency: int = Field(default=8, ge=1, description="connections, both tools")
     threads: int = Field(default=2, ge=1, description="wrk threads")
     duration: int = Field(default=10, ge=1, description="seconds for each tool, each round")

@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_text
 from contract.cli import fail, settings_flags, settings_from
+from contract.flags import ModelRepository, TokensPerRow
 
 REPORT_NAME = "report.md"
 
@@ -18,19 +20,19 @@ def _names(v: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in (v or "").split(",") if x.strip())
 
 
-class ProfileSettings(BaseModel):
+class ProfileSettings(BaseSettings):
     """`loadtest profile`'s options, one field per flag (flags and help are generated from it)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="H2H_PROFILE_", extra="forbid", protected_namespaces=())
 
-    repo: Path = Field(default=Path("model_repository"), description="model repository")
+    repo: ModelRepository = Path("model_repository")
     models: str | None = Field(
         default=None, description="comma list of folder names or mha/sha (default: every model)"
     )
     variant: str = Field(default="model.onnx", description="comma list of variant files")
     provider: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="execution provider")
     batch: int = Field(default=1, description="rows")
-    seq: int = Field(default=16, description="tokens per row")
+    seq: TokensPerRow = 16
     runs: int = Field(default=20, description="profiled runs after the warm-up")
     warmup: int = Field(default=3, description="runs left out of the profile")
     seed: int = Field(default=0, description="random token ids")
