@@ -13,7 +13,20 @@ from models import train_cost
 
 def test_cpu_sweep_writes_sweep_rows_and_the_ratio_report(tmp_path: Path) -> None:
     out = tmp_path / "tc"
-    argv = ["--preset", "tiny", "--batch", "1,2", "--seq", "4,8", "--budget-s", "0.01", "--threads", "1"]
+    argv = [
+        "--preset",
+        "tiny",
+        "--batch",
+        "1,2",
+        "--seq",
+        "4,8",
+        "--budget-s",
+        "0.01",
+        "--threads",
+        "1",
+        "--clock",
+        "cpu",
+    ]
     assert train_cost.main([*argv, "--vocab-size", "64", "--out", str(out)]) == 0
     data = json.loads((out / "train-eager" / "results.json").read_text())
     rows = data["points"]
@@ -22,7 +35,10 @@ def test_cpu_sweep_writes_sweep_rows_and_the_ratio_report(tmp_path: Path) -> Non
     ]  # MHA and SHA back to back at each shape
     for r in rows:
         assert r["mode"] == r["load"] == "inproc" and r["provider"] == "torch-cpu" and r["errors"] == 0
-        assert r["variant"] == "train step, torch eager fp32" and r["requests"] >= train_cost.MIN_REPEATS
+        assert (
+            r["variant"] == "train step, torch eager fp32, CPU seconds"
+            and r["requests"] >= train_cost.MIN_REPEATS
+        )
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["max_ms"]
         assert r["tokens_per_s"] == pytest.approx(r["batch"] * r["seq"] / r["p50_ms"] * 1e3)
     assert (rows[0]["layers"], rows[0]["heads"], rows[1]["layers"], rows[1]["heads"]) == (2, 4, 8, 1)
@@ -46,6 +62,7 @@ def test_a_step_trains_the_model() -> None:
     ("args", "message"),
     [
         (["--modes", "graph"], "error: --modes graph needs --device cuda (CUDA graphs)"),
+        (["--clock", "cpu", "--device", "cuda"], "error: --clock cpu times CPU work: it needs --device cpu"),
         (["--modes", "compiled"], "error: --modes: unknown compiled; choose from eager, graph"),
         (["--batch", "1,x"], "error: batch: must be a comma list of whole numbers, got '1,x'"),
         (["--seq", "0"], "error: seq: must list numbers of at least 1, got '0'"),
