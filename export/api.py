@@ -97,7 +97,7 @@ def check_name(name: str) -> None:
 
 def _versions() -> dict[str, str]:
     """Library versions that produced the files: a parity proof holds for these."""
-    import onnxconverter_common
+    import onnxconverter_common  # heavy, and needed only once files are written
 
     return {
         "torch": torch.__version__,

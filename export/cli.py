@@ -34,6 +34,7 @@ def build_parser() -> OneLineArgumentParser:
 
 def _summary(reports: list[ExportReport]) -> None:
     """Parity, size and timings per variant on stderr, read from the manifests as written."""
+    # rich after the export: --help and a bad flag answer without loading it
     from rich.console import Console
     from rich.table import Table
 
@@ -69,6 +70,7 @@ def _options(args: argparse.Namespace) -> ExportOptions:
 def _export(args: ExportCliSettings, reports: list[ExportReport]) -> None:
     """Through export.api's public entry points, as scripts and tests use them; each model
     is appended to `reports` as soon as it is written, so a later failure still lists it."""
+    # torch (through export.api) only once the flags are good: --help and exit 2 stay instant
     from contract.manifest import load_manifest
     from export import api
 
@@ -88,6 +90,7 @@ def _export(args: ExportCliSettings, reports: list[ExportReport]) -> None:
 
 def _run(args: ExportCliSettings, reports: list[ExportReport]) -> int:
     """Map every failure to the documented exit code and one stderr line (no tracebacks)."""
+    # torch-importing modules, deferred as in _export
     from export.api import ExportError
     from export.parity import ParityError
     from models.checkpoint import RunDirError

@@ -28,6 +28,7 @@ def _fusion_options() -> FusionOptions:
     """BERT fusions, minus searches that never match our graphs and cost time on 144 layers:
     rotary embeddings (decoder-only), EmbedLayerNormalization (needs BERT's token-type input),
     quantized MatMul. GELU stays exact (BiasGelu, erf): FastGelu's tanh form is not torch's gelu."""
+    # onnxruntime.transformers is heavy, and needed only for the variants that fuse
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("bert")
@@ -66,6 +67,7 @@ def drop_identities(model: onnx.ModelProto) -> int:
 def _fused(src: str | Path, cfg: ModelConfig, *, use_gpu: bool, opt_level: int) -> OnnxModel:
     """ONNX Runtime's transformer optimizer on `src`, quietly (it logs every fusion attempt at
     INFO/WARNING, and its modules also log under bare names such as "fusion_attention")."""
+    # onnxruntime.transformers is heavy, and needed only for the variants that fuse
     from onnxruntime.transformers.optimizer import optimize_model
 
     for name in ("onnxruntime.transformers", "fusion_attention", "fusion_base", "onnx_model"):
@@ -132,7 +134,7 @@ def cpu_emulated_ops(path: str | Path) -> list[str]:
     """Operator types ONNX Runtime's CPU provider runs in fp32 for this graph, for want of an
     fp16 kernel: it wraps them in Casts it inserts itself. A CPU parity check of such a graph
     proves its structure and fp16 weights, not the fp16 arithmetic CUDA will do."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy, and only for the variants that need it
 
     original = {n.name for n in onnx.load(str(path), load_external_data=False).graph.node}
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +173,7 @@ def to_fp16(src: str | Path, dst: str | Path) -> None:
     to fp16 but keeps `to=FLOAT`, which ONNX Runtime rejects; blocked, it inserts the
     fp32->fp16 cast after them instead.
     """
-    from onnxconverter_common import float16
+    from onnxconverter_common import float16  # heavy, and only for the variants that need it
 
     model = onnx.load(str(src))
     _detach_outputs(model.graph)

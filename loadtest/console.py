@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
 from contract.cli import fail
+from loadtest.client import load as hc
+from loadtest.models import PlanError
 
 S = TypeVar("S")
 P = TypeVar("P")
@@ -25,6 +27,7 @@ class StepProgress:
         """`eta`: show the time remaining (steps of even length) rather than the time elapsed."""
         self.bar: Any = None
         if sys.stderr.isatty():
+            # rich only for a terminal: pipes and CI logs get plain lines and skip its import
             from rich import progress as rp
             from rich.console import Console
 
@@ -63,9 +66,6 @@ class StepProgress:
 
 def planned(plan_fn: Callable[[S], P], s: S) -> P:
     """`plan_fn(s)` with its notes printed, or exit 2 with one line (bad plan, no service)."""
-    from loadtest.client import load as hc
-    from loadtest.models import PlanError
-
     try:
         pl = plan_fn(s)
     except (PlanError, hc.ServiceUnreachable) as exc:

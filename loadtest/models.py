@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.manifest import load_manifest
 from loadtest.client import load as hc
 
 ARCHES = ("mha", "sha")
@@ -37,8 +38,6 @@ class ModelInfo:
 
 
 def repo_models(repo: Path) -> dict[str, ModelInfo]:
-    from contract.manifest import load_manifest
-
     if not repo.is_dir():
         raise PlanError(f"model repository {repo} is not a folder (--repo)")
     out = {}

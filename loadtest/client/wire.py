@@ -36,6 +36,7 @@ class RequestError(Exception):
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on a fresh uvloop event loop (asyncio's when uvloop is missing)."""
     try:
+        # optional: the load client runs on plain asyncio without it
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return asyncio.run(coro)
