@@ -1,6 +1,6 @@
 """The server's one settings object: env vars with the `H2H_` prefix, CLI flags override.
 
-`MODEL_REPOSITORY` (no prefix) is accepted too, as the issue and container images use it.
+`MODEL_REPOSITORY` (no prefix) is accepted too, the name Triton-style deployments give it.
 """
 
 from __future__ import annotations

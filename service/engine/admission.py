@@ -6,7 +6,7 @@ parsing took the cores the model needed (useful work fell to 0.39 of capacity ev
 refusal was decided from the URL alone). Letting a request wait a little, its body unread, for
 room in the queue paces such clients at no CPU cost: the oldest waiter is admitted as soon as a
 batch leaves the queue, and whoever is still waiting after `wait_s` gets 429 + Retry-After.
-Newcomers never pass waiting requests. `wait_s = 0` refuses at once (the old behaviour).
+Newcomers never pass waiting requests. `wait_s = 0` refuses at once.
 """
 
 from __future__ import annotations
