@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
 from models.config import from_preset
@@ -38,10 +39,11 @@ MODES = {"eager": "train step, torch eager fp32", "graph": "train step, torch fp
 WARMUP, MIN_REPEATS, REPEATS = 2, 3, 1000
 
 
-class TrainCostSettings(BaseModel):
-    """The sweep's options, one field per flag (flags and help are generated from it)."""
+class TrainCostSettings(BaseSettings):
+    """The sweep's options, one field per flag (flags and help are generated from it; each flag
+    can also come from H2H_TRAIN_COST_<FLAG>, the command line winning)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="H2H_TRAIN_COST_", extra="forbid")
 
     preset: Literal["tiny", "small", "base"] = Field(default="small", description="model size")
     batch: str = Field(default="1,8,32,64", description="comma list of batch sizes")
