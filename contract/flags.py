@@ -5,7 +5,7 @@ gives its own default."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -14,3 +14,6 @@ ModelAlias = Annotated[str, Field(description="model name or arch alias (mha/sha
 TokensPerRow = Annotated[int, Field(description="tokens per row")]
 BindAddress = Annotated[str, Field(description="bind address")]
 Port = Annotated[int, Field(ge=1, le=65535, description="port")]
+ModelPreset = Annotated[Literal["tiny", "small", "base"], Field(description="model size")]
+BatchSizes = Annotated[str, Field(description="comma list of batch sizes")]
+TorchThreads = Annotated[int, Field(ge=0, description="CPU threads for torch (0: torch's)")]

@@ -36,6 +36,7 @@ from contract.accuracy import (
     terms_of,
 )
 from contract.cli import OneLineArgumentParser, fail, settings_from, settings_parser, validation_message
+from contract.flags import ModelPreset
 from models.accuracy_report import summary_markdown
 from models.config import PRESETS
 from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split
@@ -53,7 +54,7 @@ class AblationSettings(BaseSettings):
     lrs: str = Field(default="1e-3", description="comma list of learning rates to sweep")
     epochs: int = Field(default=4, description="epochs of each seed run")
     sweep_epochs: int = Field(default=1, description="epochs of each sweep run")
-    preset: str = Field(default="small", description="model size")
+    preset: ModelPreset = "small"
     attn_init: str = Field(default="combined", description="combined or per_head")
     batch_size: int = Field(default=64, description="training batch size")
     dropout: float = Field(default=0.1, description="dropout")

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import BatchSizes, ModelPreset, TorchThreads
 from models.config import from_preset
 from models.data import LEXNAMES
 from models.encoder import Encoder, build
@@ -45,15 +46,15 @@ class TrainCostSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="H2H_TRAIN_COST_", extra="forbid")
 
-    preset: Literal["tiny", "small", "base"] = Field(default="small", description="model size")
-    batch: str = Field(default="1,8,32,64", description="comma list of batch sizes")
+    preset: ModelPreset = "small"
+    batch: BatchSizes = "1,8,32,64"
     seq: str = Field(default="16,32,64", description="comma list of sequence lengths (tokens)")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where the steps run")
     modes: str | None = Field(
         default=None, description="comma list of eager, graph (default cpu: eager; cuda: both)"
     )
     budget_s: float = Field(default=3.0, gt=0, description="seconds of timed steps per point")
-    threads: int = Field(default=0, ge=0, description="CPU threads for torch (0: torch's)")
+    threads: TorchThreads = 0
     vocab_size: int = Field(
         default=25_859,
         ge=16,

@@ -119,7 +119,7 @@ def test_seeds_go_round_the_variants(tmp_path: Path, wordnet_dir: Path) -> None:
     [
         (["--variants", "mha-pre"], "models.ablation: --variants: unknown mha-pre; choose from"),
         (["--variants", ","], "models.ablation: --variants: unknown (empty)"),
-        (["--preset", "huge"], "error: preset: Input should be 'tiny', 'small' or 'base'"),
+        (["--preset", "huge"], "models.ablation: argument --preset: invalid choice: 'huge'"),
         (["--epochs", "x"], "models.ablation: argument --epochs: invalid int value"),
         (["--lrs", "1e-3,fast"], "models.ablation: --lrs: not a comma list of numbers"),
         (["--lrs", "2"], "models.ablation: --lrs: every rate must be in (0, 1)"),
