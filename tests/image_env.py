@@ -13,8 +13,9 @@ what they need, and what was learnt doing it on a 2-core Debian box:
   Dockerfile's optional `pip_ca` build secret: nothing of it is baked into the image;
 - the docker image format, which keeps HEALTHCHECK (the OCI format drops it).
 
-Nothing is written outside the work folder except what podman's CNI plugins keep system-wide
-(iptables chains, /var/lib/cni leases), and the apt packages when they were missing.
+Nothing is written outside the work folder except what podman keeps system-wide whatever its
+configuration (the CNI plugins' iptables chains and /var/lib/cni leases, the blob-info cache in
+/var/lib/containers/cache), and the apt packages when they were missing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,7 @@ class Engine:
     """podman, buildah and podman-compose with their configuration and storage under `work`."""
 
     work: Path
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         w = self.work.resolve()

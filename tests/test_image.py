@@ -51,9 +51,11 @@ TRAFFIC_S = 8.0
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
+def engine() -> Iterator[Engine]:
+    """The tools, configured under the work folder; its `timings.json` gets each phase's seconds."""
     if not WORK:
         pytest.skip("the container test runs with `make image-test` (it builds the image: 1-3 minutes)")
+    t0 = time.monotonic()
     reason = tools_missing_reason()
     if reason:
         pytest.skip(reason)
@@ -61,7 +63,9 @@ def engine() -> Engine:
     info = eng.podman("info", check=False)
     if info.returncode != 0:
         pytest.skip(f"podman cannot run here: {info.stderr.strip().splitlines()[-1:]}")
-    return eng
+    eng.timings["tools_s"] = time.monotonic() - t0
+    yield eng
+    (eng.work / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in eng.timings.items()}))
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +75,23 @@ def repo(engine: Engine) -> Path:
 
     from export.api import export_random
 
+    t0 = time.monotonic()
     out = engine.work / "models"
     shutil.rmtree(out, ignore_errors=True)
     for arch, name in zip(("mha", "sha"), MODELS, strict=True):
         export_random("tiny", arch, out, name=name)
+    engine.timings["export_s"] = time.monotonic() - t0
     return out.resolve()
 
 
 @pytest.fixture(scope="module")
 def image(engine: Engine, repo: Path) -> str:
     """The CPU variant built through podman-compose, the base image as the override's argument."""
+    t0 = time.monotonic()
     env = {"H2H_BASE_IMAGE": engine.base_image(), "H2H_MODEL_REPOSITORY_DIR": str(repo)}
+    engine.timings["base_image_s"] = (t1 := time.monotonic()) - t0
     engine.compose(env, f"--podman-build-args={engine.build_args()}", "build", "service", timeout=900)
+    engine.timings["build_s"] = time.monotonic() - t1
     return IMAGE
 
 
@@ -96,7 +105,7 @@ def run_container(engine: Engine, name: str, repo: Path, **env: str) -> str:
     flags += [f"-e=H2H_{k}={v}" for k, v in env.items()]
     engine.podman("run", "-d", "--name", name, *flags, IMAGE)
     base = f"http://127.0.0.1:{port}"
-    engine.wait_ready(name, f"{base}/v2/health/ready")
+    engine.timings[f"{name}_ready_s"] = engine.wait_ready(name, f"{base}/v2/health/ready")
     return base
 
 
@@ -231,6 +240,7 @@ def stack(
         "H2H_MAX_QUEUE_ROWS": "6",
     }
     tmp = tmp_path_factory.mktemp("image_stack")
+    t0 = time.monotonic()
     prom_proc = None
     engine.compose(env, "down")  # left by an interrupted run
     try:
@@ -251,6 +261,7 @@ def stack(
         traffic.run(TRAFFIC_S)
         traffic.client.close()
         settle(prom, gpu=False)
+        engine.timings["compose_stack_s"] = time.monotonic() - t0
         yield {"name": name, "prom": prom, "at": time.time(), "traffic": traffic}
     finally:
         if prom_proc is not None:
