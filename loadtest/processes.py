@@ -55,15 +55,16 @@ def tree_env(root: Path = ROOT, **env: str) -> dict[str, str]:
 
 
 def start(
-    args: Sequence[str], log: Path, *, cwd: Path = ROOT, env: dict[str, str] | None = None
+    args: Sequence[str], log: Path, *, cwd: Path = ROOT, env: dict[str, str] | None = None, drop: str = "\0"
 ) -> subprocess.Popen:
-    """`python *args` (this interpreter) with stdout and stderr in `log`; `env` adds to os.environ."""
+    """`python *args` (this interpreter) with stdout and stderr in `log`; `env` adds to os.environ,
+    without the variables whose names start with `drop` (a benchmark drops the server's H2H_)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, *args],
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env={k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith(drop)},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -117,9 +118,29 @@ class Server:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process (all its threads), from /proc."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the process and its live descendants (a service's engine and
+        fronts), all their threads, from /proc."""
+        return sum(_cpu_ticks(pid) for pid in _tree(self.pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants alive now."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return 0
+    return int(fields[11]) + int(fields[12])
 
 
 @contextlib.contextmanager
@@ -133,6 +154,7 @@ def serving(
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
     grace: float = 30.0,
+    drop: str = "\0",
 ) -> Iterator[Server]:
     """`python *args --port N` on `port` (default a free one), yielded once `ready_path` answers 200; stopped with
     SIGTERM on the way out (its exit code in `.returncode`). Without `log`, a temporary file holds
@@ -140,7 +162,7 @@ def serving(
     with tempfile.TemporaryDirectory() as tmp:
         port = port or free_port()
         log = log or Path(tmp) / "server.log"
-        proc = start([*args, "--port", str(port)], log, cwd=cwd, env=env)
+        proc = start([*args, "--port", str(port)], log, cwd=cwd, env=env, drop=drop)
         server = Server(proc, f"http://127.0.0.1:{port}", log)
         try:
             wait_until(f"server at {server.base}", answers_200(server.base + ready_path), timeout, proc, log)

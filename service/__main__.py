@@ -1,38 +1,35 @@
-"""`python -m service [--model-repository DIR] [--host H] [--port P]` (console script h2h-serve).
+"""`python -m service [--model-repository DIR] [--host H] [--port P] [--fronts W]` (h2h-serve).
 
-SIGTERM/SIGINT: new inference requests get 503 + Retry-After and /v2/health/ready turns 503,
-queued work runs at once, every accepted request is answered, then the process exits 0
-(uvicorn closes the listening socket and waits up to H2H_SHUTDOWN_GRACE_S).
+By default one engine process runs the models and W front processes serve HTTP
+(service.supervisor); `--single-process` serves both from this process.
+
+SIGTERM/SIGINT: new inference requests on open connections get 503 + Retry-After and
+/v2/health/ready turns 503, new connections are refused, every accepted request is answered,
+then the service exits 0 (each front and the engine wait up to H2H_SHUTDOWN_GRACE_S).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-from types import FrameType
-
-import uvicorn
 
 from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
+from service.http.server import serve
 from service.settings import ServiceSettings
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn.Server that tells the app about SIGTERM before uvicorn starts its shutdown."""
-
-    def __init__(self, config: uvicorn.Config, on_exit) -> None:  # noqa: ANN001
-        super().__init__(config)
-        self._on_exit = on_exit
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._on_exit()
-        super().handle_exit(sig, frame)
-
 
 # the settings a flag may set (every setting is also an env var H2H_<NAME>); what each means, its
 # type, choices and default come from ServiceSettings
-FLAGS = ["model_repository", "host", "port", "provider", "variant", "models"]
+FLAGS = [
+    "model_repository",
+    "host",
+    "port",
+    "provider",
+    "variant",
+    "models",
+    "fronts",
+    "single_process",
+    "null_engine",
+]
 HELP = {
     "model_repository": "folder of exported models",
     "host": "bind address",
@@ -40,6 +37,9 @@ HELP = {
     "provider": "execution provider",
     "variant": "model variant, e.g. model.opt.onnx (default: each model's best proven one)",
     "models": "serve only these model names (default all)",
+    "fronts": "HTTP front processes (0: one per two cores, at least 1)",
+    "single_process": "serve HTTP and run the models in this one process",
+    "null_engine": "benchmarks only: answer zeros at once, running no model",
 }
 
 
@@ -59,25 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
+    if not settings.single_process:
+        from service import supervisor
+
+        sys.exit(supervisor.run(settings))
     from service.http.app import create_app  # after argument checks: onnxruntime import is slow
 
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-        lifespan="on",
-    )
-    server = DrainingServer(config, app.state.service.begin_shutdown)
-    # uvicorn re-raises the captured signal after its graceful shutdown; exit 0 then.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
-    server.run()
-    if not server.started:
-        sys.exit(1)
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
-"""Prometheus metrics, names and labels as in docs/architecture.md, on a per-app registry."""
+"""Prometheus metrics, names and labels as in docs/serving.md.
+
+The front counts requests (`FrontMetrics`: count, latency, the refusals it decides itself); the
+engine counts everything about queues, batches, models and the GPU (`EngineMetrics`, also the
+batcher's observer). Each has its own registry; /metrics is the two merged (`exposition`), a
+sample that both count (a refusal reason) summed, so every request is counted once however
+many processes the service runs in. With several fronts, each front's series live in
+prometheus_client's multiprocess files and are summed across fronts.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from service.runtime import nvml
 
@@ -81,11 +91,21 @@ class GpuCollector(Collector):
         yield from (util, used, total)
 
 
-class Metrics:
-    """All server metrics; also the batcher's Observer."""
+def _rejected(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "h2h_rejected",
+        "Rejections: queue_full, timeout, shutting_down, engine_down",
+        ["model", "reason"],
+        registry=registry,
+    )
 
-    def __init__(self, *, gpu: bool = True) -> None:
-        r = self.registry = CollectorRegistry()
+
+class FrontMetrics:
+    """What the HTTP front counts: every request once (count and latency by model, route and
+    status), and the refusals it decides without the engine (draining, the engine down)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
         self.requests = Counter(
             "h2h_requests", "HTTP requests answered", ["model", "route", "status"], registry=r
         )
@@ -96,6 +116,32 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.rejected_c = _rejected(r)
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def rejected(self, model: str, reason: str) -> None:
+        self.rejected_c.labels(model, reason).inc()
+
+    def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
+        # labelled children resolved once: `labels()` takes a lock and builds a key each call
+        key = (model, route, status)
+        pair = self._request_series.get(key)
+        if pair is None:
+            s = str(status)
+            pair = self._request_series[key] = (
+                self.requests.labels(model, route, s),
+                self.request_duration.labels(model, route, s),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+
+class EngineMetrics:
+    """What the engine counts: queues, batches, models, CUDA graphs, the GPU; also the batcher's
+    Observer."""
+
+    def __init__(self, *, gpu: bool = True) -> None:
+        r = self.registry = CollectorRegistry()
         self.queue_wait_h = self._per_model_histogram(
             "h2h_queue_wait_seconds", "Time a request waited in the batcher queue", LATENCY_BUCKETS
         )
@@ -116,9 +162,7 @@ class Metrics:
         self.inflight = Gauge(
             "h2h_inflight_requests", "Requests accepted and not yet answered", ["model"], registry=r
         )
-        self.rejected_c = Counter(
-            "h2h_rejected", "Rejections: queue_full, timeout, shutting_down", ["model", "reason"], registry=r
-        )
+        self.rejected_c = _rejected(r)
         self.batch_failures = Counter(
             "h2h_batch_failures",
             "Batches that failed (model run, padding, bookkeeping); their requests got 500",
@@ -147,7 +191,6 @@ class Metrics:
             registry=r,
         )
         self._series: dict[str, _ModelSeries] = {}
-        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if gpu:
             r.register(GpuCollector())
 
@@ -191,19 +234,6 @@ class Metrics:
     def batch_failed(self, model: str) -> None:
         self.batch_failures.labels(model).inc()
 
-    # HTTP -----------------------------------------------------------------------------------
-    def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
-        key = (model, route, status)
-        pair = self._request_series.get(key)
-        if pair is None:
-            s = str(status)
-            pair = self._request_series[key] = (
-                self.requests.labels(model, route, s),
-                self.request_duration.labels(model, route, s),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
-
     # CUDA graphs ----------------------------------------------------------------------------
     def watch_graphs(self, model: str, memory: Callable[[], GraphMemory]) -> None:
         """Report `model`'s captured graphs and their bound bytes, read at scrape time."""
@@ -214,7 +244,7 @@ class Metrics:
 class _ModelSeries:
     """One model's labelled children of the per-model metrics."""
 
-    def __init__(self, m: Metrics, model: str) -> None:
+    def __init__(self, m: EngineMetrics, model: str) -> None:
         self.inflight = m.inflight.labels(model)
         self.queue_depth = m.queue_depth_g.labels(model)
         self.queue_wait = m.queue_wait_h.labels(model)
@@ -223,3 +253,57 @@ class _ModelSeries:
         self.sequence_length = m.sequence_length.labels(model)
         self.padding_fraction = m.padding_fraction.labels(model)
         self.tokens = m.tokens.labels(model)
+
+
+def families(registry: Any) -> list[Metric]:
+    """The metric families a registry (or any collector) yields now."""
+    return list(registry.collect())
+
+
+def to_wire(fams: Iterable[Metric]) -> list[list[Any]]:
+    """Families as plain lists (JSON across processes): name, help, type, samples."""
+    return [[f.name, f.documentation, f.type, [[s.name, s.labels, s.value] for s in f.samples]] for f in fams]
+
+
+def from_wire(wire: list[list[Any]]) -> list[Metric]:
+    out = []
+    for name, doc, kind, samples in wire:
+        m = Metric(name, doc, kind)
+        m.samples = [Sample(n, labels, value) for n, labels, value in samples]
+        out.append(m)
+    return out
+
+
+class _Merged:
+    """A collector yielding fixed families (generate_latest takes any object with collect)."""
+
+    def __init__(self, fams: list[Metric]) -> None:
+        self._fams = fams
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._fams)
+
+
+def merge(*sources: Iterable[Metric]) -> list[Metric]:
+    """Families from several processes as one: same-named families joined, a sample present in
+    more than one (same name and labels) summed."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple, Sample]] = {}
+    for fams in sources:
+        for f in fams:
+            if f.name not in merged:
+                merged[f.name] = Metric(f.name, f.documentation, f.type, f.unit)
+                values[f.name] = {}
+            seen = values[f.name]
+            for s in f.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                was = seen.get(key)
+                seen[key] = s if was is None else was._replace(value=was.value + s.value)
+    for name, m in merged.items():
+        m.samples = list(values[name].values())
+    return list(merged.values())
+
+
+def exposition(*sources: Iterable[Metric]) -> bytes:
+    """The Prometheus text of the merged families."""
+    return generate_latest(_Merged(merge(*sources)))  # type: ignore[arg-type]

@@ -61,6 +61,28 @@ class ServiceSettings(BaseSettings):
         "latency, request id (never bodies)",
     )
 
+    # processes
+    fronts: NonNegativeInt = Field(
+        default=0,
+        description="HTTP front processes (parsing, validation, tokenisation, admission, responses) in front "
+        "of the one engine process that runs the models; 0 (auto): one per two usable cores, at least 1",
+    )
+    single_process: bool = Field(
+        default=False,
+        description="one process serves HTTP and runs the models (no engine process), for embedding the app "
+        "and for comparison",
+    )
+    engine_restarts: NonNegativeInt = Field(
+        default=5,
+        description="engine deaths (kill, crash) restarted within a minute before the service gives up and "
+        "exits 1 for its orchestrator; every front answers 503 not-ready while the engine is down",
+    )
+    null_engine: bool = Field(
+        default=False,
+        description="benchmarks only: the engine answers every request at once with zeros, running no "
+        "model (models still load, so the fronts validate and tokenise as usual): the fronts' own ceiling",
+    )
+
     # ONNX Runtime
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto", description="auto: CUDA when a GPU and the CUDA provider exist, else CPU"

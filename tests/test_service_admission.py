@@ -94,6 +94,24 @@ async def test_waiters_are_admitted_first_come_first_served_and_newcomers_queue_
         assert order == ["first", "second"]
 
 
+@run_async
+async def test_a_request_of_many_rows_waits_for_room_like_a_one_row_request() -> None:
+    """Its rows known (the engine's check when it queues), a 2-row request waits for room in a
+    full queue, first come first served, and goes on when a batch leaves; one larger than the
+    whole queue can never fit and is refused at once."""
+    async with _two_rows() as b:
+        room = WaitingRoom(b, 5.0)
+        tasks = await _full(b)
+        waiting = asyncio.create_task(room.enter(2))
+        await asyncio.sleep(0.02)
+        assert room.waiting == 1 and not waiting.done()
+        t0 = time.perf_counter()
+        assert await room.enter(3) is False and time.perf_counter() - t0 < 0.05
+        release(b)
+        assert await asyncio.wait_for(waiting, 5.0) is True
+        await asyncio.gather(*tasks)
+
+
 @pytest.fixture(scope="module")
 def runner(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     repo = make_repo(tiny_repo, tmp_path_factory.mktemp("adm"))
@@ -120,7 +138,7 @@ def _scope(app, path: str) -> dict:  # noqa: ANN001
 
 
 def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> None:
-    b = runner.service.models["mha-tiny"].batcher
+    b = runner.service.engine.models["mha-tiny"].batcher
     reads: list[int] = []
     sent: list[dict] = []
 
@@ -182,35 +200,33 @@ def test_top_frames_from_py_spy_raw_output() -> None:
     assert top_frames("") == []
 
 
-def _result(overhead: float, rps: float, goodput: float, errors: int) -> dict:
-    point = {
-        "rps": rps,
-        "p50_ms": 0.5,
-        "p99_ms": 1.0,
-        "requests": 100,
-        "non2xx": 0,
-        "cpu_ms_per_request": 0.4,
-    }
+def _point(rps: float, p50: float = 0.5) -> dict:
+    return {"rps": rps, "p50_ms": p50, "p99_ms": 1.0, "requests": 100, "non2xx": 0, "cpu_ms_per_request": 0.4}
+
+
+def _result(overhead: float, rps: float, null_w1: float, null_w2: float, goodput: float, errors: int) -> dict:
     over = {"rows_per_s": 100.0, "statuses": {"200": 10}, "p50_ms": 1.0, "p99_ms": 2.0}
+    overload = {"c8": over, "c200": over, "goodput": goodput, "server_errors": errors}
+    svc = {"c1": _point(rps), "c32": _point(rps), "overload": overload, "overhead_c1_ms": overhead}
+    before = {**svc, "overload": {**overload, "goodput": 0.9, "server_errors": 0}, "c32": _point(3000.0)}
     return {
         "model": "m",
         "seq": 16,
+        "rounds": 1,
+        "main": "W=1",
         "inproc_p50_ms": 0.2,
-        "overhead_c1_ms": overhead,
-        "overload_rows": 32,
-        "overload_seq": 64,
-        "service": {"c1": point, "c32": point},
-        "floor": {"c1": point, "c32": point},
-        "overload": {"c8": over, "c200": over, "goodput": goodput, "server_errors": errors},
+        "services": {"before": before, "W=1": svc},
+        "null": {"W1": _point(null_w1), "W2": _point(null_w2)},
+        "floor": {"c1": _point(5000.0, p50=0.3), "c32": _point(5000.0)},
     }
 
 
 def test_overhead_report_checks_every_target() -> None:
-    good = report(_result(0.2, 3500.0, 0.9, 0))
-    assert good.count("PASS") == 4 and "MISS" not in good
-    bad = report(_result(TARGETS["overhead_c1_ms"] + 0.1, 2000.0, 0.5, 3))
-    assert bad.count("MISS") == 4
-    assert "5xx under overload: 3" in bad
+    good = report(_result(0.4, 3500.0, 3500.0, 6000.0, 0.9, 0))
+    assert good.count("PASS") == 8 and "MISS" not in good, good
+    bad = report(_result(0.3 + TARGETS["overhead_over_floor_ms"] + 0.1, 2000.0, 2000.0, 2500.0, 0.5, 3))
+    assert bad.count("MISS") == 6, bad
+    assert "5xx under overload, W=1: 3" in bad
 
 
 def test_auto_intra_op_threads_leave_the_event_loop_a_core(monkeypatch: pytest.MonkeyPatch) -> None:

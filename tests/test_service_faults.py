@@ -18,7 +18,7 @@ import pytest
 from contract.tokenizer import Tokenizer
 from service.engine.batcher import DynamicBatcher
 from service.http.app import create_app
-from service.metrics import Metrics
+from service.metrics import EngineMetrics
 from service.runtime.session import OrtModel
 from tests.test_service_api import AppRunner, settings_for
 
@@ -62,11 +62,12 @@ def metric(runner: AppRunner, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def assert_500_with_request_id(r: Any, v2: bool = False) -> None:
+def assert_500_with_request_id(r: Any, v2: bool = False) -> str:
     assert r.status_code == 500, r.text
     rid = r.headers["x-request-id"]
     assert set(r.json()) == ({"error"} if v2 else {"error", "field"})
     assert r.json()["error"].endswith(f"(request id {rid})"), r.json()
+    return rid
 
 
 def failure_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -88,7 +89,7 @@ def assert_contained(runner: AppRunner, caplog: pytest.LogCaptureFixture, cause_
 
 # (boundary, method, when it raises, the request that meets it): each fails one batch
 BATCH_FAULTS = {
-    "observer": (Metrics, "batch", None, (INFER, V2_BODY)),
+    "observer": (EngineMetrics, "batch", None, (INFER, V2_BODY)),
     "padding": (DynamicBatcher, "_pad", None, (PREDICT, {"texts": ["a dog"]})),
     # the warm-up run (4 tokens) passes; the request's run (5 tokens) raises
     "model_run": (
@@ -105,8 +106,9 @@ def test_fault_injection_in_a_batch(where: str, serve, monkeypatch, caplog) -> N
     cls, method, when, (path, body) = BATCH_FAULTS[where]
     monkeypatch.setattr(cls, method, raise_once(getattr(cls, method), when or (lambda *a: True)))
     runner = serve()
-    assert_500_with_request_id(runner.post(path, json=body), v2=path == INFER)
+    rid = assert_500_with_request_id(runner.post(path, json=body), v2=path == INFER)
     assert_contained(runner, caplog, "batch of 1 requests failed")
+    assert f"(requests {rid})" in failure_logs(caplog)[0].getMessage()  # the cause's line names the request
     assert metric(runner, "h2h_batch_failures_total") == 1.0
 
 

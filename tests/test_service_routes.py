@@ -12,7 +12,7 @@ import pytest
 
 from service.api import v1 as api_v1
 from service.api.schemas import PredictRequest, PredictResponse
-from service.core import Service
+from service.front.service import Service
 from service.http.app import INFERENCE_ROUTES, create_app
 from service.http.bodies import RawRequest, RawResponse
 from service.http.routes import InferenceRoute, RouteTable
@@ -75,7 +75,7 @@ def test_a_new_row_is_documented(runner: AppRunner) -> None:
 
 
 def test_a_new_row_is_admitted_before_its_body_is_read(runner: AppRunner) -> None:
-    b = runner.service.models["mha-tiny"].batcher
+    b = runner.service.engine.models["mha-tiny"].batcher
 
     async def full_queue_then_echo() -> int:
         hold(b)

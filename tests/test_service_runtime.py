@@ -145,9 +145,9 @@ def test_cuda_io_binding_matches_cpu(tiny_repo) -> None:  # noqa: ANN001
 def test_gpu_metrics_only_with_nvml() -> None:
     from prometheus_client import generate_latest
 
-    from service.metrics import Metrics
+    from service.metrics import EngineMetrics
 
-    text = generate_latest(Metrics(gpu=True).registry).decode()
+    text = generate_latest(EngineMetrics(gpu=True).registry).decode()
     if runtime.gpu_count() == 0:
         assert "h2h_gpu_" not in text  # silently absent without NVML / a GPU
     else:

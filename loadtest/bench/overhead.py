@@ -1,21 +1,26 @@
 """What the service costs on top of the model, in one run, with wrk (C) as the client.
 
-It starts the service (`python -m service`, default settings unless H2H_* variables say
-otherwise) and a bare FastAPI route that parses the same JSON (`loadtest.bench.bare_app`) on free
-loopback ports, then prints, side by side:
+It starts the service (`python -m service` with its default settings: no H2H_* variable of this
+shell reaches it) with each number of fronts asked (`--fronts 1 2`), optionally the same tree's
+single-process shape or an older tree (`--before-root`, for before/after), and a bare FastAPI
+route that parses the same JSON (`loadtest.bench.bare_app`), on free loopback ports, in
+alternating rounds; then prints, side by side per server:
 
-  c=1 overhead     service p50 at batch 1 (wrk, one connection) minus ONNX Runtime in-process p50
+  c=1 overhead     p50 at batch 1 (wrk, one connection) minus ONNX Runtime in-process p50
   capacity         batch-1 requests/s at 32 connections
-  CPU / request    server process CPU time / requests, at c=1 and c=32
+  CPU / request    CPU time of the server's processes / requests, at c=1 and c=32
   overload         goodput (successful rows/s) with large requests at c=200 over the same at c=8,
                    with the status counts from the server's own /metrics (no 5xx allowed)
+  null engine      (`--null-engine`) batch-1 requests/s at c=32 with an engine that answers at
+                   once without running a model: the fronts' own ceiling, per number of fronts
   floor            the same c=1 and c=32 figures for the bare FastAPI route
 
-and checks them against its serving targets (c=1 overhead, batch-1 capacity, overload goodput).
-With --profile it samples the server with py-spy during the c=32 run and prints the top frames,
-which is where the remaining time goes when a target is missed.
+and checks them against its targets: the c=1 overhead within the bare route's p50 + 0.15 ms,
+capacity at c=32 no lower than before, the null-engine ceiling at W=1 >= 0.6x the bare route's
+and at W=2 >= 1.6x W=1's, overload goodput >= 0.8 with no 5xx. With --profile it samples the
+server with py-spy during the c=32 run and prints the top frames.
 
-  python -m loadtest.bench.overhead --repo model_repository --model mha
+  python -m loadtest.bench.overhead --repo model_repository --model mha --fronts 1 2 --null-engine
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ from loadtest.processes import Server
 from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel
 
-TARGETS = {"overhead_c1_ms": 0.3, "capacity_c32_rps": 3000.0, "overload_goodput": 0.8}
+TARGETS = {
+    "overhead_over_floor_ms": 0.15,  # c=1 overhead over in-process <= the bare route's p50 + this
+    "null_w1_over_floor": 0.6,  # null-engine c=32 req/s at W=1 over the bare route's
+    "null_w2_over_w1": 1.6,  # null-engine c=32 req/s at W=2 over W=1's
+    "capacity_over_before": 1.0,  # c=32 req/s with the model over the before tree's
+    "overload_goodput": 0.8,
+}
 
 
 @dataclass
@@ -97,40 +108,102 @@ def inproc_p50(model_dir: Path, seq: int) -> float:
     return summarize(m.time_shape(1, seq, repeats=2000, budget_s=3.0).seconds)["p50_ms"]
 
 
+def _check(label: str, value: float, target: float, op: str) -> str:
+    ok = value <= target if op == "<=" else value >= target
+    return f"  {'PASS' if ok else 'MISS'}  {label}: {value:,.3f} (target {op} {target:,.3f})"
+
+
 def _verdict(r: dict) -> list[str]:
-    lines = []
-    checks = (
-        ("c=1 overhead (ms)", r["overhead_c1_ms"], TARGETS["overhead_c1_ms"], "<="),
-        ("batch-1 capacity at c=32 (req/s)", r["service"]["c32"]["rps"], TARGETS["capacity_c32_rps"], ">="),
-        ("overload goodput c=200 / c=8", r["overload"]["goodput"], TARGETS["overload_goodput"], ">="),
-    )
-    for label, value, target, op in checks:
-        ok = value <= target if op == "<=" else value >= target
-        lines.append(f"  {'PASS' if ok else 'MISS'}  {label}: {value:,.3f} (target {op} {target:,})")
-    errors = r["overload"]["server_errors"]
-    lines.append(f"  {'PASS' if errors == 0 else 'MISS'}  5xx under overload: {errors}")
+    floor, main = r["floor"], r["services"][r["main"]]
+    lines = [
+        _check(
+            f"c=1 overhead, {r['main']} (ms)",
+            main["overhead_c1_ms"],
+            floor["c1"]["p50_ms"] + TARGETS["overhead_over_floor_ms"],
+            "<=",
+        )
+    ]
+    if "before" in r["services"]:
+        before = r["services"]["before"]["c32"]["rps"]
+        ratio = main["c32"]["rps"] / before if before else 0.0
+        lines.append(
+            _check(f"c=32 req/s, {r['main']} / before", ratio, TARGETS["capacity_over_before"], ">=")
+        )
+    null = r.get("null", {})
+    if "W1" in null:
+        ratio = null["W1"]["rps"] / floor["c32"]["rps"]
+        lines.append(
+            _check("null engine c=32 req/s, W=1 / bare route", ratio, TARGETS["null_w1_over_floor"], ">=")
+        )
+    if "W1" in null and "W2" in null:
+        ratio = null["W2"]["rps"] / null["W1"]["rps"]
+        lines.append(_check("null engine c=32 req/s, W=2 / W=1", ratio, TARGETS["null_w2_over_w1"], ">="))
+    for name, svc in r["services"].items():
+        o = svc["overload"]
+        lines.append(
+            _check(f"overload goodput c=200 / c=8, {name}", o["goodput"], TARGETS["overload_goodput"], ">=")
+        )
+        lines.append(_check(f"5xx under overload, {name}", o["server_errors"], 0, "<="))
     return lines
 
 
 def report(r: dict) -> str:
-    s, f = r["service"], r["floor"]
     rows = [
-        f"model {r['model']}, batch 1 x seq {r['seq']}; in-process ORT p50 {r['inproc_p50_ms']:.3f} ms",
-        f"{'':10} {'c=1 p50':>9} {'c=1 p99':>9} {'CPU/req':>9} {'c=32 req/s':>11} {'c=32 p50':>9} "
-        f"{'c=32 p99':>9} {'CPU/req':>9}",
+        f"model {r['model']}, batch 1 x seq {r['seq']}; in-process ORT p50 {r['inproc_p50_ms']:.3f} ms; "
+        f"{r['rounds']} round(s), medians",
+        f"{'':12} {'c=1 p50':>9} {'c=1 p99':>9} {'CPU/req':>9} {'c=32 req/s':>11} {'c=32 p50':>9} "
+        f"{'c=32 p99':>9} {'CPU/req':>9} {'goodput':>8}",
     ]
-    for name, d in (("service", s), ("floor", f)):
+    for name, d in [*r["services"].items(), ("bare route", r["floor"])]:
         a, b = d["c1"], d["c32"]
+        good = f"{d['overload']['goodput']:8.3f}" if "overload" in d else ""
         rows.append(
-            f"{name:10} {a['p50_ms']:9.3f} {a['p99_ms']:9.3f} {a['cpu_ms_per_request']:9.3f} "
-            f"{b['rps']:11,.0f} {b['p50_ms']:9.3f} {b['p99_ms']:9.3f} {b['cpu_ms_per_request']:9.3f}"
+            f"{name:12} {a['p50_ms']:9.3f} {a['p99_ms']:9.3f} {a['cpu_ms_per_request']:9.3f} "
+            f"{b['rps']:11,.0f} {b['p50_ms']:9.3f} {b['p99_ms']:9.3f} {b['cpu_ms_per_request']:9.3f} {good}"
         )
-    o = r["overload"]
-    rows.append(
-        f"overload ({r['overload_rows']}x{r['overload_seq']} rows): c=8 {o['c8']['rows_per_s']:,.0f} rows/s "
-        f"{o['c8']['statuses']}, c=200 {o['c200']['rows_per_s']:,.0f} rows/s {o['c200']['statuses']}"
-    )
+    for name, p in r.get("null", {}).items():
+        rows.append(
+            f"null engine {name}: c=32 {p['rps']:,.0f} req/s, p50 {p['p50_ms']:.3f} ms, CPU/req {p['cpu_ms_per_request']:.3f} ms"
+        )
     return "\n".join(rows + _verdict(r))
+
+
+def _median(points: list[dict]) -> dict:
+    """The run with the median req/s (its other figures with it, so they stay consistent)."""
+    return sorted(points, key=lambda p: p["rps"])[len(points) // 2]
+
+
+def _measure_service(
+    svc: Server, model: str, body1: bytes, big: bytes, a: OverheadSettings, full: bool
+) -> dict:
+    url = hc.predict_url(svc.base, model)
+    run_wrk(url, body1, 1, 1.0)  # warm-up
+    if not full:
+        return {"c32": asdict(measure(svc, url, body1, 32, a.duration))}
+    out = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
+    if a.profile:
+        with profile_top(svc.pid, a.duration) as top:
+            out["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+        out["profile_top"] = top.lines
+    else:
+        out["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+    out["overload"] = overload(svc, url, big, a.overload_rows, a.duration)
+    return out
+
+
+def _servers(a: OverheadSettings) -> list[tuple[str, Path | None, list[str], bool]]:
+    """(label, source tree, flags, full set of figures) for every server measured."""
+    out: list[tuple[str, Path | None, list[str], bool]] = []
+    if a.before_root is not None:
+        out.append(("before", a.before_root, [], True))
+    if a.single_process:
+        out.append(("single", a.service_root, ["--single-process"], True))
+    out += [(f"W={w}", a.service_root, ["--fronts", str(w)], True) for w in a.fronts]
+    if a.null_engine:
+        out += [
+            (f"null W={w}", a.service_root, ["--fronts", str(w), "--null-engine"], False) for w in a.fronts
+        ]
+    return out
 
 
 def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_seq: int) -> dict:
@@ -143,29 +216,40 @@ def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_s
         "seq": seq,
         "overload_rows": a.overload_rows,
         "overload_seq": big_seq,
+        "rounds": a.rounds,
+        "main": f"W={a.fronts[0]}",
         "machine": machine(),
     }
     r["inproc_p50_ms"] = round(inproc_p50(model_dir, seq), 4)
-    with start_service(Path(a.repo), [model_name], root=a.service_root) as svc:
-        url = hc.predict_url(svc.base, model_name)
-        run_wrk(url, body1, 1, 1.0)  # warm-up
-        r["service"] = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
-        if a.profile:
-            with profile_top(svc.pid, a.duration) as top:
-                r["service"]["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
-            r["profile_top"] = top.lines
-        else:
-            r["service"]["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
-        r["overload"] = overload(svc, url, big, a.overload_rows, a.duration)
-    with start_bare_app() as floor:
-        url = hc.predict_url(floor.base, model_name)
-        run_wrk(url, body1, 1, 1.0)
-        r["floor"] = {
-            "c1": asdict(measure(floor, url, body1, 1, a.duration)),
-            "c32": asdict(measure(floor, url, body1, 32, a.duration)),
-        }
-    r["overhead_c1_ms"] = round(r["service"]["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
-    r["floor_overhead_c1_ms"] = round(r["floor"]["c1"]["p50_ms"], 4)
+    raw: dict[str, list[dict]] = {}
+    for _ in range(a.rounds):  # alternating rounds: drift on a shared box hits every server alike
+        for label, root, flags, full in _servers(a):
+            with start_service(Path(a.repo), [model_name], root=root, flags=flags) as svc:
+                raw.setdefault(label, []).append(_measure_service(svc, model_name, body1, big, a, full))
+        with start_bare_app() as floor:
+            url = hc.predict_url(floor.base, model_name)
+            run_wrk(url, body1, 1, 1.0)
+            raw.setdefault("floor", []).append(
+                {
+                    "c1": asdict(measure(floor, url, body1, 1, a.duration)),
+                    "c32": asdict(measure(floor, url, body1, 32, a.duration)),
+                }
+            )
+    r["raw"] = raw
+    r["floor"] = {k: _median([p[k] for p in raw["floor"]]) for k in ("c1", "c32")}
+    r["services"], r["null"] = {}, {}
+    for label, runs in raw.items():
+        if label.startswith("null "):
+            r["null"][label.removeprefix("null ").replace("=", "")] = _median([p["c32"] for p in runs])
+        elif label != "floor":
+            svc = {k: _median([p[k] for p in runs]) for k in ("c1", "c32")}
+            svc["overload"] = sorted((p["overload"] for p in runs), key=lambda o: o["goodput"])[
+                len(runs) // 2
+            ]
+            svc["overhead_c1_ms"] = round(svc["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
+            if any("profile_top" in p for p in runs):
+                svc["profile_top"] = next(p["profile_top"] for p in runs if "profile_top" in p)
+            r["services"][label] = svc
     return r
 
 
@@ -183,9 +267,22 @@ class OverheadSettings(BaseSettings):
     duration: float = Field(default=5.0, gt=0, description="seconds per wrk run")
     overload_rows: int = Field(default=32, ge=1, description="rows per request in the overload test")
     overload_seq: int = Field(default=64, ge=1, description="tokens per row in the overload test")
+    fronts: list[int] = Field(default=[1], description="front counts to serve with (one service run each)")
+    null_engine: bool = Field(
+        default=False,
+        description="also measure the fronts' own ceiling: an engine answering at once, no model",
+    )
+    single_process: bool = Field(default=False, description="also measure this tree's single-process shape")
+    rounds: int = Field(
+        default=1, ge=1, description="alternating rounds over every server (medians reported)"
+    )
     service_root: Path | None = Field(
+        default=None, description="run `python -m service` from this source tree"
+    )
+    before_root: Path | None = Field(
         default=None,
-        description="run `python -m service` from this source tree (e.g. a worktree of an older commit, for before/after)",
+        description="also measure `python -m service` from this tree (e.g. a worktree of an older commit) "
+        "with its own defaults: before/after in one run",
     )
     profile: bool = Field(default=False, description="py-spy the server during the c=32 run")
     out: Path | None = Field(default=None, description="also write the figures to this JSON file")
@@ -206,8 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     except (RuntimeError, OSError) as exc:
         fail(str(exc))
     print(report(r))
-    for line in r.get("profile_top", []):
-        print(f"  profile: {line}")
+    for name, svc in r["services"].items():
+        for line in svc.get("profile_top", []):
+            print(f"  profile {name}: {line}")
     print(json.dumps(r))
     if a.out:
         write_json(a.out, r)

@@ -6,6 +6,7 @@ service's own request counts by status from /metrics.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -16,11 +17,15 @@ from loadtest import processes
 from loadtest.processes import Server
 
 
-def start_service(repo: Path, models: list[str], root: Path | None = None) -> AbstractContextManager[Server]:
-    """`python -m service` from `root` (default this tree) with its default settings."""
+def start_service(
+    repo: Path, models: list[str], root: Path | None = None, flags: Sequence[str] = ()
+) -> AbstractContextManager[Server]:
+    """`python -m service` from `root` (default this tree) with its default settings and `flags`:
+    no H2H_* variable of this shell reaches it, so what a benchmark measures is what it says."""
     root = (root or processes.ROOT).resolve()
-    args = processes.service_args(repo, "--models", *models)
-    return processes.serving(args, ready_path="/v2/health/ready", cwd=root, env=processes.tree_env(root))
+    args = processes.service_args(repo, "--models", *models, *flags)
+    env = processes.tree_env(root)
+    return processes.serving(args, ready_path="/v2/health/ready", cwd=root, env=env, drop="H2H_")
 
 
 def start_bare_app() -> AbstractContextManager[Server]:

@@ -22,10 +22,11 @@ from service.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from service.core import Encoded, Service
-from service.engine.model import AnyModel, Model
-from service.engine.repository import FailedModel
+from service.catalog import AnyModel, FailedModel, Model
 from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
+from service.front import inputs, outputs
+from service.front.inputs import Encoded
+from service.front.service import Service
 from service.http.bodies import RawRequest, RawResponse
 from service.http.deps import KnownModel, ServiceDep
 from service.http.protocol import SHARED_STATUSES, Protocol
@@ -91,10 +92,10 @@ def summary(entry: AnyModel) -> ModelSummary:
         name=entry.name,
         state=entry.state,
         provider=entry.provider,
-        providers=entry.runtime.providers,
+        providers=entry.providers,
         variant=entry.variant,
         parity=entry.served.as_dict(),
-        cuda_graphs=entry.runtime.graph_figures(),
+        cuda_graphs=entry.cuda_graphs,
         manifest=manifest,
     )
 
@@ -120,23 +121,27 @@ def _large(texts: list[str]) -> bool:
 
 
 async def _encode(svc: Service, entry: Model, texts: list[str], truncate: bool) -> Encoded:
+    limit = svc.settings.max_batch_size
     if _large(texts):
-        return await asyncio.to_thread(svc.encode_texts, entry, texts, truncate=truncate)
-    return svc.encode_texts(entry, texts, truncate=truncate)
+        return await asyncio.to_thread(inputs.encode_texts, entry, texts, limit, truncate=truncate)
+    return inputs.encode_texts(entry, texts, limit, truncate=truncate)
 
 
 async def _encode_each(svc: Service, entries: list[Model], texts: list[str], truncate: bool) -> list[Encoded]:
     """The texts encoded for every model before anything is queued, tokenised once per
     tokenizer (models exported from one training split share theirs, see repository)."""
-    svc.check_rows(len(texts), "texts")
+    limit = svc.settings.max_batch_size
+    inputs.check_rows(len(texts), limit, "texts")
     big = _large(texts)
     tokens: dict[int, list[list[str]]] = {}
     encoded = []
     for e in entries:
         key = id(e.tokenizer)
         if key not in tokens:
-            tokens[key] = await asyncio.to_thread(svc.tokenize, e, texts) if big else svc.tokenize(e, texts)
-        encoded.append(svc.encode_texts(e, texts, truncate=truncate, tokens=tokens[key]))
+            tokens[key] = (
+                await asyncio.to_thread(inputs.tokenize, e, texts) if big else inputs.tokenize(e, texts)
+            )
+        encoded.append(inputs.encode_texts(e, texts, limit, truncate=truncate, tokens=tokens[key]))
     return encoded
 
 
@@ -144,19 +149,21 @@ async def _predict_one(
     svc: Service,
     entry: Model,
     body: PredictRequest | CompareRequest,
-    start: float,
+    req: RawRequest,
     encoded: Encoded | None = None,
 ) -> dict:
     if isinstance(body, PredictRequest) and body.input_ids is not None:
-        ids_rows, mask_rows = svc.check_ids(entry, body.input_ids, body.attention_mask)
+        limit = svc.settings.max_batch_size
+        ids_rows, mask_rows = inputs.check_ids(entry, body.input_ids, body.attention_mask, limit)
         tokens, truncated = [int(m.sum()) for m in mask_rows], [False] * len(ids_rows)
     else:
         ids_rows, tokens, truncated = encoded or await _encode(svc, entry, body.texts, body.truncate)
         mask_rows = None
-    out = await svc.predict(entry, ids_rows, mask_rows, body.top_k, body.return_embedding, start)
-    for p, n, cut in zip(out["predictions"], tokens, truncated, strict=True):
+    result = await svc.infer(entry, ids_rows, mask_rows, req.request_id)
+    preds = outputs.predictions(entry, result, body.top_k, body.return_embedding)
+    for p, n, cut in zip(preds, tokens, truncated, strict=True):
         p["tokens"], p["truncated"] = n, cut
-    return out
+    return {"model": entry.name, "predictions": preds, "timing": outputs.timing(result, req.start)}
 
 
 async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
@@ -165,7 +172,7 @@ async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
         raise InvalidInput("give exactly one of texts or input_ids", "texts")
     if body.attention_mask is not None and body.input_ids is None:
         raise InvalidInput(f"{ATTENTION_MASK} needs {INPUT_IDS}", ATTENTION_MASK)
-    return RawResponse.json(await _predict_one(svc, entry, body, req.start))
+    return RawResponse.json(await _predict_one(svc, entry, body, req))
 
 
 async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
@@ -183,7 +190,7 @@ async def compare_raw(svc: Service, req: RawRequest) -> RawResponse:
     entries = [svc.model(n, f"models.{i}") for i, n in enumerate(names)]
     encoded = await _encode_each(svc, entries, body.texts, body.truncate)
     results = await asyncio.gather(
-        *(_predict_one(svc, e, body, req.start, enc) for e, enc in zip(entries, encoded, strict=True)),
+        *(_predict_one(svc, e, body, req, enc) for e, enc in zip(entries, encoded, strict=True)),
         return_exceptions=True,
     )
     for r in results:

@@ -18,9 +18,10 @@ from service import __version__
 from service.api.schemas import V2ErrorResponse
 from service.api.v2codec import HEADER, encode_response, parse_request
 from service.api.v2schemas import InferenceRequest, InferenceResponse, infer_openapi
-from service.core import Service
-from service.engine.model import Model
+from service.catalog import Model
 from service.errors import InvalidInput, ServiceError, UnknownVersion
+from service.front import inputs, outputs
+from service.front.service import Service
 from service.http.bodies import RawRequest, RawResponse
 from service.http.deps import KnownModel, ReadyModel, ServiceDep
 from service.http.protocol import SHARED_STATUSES, Protocol
@@ -172,9 +173,9 @@ async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
 
 @router.get("/models/{name}/stats", responses=_errors(404))
 async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
-    if not isinstance(entry, Model):
+    st = await svc.engine.statistics(entry.name) if isinstance(entry, Model) else None
+    if st is None:
         return {"model_stats": []}
-    st = entry.batcher.stats
     return {
         "model_stats": [
             {
@@ -204,13 +205,14 @@ async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
         _version(raw.version)
     entry = svc.model(raw.name)
     req = parse_request(raw.body, raw.headers.get(HEADER.lower()))
-    ids_rows, mask_rows = svc.check_ids(entry, req.input_ids, req.attention_mask)
-    result = await svc.infer(entry, ids_rows, mask_rows)
+    limit = svc.settings.max_batch_size
+    ids_rows, mask_rows = inputs.check_ids(entry, req.input_ids, req.attention_mask, limit)
+    result = await svc.infer(entry, ids_rows, mask_rows, raw.request_id)
     values = {tensors.LOGITS: result.logits, tensors.EMBEDDING: result.embedding}
     head: dict[str, Any] = {"model_name": entry.name, "model_version": VERSION}
     if req.id is not None:
         head["id"] = req.id
-    head["parameters"] = svc.timing(result, raw.start)
+    head["parameters"] = outputs.timing(result, raw.start)
     body, headers = encode_response(head, [(name, values[name], binary) for name, binary in req.outputs])
     return RawResponse(body, headers)
 

@@ -7,6 +7,11 @@ refusal was decided from the URL alone). Letting a request wait a little, its bo
 room in the queue paces such clients at no CPU cost: the oldest waiter is admitted as soon as a
 batch leaves the queue, and whoever is still waiting after `wait_s` gets 429 + Retry-After.
 Newcomers never pass waiting requests. `wait_s = 0` refuses at once.
+
+A request enters twice: before its body is read (its rows unknown: a request of the usual size
+is assumed) and, if its rows do not fit when it is queued, again with its rows, so a request of
+many rows waits for room like a one-row request rather than being refused at once. A request
+larger than the whole queue can never fit and is refused at once.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ class Queue(Protocol):
 
     @property
     def accepting(self) -> bool: ...
+    @property
+    def max_queue_rows(self) -> int: ...
     def has_room(self, rows: int = 1) -> bool: ...
-    def requests_with_room(self) -> int: ...
+    def free_rows(self) -> int: ...
+    def usual_rows(self) -> int: ...
     def watch_room(self, callback: Callable[[], None]) -> None: ...
 
 
@@ -34,22 +42,24 @@ class WaitingRoom:
     def __init__(self, queue: Queue, wait_s: float) -> None:
         self.queue = queue
         self.wait_s = wait_s
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], int | None]] = deque()
         queue.watch_room(self.notify)
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def enter(self) -> bool:
-        """True when the request may go on to be parsed and queued, False to refuse it."""
+    async def enter(self, rows: int | None = None) -> bool:
+        """True when the request may go on (to be parsed, or queued), False to refuse it;
+        `rows` None: not known yet (the body is unread), a request of the usual size."""
         q = self.queue
-        if not self._waiters and q.has_room(1):
+        if not self._waiters and q.has_room(rows or 1):
             return True
-        if self.wait_s <= 0 or not q.accepting:
+        if self.wait_s <= 0 or not q.accepting or (rows or 1) > q.max_queue_rows:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        entry = (fut, rows)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(fut, self.wait_s)
             return True
@@ -57,20 +67,24 @@ class WaitingRoom:
             return False
         finally:
             with contextlib.suppress(ValueError):
-                self._waiters.remove(fut)  # still there only when it timed out
+                self._waiters.remove(entry)  # still there only when it timed out
 
     def notify(self) -> None:
-        """Rows left the queue: admit the oldest waiters that the free room can hold."""
-        admit = self.queue.requests_with_room()
-        while self._waiters and admit > 0:
-            fut = self._waiters.popleft()
+        """Rows left the queue: admit the oldest waiters that the free room can hold, in order."""
+        free = self.queue.free_rows()
+        while self._waiters:
+            fut, rows = self._waiters[0]
+            need = self.queue.usual_rows() if rows is None else rows
+            if not fut.done() and need > free:
+                break
+            self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                admit -= 1
+                free -= need
 
     def refuse_all(self) -> None:
         """Shutdown: every waiter is answered now (the route then says 503)."""
         while self._waiters:
-            fut = self._waiters.popleft()
+            fut, _ = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)

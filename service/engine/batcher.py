@@ -152,6 +152,7 @@ class _Item:
     future: asyncio.Future
     enqueued: float
     rows: int = 0
+    request_id: str = "-"  # the HTTP request's id, for the log line of a batch that fails
 
 
 def _fail_all(items: list[_Item], failed: BatchFailed, cause: BaseException) -> None:
@@ -281,20 +282,26 @@ class DynamicBatcher:
         """Call `callback` whenever rows leave the queue (one watcher: the model's waiting room)."""
         self._on_room = callback
 
-    def requests_with_room(self) -> int:
-        """How many requests of the usual size the queue's free rows hold now."""
-        free = self.max_queue_rows - self._queued_rows
-        return free // max(1, round(self._mean_request_rows))
+    def free_rows(self) -> int:
+        return self.max_queue_rows - self._queued_rows
+
+    def usual_rows(self) -> int:
+        """The usual request's rows (moving average), for admission of requests not yet parsed."""
+        return max(1, round(self._mean_request_rows))
 
     def bucket_of(self, length: int) -> int:
         return max(1, math.ceil(length / self.bucket_width))
 
     # submit ----------------------------------------------------------------------------
     async def submit(
-        self, ids_rows: Sequence[np.ndarray], mask_rows: Sequence[np.ndarray] | None = None
+        self,
+        ids_rows: Sequence[np.ndarray],
+        mask_rows: Sequence[np.ndarray] | None = None,
+        request_id: str = "-",
     ) -> BatchResult:
         """Queue one request (rows of int64 token ids, trailing padding trimmed) and wait."""
         item = self._enqueue(ids_rows, mask_rows)
+        item.request_id = request_id
         loop = asyncio.get_running_loop()
         # a timer rather than wait_for(shield(...)): two fewer tasks and futures per request
         timer = loop.call_later(self.timeout_s, self._expire, item)
@@ -418,7 +425,10 @@ class DynamicBatcher:
         """A batch failed (model, padding, observer...): its requests get BatchFailed, the cause
         is logged once for the whole batch and counted."""
         _fail_all(items, BatchFailed(f"batch of {len(items)} requests failed: {type(exc).__name__}"), exc)
-        log.error("model %s: a batch of %d requests failed", self.name, len(items), exc_info=exc)
+        ids = " ".join(it.request_id for it in items)
+        log.error(
+            "model %s: a batch of %d requests failed (requests %s)", self.name, len(items), ids, exc_info=exc
+        )
         self.observer.batch_failed(self.name)
 
     def _worker_ended(self, task: asyncio.Task) -> None:
@@ -429,8 +439,14 @@ class DynamicBatcher:
         exc = task.exception()
         self.broken = exc
         self._accepting = False
-        log.error("model %s: batcher worker stopped; the model no longer serves", self.name, exc_info=exc)
         queued = [item for bucket in self._buckets.values() for item in bucket]
+        ids = " ".join(it.request_id for it in queued if not it.future.done()) or "none"
+        log.error(
+            "model %s: batcher worker stopped; the model no longer serves (queued requests failed: %s)",
+            self.name,
+            ids,
+            exc_info=exc,
+        )
         _fail_all(queued, BatchFailed(f"batcher of {self.name} stopped: {type(exc).__name__}"), exc)
         self._buckets.clear()
         self._queued_rows = 0

@@ -1,22 +1,20 @@
-"""One object per model the service knows: `Model` serves, `FailedModel` (service.repository)
-says why one does not.
-
-A Model holds everything a request for it touches (manifest, tokenizer, session, batcher,
-waiting room), none of it optional: a route that has a Model never checks for parts.
-"""
+"""The engine's object per serving model: `EngineModel` holds the session, its batcher and the
+waiting room in front of it, none optional; a model that does not serve is a
+`service.catalog.FailedModel` (name, error)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from service import catalog
 from service.engine.admission import WaitingRoom
 from service.engine.batcher import DynamicBatcher
-from service.engine.repository import FailedModel, LoadedModel
+from service.engine.repository import LoadedModel
 
 
 @dataclass(frozen=True, eq=False)
-class Model(LoadedModel):
+class EngineModel(LoadedModel):
     """A loaded model with its batcher (started) and the waiting room in front of it."""
 
     batcher: DynamicBatcher
@@ -24,7 +22,7 @@ class Model(LoadedModel):
     state: ClassVar[str] = "ready"
 
     @classmethod
-    def serving(cls, loaded: LoadedModel, batcher: DynamicBatcher, room: WaitingRoom) -> Model:
+    def serving(cls, loaded: LoadedModel, batcher: DynamicBatcher, room: WaitingRoom) -> EngineModel:
         parts = {f.name: getattr(loaded, f.name) for f in fields(LoadedModel)}
         return cls(**parts, batcher=batcher, room=room)
 
@@ -33,5 +31,18 @@ class Model(LoadedModel):
         """The execution provider the session actually runs on."""
         return self.runtime.provider
 
+    def view(self) -> catalog.Model:
+        """What the front knows of this model."""
+        return catalog.Model(
+            self.name,
+            self.manifest,
+            self.tokenizer,
+            self.served,
+            self.provider,
+            list(self.runtime.providers),
+            self.runtime.graph_figures(),
+            self.load_seconds,
+        )
 
-AnyModel = Model | FailedModel
+
+AnyEngineModel = EngineModel | catalog.FailedModel

@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from contract import reference
 from contract.manifest import MODEL_NAME_RE, Manifest, load_manifest, verify_variant
 from contract.tokenizer import Tokenizer
+from service.catalog import FailedModel
 from service.runtime import variants
 from service.runtime.session import OrtModel, choose_providers
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.repository")
-
-
-@dataclass(frozen=True)
-class FailedModel:
-    """A model that does not serve: it failed to load, or its batcher stopped (`error` says why)."""
-
-    name: str
-    error: str
-    load_seconds: float = 0.0
-    state: ClassVar[str] = "failed"
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,19 +120,3 @@ def _warm_up(name: str, runtime: OrtModel) -> None:
             graphs.bound_bytes / 2**20,
             "growth not visible to NVML" if growth is None else f"+{growth / 2**20:.1f} MiB",
         )
-
-
-def share_tokenizers(models: list[LoadedModel]) -> list[LoadedModel]:
-    """The models, those with equal tokenizers given one object, so that /v1/compare tokenises a
-    text once for all of them (models exported from one training split share their vocabulary)."""
-    seen: list[Tokenizer] = []
-    out = []
-    for model in models:
-        tok = model.tokenizer
-        same = next((t for t in seen if t.to_dict() == tok.to_dict()), None)
-        if same is None:
-            seen.append(tok)
-            out.append(model)
-        else:
-            out.append(replace(model, tokenizer=same))
-    return out

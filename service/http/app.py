@@ -1,6 +1,8 @@
-"""App factory: `create_app(settings) -> FastAPI`.
+"""App factory: `create_app(settings) -> FastAPI`, the HTTP front.
 
-The lifespan loads every model and starts its batcher; on shutdown the batchers drain.
+The lifespan starts the engine handle: the engine itself in this process (its models loaded,
+batchers started; on shutdown they drain), or the link to the engine process. The front parses,
+validates and tokenises; the engine runs the batches.
 One ASGI layer (outermost) serves the inference routes from their table (service.routes) and
 does, per request: body-size limit (413), refusal while draining after SIGTERM (503 +
 Retry-After), and the request count/latency metrics labelled by route template and known model
@@ -11,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,14 +29,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.api import v1 as api_v1
 from service.api import v2 as api_v2
-from service.core import Service
 from service.engine import batcher
+from service.engine.core import Engine
 from service.errors import BodyTooLarge, ServiceError, ShuttingDown
+from service.front.service import EngineHandle, Service
 from service.http import accesslog, openapi
 from service.http.bodies import RawRequest, RawResponse, field_of
 from service.http.protocol import Protocol
 from service.http.routes import InferenceRoute, Match, RouteTable
-from service.metrics import NO_MODEL, UNKNOWN_MODEL
+from service.metrics import NO_MODEL, UNKNOWN_MODEL, FrontMetrics, exposition, families
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -267,11 +271,20 @@ def create_app(
     *,
     gpu_metrics: bool = True,
     routes: Sequence[InferenceRoute] = INFERENCE_ROUTES,
+    engine: EngineHandle | None = None,
+    metrics: FrontMetrics | None = None,
+    front_series: Callable[[], list[Metric]] | None = None,
 ) -> ServiceApp:
-    """The app: FastAPI's control plane behind the front layer that serves `routes`."""
+    """The app: FastAPI's control plane behind the front layer that serves `routes`.
+
+    `engine`: the engine's handle (default: an engine in this process); `metrics`: where this
+    front counts; `front_series`: what /metrics shows of the fronts (default: this front's
+    series; with several fronts, all of theirs from the multiprocess files).
+    """
     settings = settings or ServiceSettings()
     table = RouteTable(routes)
-    service = Service(settings, gpu_metrics=gpu_metrics)
+    service = Service(settings, engine or Engine(settings, gpu_metrics=gpu_metrics), metrics)
+    fronts = front_series or (lambda: families(service.metrics.registry))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -295,7 +308,8 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        engine_series = await service.engine.metric_families() if service.engine.ready else []
+        return Response(exposition(fronts(), engine_series), media_type=CONTENT_TYPE_LATEST)
 
     for exc_class, handler in ERROR_HANDLERS:
         app.add_exception_handler(exc_class, handler)

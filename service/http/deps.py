@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.core import Service
-from service.engine.model import AnyModel, Model
+from service.catalog import AnyModel, Model
+from service.front.service import Service
 
 
 def get_service(request: Request) -> Service:

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from service.api.schemas import ErrorResponse, V2ErrorResponse
-from service.core import Service
+from service.front.service import Service
 from service.http.routes import RouteTable
 
 REF = "#/components/schemas/{model}"

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.routing import compile_path
 
-from service.core import Service
+from service.front.service import Service
 from service.http.bodies import RawRequest, RawResponse, openapi_body
 from service.http.protocol import Protocol
 

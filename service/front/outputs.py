@@ -1,0 +1,49 @@
+"""Post-processing, the front's share of a request after the engine answers: probabilities,
+top-k labels, the embedding as JSON, and where the request's time went."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from contract import tensors
+from service.catalog import Model
+from service.engine.batcher import BatchResult
+
+
+def timing(result: BatchResult, t_start: float) -> dict[str, float | int]:
+    """Where a request's time went (v1's `timing`, v2's response `parameters`)."""
+    return {
+        "queue_ms": round(result.queue_ms, 3),
+        "compute_ms": round(result.compute_ms, 3),
+        "total_ms": round((time.perf_counter() - t_start) * 1000.0, 3),
+        "batch_size": result.batch_size,
+        "padded_length": result.padded_length,
+    }
+
+
+def predictions(entry: Model, result: BatchResult, top_k: int, embedding: bool) -> list[dict]:
+    """Per row: the best label and score, the top-k, and the embedding when asked."""
+    labels = entry.manifest.labels
+    logits = result.logits.astype(np.float64)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    k = min(top_k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    out = []
+    for r in range(probs.shape[0]):
+        top = [
+            {
+                "label": labels[j] if j < len(labels) else str(j),
+                "label_id": int(j),
+                "score": float(probs[r, j]),
+            }
+            for j in order[r]
+        ]
+        p = {**top[0], "top_k": top}
+        if embedding:
+            p[tensors.EMBEDDING] = result.embedding[r].astype(float).tolist()
+        out.append(p)
+    return out

@@ -1,0 +1,42 @@
+"""A front process's entry (spawned by service.supervisor): uvicorn serving the front app on the
+listening socket the supervisor bound, with the engine behind an EngineLink.
+
+prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is first imported, so this module
+imports nothing of the service before `main` has set it: each front's series then live in
+that folder's files and /metrics (in any front) sums them over every front, dead ones included,
+so a request is counted once whichever front answered it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: str, index: int) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    import logging
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from service.front.link import EngineLink
+    from service.http.app import create_app
+    from service.http.server import serve
+    from service.metrics import FrontMetrics, families
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings.model_validate_json(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s[front {index}]: %(message)s",
+    )
+    every_front = CollectorRegistry()
+    MultiProcessCollector(every_front, path=metrics_dir)
+    app = create_app(
+        settings,
+        engine=EngineLink(settings, endpoint),
+        metrics=FrontMetrics(),
+        front_series=lambda: families(every_front),
+    )
+    serve(app, settings, sockets=[sock])

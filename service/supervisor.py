@@ -1,0 +1,168 @@
+"""`python -m service`: one engine process and W front processes, supervised.
+
+- The engine (service.engine.server) loads the models first; only once it answers does the
+  supervisor bind the HTTP port and start the fronts (service.front.process), which share that
+  one listening socket: nothing listens before the models are loaded, as before the split.
+- The engine dying (kill -9, a crash): every front answers 503 not-ready at once (each watches
+  the engine's process), the supervisor starts a new engine, and the fronts serve again when it
+  answers. More than `engine_restarts` deaths within a minute: the service exits 1 for its
+  orchestrator to decide.
+- A front dying is replaced (the others keep serving meanwhile).
+- SIGTERM or SIGINT: the listening socket is closed here, every front drains (new requests on
+  open connections get 503 + Connection: close, accepted ones are answered, then it closes its
+  copy of the socket: new connections are refused), then the engine drains and exits; the
+  supervisor exits 0 when every process did.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from types import FrameType
+
+from service.engine import server
+from service.front import process as front
+from service.runtime.session import usable_cores
+from service.settings import ServiceSettings
+
+log = logging.getLogger("service.supervisor")
+
+SPAWN = multiprocessing.get_context("spawn")
+RESTART_WINDOW_S = 60.0
+
+
+def fronts_for(settings: ServiceSettings) -> int:
+    """The fronts to run: the setting, or one per two usable cores (1 on a 2-core host)."""
+    return settings.fronts or max(1, usable_cores() // 2)
+
+
+def bind(settings: ServiceSettings) -> socket.socket:
+    """The HTTP listening socket every front accepts on (as uvicorn's own workers share one)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.json = settings.model_dump_json()
+        self.rundir = Path(tempfile.mkdtemp(prefix="h2h-"))
+        self.endpoint = f"ipc://{self.rundir / 'engine.sock'}"
+        self.metrics_dir = self.rundir / "metrics"
+        self.metrics_dir.mkdir()
+        self.engine: SpawnProcess | None = None
+        self.fronts: dict[int, SpawnProcess] = {}
+        self.sock: socket.socket | None = None
+        self.stopping = False
+        self.deaths: list[float] = []
+
+    def _start_engine(self) -> bool:
+        """A new engine process; True once it has loaded the models and answers."""
+        parent, child = SPAWN.Pipe(duplex=False)
+        self.engine = SPAWN.Process(
+            target=server.main, args=(self.json, self.endpoint, child), name="h2h-engine"
+        )
+        self.engine.start()
+        child.close()
+        ready = wait([parent, self.engine.sentinel])
+        if parent not in ready or not parent.poll():
+            log.error("the engine exited before it was ready (exit code %s)", self.engine.exitcode)
+            return False
+        log.info("engine %d ready", parent.recv())
+        return True
+
+    def _start_front(self, index: int) -> None:
+        args = (self.json, self.endpoint, self.sock, str(self.metrics_dir), index)
+        p = SPAWN.Process(target=front.main, args=args, name=f"h2h-front-{index}")
+        p.start()
+        self.fronts[index] = p
+        log.info("front %d started (pid %d)", index, p.pid)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            if not self._start_engine():
+                return 1
+            self.sock = bind(self.settings)
+            for i in range(fronts_for(self.settings)):
+                self._start_front(i)
+            code = self._watch()
+            return max(code, self._drain())
+        finally:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+    def _watch(self) -> int:
+        """Restart what dies until SIGTERM (0) or too many engine deaths (1)."""
+        while not self.stopping:
+            assert self.engine is not None
+            procs = [self.engine, *self.fronts.values()]
+            wait([p.sentinel for p in procs], timeout=0.2)
+            if self.stopping:
+                break
+            if not self.engine.is_alive() and not self._engine_died():
+                return 1
+            for i, p in list(self.fronts.items()):
+                if not p.is_alive():
+                    log.error("front %d (pid %d) exited with %s; starting another", i, p.pid, p.exitcode)
+                    self._start_front(i)
+        return 0
+
+    def _engine_died(self) -> bool:
+        assert self.engine is not None
+        now = time.monotonic()
+        self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW_S] + [now]
+        log.error("the engine (pid %d) exited with %s", self.engine.pid, self.engine.exitcode)
+        if len(self.deaths) > self.settings.engine_restarts:
+            log.error("%d engine deaths within %.0f s: giving up", len(self.deaths), RESTART_WINDOW_S)
+            return False
+        return self._start_engine()
+
+    def _drain(self) -> int:
+        """Fronts first (their accepted requests still reach the engine), then the engine."""
+        if self.sock is not None:
+            self.sock.close()
+        grace = self.settings.shutdown_grace_s + 5.0
+        code = 0
+        if self.engine is not None and self.engine.is_alive():
+            os.kill(self.engine.pid, signal.SIGUSR1)  # queued work runs now, not after its window
+        for p in self.fronts.values():
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in self.fronts.values():
+            p.join(grace)
+            code = max(code, _exit_code(p))
+        if self.engine is not None and self.engine.is_alive():
+            os.kill(self.engine.pid, signal.SIGTERM)
+            self.engine.join(grace)
+            code = max(code, _exit_code(self.engine))
+        return code
+
+
+def _exit_code(p: SpawnProcess) -> int:
+    if p.is_alive():
+        log.error("%s (pid %d) did not exit in time; killed", p.name, p.pid)
+        p.kill()
+        return 1
+    return 0 if p.exitcode == 0 else 1
+
+
+def run(settings: ServiceSettings) -> int:
+    return Supervisor(settings).run()
