@@ -168,7 +168,7 @@ def capacity(s: DemoSettings, url: str, names: dict[str, str]) -> CapacityResult
 def show_answer(s: DemoSettings, results: SweepResults | None, cap: CapacityResults) -> None:
     """The demo's last words: the which-model table and the one sentence naming the model to serve."""
     results = results or SweepResults(points=[])
-    manifests = {**cap.meta.get("manifests", {}), **results.meta.get("manifests", {})}
+    manifests = {**cap.meta.manifests, **results.meta.manifests}
     table, sentence = which_model_answer(cap, results.points, manifests)
     if not table:
         return

@@ -72,7 +72,7 @@ def cmd_sweep(args: Any) -> int:
         return 130
     print(
         f"wrote {s.out / 'results.csv'} and {s.out / 'results.json'} ({len(runner.rows)} points, "
-        f"{runner.meta.get('elapsed_s')} s)",
+        f"{runner.meta.elapsed_s} s)",
         file=sys.stderr,
     )
     if not args.no_report:

@@ -170,17 +170,65 @@ class ProbeRow(BaseModel):
     error_kinds: dict[str, int] = Field(default_factory=dict)
 
 
+class Machine(BaseModel):
+    """Where a result was measured."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cpu: str | None = None
+    cores: int | None = None
+    affinity_cores: int | None = None
+    gpus: list[str] = Field(default_factory=list)
+    platform: str | None = None
+    hostname: str | None = None
+
+
+class ModelMeta(BaseModel):
+    """A measured model as the run saw it (the service's provider and variant over HTTP)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    arch: str = ""
+    layers: int | None = None
+    heads: int | None = None
+    max_sequence_length: int | None = None
+    server_provider: str | None = None
+    server_variant: str | None = None
+    server_max_batch: int | None = None
+
+
+class ResultMeta(BaseModel):
+    """A result file's `meta`: what was run, where, with which versions. Keys a writer adds beyond
+    these (the PyTorch reference's `reference`) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    created: str | None = None
+    command: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    modes: list[str] = Field(default_factory=list)
+    duration_s: float | None = None  # per HTTP point (the capacity search: per probe, at least)
+    elapsed_s: float | None = None  # set when the run finished
+    machine: Machine = Field(default_factory=Machine)
+    versions: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, ModelMeta] = Field(default_factory=dict)
+    manifests: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    providers: dict[str, dict[str, str | None]] = Field(default_factory=dict)  # mode -> model -> provider
+    service: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
 class SweepResults(BaseModel):
     """results.json."""
 
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: ResultMeta = Field(default_factory=ResultMeta)
     points: list[SweepRow]
 
 
 class CapacityResults(BaseModel):
     """capacity.json."""
 
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: ResultMeta = Field(default_factory=ResultMeta)
     rows: list[CapacityRow]
     ratios: list[CapacityRatio] = Field(default_factory=list)
     probes: list[ProbeRow] = Field(default_factory=list)
@@ -209,14 +257,20 @@ def gpu_names() -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "gpus": gpu_names(),
-        "platform": platform.platform(),
-        "hostname": platform.node(),
-    }
+    """This machine, as `Machine` reads it (a plain dict: benchmarks write it into their own JSON)."""
+    return Machine(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        affinity_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        gpus=gpu_names(),
+        platform=platform.platform(),
+        hostname=platform.node(),
+    ).model_dump()
+
+
+def models_meta(models: Mapping[str, Any]) -> dict[str, ModelMeta]:
+    """Each measured model's `ModelMeta`, from objects with those attributes (loadtest.models.ModelInfo)."""
+    return {n: ModelMeta.model_validate(i, from_attributes=True) for n, i in models.items()}
 
 
 def versions() -> dict[str, str]:
@@ -245,9 +299,11 @@ def read_csv(path: Path, kind: type[ResultRow] = SweepRow) -> list[Any]:
         return [kind.model_validate(r) for r in csv.DictReader(f)]
 
 
-def write(out: Path, meta: dict[str, Any], points: Iterable[SweepRow | Mapping[str, Any]]) -> None:
-    """results.json and results.csv; rows given as mappings are checked against `SweepRow` first."""
-    data = SweepResults(meta=meta, points=[SweepRow.of(p) for p in points])
+def write(
+    out: Path, meta: ResultMeta | Mapping[str, Any], points: Iterable[SweepRow | Mapping[str, Any]]
+) -> None:
+    """results.json and results.csv; meta and rows given as mappings are checked first."""
+    data = SweepResults.model_validate({"meta": meta, "points": [SweepRow.of(p) for p in points]})
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / JSON_NAME, data.model_dump(mode="json"))
     write_text(out / CSV_NAME, to_csv(data.points))

@@ -14,7 +14,7 @@ from loadtest.client.latency import summarize
 from loadtest.client.schedule import poisson_offsets, run_open_loop
 from loadtest.report import analysis
 from loadtest.report.markdown import build, verdict, write_report
-from loadtest.results import SweepRow, load, write
+from loadtest.results import ResultMeta, SweepRow, load, write
 from loadtest.sweep.grid import GridError, parse_list
 from tests.conftest import inproc_pair_rows
 
@@ -186,7 +186,7 @@ def test_report_names_the_crossover(tmp_path):
 def test_report_without_crossover():
     points = [p for p in _fixture_points() if p.batch == 1]
     assert "no crossover" in verdict(points)
-    assert "# Load test" in build(points, {}, [])
+    assert "# Load test" in build(points, ResultMeta(), [])
 
 
 @pytest.mark.parametrize("command", ["sweep", "capacity"])

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pydantic import Field
 
@@ -26,7 +25,7 @@ from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, resolve, service_models
-from loadtest.results import CapacityRatio, CapacityResults, CapacityRow, ProbeRow
+from loadtest.results import CapacityRatio, CapacityResults, CapacityRow, ProbeRow, ResultMeta
 from loadtest.settings import HttpLoadSettings
 from loadtest.sweep.grid import GRID_HELP, GridError, parse_list, parse_names
 
@@ -155,32 +154,21 @@ class CapacityRunner:
         self.probes: list[ProbeRow] = []
         self.meta = self._meta()
 
-    def _meta(self) -> dict[str, Any]:
-        s = self.s
-        return {
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "settings": s.model_dump(mode="json"),
-            "machine": results.machine(),
-            "versions": results.versions(),
-            "service": {"url": s.url, "metadata": hc.server_metadata(s.url)},
-            "models": {
-                n: {
-                    "arch": i.arch,
-                    "layers": i.layers,
-                    "heads": i.heads,
-                    "server_provider": i.server_provider,
-                    "server_variant": i.server_variant,
-                    "server_max_batch": i.server_max_batch,
-                    "max_sequence_length": i.max_sequence_length,
-                }
-                for n, i in self.plan.models.items()
-            },
-            "providers": {"http": {n: i.server_provider for n, i in self.plan.models.items()}},
-            "duration_s": s.probe_duration,
-            "manifests": {n: i.manifest for n, i in self.plan.models.items()},
-            "notes": list(self.plan.notes),
-        }
+    def _meta(self) -> ResultMeta:
+        s, models = self.s, self.plan.models
+        return ResultMeta(
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            command=" ".join(sys.argv),
+            settings=s.model_dump(mode="json"),
+            machine=results.machine(),
+            versions=results.versions(),
+            service={"url": s.url, "metadata": hc.server_metadata(s.url)},
+            models=results.models_meta(models),
+            providers={"http": {n: i.server_provider for n, i in models.items()}},
+            duration_s=s.probe_duration,
+            manifests={n: i.manifest for n, i in models.items()},
+            notes=list(self.plan.notes),
+        )
 
     def run(self) -> list[CapacityRow]:
         t0 = time.perf_counter()
@@ -188,7 +176,7 @@ class CapacityRunner:
             for t in self.plan.targets:
                 self.rows.append(self._search(driver, t))
                 self.on_search_done()
-                self.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
+                self.meta.elapsed_s = round(time.perf_counter() - t0, 2)
                 self.save()
         return self.rows
 

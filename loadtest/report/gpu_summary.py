@@ -103,7 +103,7 @@ def collect(out: Path, variants: dict[str, str]) -> dict[str, Any]:
     if cap and cap.rows:
         rows = cap.rows
         shape = choose.headline_shape(rows)
-        cands = choose.candidates(rows, got[0] if got else [], cap.meta.get("manifests", {}))
+        cands = choose.candidates(rows, got[0] if got else [], cap.meta.manifests)
         http["recommendation"] = choose.recommend(cands, shape, rows[0].slo_p99_ms) if shape else None
         http["capacity"] = [
             r.model_dump(include={"model", "batch", "seq", "capacity_rps", "p99_ms", "status"}) for r in rows

@@ -12,7 +12,7 @@ from loadtest.profile import render, runner
 from loadtest.report import analysis, choose, plots
 from loadtest.report.study import HEADER as STUDY_HEADER
 from loadtest.report.study import Study, load_study
-from loadtest.results import CapacityResults, SweepResults, SweepRow
+from loadtest.results import CapacityResults, ResultMeta, SweepResults, SweepRow
 
 REPORT_NAME = "report.md"
 
@@ -73,7 +73,7 @@ def headline(points: list[SweepRow], capacity: CapacityResults | None) -> str:
     rows = capacity.rows if capacity else []
     shape = choose.headline_shape(rows)
     if capacity and shape is not None:
-        manifests = capacity.meta.get("manifests", {})
+        manifests = capacity.meta.manifests
         parts.append(choose.recommend(choose.candidates(rows, points, manifests), shape, rows[0].slo_p99_ms))
     return "\n".join(parts)
 
@@ -129,25 +129,33 @@ def verdict(points: list[SweepRow]) -> str:
     return " ".join(parts)
 
 
-def _meta_section(meta: dict[str, Any]) -> str:
-    m = meta.get("machine", {})
-    prov = meta.get("providers", {})
-    v = meta.get("versions", {})
+def _ran(meta: ResultMeta) -> bool:
+    """Whether `meta` records a run (a folder without a sweep has an empty one)."""
+    return meta != ResultMeta()
+
+
+def _or_ask(v: Any) -> Any:
+    return "?" if v is None else v
+
+
+def _meta_section(meta: ResultMeta) -> str:
+    m = meta.machine
     lines = [
-        f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores"
-        + (f", GPU: {', '.join(m['gpus'])}" if m.get("gpus") else ", no GPU"),
+        f"- machine: {_or_ask(m.cpu)}, {_or_ask(m.cores)} cores"
+        + (f", GPU: {', '.join(m.gpus)}" if m.gpus else ", no GPU"),
         "- providers: "
-        + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in d.items()) for k, d in prov.items()),
-        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- created {meta.get('created', '?')}, {meta.get('duration_s', '?')} s per HTTP point, "
-        f"elapsed {meta.get('elapsed_s', '?')} s",
+        + "; ".join(
+            f"{k}: " + ", ".join(f"{a}={b}" for a, b in d.items()) for k, d in meta.providers.items()
+        ),
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in meta.versions.items()),
+        f"- created {_or_ask(meta.created)}, {_or_ask(meta.duration_s)} s per HTTP point, "
+        f"elapsed {_or_ask(meta.elapsed_s)} s",
     ]
-    for name, mm in (meta.get("models") or {}).items():
+    for name, mm in meta.models.items():
         lines.append(
-            f"- {name}: {str(mm.get('arch', '')).upper()} {mm.get('layers')}L-{mm.get('heads')}H, "
-            f"max sequence {mm.get('max_sequence_length')}"
+            f"- {name}: {mm.arch.upper()} {mm.layers}L-{mm.heads}H, max sequence {mm.max_sequence_length}"
         )
-    lines += [f"- note: {n}" for n in meta.get("notes", [])]
+    lines += [f"- note: {n}" for n in meta.notes]
     return "\n".join(lines)
 
 
@@ -245,7 +253,7 @@ PLOTS = (
 
 
 def build(
-    points: list[SweepRow], meta: dict[str, Any], images: list[Path], capacity: CapacityResults | None = None
+    points: list[SweepRow], meta: ResultMeta, images: list[Path], capacity: CapacityResults | None = None
 ) -> str:
     """The report, a section per kind of result present: a capacity-only folder (no sweep) still
     gets a report, and a sweep without capacity has no empty recommendation."""
@@ -265,24 +273,24 @@ def build(
 
 
 def _capacity_section(
-    cap: CapacityResults, points: list[SweepRow], meta: dict[str, Any], images: list[Path]
+    cap: CapacityResults, points: list[SweepRow], meta: ResultMeta, images: list[Path]
 ) -> list[str]:
     """The recommendation and its plot, or why there is no plot."""
-    manifests = {**cap.meta.get("manifests", {}), **meta.get("manifests", {})}
+    manifests = {**cap.meta.manifests, **meta.manifests}
     out = which_model_section(cap, points, manifests)
     if any(p.name == "accuracy_vs_capacity.png" for p in images):
         return out + ["![Accuracy vs capacity](accuracy_vs_capacity.png)", ""]
     return out + ["(No accuracy-vs-capacity plot: no model has a recorded test accuracy.)", ""]
 
 
-def _setup_section(meta: dict[str, Any], capacity: CapacityResults | None) -> list[str]:
+def _setup_section(meta: ResultMeta, capacity: CapacityResults | None) -> list[str]:
     """The sweep's machine and versions (the capacity run's when there is no sweep); with both, the
     capacity search's own date and length, since the two ran at different times."""
-    out = ["## Setup", "", _meta_section(meta or (capacity.meta if capacity else {})), ""]
-    if capacity and meta:
+    out = ["## Setup", "", _meta_section(capacity.meta if capacity and not _ran(meta) else meta), ""]
+    if capacity and _ran(meta):
         cm = capacity.meta
         out[-1:] = [
-            f"- capacity search: created {cm.get('created', '?')}, elapsed {cm.get('elapsed_s', '?')} s",
+            f"- capacity search: created {_or_ask(cm.created)}, elapsed {_or_ask(cm.elapsed_s)} s",
             "",
         ]
     return out
@@ -351,7 +359,7 @@ def write_report(results_dir: Path) -> Path:
     cap = results.load_capacity(folder)
     images = plots.all_plots(data.points, folder)
     if cap and cap.rows:
-        manifests = {**cap.meta.get("manifests", {}), **data.meta.get("manifests", {})}
+        manifests = {**cap.meta.manifests, **data.meta.manifests}
         cands = choose.candidates(cap.rows, data.points, manifests)
         shape = choose.headline_shape(cap.rows)
         plot = plots.accuracy_vs_capacity(cands, shape, cap.rows[0].slo_p99_ms, folder) if shape else None

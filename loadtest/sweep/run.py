@@ -17,7 +17,7 @@ from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
 from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, repo_models, resolve, service_models
-from loadtest.results import SweepRow
+from loadtest.results import ResultMeta, SweepRow
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.grid import PRESETS, GridError, parse_list, parse_names
 from loadtest.sweep.inproc import InprocModel
@@ -259,33 +259,21 @@ class Runner:
         self.meta = self._meta()
         self._inproc: dict[str, Any] = {}
 
-    def _meta(self) -> dict[str, Any]:
+    def _meta(self) -> ResultMeta:
         p, s = self.plan, self.plan.settings
-        return {
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-            "settings": s.model_dump(mode="json"),
-            "modes": p.modes,
-            "duration_s": p.duration,
-            "machine": results.machine(),
-            "versions": results.versions(),
-            "models": {
-                n: {
-                    "arch": i.arch,
-                    "layers": i.layers,
-                    "heads": i.heads,
-                    "max_sequence_length": i.max_sequence_length,
-                    "server_provider": i.server_provider,
-                    "server_variant": i.server_variant,
-                    "server_max_batch": i.server_max_batch,
-                }
-                for n, i in p.models.items()
-            },
-            "manifests": {n: i.manifest for n, i in p.models.items()},
-            "providers": {},
-            "service": {"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,
-            "notes": list(p.notes),
-        }
+        return ResultMeta(
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            command=" ".join(sys.argv),
+            settings=s.model_dump(mode="json"),
+            modes=p.modes,
+            duration_s=p.duration,
+            machine=results.machine(),
+            versions=results.versions(),
+            models=results.models_meta(p.models),
+            manifests={n: i.manifest for n, i in p.models.items()},
+            service={"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,
+            notes=list(p.notes),
+        )
 
     def save(self) -> None:
         results.write(self.plan.settings.out, self.meta, self.rows)
@@ -316,7 +304,7 @@ class Runner:
         if m is None:
             assert info.dir is not None
             m = self._inproc[p.model] = InprocModel(info.dir, provider=s.provider, variant=s.variant)
-            self.meta["providers"].setdefault("inproc", {})[p.model] = m.provider
+            self.meta.providers.setdefault("inproc", {})[p.model] = m.provider
         t = m.time_shape(p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed)
         st = summarize(t.seconds)
         count = st.pop("count")
@@ -335,7 +323,7 @@ class Runner:
     # over HTTP
     def _run_http(self, p: Point, driver: Driver) -> SweepRow:
         s, info = self.plan.settings, self.plan.models[p.model]
-        self.meta["providers"].setdefault("http", {})[p.model] = info.server_provider
+        self.meta.providers.setdefault("http", {})[p.model] = info.server_provider
         spec = LoadSpec(
             hc.predict_url(s.url, p.model),
             hc.predict_body(p.batch, p.seq, info.vocab_size, s.seed),
@@ -397,6 +385,6 @@ def run_plan(plan: Plan, on_point: Callable[[int, Point, SweepRow], None] | None
     r = Runner(plan, on_point)
     t0 = time.perf_counter()
     r.run()
-    r.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    r.meta.elapsed_s = round(time.perf_counter() - t0, 2)
     r.save()
     return r
