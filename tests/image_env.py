@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 APT_PACKAGES = ["buildah", "podman", "debootstrap", "runc", "containernetworking-plugins", "iptables"]
 TOOLS = ["buildah", "podman", "debootstrap", "runc"]
-PULL_BASE = "docker.io/library/debian:bookworm"  # used when a registry answers
+PULL_BASE = "docker.io/library/ubuntu:24.04"  # the CPU override's default, where a registry answers
 IMAGE = "localhost/headtohead-service:cpu"  # the CPU override's `image:`
 BUILD_FLAGS = ["--isolation", "chroot", "--network", "host", "--format", "docker", "--layers"]
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
@@ -123,18 +123,22 @@ class Engine:
         return self.run(*cmd, env={**self.env, **env}, cwd=ROOT, timeout=timeout)
 
     def base_image(self) -> str:
-        """The image FROM builds on: H2H_IMAGE_TEST_BASE if set (pulled), else a Debian or Ubuntu
-        base already in storage, else a pulled Debian, else one made with debootstrap."""
+        """The image FROM builds on: H2H_IMAGE_TEST_BASE if set (pulled), else the CPU override's
+        default base where it is stored or pulls, else the host's release made with debootstrap
+        from its own apt mirror (kept in storage for the next run)."""
         if os.environ.get("H2H_IMAGE_TEST_BASE"):
             self.podman("pull", os.environ["H2H_IMAGE_TEST_BASE"], timeout=600)
             return os.environ["H2H_IMAGE_TEST_BASE"]
         mirror, codename = apt_mirror()
         local = f"localhost/h2h-base:{codename}"
-        if self.podman("image", "exists", local, check=False).returncode == 0:
-            return local
-        if self.podman("pull", PULL_BASE, check=False, timeout=300).returncode == 0:
-            self.podman("tag", PULL_BASE, local)
-            return local
+        for image in (PULL_BASE, local):
+            if self.podman("image", "exists", image, check=False).returncode == 0:
+                return image
+        try:
+            if self.podman("pull", PULL_BASE, check=False, timeout=60).returncode == 0:
+                return PULL_BASE
+        except subprocess.TimeoutExpired:
+            pass  # a registry that never answers: build the base here
         rootfs = self.work / "rootfs"
         shutil.rmtree(rootfs, ignore_errors=True)
         self.run("debootstrap", "--variant=minbase", codename, str(rootfs), mirror, timeout=900)

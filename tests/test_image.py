@@ -5,8 +5,9 @@ stays there, tests/image_env.py says what and why). Skipped with the reason wher
 run (not root, no apt-get to install buildah/podman/debootstrap, `podman info` failing).
 
 1. The CPU variant is built through podman-compose from docker-compose.yml and
-   deploy/compose.cpu.yml (the override's BASE_IMAGE argument names the base: a pulled Debian
-   where a registry answers, one made with debootstrap where none does), in docker format.
+   deploy/compose.cpu.yml (the override's base-image argument names the base: its default
+   ubuntu:24.04 where a registry answers, the host's release made with debootstrap where none
+   does), in docker format.
 2. `podman run` as docs/operations.md shows it: read-only root, tmpfs /tmp, the model repository
    mounted read-only, the image's non-root user. Ready, a prediction through v1 and through v2
    (tritonclient), /metrics, the image's own HEALTHCHECK command; the image holds only the CPU
@@ -54,7 +55,7 @@ TRAFFIC_S = 8.0
 def engine() -> Iterator[Engine]:
     """The tools, configured under the work folder; its `timings.json` gets each phase's seconds."""
     if not WORK:
-        pytest.skip("the container test runs with `make image-test` (it builds the image: 1-3 minutes)")
+        pytest.skip("the container test runs with `make image-test` (it builds the image: 1-4 minutes)")
     t0 = time.monotonic()
     reason = tools_missing_reason()
     if reason:
@@ -286,3 +287,18 @@ def test_compose_service_scraped_by_shipped_job(engine: Engine, stack: dict) -> 
 @pytest.mark.parametrize(("name", "expr"), all_queries(), ids=[n for n, _ in all_queries()])
 def test_compose_every_rule_and_panel_returns_data(stack: dict, name: str, expr: str) -> None:
     assert_query_has_data(stack["prom"], stack["at"], False, name, expr)
+
+
+# --------------------------------------------------------------------------------------------
+# where podman cannot run: the reason the test is skipped (these run in `make test` too)
+
+
+def test_skip_reasons_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import image_env
+
+    monkeypatch.setattr(image_env.os, "geteuid", lambda: 1000)
+    assert "needs root" in (image_env.tools_missing_reason() or "")
+    monkeypatch.setattr(image_env.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(image_env.shutil, "which", lambda name: None)  # no tools, no apt-get
+    reason = image_env.tools_missing_reason() or ""
+    assert "buildah, podman, debootstrap, runc missing and no apt-get" in reason, reason
