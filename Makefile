@@ -50,7 +50,8 @@ test: install
 # skipped with the reason where podman cannot run. CI runs it after `make test`.
 IMAGE_TEST_DIR ?= build/image-test
 image-test: install
-	H2H_IMAGE_TEST_DIR=$(IMAGE_TEST_DIR) $(PY) -m pytest -q tests/test_image.py
+	H2H_IMAGE_TEST_DIR=$(IMAGE_TEST_DIR) $(PY) -m pytest -q -p no:cacheprovider \
+	  --basetemp=$(IMAGE_TEST_DIR)/pytest tests/test_image.py
 
 # The local loop: everything but the tests marked slow (live fleets, sweeps, the demo; CI runs them).
 test-fast: install
