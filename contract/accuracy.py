@@ -1,6 +1,6 @@
 """Seeded accuracy records (docs/accuracy.json): one object per training run, and the study they form.
 
-The ablation (models.ablation) writes the records; its report (models.accuracy_report) and the
+The ablation (models.ablation) writes the records; its report (models.study.report) and the
 load report's which-model answer (loadtest.report) read them, so the format lives here, torch-free.
 
 A record is only compared with records trained on equal terms: same data (the split's

@@ -9,7 +9,7 @@ learning rate (--sweep-epochs), picks the rate with the best validation accuracy
 under a lock) to --out (default docs/accuracy.json), so an interrupted ablation resumes where
 it stopped: a run already in the records is never retrained. Every run's learning-rate schedule
 decays to zero at its last epoch, so runs of different --epochs are different training budgets,
-each annealed; the summary (models.accuracy_report: accuracy against budget, each architecture's
+each annealed; the summary (models.study.report: accuracy against budget, each architecture's
 budget chosen by validation accuracy, SHA − MHA with a Welch 95% interval, equal training time)
 is printed and written beside the records as .md, with a .png. All seeds share one data split.
 """
@@ -37,10 +37,10 @@ from contract.accuracy import (
 )
 from contract.cli import OneLineArgumentParser, fail, settings_from, settings_parser, validation_message
 from contract.flags import ModelPreset
-from models.accuracy_report import summary_markdown
 from models.config import PRESETS
 from models.data import WordNetMissingError, data_fingerprint, load_wordnet, split
 from models.settings import TrainSettings
+from models.study.report import summary_markdown
 
 
 class AblationSettings(BaseSettings):
@@ -213,7 +213,7 @@ def run_plan(a: AblationSettings, runner: Runner) -> None:
 def write_summary(out: Path) -> str:
     """Summary Markdown beside the records, linking the plot drawn beside it (matplotlib is a
     dependency of the project's [all] extra, which training needs anyway)."""
-    from models.accuracy_plot import plot_curves
+    from models.study.plot import plot_curves
 
     records = load_records(out)
     png = out.with_suffix(".png")

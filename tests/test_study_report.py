@@ -20,8 +20,8 @@ from contract.accuracy import (
     study_claim,
     terms_of,
 )
-from models.accuracy_budget import claim_sentence, curve_lines, epoch_seconds, wall_clock_by_budget
-from models.accuracy_report import best_by, summary_markdown, wall_clock_lines
+from models.study.budget import claim_sentence, curve_lines, epoch_seconds, wall_clock_by_budget
+from models.study.report import best_by, summary_markdown, wall_clock_lines
 
 TERMS = {
     "preset": "small",

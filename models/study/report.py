@@ -1,4 +1,4 @@
-"""docs/accuracy.md from the records: the study against training budget (models.accuracy_budget),
+"""docs/accuracy.md from the records: the study against training budget (models.study.budget),
 then the details of each group of equal terms (one budget each): mean ± std, SHA − MHA, equal
 wall-clock within the runs, and every learning rate tried.
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from contract.accuracy import BASELINE, TERMS, VARIANTS, chosen_runs, early_stopped, groups
 from contract.stats import welch_interval
-from models.accuracy_budget import SLACK, budget_section, pm
+from models.study.budget import SLACK, budget_section, pm
 
 
 def _present(group: list[dict[str, Any]]) -> list[str]:
