@@ -45,6 +45,7 @@ def test_cpu_sweep_writes_sweep_rows_and_the_ratio_report(tmp_path: Path) -> Non
     assert data["meta"]["command"].startswith("python -m models.train_cost --preset tiny")
     report = (out / "train-eager" / "report.md").read_text()
     assert "## SHA / MHA p50 latency ratio" in report and "| seq 8 |" in report
+    assert "## In-process (train step, torch eager fp32, CPU seconds)" in report
     assert (out / "train-eager" / "ratio_heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -320,7 +320,10 @@ def _inproc_section(points: list[SweepRow]) -> list[str]:
     if not inproc:
         return []
     table = _keyed_table("model batch seq p50_ms p95_ms p99_ms requests tokens_per_s provider", inproc)
-    return _section("In-process (ONNX Runtime)", table)
+    # rows PyTorch timed (the torch reference, the training step) name what ran, not ONNX Runtime
+    torch_rows = all((p.provider or "").startswith("torch-") for p in inproc)
+    runtime = ", ".join(sorted({p.variant or "PyTorch" for p in inproc})) if torch_rows else "ONNX Runtime"
+    return _section(f"In-process ({runtime})", table)
 
 
 def _http_section(points: list[SweepRow]) -> list[str]:
