@@ -214,9 +214,11 @@ def budget_section(records: list[dict[str, Any]]) -> list[str]:
     if not b:
         return ["No fixed-budget records yet.", ""]
     out = ["## The claim", "", claim_sentence(records), ""]
+    runs = [r for by_epochs in b.values() for rs in by_epochs.values() for r in rs]
+    machines = sorted({f"{r.get('device')} ({r.get('cpu', '?')}, {r.get('threads')} threads)" for r in runs})
     out += ["## Test accuracy against training budget", "", *budget_table(b), ""]
     out += [
-        "Each run's learning rate warms up, then decays linearly to zero at its own last epoch; the "
+        f"Trained on {', '.join(machines)}. Each run's learning rate warms up, then decays linearly to zero at its own last epoch; the "
         "kept weights are the best validation epoch's. (few): fewer than "
         f"{MIN_SEEDS} seeds, shown but never chosen. Training seconds per epoch: the median epoch of the least-loaded run (other processes shared "
         "the machine during some runs).",
