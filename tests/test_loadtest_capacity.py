@@ -294,3 +294,11 @@ def test_the_answer_shows_the_seeded_study_beside_the_served_models(tmp_path, mo
     path.write_text(json.dumps(_study_records({"mha-admin": [0.8], "sha-admin": [0.79]})))
     table, sentence = which_model_answer(CapacityResults(rows=rows), [], manifests)
     assert "seeded study" not in table and "seeded study" not in sentence
+
+
+def test_a_broken_study_file_is_logged_and_left_out(tmp_path, caplog):
+    bad = tmp_path / "accuracy.json"
+    bad.write_text("{")
+    assert study.load_study(bad) is None
+    assert "no seeded study beside the answer" in caplog.text and "not valid JSON" in caplog.text
+    assert study.load_study(tmp_path / "missing.json") is None  # an image without docs/: nothing to say
