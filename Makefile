@@ -79,13 +79,14 @@ paper: venv
 	$(PY) -m export --random-init --preset base --arch both --repo $(PAPER_REPO)
 	$(PY) -m loadtest sweep --preset paper --mode inproc --repo $(PAPER_REPO) --out $(RESULTS)/paper
 
-# GPU report (CUDA host, under 7 minutes; docs/gpu/RUNBOOK.md): BERT-base exports while pytest -m gpu
-# runs, the profile, in-process sweeps (fp16, fused GPU variant, fp32, CUDA graphs), the PyTorch
-# reference, the service on CUDA with the HTTP sweep and capacity search -> docs/gpu/<gpu-name>/ and a
-# summary in docs/benchmarks.md. A rerun does only what is missing. Without a GPU: exit 2.
+# GPU report (CUDA host; docs/gpu/RUNBOOK.md): BERT-base exports while pytest -m gpu runs, the matmul
+# peak, the served configuration in-process, the CUDA kernel profile, the SHA/MHA ratio along tokens
+# per batch, the PyTorch reference, the demo's small pair, the other variants, the service on CUDA
+# with the HTTP sweep and capacity search -> docs/gpu/<gpu-name>/ and a summary in docs/benchmarks.md.
+# A rerun does only what is missing. Without a GPU: exit 2.
 .PHONY: gpu-report
 gpu-report: venv
-	$(PY) scripts/gpu_report.py
+	$(PY) -m loadtest gpu-report
 
 demo: install
 	$(PY) -m demo --preset $(PRESET) --runs $(RUNS) --repo $(REPO) --results $(RESULTS) $(if $(FORCE),--force)

@@ -10,6 +10,8 @@ from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_f
 from loadtest.capacity import cli as capacity_cli
 from loadtest.client import load as hc
 from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
+from loadtest.gpu import round as gpu_round
+from loadtest.gpu.settings import GpuReportSettings
 from loadtest.profile import cli as profile_cli
 from loadtest.report.markdown import headline, verdict, write_report
 from loadtest.results import CAPACITY_JSON_NAME, SweepRow, load, load_capacity
@@ -27,6 +29,10 @@ def build_parser() -> OneLineArgumentParser:
     run_flags(s, "writing")
     capacity_cli.add_parser(sub)
     profile_cli.add_parser(sub)
+    g = sub.add_parser(
+        "gpu-report", help="every GPU measurement in one round on a CUDA host (make gpu-report)"
+    )
+    settings_flags(g, GpuReportSettings)
     r = sub.add_parser("report", help="write report.md and PNG plots from a results folder")
     r.add_argument("results", help="results folder (with results.json and/or capacity.json)")
     return p
@@ -104,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "capacity":
         rc = capacity_cli.cmd_capacity(args)
     elif args.command == "profile":
-        rc = profile_cli.cmd_profile(args)
+        rc = profile_cli.cmd_profile(args, rebuild=write_report)
+    elif args.command == "gpu-report":
+        rc = gpu_round.main(settings_from(GpuReportSettings, args, ("command",)))
     else:
         rc = cmd_sweep(args) if args.command == "sweep" else cmd_report(args)
     raise SystemExit(rc)

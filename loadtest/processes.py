@@ -4,7 +4,7 @@ collects the exit code.
 
 Every program that runs a server as a child uses it: the tests (tests/conftest.py), the
 benchmarks (loadtest/bench/), `make demo` (demo/) and the GPU report
-(scripts/gpu_report.py). It imports neither torch nor the service, so any of them can.
+(loadtest.gpu.round). It imports neither torch nor the service, so any of them can.
 
     with processes.serving(["-m", "service", "--model-repository", "repo"], ready_path="/v2/health/ready") as srv:
         httpx.get(srv.base + "/v2/models")

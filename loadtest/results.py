@@ -87,6 +87,9 @@ class SweepRow(ShapeRow):
     mean_ms: float | None = None
     min_ms: float | None = None
     max_ms: float | None = None
+    blocks: int | None = None  # in-process points timed as blocks of runs, each giving a p50
+    p50_lo_ms: float | None = None  # the lowest and highest block p50: the spread of the repeats
+    p50_hi_ms: float | None = None
     rps: float | None = None
     tokens_per_s: float | None = None
     window_s: float | None = None

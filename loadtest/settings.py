@@ -66,4 +66,11 @@ class LoadtestSettings(HttpLoadSettings):
         default="auto", description="in-process execution provider"
     )
     variant: str | None = Field(default=None, description="in-process model variant, e.g. model.opt.onnx")
+    inproc_blocks: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="in-process: blocks of runs per point, each giving a p50, so a point states the spread "
+        "of its repeats (up to twice as many blocks while they spread by more than 10%%)",
+    )
     max_points: int = Field(default=400, ge=1, description="refuse grids larger than this")

@@ -5,7 +5,7 @@
 # (61.6 MB for onnxruntime-gpu 1.31.1 and sm_90).
 # It holds the serving wheels (cp312) and onnxruntime-gpu unpacked as one site folder, with:
 #  - the CUDA provider library's machine code for GPUs other than sm_$ARCH zeroed
-#    (scripts/prune_fatbin.py; 284 MB -> xz 52 MB instead of 185 MB): it runs on that GPU only;
+#    (python -m loadtest.gpu.prune_fatbin; 284 MB -> xz 52 MB instead of 185 MB): it runs on that GPU only;
 #  - libonnxruntime.so (the C API library; Python's module has the runtime built in) and the
 #    TensorRT provider (no TensorRT on the host) left out.
 # The CUDA libraries the provider needs (libcublas/libcublasLt.so.13, libcudart.so.13,
@@ -39,7 +39,7 @@ capi=.carry/tmp/site/onnxruntime/capi
 rm -f "$capi"/libonnxruntime.so.* "$capi"/libonnxruntime_providers_tensorrt.so
 sha256sum "$capi/libonnxruntime_providers_cuda.so" | sed 's|  .*|  original libonnxruntime_providers_cuda.so|' > .carry/tmp/site/CUDA_PROVIDER.sha256
 if [ "$ARCH" != all ]; then
-  $PY scripts/prune_fatbin.py "$capi/libonnxruntime_providers_cuda.so" "$capi/pruned.so" --keep "$ARCH"
+  PYTHONPATH=$PWD $PY -m loadtest.gpu.prune_fatbin "$capi/libonnxruntime_providers_cuda.so" "$capi/pruned.so" --keep "$ARCH"
   mv "$capi/pruned.so" "$capi/libonnxruntime_providers_cuda.so"
 fi
 tar -C .carry/tmp/site -cf - . | xz --x86 --lzma2=preset=9e,dict=256MiB -T1 > .carry/site.tar.xz  # BCJ: x86 code packs tighter

@@ -1,4 +1,4 @@
-"""scripts/bench_torch.py, the PyTorch reference: the export's own weights rebuilt (random-init by
+"""loadtest.gpu.torch_ref, the PyTorch reference: the export's own weights rebuilt (random-init by
 construction, trained from the checkpoint; both checked against model.onnx), rows in the in-process
 sweep's format that the report reads, one-line refusals; the CUDA modes on a GPU (marked)."""
 
@@ -13,19 +13,22 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import script_module
+from loadtest.gpu import torch_ref
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "bench_torch.py"
 
 
 def bench_torch() -> ModuleType:
-    return script_module("bench_torch")
+    return torch_ref
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "loadtest.gpu.torch_ref", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -50,7 +50,9 @@ def test_a_committed_sweep_reads_and_writes_back_the_same(path: Path, tmp_path: 
     write(tmp_path, data.meta, data.points)
     assert load(tmp_path) == data
     header = (path.parent / "results.csv").read_text().splitlines()[0].split(",")
-    assert (tmp_path / "results.csv").read_text().splitlines()[0].split(",") == header == SweepRow.columns()
+    written = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert written == SweepRow.columns()
+    assert [c for c in written if c in header] == header  # older files lack newer columns, in the same order
 
 
 @pytest.mark.parametrize("path", CAPACITIES, ids=str)

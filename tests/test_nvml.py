@@ -8,9 +8,9 @@ import types
 from typing import Any
 
 import pytest
-from test_loadtest_gpu_report import gpu_report_module
 
 from loadtest import results
+from loadtest.gpu import preflight
 from service.runtime import nvml
 from service.runtime import session as runtime
 
@@ -76,7 +76,7 @@ def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> N
     assert host.count == 2 and m.calls[0] == "nvmlInit" and m.calls[-1] == "nvmlShutdown"
     assert runtime.gpu_count() == 2
     assert results.gpu_names() == ["GPU 0", "GPU 1"]
-    assert gpu_report_module().gpu_facts() == {
+    assert preflight.gpu_facts() == {
         "name": "GPU 0",
         "driver": "550.54",
         "cuda_driver": "12.4",
@@ -88,13 +88,13 @@ def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> N
 def test_no_nvml_means_no_gpu(fake) -> None:
     fake(fail={"nvmlInit"})
     assert nvml.probe() is None
-    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and gpu_report_module().gpu_facts() is None
+    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and preflight.gpu_facts() is None
 
 
 def test_zero_devices(fake) -> None:
     fake(count=0)
     assert nvml.probe() == nvml.Host("550.54", "12.4", ())
-    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and gpu_report_module().gpu_facts() is None
+    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and preflight.gpu_facts() is None
 
 
 def test_a_missing_detail_keeps_the_count_but_not_the_report(fake) -> None:
@@ -104,7 +104,7 @@ def test_a_missing_detail_keeps_the_count_but_not_the_report(fake) -> None:
     host = nvml.probe()
     assert host is not None and host.cuda_driver is None and host.gpus[0] == nvml.Gpu(None, 80.0)
     assert runtime.gpu_count() == 2 and results.gpu_names() == []
-    assert gpu_report_module().gpu_facts() is None
+    assert preflight.gpu_facts() is None
     assert m.calls[-1] == "nvmlShutdown"
 
 

@@ -1,4 +1,4 @@
-"""scripts/prune_fatbin.py: in a fatbin section, only the payloads of other architectures are
+"""loadtest.gpu.prune_fatbin: in a fatbin section, only the payloads of other architectures are
 zeroed (headers, offsets, sizes and the kept code untouched), on a small ELF file built here."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import script_module
+from loadtest.gpu import prune_fatbin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def _elf(section_data: bytes) -> bytes:
 
 
 def test_other_architectures_are_zeroed_in_place(tmp_path: Path):
-    pf = script_module("prune_fatbin")
+    pf = prune_fatbin
     sm90, sm80, sm120 = b"\x90" * 24, b"\x80" * 40, b"\x12" * 16
     data = _container(_entry(80, sm80), _entry(90, sm90)) + bytes(8) + _container(_entry(120, sm120))
     elf = _elf(data)
@@ -58,7 +58,7 @@ def test_other_architectures_are_zeroed_in_place(tmp_path: Path):
 def test_command_refuses_what_would_not_run(tmp_path: Path):
     src = tmp_path / "lib.so"
     src.write_bytes(_elf(_container(_entry(80, b"\x80" * 8))))
-    cmd = [sys.executable, str(ROOT / "scripts" / "prune_fatbin.py"), str(src), str(tmp_path / "out.so")]
+    cmd = [sys.executable, "-m", "loadtest.gpu.prune_fatbin", str(src), str(tmp_path / "out.so")]
     r = subprocess.run([*cmd, "--keep", "90"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has no sm_90 code (has sm_80)" in r.stderr
     r = subprocess.run([*cmd, "--keep", "80"], capture_output=True, text=True, timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract.atomic import write_text
 from contract.cli import fail, settings_flags, settings_from
 from contract.flags import ModelRepository, TokensPerRow
+from loadtest import results
+from loadtest.models import PlanError
+from loadtest.profile import render, runner
+from loadtest.profile.trace import TraceError
 
 REPORT_NAME = "report.md"
 
@@ -62,18 +67,16 @@ def add_parser(sub: Any) -> None:
     settings_flags(p, ProfileSettings)
 
 
-def _spec(s: ProfileSettings) -> Any:
-    from loadtest.profile.runner import ProfileSpec
-
+def _spec(s: ProfileSettings) -> runner.ProfileSpec:
     same = s.model_dump(include={"repo", "provider", "batch", "seq", "runs", "warmup", "seed"})
-    return ProfileSpec(models=_names(s.models), variants=_names(s.variant), **same)
+    return runner.ProfileSpec(models=_names(s.models), variants=_names(s.variant), **same)
 
 
-def cmd_profile(args: Any) -> int:
-    from loadtest.models import PlanError
-    from loadtest.profile import render, runner
-    from loadtest.profile.trace import TraceError
-
+def cmd_profile(args: Any, rebuild: Callable[[Path], Path] | None = None) -> int:
+    """Profile, print the table, write profile.json and a report. `rebuild` (the load tester's
+    report writer, handed in by its CLI so that this package does not import the report's): when
+    OUT is a sweep's or capacity search's folder, its whole report is rebuilt with the profile as
+    one section; a folder of its own gets the profile alone."""
     settings = settings_from(ProfileSettings, args, ("command",))
     spec = _spec(settings)
     try:
@@ -84,20 +87,12 @@ def cmd_profile(args: Any) -> int:
         fail(f"nothing to profile: {'; '.join(data['notes']) or 'no models in ' + str(spec.repo)}")
     out = settings.out
     path = runner.write(out, data)
-    report = write_report_for(out, data)
+    shared = (out / results.JSON_NAME).is_file() or (out / results.CAPACITY_JSON_NAME).is_file()
+    if shared and rebuild is not None:
+        report = rebuild(out)
+    else:
+        write_text(out / REPORT_NAME, "\n".join(["# Profile", "", *render.section_md(data)]) + "\n")
+        report = out / REPORT_NAME
     print(render.text_table(data))
     print(f"wrote {path} and {report}", file=sys.stderr)
     return 0
-
-
-def write_report_for(out: Path, data: dict[str, Any]) -> Path:
-    """report.md in `out`: a sweep's or capacity search's folder gets its whole report rebuilt (the
-    profile becomes one section of it); a folder of its own gets the profile alone."""
-    from loadtest import results
-    from loadtest.profile import render
-    from loadtest.report.markdown import write_report
-
-    if (out / results.JSON_NAME).is_file() or (out / results.CAPACITY_JSON_NAME).is_file():
-        return write_report(out)
-    write_text(out / REPORT_NAME, "\n".join(["# Profile", "", *render.section_md(data)]) + "\n")
-    return out / REPORT_NAME

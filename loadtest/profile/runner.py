@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from contract.atomic import write_json
+from contract.manifest import load_manifest, verify_variant
+from loadtest import results
+from loadtest.models import repo_models, resolve
 from loadtest.profile import trace
+from loadtest.sweep.inproc import random_batch
+from service.runtime.session import OrtModel
+from service.settings import ServiceSettings
 
 JSON_NAME = "profile.json"
 RATIO_KEYS = ("wall_ms", "run_ms", "nodes_per_run", "node_ms", "gap_ms")
@@ -46,11 +52,6 @@ def profile_variant(
     model_dir: Path, manifest: Any, variant: str, spec: ProfileSpec, tmp: Path
 ) -> dict[str, Any]:
     """One session with the profiler on: warm-up, `spec.runs` timed runs, the trace summarised."""
-    from contract.manifest import verify_variant
-    from loadtest.sweep.inproc import random_batch
-    from service.runtime.session import OrtModel
-    from service.settings import ServiceSettings
-
     path = verify_variant(model_dir, manifest, variant)
     settings = ServiceSettings(provider=spec.provider, cuda_graph=False)
     model = OrtModel(path, settings, profile_prefix=str(tmp / f"{model_dir.name}-{variant}"))
@@ -100,10 +101,6 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def profile(spec: ProfileSpec) -> dict[str, Any]:
     """Every model x variant of `spec` profiled; variants a model lacks are noted and skipped."""
-    from contract.manifest import load_manifest
-    from loadtest import results
-    from loadtest.models import repo_models, resolve
-
     available = repo_models(spec.repo)
     names = resolve(list(spec.models), available, str(spec.repo)) if spec.models else list(available)
     rows, notes = [], list(spec.notes)
@@ -135,10 +132,11 @@ def write(out: Path, data: dict[str, Any]) -> Path:
     return out / JSON_NAME
 
 
-def load(folder: Path) -> dict[str, Any] | None:
-    """A complete profile.json in `folder`, or None (absent, unreadable, or cut short)."""
+def load(folder: Path, name: str = JSON_NAME) -> dict[str, Any] | None:
+    """A complete profile.json (or `name`: the kernel profile's file) in `folder`, or None (absent,
+    unreadable, or cut short)."""
     try:
-        data = json.loads((Path(folder) / JSON_NAME).read_text(encoding="utf-8"))
+        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("complete") is True else None

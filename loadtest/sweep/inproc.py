@@ -9,9 +9,10 @@ device once (IO binding), outputs stay on the device, and each timed run ends wi
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,23 @@ def random_batch(
     return ids, np.ones((batch, seq), dtype=np.int64)
 
 
+MAX_SPREAD = 0.10  # a point's block p50s should agree within this share of their median
+
+
 @dataclass
 class Timing:
+    """Every timed run, and the p50 of each block of runs (one block: no spread to state)."""
+
     seconds: list[float]
     warmup_runs: int
+    block_p50s: list[float] = field(default_factory=list)
+
+    @property
+    def spread(self) -> float | None:
+        """(max - min) / median of the blocks' p50s; None with fewer than two blocks."""
+        if len(self.block_p50s) < 2:
+            return None
+        return (max(self.block_p50s) - min(self.block_p50s)) / statistics.median(self.block_p50s)
 
 
 class InprocModel:
@@ -61,16 +75,45 @@ class InprocModel:
         self.provider = self.model.provider
 
     def time_shape(
-        self, batch: int, seq: int, *, repeats: int = 50, budget_s: float = 2.0, seed: int = 0
+        self,
+        batch: int,
+        seq: int,
+        *,
+        repeats: int = 50,
+        budget_s: float = 2.0,
+        seed: int = 0,
+        blocks: int = 1,
     ) -> Timing:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
-        (never fewer than `MIN_REPEATS`)."""
+        (never fewer than `MIN_REPEATS`); with `blocks` > 1, as that many blocks (`time_blocks`)."""
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))
         run = self.model.device_runner(ids, mask)
+        if blocks > 1:
+            return time_blocks(run, blocks=blocks, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP)
         times = time_runs(
             run, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP, min_repeats=self.MIN_REPEATS
         )
         return Timing(times, self.WARMUP)
+
+
+def time_blocks(
+    run: Callable[[], object], *, blocks: int, repeats: int, budget_s: float, warmup: int
+) -> Timing:
+    """`blocks` blocks of runs, each with its share of the budget and of `repeats`, and up to as
+    many again while the blocks' p50s spread by more than MAX_SPREAD: a point's p50 then comes
+    with the spread of its repeats, and a noisy point gets more of them before it is written."""
+    for _ in range(warmup):
+        run()
+    seconds: list[float] = []
+    p50s: list[float] = []
+    each = max(InprocModel.MIN_REPEATS, repeats // blocks)
+    while len(p50s) < blocks or (len(p50s) < 2 * blocks and (Timing([], 0, p50s).spread or 0) > MAX_SPREAD):
+        block = time_runs(
+            run, repeats=each, budget_s=budget_s / blocks, warmup=0, min_repeats=InprocModel.MIN_REPEATS
+        )
+        seconds += block
+        p50s.append(statistics.median(block))
+    return Timing(seconds, warmup, p50s)
 
 
 def time_runs(

@@ -305,9 +305,20 @@ class Runner:
             assert info.dir is not None
             m = self._inproc[p.model] = InprocModel(info.dir, provider=s.provider, variant=s.variant)
             self.meta.providers.setdefault("inproc", {})[p.model] = m.provider
-        t = m.time_shape(p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed)
+        t = m.time_shape(
+            p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed, blocks=s.inproc_blocks
+        )
         st = summarize(t.seconds)
         count = st.pop("count")
+        spread = (  # the spread of the repeats: the lowest and highest block p50
+            {
+                "blocks": len(t.block_p50s),
+                "p50_lo_ms": min(t.block_p50s) * 1e3,
+                "p50_hi_ms": max(t.block_p50s) * 1e3,
+            }
+            if t.block_p50s
+            else {}
+        )
         return SweepRow(
             **_cells(p, info),
             provider=m.provider,
@@ -316,6 +327,7 @@ class Runner:
             errors=0,
             note="CUDA graph (H2H_CUDA_GRAPH)" if m.model.graphs is not None else None,
             **st,
+            **spread,
             # throughput of back-to-back runs: one batch per median latency
             **{**_throughput(1, st["p50_ms"] / 1e3, p), "window_s": sum(t.seconds)},
         )

@@ -1,5 +1,5 @@
-"""`make gpu-report` (scripts/gpu_report.py): one line and exit 2 without a GPU, the whole
-pipeline rehearsed on the CPU, and the summary it writes."""
+"""`make gpu-report` (`python -m loadtest gpu-report`): one line and exit 2 without a GPU, the whole
+round rehearsed on the CPU, the summary it writes, and its exit code."""
 
 from __future__ import annotations
 
@@ -7,29 +7,23 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from loadtest.report import gpu_summary
-from tests.conftest import inproc_pair_rows, script_module
+from loadtest.gpu import page, plan, preflight, steps, summary
+from loadtest.gpu import round as gpu_round
+from tests.conftest import inproc_pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu_report.py"
-
-
-def gpu_report_module() -> ModuleType:
-    return script_module("gpu_report")
 
 
 def _has_gpu() -> bool:
-    return gpu_report_module().gpu_facts() is not None
+    return preflight.gpu_facts() is not None
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [sys.executable, "-m", "loadtest", "gpu-report", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path):
@@ -50,11 +44,11 @@ def test_bad_flags_exit_2_with_one_line():
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "budget" in r.stderr
 
 
-def test_make_target_runs_the_script():
+def test_make_target_runs_the_module():
     # --no-print-directory: under `make test` (MAKELEVEL set) make would add Entering/Leaving lines
     cmd = ["make", "-n", "--no-print-directory", "gpu-report"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0 and "scripts/gpu_report.py" in r.stdout.splitlines()[-1], r.stdout
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith("-m loadtest gpu-report"), r.stdout
 
 
 def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
@@ -66,17 +60,17 @@ def _points(ratio: dict[tuple[int, int], float]) -> list[dict]:
 def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
     from loadtest.results import write
 
-    assert gpu_summary.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert summary.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     write(tmp_path / "inproc-fp16", {}, _points({(1, 32): 1.3, (16, 512): 0.8, (64, 512): 0.7}))
     write(tmp_path / "inproc-fp32", {}, _points({(1, 32): 1.4, (64, 512): 1.1}))
-    s = gpu_summary.collect(tmp_path, {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx"})
-    assert s["inproc"]["inproc-fp16"]["crossover"]["sha_cheaper_at"] == [[16, 512], [64, 512]]
-    fp16 = gpu_summary.crossover_sentence("fp16", s["inproc"]["inproc-fp16"]["crossover"])
+    s = summary.collect(tmp_path, {"inproc-fp32": "model.onnx", "inproc-fp16": "model.fp16.onnx"})
+    assert s.inproc["inproc-fp16"].crossover.sha_cheaper_at == [(16, 512), (64, 512)]
+    fp16 = summary.crossover_sentence("fp16", s.inproc["inproc-fp16"].crossover)
     assert fp16 == (
         "fp16: the crossover appears — SHA is cheaper at 2 of 3 shapes (seq 512 from batch 16), "
         "down to 0.70x MHA at batch 64 x seq 512."
     )
-    fp32 = gpu_summary.crossover_sentence("fp32", s["inproc"]["inproc-fp32"]["crossover"])
+    fp32 = summary.crossover_sentence("fp32", s.inproc["inproc-fp32"].crossover)
     assert fp32.startswith("fp32: no crossover — MHA is cheaper at all 2 shapes; SHA's best is 1.10x MHA")
     facts = {
         "gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580.1"},
@@ -84,12 +78,55 @@ def test_summary_names_the_crossover_and_appends_to_benchmarks(tmp_path: Path):
         "machine": {"cpu": "x", "cores": 16},
         "steps": [{"name": "export", "status": "ok", "seconds": 90.0}],
     }
-    md = gpu_summary.report_md(facts, s, tmp_path)
+    md = page.report_md(facts, s, "crossover.png")
     assert "| export | ok | 90 |" in md and "| seq 512 | – | **0.80** | **0.70** |" in md
-    block = gpu_summary.benchmarks_block(facts, s, "gpu/nvidia-h100-80gb-hbm3")
+    assert "![SHA/MHA vs tokens per batch](crossover.png)" in md
+    assert "- model.fp16.onnx: SHA/MHA 1.30 at 32 tokens per batch (batch 1 x seq 32) to 0.70 at 32,768" in md
+    block = page.benchmarks_block(facts, s, "gpu/nvidia-h100-80gb-hbm3")
     assert block.startswith("\n## GPU report: NVIDIA H100 80GB HBM3 (2026-01-02, `make gpu-report`)")
     assert "[gpu/nvidia-h100-80gb-hbm3/report.md](gpu/nvidia-h100-80gb-hbm3/report.md)" in block
-    assert "- in-process, model.fp16.onnx: the crossover appears — SHA is cheaper at 2 of 3 shapes" in block
+    assert "SHA is cheaper from 8,192 tokens per batch (batch 16 x seq 512)" in block
+    json.dumps(s.as_json())  # results.json takes the summary as it is
+
+
+def test_throughput_is_read_against_the_measured_peak(tmp_path: Path):
+    """Model TFLOP/s from p50 and the manifest's shape, as a share of the peak of its precision."""
+    from loadtest.results import write
+
+    shape = {"layers": 12, "d_model": 768, "heads": 12, "head_dim": 64, "ffn_dim": 3072}
+    meta = {
+        "manifests": {
+            "mha-base-random": shape,
+            "sha-base-random": {**shape, "layers": 144, "heads": 1, "ffn_dim": 256},
+        }
+    }
+    write(tmp_path / "inproc-gpu", meta, _points({(64, 128): 2.0}))
+    (tmp_path / "peak").mkdir()
+    (tmp_path / "peak" / "peak.json").write_text(
+        '{"complete": true, "tflops": {"fp16": 700.0, "fp32": 50.0}}'
+    )
+    s = summary.collect(tmp_path, {"inproc-gpu": "model.gpu.onnx"})
+    (mha, _), goal = s.rates(), s.goal_rates()
+    p50 = 1.0 + 64 * 128 / 100  # _points' MHA p50 at this shape
+    assert mha.tokens_per_s == pytest.approx(64 * 128 / (p50 / 1e3))
+    assert mha.tflops == pytest.approx(
+        mha.tokens_per_s * 174.587904e6 / 1e12
+    )  # 174.6 MFLOP per token at seq 128
+    assert mha.precision == "fp16" and mha.share == pytest.approx(mha.tflops / 700)
+    md = page.report_md({"gpu": {"name": "G"}, "steps": []}, s)
+    assert f"- goal shape: {goal[0].sentence()}; misses the goal of 2.5M tokens/s." in md
+    assert "Matmul peak (TFLOP/s): fp16 700, fp32 50." in md
+
+
+def test_exit_code_counts_only_steps_that_could_run_and_failed():
+    ok = [{"status": "ok"}, {"status": "reused"}, {"status": "skipped: no model.opt.onnx"}]
+    assert steps.exit_code(ok + [{"status": "skipped: no CUDA (the profile step profiles the CPU)"}]) == 0
+    assert steps.exit_code(ok + [{"status": "skipped: out of time"}]) == steps.EXIT_UNFINISHED == 4
+    assert (
+        steps.exit_code(ok + [{"status": "failed: out of time"}]) == 4
+    )  # cut by the budget: a rerun does it
+    assert steps.exit_code(ok + [{"status": "skipped: out of time"}, {"status": "failed: exit 1"}]) == 1
+    assert steps.exit_code(ok + [{"status": "failed earlier (reused)"}]) == 1
 
 
 def _rehearse(tmp_path: Path, *extra: str, timeout: float) -> subprocess.CompletedProcess:
@@ -106,17 +143,35 @@ def _rehearse(tmp_path: Path, *extra: str, timeout: float) -> subprocess.Complet
 
 
 STEPS = [
-    "export",
-    "profile",
-    "inproc-fp16",
+    ("export", "ok"),
+    ("peak", "ok"),
+    ("inproc-served", "skipped: CUDA graphs need CUDA"),
+    ("kernels", "skipped: no CUDA (the profile step profiles the CPU)"),
+    ("cross-fp32", "ok"),
+    ("cross-gpu", "ok"),
+    ("torch", "ok"),
+    ("small-served", "ok"),
+    ("train-cost", "ok"),
+    ("inproc-gpu", "ok"),
+    ("inproc-fp32", "ok"),
+    ("inproc-fp16-graphs", "skipped: CUDA graphs need CUDA"),
+    ("inproc-fp16", "skipped: no model.fp16.onnx"),
+    ("inproc-opt", "ok"),
+    ("profile", "ok"),
+    ("http-start", "ok"),
+    ("http-sweep", "ok"),
+    ("http-capacity", "ok"),
+]
+RAN = {
     "inproc-gpu",
-    "torch",
     "inproc-fp32",
     "inproc-opt",
-    "service-start",
-    "http-sweep",
-    "capacity",
-]
+    "cross-fp32",
+    "cross-gpu",
+    "small-served",
+    "torch-eager-fp32",
+    "train-cost/train-eager",
+}
 
 
 @pytest.mark.slow
@@ -124,40 +179,33 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Benchmarks\n\nearlier text\n")
     r = _rehearse(tmp_path, "--benchmarks", str(bench), timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, r.stderr[-3000:]  # steps skipped for want of CUDA or a variant: no failure
     out = tmp_path / "gpu" / "cpu-rehearsal"
     data = json.loads((out / "results.json").read_text())
-    assert [s["name"] for s in data["steps"]] == STEPS
-    assert all(s["status"] == "ok" for s in data["steps"]), data["steps"]
-    served = next(s for s in data["steps"] if s["name"] == "service-start")["served"]
+    assert [(s["name"], s["status"]) for s in data["steps"]] == STEPS
+    served = next(s for s in data["steps"] if s["name"] == "http-start")["served"]
     assert set(served) == {"mha-tiny-random", "sha-tiny-random"} and all(served.values()), served
     assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
-    assert set(data["inproc"]) == {
-        "inproc-fp32",
-        "inproc-fp16",
-        "inproc-gpu",
-        "inproc-opt",
-        "torch-eager-fp32",
-    }
-    assert {r["model"] for r in data["http"]["capacity"]} == {"mha-tiny-random", "sha-tiny-random"}
-    for sub in ("inproc-fp32", "inproc-fp16", "inproc-gpu", "inproc-opt", "http"):
-        assert (out / sub / "results.json").is_file() and (out / sub / "report.md").is_file()
-    assert (out / "http" / "capacity.json").is_file() and (
-        out / "torch-eager-fp32" / "results.json"
-    ).is_file()
-    prof = data["profile"]
-    assert [(r["model"], r["variant"]) for r in prof["rows"]] == [
-        (m, v)
-        for m in ("mha-tiny-random", "sha-tiny-random")
-        for v in ("model.onnx", "model.fp16.onnx", "model.gpu.onnx")
+    assert set(data["inproc"]) == RAN
+    cross = json.loads((out / "cross-gpu" / "results.json").read_text())["points"]
+    assert {(p["batch"], p["seq"]) for p in cross} == {
+        (8, 32)
+    }  # the extension, in 2 blocks or up to 4 if noisy
+    assert all(2 <= p["blocks"] <= 4 for p in cross)
+    point = json.loads((out / "inproc-gpu" / "results.json").read_text())["points"][0]
+    assert point["blocks"] >= 2 and point["p50_lo_ms"] <= point["p50_ms"] <= point["p50_hi_ms"]
+    assert {r["model"] for r in data["http"]["http"]["capacity"]} == {"mha-tiny-random", "sha-tiny-random"}
+    assert data["peak_tflops"]["fp32"] > 0 and {r["model"] for r in data["throughput"]} == set(served)
+    assert [(r["model"], r["variant"]) for r in data["profile"]["rows"]] == [
+        (m, v) for m in ("mha-tiny-random", "sha-tiny-random") for v in ("model.onnx", "model.gpu.onnx")
     ]
     assert set(data["fastest"]) == {"mha-tiny-random", "sha-tiny-random"}
     md = (out / "report.md").read_text()
-    assert "## The paper's crossover on this GPU" in md and "in-process, model.fp16.onnx" in md
-    assert "## Where the time goes ([profile](profile/report.md))" in md
+    assert "## The paper's crossover on this GPU" in md and (out / "crossover.png").stat().st_size > 1000
+    assert "## Where the time goes: ONNX Runtime's profiler ([profile](profile/report.md))" in md
+    assert "| model | batch x seq | model.gpu.onnx | model.onnx | model.opt.onnx | torch eager fp32 |" in md
     assert (
-        "| model | batch x seq | model.fp16.onnx | model.gpu.onnx | model.onnx | model.opt.onnx | torch eager fp32 |"
-        in md
+        "## The demo's small pair, model.gpu.onnx" in md and "## Throughput against the measured peak" in md
     )
     text = bench.read_text()
     assert (
@@ -166,14 +214,15 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     # a rerun does only what is missing: here nothing, so every step is reused and the summary not repeated
     r = _rehearse(tmp_path, "--benchmarks", str(bench), "--budget-s", "5", timeout=200)
     assert r.returncode == 0, r.stderr[-3000:]
-    steps = json.loads((out / "results.json").read_text())["steps"]
-    assert [s["name"] for s in steps] == [n for n in STEPS if n != "service-start"]
-    assert all(s["status"] == "reused" and s["earlier_status"] == "ok" for s in steps), steps
+    again = json.loads((out / "results.json").read_text())["steps"]
+    ran = [name for name, status in STEPS if status == "ok" and name != "http-start"]
+    assert [s["name"] for s in again if s["status"] == "reused"] == ran
+    assert all(s["earlier_status"] == "ok" for s in again if s["status"] == "reused"), again
     assert bench.read_text().count("## GPU report: CPU rehearsal") == 1
 
 
 def test_a_step_is_redone_unless_its_results_are_complete(tmp_path: Path):
-    gr = gpu_report_module()
+    gr = steps
     done = tmp_path / "results.json"
     assert not gr.complete(done)
     done.write_text('{"meta": {}, "points": []}')  # written after every point: not yet complete
@@ -199,7 +248,7 @@ def test_a_step_is_redone_unless_its_results_are_complete(tmp_path: Path):
 
 
 def test_the_benchmarks_block_of_a_report_is_replaced_not_repeated():
-    gr = gpu_report_module()
+    gr = gpu_round
     block = "\n## GPU report: X (2026-01-02, `make gpu-report`)\n\nnew\n"
     old = "# B\n\nintro\n\n## GPU report: X (2026-01-02, `make gpu-report`)\n\nold\n\n## Later\n\nkept\n"
     assert gr.with_block(old, block) == "# B\n\nintro\n\n## Later\n\nkept\n" + block
@@ -207,15 +256,14 @@ def test_the_benchmarks_block_of_a_report_is_replaced_not_repeated():
 
 
 def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CUDA: the profile, fp16 and the GPU variant first, then PyTorch, fp32 and fp16 replayed as
-    CUDA graphs (the only sweep with H2H_CUDA_GRAPH on), a variant not exported skipped, the service
-    on its own choice of variant; the CPU rehearsal has no graphs to replay and skips that sweep."""
-    gr = gpu_report_module()
-    have = {"model.onnx", "model.fp16.onnx", "model.gpu.onnx"}
-    monkeypatch.setattr(gr, "_variants_in", lambda repo, plan: have)
+    """On CUDA: the peak, the served configuration (model.gpu.onnx + CUDA graphs), the kernel
+    profile and the crossover extension first; a variant not exported is skipped, not failed."""
+    have = {"model.onnx", "model.gpu.onnx"}
+    monkeypatch.setattr(gpu_round.Round, "variants", lambda self, repo=None, models=None: have)
+    monkeypatch.setattr(gpu_round, "start_export", lambda *a: None)
     calls: list[tuple[str, list[str], dict[str, str]]] = []
     monkeypatch.setattr(
-        gr, "http_steps", lambda run, repo, out, plan, variant: calls.append(("http", [variant], {}))
+        gpu_round, "http_steps", lambda r, repo, models, folder, **kw: calls.append((folder, models, {}))
     )
 
     class Recorder:
@@ -225,47 +273,56 @@ def test_cuda_plan_runs_the_telling_steps_first(tmp_path: Path, monkeypatch: pyt
             calls.append((name, cmd, env or {}))
             return True
 
-        def record(self, name: str, status: str, seconds: float) -> bool:
+        def record(self, name: str, status: str, seconds: float, **kw: object) -> bool:
             calls.append((name, [status], {}))
-            return False
+            return steps.passed(status)
 
-    gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.Plan(), "auto")
-    assert [name for name, _, _ in calls] == [
-        "profile",
-        "inproc-fp16",
-        "inproc-gpu",
+        def reuse(self, name: str, **kw: object) -> bool:
+            return self.record(name, "reused", 0.0)
+
+    r = gpu_round.Round(Recorder(), tmp_path / "repo", tmp_path / "out", plan.Plan())  # type: ignore[arg-type]
+    for step in gpu_round.MEASURE:
+        step(r)
+    names = [name for name, _, _ in calls]
+    assert names == [
+        "peak",
+        "inproc-served",
+        "kernels",
+        "cross-fp32",
+        "cross-gpu",
         "torch",
+        "small-served",
+        "small-http",
+        "train-cost",
+        "inproc-gpu",
         "inproc-fp32",
         "inproc-fp16-graphs",
+        "inproc-fp16",
         "inproc-opt",
+        "profile",
         "http",
     ]
     by = {name: (cmd, env) for name, cmd, env in calls}
-    graphs = {name: env["H2H_CUDA_GRAPH"] for name, (_, env) in by.items() if "H2H_CUDA_GRAPH" in env}
-    assert graphs == {
-        "inproc-fp16": "false",
-        "inproc-gpu": "false",
-        "inproc-fp32": "false",
-        "inproc-fp16-graphs": "true",
-    }
-    cmd = by["inproc-fp16-graphs"][0]
-    assert cmd[cmd.index("--variant") + 1] == "model.fp16.onnx"
-    prof = by["profile"][0]
-    assert prof[prof.index("--variant") + 1] == "model.onnx,model.fp16.onnx,model.gpu.onnx"
-    assert prof[prof.index("--provider") + 1] == "cuda" and prof[prof.index("--seq") + 1] == "128"
-    torch_cmd = by["torch"][0]
-    assert torch_cmd[torch_cmd.index("--modes") + 1] == "eager-fp16,graph-fp16" and "--device" in torch_cmd
-    assert by["inproc-opt"][0] == ["skipped: no model.opt.onnx"] and by["http"][0] == ["auto"]
-    assert gr.VARIANTS["inproc-fp16-graphs"] == "model.fp16.onnx + CUDA graphs"
-    calls.clear()
-    gr.measure(Recorder(), tmp_path / "repo", tmp_path / "out", gr.REHEARSAL, "auto")
-    assert "inproc-fp16-graphs" not in [name for name, _, _ in calls]
+    cmd, env = by["inproc-served"]
+    assert cmd[cmd.index("--variant") + 1] == "model.gpu.onnx" and env == {"H2H_CUDA_GRAPH": "true"}
+    assert cmd[cmd.index("--inproc-blocks") + 1] == "5" and cmd[cmd.index("--repeats") + 1] == "2000"
+    cross = by["cross-gpu"][0]
+    assert cross[cross.index("--batch") + 1] == "128,256,512" and cross[cross.index("--seq") + 1] == "512"
+    kern = by["kernels"][0]
+    assert kern[kern.index("--variants") + 1] == "model.onnx,model.gpu.onnx"
+    assert kern[kern.index("--torch-modes") + 1] == "eager-fp16,graph-fp16"
+    assert by["inproc-fp16"][0] == ["skipped: no model.fp16.onnx"]
+    assert by["small-http"][0] == ["mha-small-random", "sha-small-random"]
+    small = by["small-served"][0]
+    assert small[small.index("--repo") + 1].endswith("repo-small")
+    assert by["torch"][0][by["torch"][0].index("--device") + 1] == "cuda"
+    assert plan.labels(plan.Plan())["inproc-served"] == "model.gpu.onnx + CUDA graphs"
 
 
 def test_a_cuda_provider_that_cannot_run_is_named_before_any_step():
     if _has_gpu():
         pytest.skip("this host has an NVIDIA GPU")
-    why = gpu_report_module().cuda_provider_error()
+    why = preflight.cuda_provider_error()
     assert why is not None and why  # without a GPU: an error, or the session fell back to the CPU
 
 

@@ -2,7 +2,7 @@
 like the in-process ONNX Runtime sweep, so a report can say whether ONNX Runtime is the fast way
 to run it.
 
-    python scripts/bench_torch.py --repo DIR [--models a,b] [--device cpu|cuda] [--modes ...]
+    python -m loadtest.gpu.torch_ref --repo DIR [--models a,b] [--device cpu|cuda] [--modes ...]
         [--batch 1,4] [--seq 16,32] [--budget-s 0.4] [--out results/torch]
 
 The weights are the export's own: a trained model's checkpoint (its manifest's `source_run`), or
@@ -26,14 +26,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnxruntime as ort
 import torch
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
-from contract.cli import fail, settings_from, settings_parser  # noqa: E402
+from contract import tensors
+from contract.cli import fail, settings_from, settings_parser
+from contract.manifest import load_manifest
+from export.api import random_config, synthetic_tokenizer
+from loadtest import results
+from loadtest.client.latency import summarize
+from loadtest.models import PlanError, repo_models, resolve
+from loadtest.sweep.inproc import time_runs
+from models.checkpoint import load_run, random_run
+from models.config import PRESETS
 
 LABELS = {
     "eager-fp32": "torch eager fp32",
@@ -52,11 +59,6 @@ class RebuildError(ValueError):
 
 def reference_model(model_dir: Path, seed: int) -> tuple[torch.nn.Module, str]:
     """The export's model in PyTorch (eval, CPU, fp32) and how it was obtained."""
-    from contract.manifest import load_manifest
-    from export.api import random_config, synthetic_tokenizer
-    from models.checkpoint import load_run, random_run
-    from models.config import PRESETS
-
     m = load_manifest(model_dir)
     if m.source_run and Path(m.source_run).is_dir():
         return load_run(m.source_run).model.eval(), f"checkpoint {m.source_run}"
@@ -82,10 +84,6 @@ def reference_model(model_dir: Path, seed: int) -> tuple[torch.nn.Module, str]:
 
 def onnx_delta(model: torch.nn.Module, model_dir: Path, batch: int = 2, seq: int = 8) -> float:
     """max |Δlogits| between `model` (fp32, CPU) and the folder's model.onnx on ONNX Runtime's CPU."""
-    import onnxruntime as ort
-
-    from contract import tensors
-
     rng = np.random.default_rng(0)
     ids = rng.integers(2, model.cfg.vocab_size, size=(batch, seq), dtype=np.int64)
     mask = np.ones_like(ids)
@@ -127,8 +125,6 @@ def time_mode(
     model: torch.nn.Module, mode: str, device: str, batch: int, seq: int, budget_s: float
 ) -> list[float]:
     """Seconds per timed call at one shape (warm-up untimed; CUDA graphs captured per shape)."""
-    from loadtest.sweep.inproc import time_runs
-
     rng = np.random.default_rng(0)
     ids = torch.from_numpy(rng.integers(2, model.cfg.vocab_size, size=(batch, seq), dtype=np.int64)).to(
         device
@@ -143,8 +139,6 @@ def row(
     info: Any, mode: str, device: str, batch: int, seq: int, seconds: list[float], note: str
 ) -> dict[str, Any]:
     """A row in the in-process sweep's format (loadtest.results.COLUMNS)."""
-    from loadtest.client.latency import summarize
-
     st = summarize(seconds)
     p50_s = st["p50_ms"] / 1e3  # type: ignore[operator]
     return {
@@ -170,8 +164,8 @@ def row(
     }
 
 
-class BenchTorchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BenchTorchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="H2H_TORCH_REF_", extra="ignore")
 
     repo: str = Field(default="model_repository", description="model repository")
     models: str | None = Field(default=None, description="comma list of model folders (default: every model)")
@@ -216,11 +210,9 @@ _TITLE = __doc__.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtest import results
-    from loadtest.models import PlanError, repo_models, resolve
-
     a = settings_from(
-        BenchTorchSettings, settings_parser(BenchTorchSettings, "bench_torch", _TITLE).parse_args(argv)
+        BenchTorchSettings,
+        settings_parser(BenchTorchSettings, "loadtest.gpu.torch_ref", _TITLE).parse_args(argv),
     )
     modes, batches, seqs = _modes(a), _ints("--batch", a.batch), _ints("--seq", a.seq)
     if a.threads:

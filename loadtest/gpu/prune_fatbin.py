@@ -1,6 +1,6 @@
 """Zero the CUDA machine code a GPU will never load, so a shared library compresses to a fraction.
 
-    python scripts/prune_fatbin.py IN.so OUT.so --keep 90
+    python -m loadtest.gpu.prune_fatbin IN.so OUT.so --keep 90
 
 ONNX Runtime's CUDA provider library (284 MB) carries each kernel as machine code for six GPU
 generations (sm_75 ... sm_120) in its `.nv_fatbin` section. The CUDA driver loads only the entry
@@ -14,16 +14,12 @@ The result runs only on the kept architecture; entries already compressed by nvc
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pydantic import Field  # noqa: E402
-from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
-
-from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from  # noqa: E402
+from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
 
 FATBIN_MAGIC = 0xBA55ED50
 SECTION = b".nv_fatbin"
@@ -78,7 +74,7 @@ class PruneSettings(BaseSettings):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineArgumentParser(prog="prune_fatbin", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog="loadtest.gpu.prune_fatbin", description=__doc__.splitlines()[0])
     settings_flags(p, PruneSettings, positional=["src", "dst"])
     a = settings_from(PruneSettings, p.parse_args(argv))
     try:
