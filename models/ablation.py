@@ -16,6 +16,7 @@ is printed and written beside the records as .md, with a .png. All seeds share o
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,6 @@ def cpu_name() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or "unknown"
 
 
@@ -213,7 +212,7 @@ def run_plan(a: AblationSettings, runner: Runner) -> None:
 def write_summary(out: Path) -> str:
     """Summary Markdown beside the records, linking the plot drawn beside it (matplotlib is a
     dependency of the project's [all] extra, which training needs anyway)."""
-    from models.study.plot import plot_curves
+    from models.study.plot import plot_curves  # matplotlib only when a summary is drawn
 
     records = load_records(out)
     png = out.with_suffix(".png")

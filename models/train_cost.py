@@ -30,6 +30,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchSizes, ModelPreset, TorchThreads
+from loadtest import results
+from loadtest.client.latency import summarize
+from loadtest.report.markdown import write_report
 from models.config import from_preset
 from models.data import LEXNAMES
 from models.encoder import Encoder, build
@@ -167,8 +170,6 @@ def row(
     name: str, model: Encoder, variant: str, provider: str, shape: tuple[int, int], seconds: list[float]
 ) -> dict:
     """A row in the in-process sweep's format (loadtest.results.SweepRow): p50 is the median step."""
-    from loadtest.client.latency import summarize
-
     st = summarize(seconds)
     batch, seq = shape
     p50_s = st["p50_ms"] / 1e3  # type: ignore[operator]
@@ -212,9 +213,6 @@ def _point(s: TrainCostSettings, mode: str, name: str, model: Encoder, shape: tu
 def sweep_mode(s: TrainCostSettings, mode: str, meta: dict[str, Any], t0: float) -> Path:
     """Every shape, MHA then SHA back to back (so their ratio is measured side by side), the
     results written after each point, then the report."""
-    from loadtest import results
-    from loadtest.report.markdown import write_report
-
     folder, rows, notes = s.out / f"train-{mode}", [], list(meta["notes"])
     models = {name: m.to(s.device).train() for name, m in pair(s).items()}
     for shape in [(b, q) for b in s.ints("batch") for q in s.ints("seq")]:
@@ -237,8 +235,6 @@ _TITLE = __doc__.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtest import results
-
     s = settings_from(
         TrainCostSettings,
         settings_parser(TrainCostSettings, "python -m models.train_cost", _TITLE).parse_args(argv),

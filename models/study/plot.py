@@ -59,10 +59,11 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> bool:
     b = budgets(records)
     if not b:
         return False
+    # matplotlib only when there is something to draw (and after the Agg backend is chosen)
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     _against_budget(left, b)
