@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_json, write_text
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import BatchRows, ModelFolders, ModelRepository, TokensPerRow
 from contract.manifest import load_manifest, verify_variant
 from loadtest import results
 from loadtest.gpu import torch_ref
@@ -41,14 +42,14 @@ WARMUP = 3
 class KernelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="H2H_KERNELS_", extra="ignore")
 
-    repo: Path = Field(default=Path("model_repository"), description="model repository")
-    models: str | None = Field(default=None, description="comma list of model folders (default: every model)")
+    repo: ModelRepository = Path("model_repository")
+    models: ModelFolders = None
     variants: str = Field(default="model.onnx", description="comma list of ONNX variant files")
     graphs: Literal["off", "on", "both"] = Field(default="both", description="CUDA graphs for the ONNX runs")
     torch_modes: str = Field(default="", description="comma list of PyTorch modes (loadtest.gpu.torch_ref)")
     provider: Literal["cuda", "cpu"] = Field(default="cuda", description="ONNX Runtime's provider")
-    batch: int = Field(default=1, ge=1, description="rows")
-    seq: int = Field(default=128, ge=1, description="tokens per row")
+    batch: BatchRows = Field(default=1, ge=1)
+    seq: TokensPerRow = Field(default=128, ge=1)
     runs: int = Field(default=20, ge=1, description="recorded runs after the warm-up")
     out: Path = Field(default=Path("results/kernels"), description=f"folder for {KERNELS_JSON} and report.md")
 

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import tensors
 from contract.cli import fail, settings_from, settings_parser
+from contract.flags import BatchSizes, ModelFolders, ModelRepository, TorchThreads
 from contract.manifest import load_manifest
 from export.api import random_config, synthetic_tokenizer
 from loadtest import results
@@ -167,18 +168,18 @@ def row(
 class BenchTorchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="H2H_TORCH_REF_", extra="ignore")
 
-    repo: str = Field(default="model_repository", description="model repository")
-    models: str | None = Field(default=None, description="comma list of model folders (default: every model)")
+    repo: ModelRepository = Path("model_repository")
+    models: ModelFolders = None
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="where PyTorch runs")
     modes: str | None = Field(
         default=None,
         description=f"comma list of {', '.join(LABELS)} (default cpu: eager-fp32; cuda: eager-fp16,graph-fp16)",
     )
-    batch: str = Field(default="1,4", description="comma list of batch sizes")
+    batch: BatchSizes = "1,4"
     seq: str = Field(default="16,32", description="comma list of sequence lengths")
     budget_s: float = Field(default=0.4, gt=0, description="seconds per point")
     seed: int = Field(default=0, description="random-init weights' seed (as export's)")
-    threads: int = Field(default=0, ge=0, description="CPU threads for torch (0: torch's)")
+    threads: TorchThreads = 0
     out: str = Field(
         default="results/torch", description="one results folder per mode under OUT (torch-<mode>)"
     )

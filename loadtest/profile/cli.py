@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.atomic import write_text
 from contract.cli import fail, settings_flags, settings_from
-from contract.flags import ModelRepository, TokensPerRow
+from contract.flags import BatchRows, ModelRepository, TokensPerRow
 from loadtest import results
 from loadtest.models import PlanError
 from loadtest.profile import render, runner
@@ -36,7 +36,7 @@ class ProfileSettings(BaseSettings):
     )
     variant: str = Field(default="model.onnx", description="comma list of variant files")
     provider: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="execution provider")
-    batch: int = Field(default=1, description="rows")
+    batch: BatchRows = 1
     seq: TokensPerRow = 16
     runs: int = Field(default=20, description="profiled runs after the warm-up")
     warmup: int = Field(default=3, description="runs left out of the profile")

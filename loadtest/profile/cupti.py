@@ -60,7 +60,7 @@ class KernelProfile:
 def torch_profiler() -> ModuleType:
     """`torch.profiler`, imported only when a kernel profile is taken (the profile package stays
     importable without torch; the CPU profile does not need it)."""
-    import torch.profiler
+    import torch.profiler  # heavy and optional: only for a kernel profile
 
     return torch.profiler
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.manifest import Manifest, load_manifest, verify_variant
+from service.runtime.session import OrtModel
+from service.settings import ServiceSettings
 
 
 def random_batch(
@@ -62,8 +64,6 @@ class InprocModel:
         cuda_graph: bool | None = None,
     ) -> None:
         """`cuda_graph` None: H2H_CUDA_GRAPH decides, as in the service."""
-        from service.runtime.session import OrtModel
-        from service.settings import ServiceSettings
 
         self.dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.dir)
