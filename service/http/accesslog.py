@@ -9,12 +9,13 @@ shippers (Loki, Elasticsearch, Cloud Logging) parse without configuration.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 
 from starlette.types import Scope
 
@@ -23,13 +24,18 @@ _VALID = re.compile(rb"[!-~]{1,128}")
 
 access_log = logging.getLogger("service.access")
 
+# a fresh id: this process's random 64-bit prefix and a counter, 32 hex digits like a UUID's, at a
+# fraction of uuid4's cost (which was a tenth of a front's CPU per request at c=32)
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count()
+
 
 def request_id(scope: Scope) -> bytes:
     """The client's X-Request-Id when it is sane, else a fresh one."""
     for name, value in scope.get("headers") or ():
         if name == HEADER and _VALID.fullmatch(value):
             return value
-    return uuid.uuid4().hex.encode()
+    return f"{_PREFIX}{next(_COUNTER):016x}".encode()
 
 
 def enable_json_lines() -> None:
