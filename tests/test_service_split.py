@@ -6,6 +6,7 @@ back, a killed front is replaced, SIGTERM answers every request in flight and ex
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -174,3 +175,21 @@ def test_admission_is_exact_across_fronts_and_sigterm_answers_every_request(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_fronts_default_to_one_per_two_cores_and_engine_deaths_past_the_limit_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from service import supervisor
+    from service.settings import ServiceSettings
+
+    for cores, fronts in ((1, 1), (2, 1), (3, 1), (16, 8)):
+        monkeypatch.setattr(supervisor, "usable_cores", lambda c=cores: c)
+        assert supervisor.fronts_for(ServiceSettings()) == fronts
+    assert supervisor.fronts_for(ServiceSettings(fronts=3)) == 3
+    sup = supervisor.Supervisor(ServiceSettings(model_repository=tmp_path, engine_restarts=0))
+    sup.engine = SimpleNamespace(pid=12345, exitcode=-9)
+    assert sup._engine_died() is False  # no restart left: run() returns 1 for the orchestrator
+    shutil.rmtree(sup.rundir)

@@ -168,9 +168,10 @@ def report(r: dict) -> str:
     return "\n".join(rows + _verdict(r))
 
 
-def _median(points: list[dict]) -> dict:
-    """The run with the median req/s (its other figures with it, so they stay consistent)."""
-    return sorted(points, key=lambda p: p["rps"])[len(points) // 2]
+def _median(points: list[dict], key: str = "rps") -> dict:
+    """The run with the median `key` (its other figures with it, so they stay consistent); the
+    lower of the middle two for an even count, so two rounds report the worse one."""
+    return sorted(points, key=lambda p: p[key])[(len(points) - 1) // 2]
 
 
 def _measure_service(
@@ -236,16 +237,22 @@ def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_s
                 }
             )
     r["raw"] = raw
+    return summarize_rounds(r)
+
+
+def summarize_rounds(r: dict) -> dict:
+    """The medians of the raw rounds (`r["raw"]`: label -> one entry per round) into `r`."""
+    raw = r["raw"]
     r["floor"] = {k: _median([p[k] for p in raw["floor"]]) for k in ("c1", "c32")}
     r["services"], r["null"] = {}, {}
     for label, runs in raw.items():
         if label.startswith("null "):
             r["null"][label.removeprefix("null ").replace("=", "")] = _median([p["c32"] for p in runs])
         elif label != "floor":
-            svc = {k: _median([p[k] for p in runs]) for k in ("c1", "c32")}
-            svc["overload"] = sorted((p["overload"] for p in runs), key=lambda o: o["goodput"])[
-                len(runs) // 2
-            ]
+            # latency: the higher middle one, throughput and goodput the lower
+            c1 = sorted((p["c1"] for p in runs), key=lambda c: c["p50_ms"])[len(runs) // 2]
+            svc = {"c1": c1, "c32": _median([p["c32"] for p in runs])}
+            svc["overload"] = _median([p["overload"] for p in runs], "goodput")
             svc["overhead_c1_ms"] = round(svc["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
             if any("profile_top" in p for p in runs):
                 svc["profile_top"] = next(p["profile_top"] for p in runs if "profile_top" in p)
