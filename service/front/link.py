@@ -67,7 +67,8 @@ class EngineLink:
     def __init__(self, settings: ServiceSettings, endpoint: str) -> None:
         self.settings = settings
         self.endpoint = endpoint
-        self.version = -1
+        self.version = 0  # bumped on every description read: the front then re-reads views()
+        self._engine_version = -1  # the engine's own count of model state changes
         self._connected = False
         self._facts: list[dict[str, Any]] = []
         self._views: dict[str, AnyModel] = {}
@@ -78,6 +79,7 @@ class EngineLink:
         self._pidfd: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting: asyncio.Task | None = None
+        self._refreshing: asyncio.Task | None = None
 
     # lifecycle ------------------------------------------------------------------------
     @property
@@ -110,8 +112,6 @@ class EngineLink:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("engine link: task %s failed", task.get_name(), exc_info=task.exception())
-            self._connected = False
-            self._fail_pending(ModelNotReady("the link to the engine failed"))
 
     # the engine process ----------------------------------------------------------------
     async def _connect(self) -> None:
@@ -131,7 +131,8 @@ class EngineLink:
         repo = self.settings.model_repository
         views = [catalog.from_facts(d, Path(repo), self._views) for d in head["models"]]
         self._views = {v.name: v for v in views}
-        self.version = head["v"]
+        self._engine_version = head["v"]
+        self.version += 1
 
     def _watch_engine(self, pid: int) -> None:
         self._unwatch_engine()
@@ -185,8 +186,10 @@ class EngineLink:
         if fut is None or fut.done():
             return  # answered already (the engine died meanwhile) or a stale describe
         reply = orjson.loads(head)
-        if reply.get("v", self.version) != self.version and self._connected:
-            self._watch(asyncio.create_task(self._refresh(), name="engine-describe"))
+        changed = reply.get("v", self._engine_version) != self._engine_version
+        if changed and self._connected and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh(), name="engine-describe")
+            self._watch(self._refreshing)
         if status == ERR:
             fut.set_exception(rebuild(reply))
         else:
