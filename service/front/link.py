@@ -171,6 +171,8 @@ class EngineLink:
         self, op: bytes, head: dict[str, Any], frames: list[bytes] = (), timeout: float | None = None
     ) -> tuple[dict[str, Any], list[bytes]]:
         assert self._sock is not None
+        if not self._connected and op != b"describe":
+            raise EngineGone("the engine is restarting")
         rid = next(self._ids).to_bytes(8, "little")
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
