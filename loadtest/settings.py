@@ -73,4 +73,10 @@ class LoadtestSettings(HttpLoadSettings):
         description="in-process: blocks of runs per point, each giving a p50, so a point states the spread "
         "of its repeats (up to twice as many blocks while they spread by more than 10%%)",
     )
+    clock: Literal["wall", "cpu"] = Field(
+        default="wall",
+        description="in-process: time each run by the wall clock, or by this process's CPU seconds (a machine "
+        "shared with other jobs inflates wall time, not the work; with H2H_INTRA_OP_THREADS=1 CPU seconds are "
+        "the work of one thread)",
+    )
     max_points: int = Field(default=400, ge=1, description="refuse grids larger than this")

@@ -183,7 +183,9 @@ def test_cpu_rehearsal_runs_every_step_and_writes_the_report(tmp_path: Path):
     out = tmp_path / "gpu" / "cpu-rehearsal"
     data = json.loads((out / "results.json").read_text())
     assert [(s["name"], s["status"]) for s in data["steps"]] == STEPS
-    served = next(s for s in data["steps"] if s["name"] == "http-start")["served"]
+    start = next(s for s in data["steps"] if s["name"] == "http-start")
+    served = start["served"]
+    assert start["fronts"] >= 1  # the service's shape: its HTTP fronts in front of one engine
     assert set(served) == {"mha-tiny-random", "sha-tiny-random"} and all(served.values()), served
     assert data["gpu"]["name"] == "CPU rehearsal" and "CPUExecutionProvider" in data["providers"]
     assert set(data["inproc"]) == RAN

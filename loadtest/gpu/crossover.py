@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from pydantic import Field  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
@@ -144,13 +145,10 @@ def plot(all_series: list[Series], out: Path, title: str) -> Path | None:
         (line,) = ax.plot(*_median_line(s.points), "-", lw=1, label=s.label)
         ax.plot([p.tokens for p in s.points], [p.ratio for p in s.points], "o", ms=3, color=line.get_color())
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="tokens per batch (batch x seq)",
-        ylabel="SHA p50 / MHA p50",
-        title=title,
-    )
+    ax.set(xscale="log", yscale="log", xlabel="tokens per batch (batch x seq)", ylabel="SHA p50 / MHA p50")
+    ax.set_title(title, fontsize=9)
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -167,7 +165,7 @@ def label_of(rows: list[SweepRow], default: str) -> str:
         return default
     graphs = " + CUDA graphs" if any("CUDA graph" in (p.note or "") for p in rows) else ""
     provs = sorted({(p.provider or "").removesuffix("ExecutionProvider") for p in rows} - {""})
-    return f"{', '.join(variants)}{graphs} ({', '.join(provs)})"
+    return f"{', '.join(variants)}{graphs}" + (f" ({', '.join(provs)})" if provs else "")
 
 
 class CrossoverSettings(BaseSettings):
@@ -179,17 +177,21 @@ class CrossoverSettings(BaseSettings):
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineArgumentParser(prog="loadtest.gpu.crossover", description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", help="results folders (results.json with an MHA/SHA pair)")
+    p.add_argument(
+        "folders",
+        nargs="+",
+        help="results folders (results.json with an MHA/SHA pair; folders of one label join)",
+    )
     settings_flags(p, CrossoverSettings)
     args = p.parse_args(argv)
     s = settings_from(CrossoverSettings, args, ("folders",))
-    found = []
+    by_label: dict[str, list[SweepRow]] = {}  # folders of one way of running the pair join
     for folder in map(Path, args.folders):
         if not (folder / results.JSON_NAME).is_file():
             fail(f"{folder} has no {results.JSON_NAME}")
         rows = results.load(folder).points
-        got = series(label_of(rows, folder.name), rows)
-        found += [got] if got else []
+        by_label.setdefault(label_of(rows, folder.name), []).extend(rows)
+    found = [x for label, rows in by_label.items() if (x := series(label, rows))]
     if not found:
         fail("no folder has an MHA/SHA pair measured at the same shapes")
     png = plot(

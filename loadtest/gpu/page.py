@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.gpu import crossover, kernel_page, versus
-from loadtest.gpu.summary import Summary, crossover_sentence, ratio_table
+from loadtest.gpu.summary import HttpFacts, Summary, crossover_sentence, ratio_table
 from loadtest.profile import render as profile_render
 
 GOAL_TOKENS_PER_S = 2.5e6  # MHA base at batch 64 x seq 128, the best ONNX Runtime configuration
@@ -99,9 +99,30 @@ def report_md(facts: dict[str, Any], s: Summary, png: str | None = None) -> str:
         lines += ratio_table(f.rows)
     http = s.http.get("http")
     if http:
-        lines += ["", "## Served over HTTP ([full report](http/report.md))", ""]
-        lines += [x for x in (http.verdict, http.recommendation) if x]
+        lines += ["", "## Served over HTTP ([full report](http/report.md))", "", *served_md(facts, http)]
     return "\n".join(lines) + "\n"
+
+
+def served_md(facts: dict[str, Any], http: HttpFacts) -> list[str]:
+    """The service's shape (fronts and one engine), its verdict and capacity, and the engine's
+    compute per batch alone and under load."""
+    start = next((st for st in facts.get("steps", []) if st["name"] == "http-start"), {})
+    lines = []
+    if start.get("fronts"):
+        lines += [f"The service ran {start['fronts']} HTTP front process(es) and one engine process.", ""]
+    lines += [x for x in (http.verdict, http.recommendation) if x]
+    if http.compute:
+        lines += [
+            "",
+            "| model | request batch x seq | engine compute per batch, alone (ms) | under load (ms) | rows per batch under load |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {c.model} | {c.batch} x {c.seq} | {c.idle_ms:.3f} | {c.load_ms:.3f} (concurrency {c.concurrency}) "
+                f"| {c.load_rows:.1f} |"
+                for c in http.compute
+            ),
+        ]
+    return lines
 
 
 def benchmarks_block(facts: dict[str, Any], s: Summary, rel: str) -> str:

@@ -73,6 +73,7 @@ class Plan:
     probe_duration: str = "2"
     max_probes: str = "5"
     client_procs: str = "4"
+    fronts: int = 0  # the service's HTTP front processes (0: its own choice, one per two cores)
     # the fused fp16 variant (what the service runs) beside fp32; fp16 error accumulates over the
     # 144-layer model's 288 residual sublayers, hence the wider tolerance (docs/benchmarks.md)
     export_extra: tuple[str, ...] = ("--fp16-tolerance", "0.1", "--gpu")

@@ -45,6 +45,8 @@ from loadtest.gpu import page, summary
 from loadtest.gpu.plan import EXPORT_FILES, REHEARSAL, SERVED, Plan, Sweep, labels
 from loadtest.gpu.settings import GpuReportSettings
 from loadtest.gpu.steps import OUT_OF_TIME, ROOT, Run, complete, exit_code, python_m
+from service.settings import ServiceSettings
+from service.supervisor import fronts_for
 
 
 @dataclass
@@ -313,7 +315,9 @@ def http_steps(r: Round, repo: Path, models: list[str], folder: str, *, sweep: b
         "H2H_LOG_LEVEL": "warning",
         "H2H_MODELS": json.dumps(models),
         "H2H_REQUIRE_ALL_MODELS": "true",
+        "H2H_FRONTS": str(r.plan.fronts),
     }
+    fronts = fronts_for(ServiceSettings(fronts=r.plan.fronts))  # what the service will start here
     t = time.monotonic()
     try:
         with processes.serving(
@@ -325,7 +329,9 @@ def http_steps(r: Round, repo: Path, models: list[str], folder: str, *, sweep: b
             grace=40.0,
         ) as srv:
             served = _served_variants(srv.base)
-            r.run.record(start, "ok", time.monotonic() - t, variant=r.serve_variant, served=served)
+            r.run.record(
+                start, "ok", time.monotonic() - t, variant=r.serve_variant, served=served, fronts=fronts
+            )
             _load_steps(r, srv.base, models, folder, sweep=sweep, cap_seq=cap_seq)
     except processes.NotReady as exc:
         r.run.record(start, f"failed: {str(exc).splitlines()[0]}", time.monotonic() - t)

@@ -83,6 +83,34 @@ class FolderFacts:
 
 
 @dataclass(frozen=True)
+class ComputeUnderLoad:
+    """The engine's compute per batch for one model and shape: alone (lowest concurrency) and under
+    load (highest), from the HTTP sweep's server-side timings."""
+
+    model: str
+    batch: int
+    seq: int
+    idle_ms: float
+    load_ms: float
+    concurrency: int
+    load_rows: float  # rows per engine batch under load (requests batched together)
+
+    @classmethod
+    def of(cls, rows: list[SweepRow]) -> list[ComputeUnderLoad]:
+        by: dict[tuple[str, int, int], list[SweepRow]] = {}
+        for r in rows:
+            if r.load == "closed" and r.server_compute_ms is not None:
+                by.setdefault((r.model, r.batch, r.seq), []).append(r)
+        out = []
+        for (m, b, q), rs in sorted(by.items()):
+            lo, hi = min(rs, key=lambda r: r.concurrency), max(rs, key=lambda r: r.concurrency)
+            if hi.concurrency > lo.concurrency:
+                idle, busy = lo.server_compute_ms or 0.0, hi.server_compute_ms or 0.0
+                out.append(cls(m, b, q, idle, busy, hi.concurrency, hi.server_rows_per_batch or float(b)))
+        return out
+
+
+@dataclass(frozen=True)
 class HttpFacts:
     """One HTTP folder: the sweep's verdict, the capacity rows and the recommendation."""
 
@@ -92,6 +120,7 @@ class HttpFacts:
     capacity: list[CapacityRow] = field(default_factory=list)
     capacity_ratios: list[CapacityRatio] = field(default_factory=list)
     slo_p99_ms: float | None = None
+    compute: list[ComputeUnderLoad] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         keep = {"model", "batch", "seq", "capacity_rps", "p99_ms", "status"}
@@ -101,6 +130,7 @@ class HttpFacts:
             "capacity": [r.model_dump(include=keep) for r in self.capacity],
             "capacity_ratios": [x.model_dump() for x in self.capacity_ratios],
             "slo_p99_ms": self.slo_p99_ms,
+            "compute_idle_vs_load": [asdict(c) for c in self.compute],
         }
 
 
@@ -171,14 +201,15 @@ def _http(out: Path, folder: str) -> HttpFacts | None:
     if got is None and not (cap and cap.rows):
         return None
     said = verdict(got[0]) if got else None
+    compute = ComputeUnderLoad.of(got[0]) if got else []
     if not (cap and cap.rows):
-        return HttpFacts(folder, said)
+        return HttpFacts(folder, said, compute=compute)
     rows = cap.rows
     shape = choose.headline_shape(rows)
     cands = choose.candidates(rows, got[0] if got else [], cap.meta.manifests)
     slo = rows[0].slo_p99_ms
     recommendation = choose.recommend(cands, shape, slo) if shape else None
-    return HttpFacts(folder, said, recommendation, list(rows), list(cap.ratios), slo)
+    return HttpFacts(folder, said, recommendation, list(rows), list(cap.ratios), slo, compute)
 
 
 def _peak(out: Path) -> dict[str, float]:

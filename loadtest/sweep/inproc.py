@@ -83,21 +83,37 @@ class InprocModel:
         budget_s: float = 2.0,
         seed: int = 0,
         blocks: int = 1,
+        clock: str = "wall",
     ) -> Timing:
         """Warm up, then time up to `repeats` runs, stopping early once `budget_s` is spent
-        (never fewer than `MIN_REPEATS`); with `blocks` > 1, as that many blocks (`time_blocks`)."""
+        (never fewer than `MIN_REPEATS`); with `blocks` > 1, as that many blocks (`time_blocks`).
+        `clock` cpu times each run in this process's CPU seconds instead of wall time."""
+        tick = time.process_time if clock == "cpu" else time.perf_counter
         ids, mask = random_batch(batch, seq, self.manifest.vocab_size, np.random.default_rng(seed))
         run = self.model.device_runner(ids, mask)
         if blocks > 1:
-            return time_blocks(run, blocks=blocks, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP)
+            return time_blocks(
+                run, blocks=blocks, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP, tick=tick
+            )
         times = time_runs(
-            run, repeats=repeats, budget_s=budget_s, warmup=self.WARMUP, min_repeats=self.MIN_REPEATS
+            run,
+            repeats=repeats,
+            budget_s=budget_s,
+            warmup=self.WARMUP,
+            min_repeats=self.MIN_REPEATS,
+            tick=tick,
         )
         return Timing(times, self.WARMUP)
 
 
 def time_blocks(
-    run: Callable[[], object], *, blocks: int, repeats: int, budget_s: float, warmup: int
+    run: Callable[[], object],
+    *,
+    blocks: int,
+    repeats: int,
+    budget_s: float,
+    warmup: int,
+    tick: Callable[[], float] = time.perf_counter,
 ) -> Timing:
     """`blocks` blocks of runs, each with its share of the budget and of `repeats`, and up to as
     many again while the blocks' p50s spread by more than MAX_SPREAD: a point's p50 then comes
@@ -109,7 +125,12 @@ def time_blocks(
     each = max(InprocModel.MIN_REPEATS, repeats // blocks)
     while len(p50s) < blocks or (len(p50s) < 2 * blocks and (Timing([], 0, p50s).spread or 0) > MAX_SPREAD):
         block = time_runs(
-            run, repeats=each, budget_s=budget_s / blocks, warmup=0, min_repeats=InprocModel.MIN_REPEATS
+            run,
+            repeats=each,
+            budget_s=budget_s / blocks,
+            warmup=0,
+            min_repeats=InprocModel.MIN_REPEATS,
+            tick=tick,
         )
         seconds += block
         p50s.append(statistics.median(block))
@@ -117,18 +138,25 @@ def time_blocks(
 
 
 def time_runs(
-    run: Callable[[], object], *, repeats: int, budget_s: float, warmup: int, min_repeats: int
+    run: Callable[[], object],
+    *,
+    repeats: int,
+    budget_s: float,
+    warmup: int,
+    min_repeats: int,
+    tick: Callable[[], float] = time.perf_counter,
 ) -> list[float]:
     """Seconds of each timed call of `run` after `warmup` untimed ones: up to `repeats`, stopping
-    once `budget_s` is spent but never before `min_repeats`."""
+    once `budget_s` of wall time is spent but never before `min_repeats`. `tick` is the clock a
+    call is timed by (wall time, or `time.process_time`: this process's CPU seconds)."""
     for _ in range(warmup):
         run()
     times: list[float] = []
     t_start = time.perf_counter()
     while len(times) < repeats:
-        t0 = time.perf_counter()
+        t0 = tick()
         run()
-        times.append(time.perf_counter() - t0)
+        times.append(tick() - t0)
         if len(times) >= min_repeats and time.perf_counter() - t_start >= budget_s:
             break
     return times

@@ -306,7 +306,13 @@ class Runner:
             m = self._inproc[p.model] = InprocModel(info.dir, provider=s.provider, variant=s.variant)
             self.meta.providers.setdefault("inproc", {})[p.model] = m.provider
         t = m.time_shape(
-            p.batch, p.seq, repeats=s.repeats, budget_s=s.inproc_budget, seed=s.seed, blocks=s.inproc_blocks
+            p.batch,
+            p.seq,
+            repeats=s.repeats,
+            budget_s=s.inproc_budget,
+            seed=s.seed,
+            blocks=s.inproc_blocks,
+            clock=s.clock,
         )
         st = summarize(t.seconds)
         count = st.pop("count")
@@ -325,7 +331,15 @@ class Runner:
             variant=m.variant,
             requests=count,
             errors=0,
-            note="CUDA graph (H2H_CUDA_GRAPH)" if m.model.graphs is not None else None,
+            note="; ".join(
+                n
+                for n, on in (
+                    ("CUDA graph (H2H_CUDA_GRAPH)", m.model.graphs is not None),
+                    ("CPU seconds", s.clock == "cpu"),
+                )
+                if on
+            )
+            or None,
             **st,
             **spread,
             # throughput of back-to-back runs: one batch per median latency
