@@ -46,6 +46,11 @@ def test_settings_env_prefix_and_alias(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert '"max_batch_size": 7' in s.summary()
     with pytest.raises(ValueError):
         ServiceSettings(models=["../etc"])
+    # what a benchmark or profile builds reads no variable of the server: only what it is given
+    from service.runtime.config import RuntimeConfig
+
+    assert RuntimeConfig().provider == "auto" and RuntimeConfig().max_batch_size == 32
+    assert RuntimeConfig(provider="cpu", cuda_graph=False).cuda_graph is False
 
 
 def test_cuda_chosen_with_gpu_and_options_passed(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:

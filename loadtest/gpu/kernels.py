@@ -33,8 +33,8 @@ from loadtest.gpu.plan import KERNELS_JSON
 from loadtest.models import PlanError, repo_models, resolve
 from loadtest.profile import cupti
 from loadtest.sweep.inproc import random_batch
+from service.runtime.config import RuntimeConfig
 from service.runtime.session import OrtModel
-from service.settings import ServiceSettings
 
 WARMUP = 3
 
@@ -67,7 +67,7 @@ def ort_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
         if variant not in m.variants:
             continue
         for graphs in {"off": [False], "on": [True], "both": [False, True]}[s.graphs]:
-            settings = ServiceSettings(provider=s.provider, cuda_graph=graphs)
+            settings = RuntimeConfig(provider=s.provider, cuda_graph=graphs)
             model = OrtModel(verify_variant(model_dir, m, variant), settings)
             prof = cupti.record(model.device_runner(ids, mask), runs=s.runs, warmup=WARMUP)
             how = variant + (" + CUDA graphs" if model.graphs is not None else "")

@@ -25,8 +25,8 @@ from loadtest import results
 from loadtest.models import repo_models, resolve
 from loadtest.profile import trace
 from loadtest.sweep.inproc import random_batch
+from service.runtime.config import RuntimeConfig
 from service.runtime.session import OrtModel
-from service.settings import ServiceSettings
 
 JSON_NAME = "profile.json"
 RATIO_KEYS = ("wall_ms", "run_ms", "nodes_per_run", "node_ms", "gap_ms")
@@ -53,7 +53,7 @@ def profile_variant(
 ) -> dict[str, Any]:
     """One session with the profiler on: warm-up, `spec.runs` timed runs, the trace summarised."""
     path = verify_variant(model_dir, manifest, variant)
-    settings = ServiceSettings(provider=spec.provider, cuda_graph=False)
+    settings = RuntimeConfig(provider=spec.provider, cuda_graph=False)
     model = OrtModel(path, settings, profile_prefix=str(tmp / f"{model_dir.name}-{variant}"))
     ids, mask = random_batch(spec.batch, spec.seq, manifest.vocab_size, np.random.default_rng(spec.seed))
     run = model.device_runner(ids, mask)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.manifest import Manifest, load_manifest, verify_variant
+from service.runtime.config import RuntimeConfig
 from service.runtime.session import OrtModel
-from service.settings import ServiceSettings
 
 
 def random_batch(
@@ -63,7 +63,7 @@ class InprocModel:
         variant: str | None = None,
         cuda_graph: bool | None = None,
     ) -> None:
-        """`cuda_graph` None: H2H_CUDA_GRAPH decides, as in the service."""
+        """`cuda_graph` None: the runtime's default (on, where CUDA serves); no H2H_* variable decides."""
 
         self.dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.dir)
@@ -71,7 +71,7 @@ class InprocModel:
         path = verify_variant(self.dir, self.manifest, key)
         self.variant = path.name
         graph = {} if cuda_graph is None else {"cuda_graph": cuda_graph}
-        self.model = OrtModel(path, ServiceSettings(provider=provider, **graph))
+        self.model = OrtModel(path, RuntimeConfig(provider=provider, **graph))
         self.provider = self.model.provider
 
     def time_shape(

@@ -21,8 +21,8 @@ from loadtest.results import ResultMeta, SweepRow
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.grid import PRESETS, GridError, parse_list, parse_names
 from loadtest.sweep.inproc import InprocModel
+from service.runtime.config import RuntimeConfig
 from service.runtime.session import choose_providers
-from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _inproc_on_gpu(s: LoadtestSettings) -> bool:
     """Whether in-process runs will find a GPU. Any failure to pick a provider (no onnxruntime
     build for this host, a broken CUDA install) means the CPU grid; the reason goes to the log."""
     try:
-        return choose_providers(ServiceSettings(provider=s.provider))[0][0] == "CUDAExecutionProvider"
+        return choose_providers(RuntimeConfig(provider=s.provider))[0][0] == "CUDAExecutionProvider"
     except Exception:
         log.warning("no GPU provider for in-process runs, using the CPU grid", exc_info=True)
         return False

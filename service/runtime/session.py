@@ -19,9 +19,9 @@ import onnxruntime as ort
 
 from contract import tensors
 from service.runtime import nvml
+from service.runtime.config import RuntimeConfig
 from service.runtime.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
 from service.runtime.shapes import ShapeGrid
-from service.settings import ServiceSettings
 
 log = logging.getLogger("service.runtime")
 
@@ -42,7 +42,7 @@ def gpu_count() -> int:
     return host.count if host else 0
 
 
-def cuda_options(settings: ServiceSettings) -> dict[str, Any]:
+def cuda_options(settings: RuntimeConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "device_id": settings.cuda_device_id,
         "arena_extend_strategy": settings.cuda_arena_extend_strategy,
@@ -71,7 +71,7 @@ def preload_cuda_libraries() -> None:
         log.debug("onnxruntime.preload_dlls() failed: %s", exc)
 
 
-def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any]]]:
+def choose_providers(settings: RuntimeConfig) -> list[tuple[str, dict[str, Any]]]:
     """Providers (with options) to ask for, best first; CPU is always the fallback."""
     available = ort.get_available_providers()
     want_cuda = settings.provider == "cuda" or (
@@ -85,7 +85,7 @@ def choose_providers(settings: ServiceSettings) -> list[tuple[str, dict[str, Any
     return [(CPU, {})]
 
 
-def spinning(settings: ServiceSettings, provider: str) -> bool:
+def spinning(settings: RuntimeConfig, provider: str) -> bool:
     """Whether ORT's thread pools busy-wait between runs.
 
     On CPU a spinning pool keeps cores busy after every run, the very cores the event loop needs
@@ -120,7 +120,7 @@ def usable_cores() -> int:
     return min(cores, limit) if limit else cores
 
 
-def intra_op_threads(settings: ServiceSettings, provider: str, sessions: int = 1) -> int:
+def intra_op_threads(settings: RuntimeConfig, provider: str, sessions: int = 1) -> int:
     """Threads per session; 0 leaves ORT's default (one per core) in place.
 
     auto on CPU: the cores but one (the event loop's), shared among the sessions, at least 1.
@@ -135,7 +135,7 @@ def intra_op_threads(settings: ServiceSettings, provider: str, sessions: int = 1
     return max(1, (usable_cores() - 1) // max(1, sessions))
 
 
-def session_options(settings: ServiceSettings, provider: str = CPU, sessions: int = 1) -> ort.SessionOptions:
+def session_options(settings: RuntimeConfig, provider: str = CPU, sessions: int = 1) -> ort.SessionOptions:
     so = ort.SessionOptions()
     spin = "1" if spinning(settings, provider) else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
@@ -161,7 +161,7 @@ class OrtModel:
     def __init__(
         self,
         path: Path,
-        settings: ServiceSettings,
+        settings: RuntimeConfig,
         sessions: int = 1,
         profile_prefix: str | None = None,
         max_length: int | None = None,
