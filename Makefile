@@ -43,7 +43,7 @@ install: system-deps venv
 test: install
 	$(PY) -m pytest -q
 
-# The container users deploy (tests/test_image.py): build the CPU variant with buildah/podman
+# The container users deploy (tests/deploy/test_image.py): build the CPU variant with buildah/podman
 # (installed from Debian when missing; a debootstrap base when no registry answers), run it
 # read-only as non-root, through podman-compose under Prometheus, and SIGTERM it mid-request.
 # Everything it writes stays in IMAGE_TEST_DIR (a second run reuses its base image and layers);
@@ -51,7 +51,7 @@ test: install
 IMAGE_TEST_DIR ?= build/image-test
 image-test: install
 	H2H_IMAGE_TEST_DIR=$(IMAGE_TEST_DIR) $(PY) -m pytest -q -p no:cacheprovider \
-	  --basetemp=$(IMAGE_TEST_DIR)/pytest tests/test_image.py
+	  --basetemp=$(IMAGE_TEST_DIR)/pytest tests/deploy/test_image.py
 
 # The local loop: everything but the tests marked slow (live fleets, sweeps, the demo; CI runs them).
 test-fast: install

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from loadtest import processes
 from loadtest.processes import free_port, stop, wait_until  # noqa: F401  (the tests' process toolkit)
-from loadtest.results import SweepRow
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from models.settings import TrainSettings
     from service.settings import ServiceSettings
 
@@ -60,33 +51,6 @@ def cpu_service_settings(repo: Path, **kw: Any) -> ServiceSettings:
     return ServiceSettings(**{**base, **kw})
 
 
-def inproc_pair_rows(
-    ratio: dict[tuple[int, int], float],
-    mha_ms: Callable[[int, int], float],
-    pair: tuple[tuple[str, str, int, int], tuple[str, str, int, int]],
-) -> list[SweepRow]:
-    """In-process result rows for an MHA/SHA `pair` of (model, arch, layers, heads): per (batch, seq)
-    the MHA p50 is `mha_ms(batch, seq)` and the SHA p50 is that times `ratio[(batch, seq)]`: the shape every
-    crossover test starts from."""
-    rows = []
-    for (b, q), r in ratio.items():
-        for (model, arch, layers, heads), ms in zip(pair, (mha_ms(b, q), mha_ms(b, q) * r), strict=True):
-            rows.append(
-                SweepRow(
-                    mode="inproc",
-                    load="inproc",
-                    model=model,
-                    arch=arch,
-                    layers=layers,
-                    heads=heads,
-                    batch=b,
-                    seq=q,
-                    p50_ms=ms,
-                )
-            )
-    return rows
-
-
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny MHA (2L-4H) and SHA (8L-1H, Admin) runs trained 30 steps on the fixture.
@@ -118,30 +82,6 @@ def tiny_repo(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return repo
 
 
-@pytest.fixture(scope="session")
-def tiny_random_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random-init pair (`mha-tiny-random` 2L-4H, `sha-tiny-random` 8L-1H) with model.onnx
-    and the fused model.opt.onnx: the profile and the PyTorch reference run on it."""
-    from export.api import export_random
-    from export.settings import ExportOptions
-
-    repo = tmp_path_factory.mktemp("random_repository")
-    for arch in ("mha", "sha"):
-        export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
-    return repo
-
-
-def script_module(name: str) -> ModuleType:
-    """scripts/<name>.py as a module (scripts/ is no package), for tests that call into it."""
-    import importlib
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-
-
 def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     """`python -m service` on a free loopback port, its output in `log`, not waited for (each test
     waits for what it needs with wait_until): the live tests run the real CLI, as the container
@@ -149,46 +89,3 @@ def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tu
     port = free_port()
     proc = processes.start([*processes.service_args(repo, *flags), "--port", str(port)], log, env=env)
     return proc, f"127.0.0.1:{port}"
-
-
-@contextlib.contextmanager
-def serve_in_thread(app) -> Iterator[str]:  # noqa: ANN001
-    """Real HTTP on loopback: uvicorn in a thread with the app's lifespan; yields host:port."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(30)
-
-
-def v2_logits(base: str, repo: Path, model: str, texts: list[str]) -> np.ndarray:
-    """Logits through KServe v2 (token ids in, FP32 logits out): the tensors themselves."""
-    import httpx
-    import numpy as np
-
-    from contract.tokenizer import Tokenizer
-
-    ids, mask = Tokenizer.load(repo / model / "tokenizer.json").encode_batch(texts)
-    shape = [len(ids), len(ids[0])]
-    inputs = [
-        {"name": n, "shape": shape, "datatype": "INT64", "data": np.ravel(v).tolist()}
-        for n, v in (("input_ids", ids), ("attention_mask", mask))
-    ]
-    r = httpx.post(
-        f"http://{base}/v2/models/{model}/infer",
-        json={"inputs": inputs, "outputs": [{"name": "logits"}]},
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
-    out = r.json()["outputs"][0]
-    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])

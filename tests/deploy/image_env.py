@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 APT_PACKAGES = ["buildah", "podman", "debootstrap", "runc", "containernetworking-plugins", "iptables"]
 TOOLS = ["buildah", "podman", "debootstrap", "runc"]
 PULL_BASE = "docker.io/library/ubuntu:24.04"  # the CPU override's default, where a registry answers

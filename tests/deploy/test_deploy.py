@@ -38,9 +38,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_service, stop, wait_until
+from tests.conftest import (
+    ROOT,  # noqa: E402
+    free_port,
+    start_service,
+    stop,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "deploy" / "compose.cpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,7 +1,7 @@
 """The container users deploy: built with buildah/podman from the Dockerfile and run as users run it.
 
 Runs only under `make image-test` (H2H_IMAGE_TEST_DIR names the work folder; everything it writes
-stays there, tests/image_env.py says what and why). Skipped with the reason where podman cannot
+stays there, tests/deploy/image_env.py says what and why). Skipped with the reason where podman cannot
 run (not root, no apt-get to install buildah/podman/debootstrap, `podman info` failing).
 
 1. The CPU variant is built through podman-compose from docker-compose.yml and

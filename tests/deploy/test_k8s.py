@@ -28,12 +28,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import ROOT
+
 # dev-only packages: a host with the serving stack alone (a GPU box running `pytest -m gpu`) skips
 # this module instead of failing the whole collection
 jsonpatch = pytest.importorskip("jsonpatch")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
@@ -497,7 +498,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
 
     from service.http.app import create_app
     from tests.conftest import cpu_service_settings
-    from tests.test_service_batcher import hold, release
+    from tests.service.test_service_batcher import hold, release
 
     settings = cpu_service_settings(repo, require_all_models=True)
     app = create_app(settings, gpu_metrics=False)

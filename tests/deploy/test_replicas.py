@@ -442,7 +442,7 @@ def provisioned_targets() -> list[tuple[str, dict, dict]]:
 
 
 # what this fleet cannot show: it is driven below its queue bound (every answer a 200), and no
-# NVML here; tests/test_deploy.py's live test and the container test drive 429s
+# NVML here; tests/deploy/test_deploy.py's live test and the container test drive 429s
 NO_DATA_HERE = re.compile(r'status="429"|\bh2h_rejected_total\b|' + GPU_METRIC.pattern)
 
 

@@ -74,7 +74,7 @@ def test_manifest_fields_and_sha256(tiny_repo: Path, tiny_runs: dict[str, Path])
         assert p.max_abs_logits <= p.tolerance == 1e-4 and p.argmax_agreement == 1.0
         assert [1, 1] in p.shapes and [2, run.config.max_len] in p.shapes
         assert p.rows == sum(b for b, _ in p.shapes) and p.decisive_disagreements == 0
-        # padded rows need several rows of length > 1 (tests/test_parity_values.py checks them)
+        # padded rows need several rows of length > 1 (tests/export/test_parity_values.py checks them)
         assert sum(1 for b, s in p.shapes if b >= 2 and s >= 2) >= 2
 
 
@@ -167,7 +167,7 @@ def test_random_init_base_configs() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run(
         [sys.executable, "-m", "export", *args], capture_output=True, text=True, env=env, timeout=120
     )

@@ -14,8 +14,7 @@ from types import ModuleType
 import pytest
 
 from loadtest.gpu import torch_ref
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def bench_torch() -> ModuleType:

@@ -12,9 +12,8 @@ import pytest
 
 from loadtest.gpu import page, plan, preflight, steps, summary
 from loadtest.gpu import round as gpu_round
-from tests.conftest import inproc_pair_rows
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+from tests.loadtest.conftest import inproc_pair_rows
 
 
 def _has_gpu() -> bool:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import processes
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

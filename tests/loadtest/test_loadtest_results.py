@@ -19,8 +19,8 @@ from loadtest.results import (
     write,
     write_capacity,
 )
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "docs").rglob("results.json"))
 CAPACITIES = sorted((ROOT / "docs").rglob("capacity.json"))
 CSVS = sorted((ROOT / "docs").rglob("results.csv"))

@@ -16,7 +16,7 @@ from loadtest.report import analysis
 from loadtest.report.markdown import build, verdict, write_report
 from loadtest.results import ResultMeta, SweepRow, load, write
 from loadtest.sweep.grid import GridError, parse_list
-from tests.conftest import inproc_pair_rows
+from tests.loadtest.conftest import inproc_pair_rows
 
 
 @pytest.mark.parametrize(

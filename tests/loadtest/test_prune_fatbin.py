@@ -10,8 +10,6 @@ from pathlib import Path
 
 from loadtest.gpu import prune_fatbin
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _entry(arch: int, payload: bytes) -> bytes:
     head = struct.pack("<HHIQIIHHI", 2, 0x101, 64, len(payload), 0, 0, arch % 10, arch // 10, arch)

@@ -209,7 +209,7 @@ def test_early_stopped_runs_are_shown_as_evidence_not_as_a_group() -> None:
 
 
 def test_the_committed_records_still_summarise() -> None:
-    records = load_records(Path(__file__).resolve().parents[1] / "docs" / "accuracy.json")
+    records = load_records(Path(__file__).resolve().parents[2] / "docs" / "accuracy.json")
     md = summary_markdown(records)
     assert "## The claim" in md and "## Test accuracy against training budget" in md
     assert "### preset small, epochs 4, attn_init combined" in md and "sha-admin − mha-admin:" in md

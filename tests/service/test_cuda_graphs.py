@@ -1,7 +1,7 @@
 """service.cuda_graphs and service.shapes: the shape set is bounded and known from the settings,
 the padding into it (rows and length) changes no real row's answer (checked on the CPU with the real
 tiny models), every shape is captured before the model serves (CUDA mocked at ONNX Runtime's
-boundary: tests/fake_cuda.py), and on a GPU graphs answer what the CPU answers."""
+boundary: tests/service/fake_cuda.py), and on a GPU graphs answer what the CPU answers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from service.runtime import session as runtime
 from service.runtime.cuda_graphs import CAPTURE_RUNS, pad_batch, padded_rows
 from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings
-from tests import fake_cuda
+from tests.service import fake_cuda
 
 
 def _path(repo: Path, model: str) -> Path:
@@ -168,7 +168,7 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     import httpx
 
     from service.http.app import create_app
-    from tests.conftest import serve_in_thread, v2_logits
+    from tests.service.conftest import serve_in_thread, v2_logits
 
     with serve_in_thread(create_app(_cuda_service(tiny_repo, provider="cpu"), gpu_metrics=False)) as base:
         cpu = {m: v2_logits(base, tiny_repo, m, TEXTS) for m in ("mha-tiny", "sha-tiny")}
@@ -204,7 +204,7 @@ def test_capture_failure_leaves_that_model_not_ready_with_the_cause(
     import httpx
 
     from service.http.app import create_app
-    from tests.conftest import serve_in_thread
+    from tests.service.conftest import serve_in_thread
 
     cuda = fake_cuda.install(monkeypatch)
     cuda.fail_at["sha-tiny"] = (2, 32)

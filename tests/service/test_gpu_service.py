@@ -20,7 +20,7 @@ from service.http.app import create_app
 from service.runtime import session as runtime
 from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings
-from tests.conftest import serve_in_thread, v2_logits
+from tests.service.conftest import serve_in_thread, v2_logits
 
 pytestmark = pytest.mark.gpu
 

@@ -15,7 +15,7 @@ import pytest
 
 from service.http.app import create_app
 from service.settings import ServiceSettings
-from tests.conftest import serve_in_thread
+from tests.service.conftest import serve_in_thread
 
 # Two kinds of rule no JSON Schema can state, each answered with the status its protocol uses:
 # attention_mask rows as long as input_ids rows (v1: 422), and the binary tensor extension's
@@ -110,7 +110,7 @@ def test_request_id_is_echoed_or_made(live_url: str) -> None:
 
 
 def test_json_access_log_line_per_request(tiny_repo: Path, tmp_path: Path) -> None:
-    from tests.test_service_api import AppRunner, settings_for
+    from tests.service.test_service_api import AppRunner, settings_for
 
     runner = AppRunner(create_app(settings_for(tiny_repo, access_log_json=True), gpu_metrics=False))
     handler = logging.getLogger("service.access").handlers[0]

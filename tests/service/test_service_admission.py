@@ -18,8 +18,8 @@ from service.engine.batcher import DynamicBatcher
 from service.http.app import create_app
 from service.runtime.session import CPU, CUDA, session_options
 from service.settings import ServiceSettings
-from tests.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
-from tests.test_service_batcher import hold, release, run_async, started
+from tests.service.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for
+from tests.service.test_service_batcher import hold, release, run_async, started
 
 
 def _echo(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +256,7 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
 
 
 def test_batch_above_the_limit_is_named_by_the_core(runner: AppRunner) -> None:
-    from tests.test_service_api import MAX_BATCH
+    from tests.service.test_service_api import MAX_BATCH
 
     r = runner.post("/v1/models/mha-tiny/predict", json={"texts": ["a"] * (MAX_BATCH + 1)})
     assert r.status_code == 422

@@ -1,7 +1,7 @@
 """The app against the tiny MHA/SHA model repository, in-process over httpx's ASGI transport.
 
 One app per module (a background event loop holds its lifespan); batch formation is made
-deterministic with the batcher's hold()/release() helpers (tests/test_service_batcher.py), never with sleeps.
+deterministic with the batcher's hold()/release() helpers (tests/service/test_service_batcher.py), never with sleeps.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contract.manifest import load_manifest
 from service.api.v2codec import HEADER
 from service.http.app import create_app
 from service.settings import ServiceSettings
-from tests.test_service_batcher import hold, release
+from tests.service.test_service_batcher import hold, release
 
 MAX_BATCH = 4
 MAX_QUEUE = 8

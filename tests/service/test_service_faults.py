@@ -20,7 +20,7 @@ from service.engine.batcher import DynamicBatcher
 from service.http.app import create_app
 from service.metrics import EngineMetrics
 from service.runtime.session import OrtModel
-from tests.test_service_api import AppRunner, settings_for
+from tests.service.test_service_api import AppRunner, settings_for
 
 PREDICT = "/v1/models/mha-tiny/predict"
 INFER = "/v2/models/mha-tiny/infer"

@@ -16,8 +16,8 @@ from service.front.service import Service
 from service.http.app import INFERENCE_ROUTES, create_app
 from service.http.bodies import RawRequest, RawResponse
 from service.http.routes import InferenceRoute, RouteTable
-from tests.test_service_api import MAX_QUEUE, AppRunner, settings_for
-from tests.test_service_batcher import hold, release
+from tests.service.test_service_api import MAX_QUEUE, AppRunner, settings_for
+from tests.service.test_service_batcher import hold, release
 
 ECHO_PATH = "/v1/models/mha-tiny/echo"
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from service.http.app import create_app
-from tests.conftest import cpu_service_settings, serve_in_thread, start_service, wait_until
+from tests.conftest import cpu_service_settings, start_service, wait_until
+from tests.service.conftest import serve_in_thread
 
 
 @pytest.fixture(scope="module")

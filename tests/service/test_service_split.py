@@ -21,7 +21,8 @@ import onnxruntime as ort
 import pytest
 
 from contract.tokenizer import Tokenizer
-from tests.conftest import start_service, v2_logits, wait_until
+from tests.conftest import start_service, wait_until
+from tests.service.conftest import v2_logits
 
 ENV = {"H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_MAX_BATCH_SIZE": "8"}
 Split = tuple[str, Path, subprocess.Popen]

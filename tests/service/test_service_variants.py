@@ -19,7 +19,8 @@ from service.engine import repository
 from service.http.app import create_app
 from service.runtime import session as runtime
 from service.runtime import variants
-from tests.conftest import cpu_service_settings, serve_in_thread
+from tests.conftest import cpu_service_settings
+from tests.service.conftest import serve_in_thread
 
 FP32 = "model.onnx"
 
