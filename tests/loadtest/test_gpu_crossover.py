@@ -9,7 +9,7 @@ import pytest
 
 from loadtest.gpu import crossover
 from loadtest.results import write
-from tests.conftest import inproc_pair_rows
+from tests.loadtest.conftest import inproc_pair_rows
 
 PAIR = (("mha-base-random", "mha", 12, 12), ("sha-base-random", "sha", 144, 1))
 SHAPES = [(b, q) for b in (1, 4, 16, 64) for q in (32, 128, 512)]
