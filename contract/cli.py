@@ -74,7 +74,6 @@ def settings_flags(
     settings: type[BaseModel],
     fields: Iterable[str] | None = None,
     *,
-    helps: Mapping[str, str] | None = None,
     short: Mapping[str, str] | None = None,
     positional: Iterable[str] = (),
 ) -> None:
@@ -95,7 +94,7 @@ def settings_flags(
     for name in [*positional, *(f for f in fields or settings.model_fields if f not in positional)]:
         field = settings.model_fields[name]
         kind = _unwrap(field.annotation)
-        text = (helps or {}).get(name) or field.description or name.replace("_", " ")
+        text = field.description or name.replace("_", " ")
         if prefix is not None:
             text += f" [{(prefix + name).upper()}]"
         if field.default is not None and not field.is_required():

@@ -18,7 +18,7 @@ from service.http.server import serve
 from service.settings import ServiceSettings
 
 # the settings a flag may set (every setting is also an env var H2H_<NAME>); what each means, its
-# type, choices and default come from ServiceSettings
+# type, choices and default come from ServiceSettings' fields
 FLAGS = [
     "model_repository",
     "host",
@@ -30,24 +30,13 @@ FLAGS = [
     "single_process",
     "null_engine",
 ]
-HELP = {
-    "model_repository": "folder of exported models",
-    "host": "bind address",
-    "port": "port",
-    "provider": "execution provider",
-    "variant": "model variant, e.g. model.opt.onnx (default: each model's best proven one)",
-    "models": "serve only these model names (default all)",
-    "fronts": "HTTP front processes (0: one per two cores, at least 1)",
-    "single_process": "serve HTTP and run the models in this one process",
-    "null_engine": "benchmarks only: answer zeros at once, running no model",
-}
 
 
 def build_parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(
         prog="h2h-serve", description="Serve the model repository (v1 JSON + KServe v2)."
     )
-    settings_flags(p, ServiceSettings, FLAGS, helps=HELP)
+    settings_flags(p, ServiceSettings, FLAGS)
     return p
 
 
@@ -60,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     if not settings.single_process:
-        from service import supervisor
+        from service import supervisor  # after argument checks, like create_app below
 
         sys.exit(supervisor.run(settings))
     from service.http.app import create_app  # after argument checks: onnxruntime import is slow

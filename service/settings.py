@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.flags import BindAddress, Port
 from contract.manifest import MODEL_NAME_RE
 from service.runtime.config import RuntimeConfig
 
@@ -44,8 +45,8 @@ class ServiceSettings(BaseSettings, RuntimeConfig):
     )
 
     # HTTP
-    host: str = "0.0.0.0"
-    port: int = Field(default=8000, ge=0, le=65535)
+    host: BindAddress = "0.0.0.0"
+    port: Port = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies get 413")
     shutdown_grace_s: PositiveFloat = Field(
         default=30.0, description="SIGTERM: time allowed to finish accepted requests"

@@ -11,8 +11,9 @@ in-process (sweep/inproc.py) is called in-process.
 
 from __future__ import annotations
 
+import uvicorn
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import settings_from, settings_parser
@@ -42,12 +43,10 @@ class BareAppSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="H2H_BENCH_BARE_APP_", extra="forbid")
 
     host: BindAddress = "127.0.0.1"
-    port: Port = 8102
+    port: Port = Field(default=8102, ge=1, le=65535)
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     a = settings_from(
         BareAppSettings,
         settings_parser(BareAppSettings, "bare_app", __doc__.splitlines()[0]).parse_args(argv),

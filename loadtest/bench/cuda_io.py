@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p = settings_parser(CudaIoSettings, "bench_cuda_io", __doc__.splitlines()[0])
     a = settings_from(CudaIoSettings, p.parse_args(argv))
     shapes = a.shape_list()
+    # onnxruntime after the flags: --help and a bad flag answer without loading it
     import onnxruntime as ort
 
     from service.runtime.session import CUDA, gpu_count

@@ -168,7 +168,7 @@ def main(settings_json: str, endpoint: str, ready: Connection) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s"
     )
-    import uvloop
+    import uvloop  # the engine process's own event loop: the supervisor that imports us never runs one
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run(settings, endpoint, ready))

@@ -9,14 +9,14 @@ so a request is counted once whichever front answered it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 
 def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: str, index: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    import logging
-
+    # only now: prometheus_client reads that variable on its first import (see the docstring)
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 

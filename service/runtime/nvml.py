@@ -68,6 +68,7 @@ def _gpu(nv: Any, index: int) -> Gpu:
 def _nvml() -> Iterator[Any]:
     """pynvml initialised for the block, shut down after it; None without a driver or library."""
     try:
+        # optional: a host without the library or the driver has no GPU as far as we can tell
         import pynvml
 
         pynvml.nvmlInit()
