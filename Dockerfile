@@ -51,7 +51,7 @@ RUN --mount=type=secret,id=pip_conf,target=/etc/pip.conf,required=false \
     --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
  && pip install --no-deps . \
- && python -c "import service.http.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"
+ && python -c "import service.app, onnxruntime as ort; print('providers:', ort.get_available_providers())"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

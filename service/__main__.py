@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         from service import supervisor  # after argument checks, like create_app below
 
         sys.exit(supervisor.run(settings))
-    from service.http.app import create_app  # after argument checks: onnxruntime import is slow
+    from service.app import create_app  # after argument checks: onnxruntime import is slow
 
     serve(create_app(settings), settings)
 

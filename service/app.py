@@ -27,13 +27,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.api import openapi
 from service.api import v1 as api_v1
 from service.api import v2 as api_v2
 from service.engine import batcher
 from service.engine.core import Engine
 from service.errors import BodyTooLarge, ServiceError, ShuttingDown
 from service.front.service import EngineHandle, Service
-from service.http import accesslog, openapi
+from service.http import accesslog
 from service.http.bodies import RawRequest, RawResponse, field_of
 from service.http.protocol import Protocol
 from service.http.routes import InferenceRoute, Match, RouteTable

@@ -20,8 +20,8 @@ def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: st
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from service.app import create_app
     from service.front.link import EngineLink
-    from service.http.app import create_app
     from service.http.server import serve
     from service.metrics import FrontMetrics, families
     from service.settings import ServiceSettings

@@ -1,7 +1,7 @@
 """`python -m service`: one engine process and W front processes, supervised.
 
 - The engine (service.engine.server) loads the models first; only once it answers does the
-  supervisor bind the HTTP port and start the fronts (service.front.process), which share that
+  supervisor bind the HTTP port and start the fronts (service.front_process), which share that
   one listening socket: nothing listens before the models are loaded, as before the split.
 - The engine dying (kill -9, a crash): every front answers 503 not-ready at once (each watches
   the engine's process), the supervisor starts a new engine, and the fronts serve again when it
@@ -29,8 +29,8 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from types import FrameType
 
+from service import front_process as front
 from service.engine import server
-from service.front import process as front
 from service.runtime.session import usable_cores
 from service.settings import ServiceSettings
 

@@ -15,7 +15,7 @@ import uvicorn
 from service.settings import ServiceSettings
 
 if TYPE_CHECKING:
-    from service.http.app import ServiceApp
+    from service.app import ServiceApp
 
 
 class DrainingServer(uvicorn.Server):

@@ -309,7 +309,7 @@ def test_dockerfile() -> None:
         "contract/cli.py",
         "contract/manifest.py",
         "contract/tensors.py",
-        "service/http/app.py",
+        "service/app.py",
     ):
         assert (ROOT / mod).exists() and mod.split("/")[0] in allowed
 

@@ -496,7 +496,7 @@ def _gauge(text: str, name: str) -> dict[str, float]:
 async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict[str, Any]:
     import httpx
 
-    from service.http.app import create_app
+    from service.app import create_app
     from tests.conftest import cpu_service_settings
     from tests.service.test_service_batcher import hold, release
 

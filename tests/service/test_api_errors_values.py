@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.http.app import create_app
+from service.app import create_app
 from service.runtime import session as runtime
 from service.settings import ServiceSettings
 

@@ -167,7 +167,7 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     and /v1/models and /metrics report each model's graphs and bound bytes."""
     import httpx
 
-    from service.http.app import create_app
+    from service.app import create_app
     from tests.service.conftest import serve_in_thread, v2_logits
 
     with serve_in_thread(create_app(_cuda_service(tiny_repo, provider="cpu"), gpu_metrics=False)) as base:
@@ -203,7 +203,7 @@ def test_capture_failure_leaves_that_model_not_ready_with_the_cause(
 ) -> None:
     import httpx
 
-    from service.http.app import create_app
+    from service.app import create_app
     from tests.service.conftest import serve_in_thread
 
     cuda = fake_cuda.install(monkeypatch)

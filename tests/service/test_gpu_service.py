@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from contract.manifest import load_manifest
-from service.http.app import create_app
+from service.app import create_app
 from service.runtime import session as runtime
 from service.runtime.shapes import ShapeGrid
 from service.settings import ServiceSettings

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.http.app import create_app
+from service.app import create_app
 from tests.conftest import cpu_service_settings
 
 PREDICT = "/v1/models/{name}/predict"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.http.app import create_app
+from service.app import create_app
 from service.settings import ServiceSettings
 from tests.service.conftest import serve_in_thread
 

@@ -13,9 +13,9 @@ import pytest
 
 from loadtest.bench.overhead import TARGETS, report
 from loadtest.bench.pyspy import top_frames
+from service.app import create_app
 from service.engine.admission import WaitingRoom
 from service.engine.batcher import DynamicBatcher
-from service.http.app import create_app
 from service.runtime.session import CPU, CUDA, session_options
 from service.settings import ServiceSettings
 from tests.service.test_service_api import MAX_QUEUE, AppRunner, make_repo, settings_for

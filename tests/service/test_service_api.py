@@ -18,7 +18,7 @@ import pytest
 
 from contract.manifest import load_manifest
 from service.api.v2codec import HEADER
-from service.http.app import create_app
+from service.app import create_app
 from service.settings import ServiceSettings
 from tests.service.test_service_batcher import hold, release
 
@@ -165,9 +165,9 @@ def test_v2_failed_model_has_no_metadata(runner: AppRunner) -> None:
 def test_inference_routes_are_one_table_and_fastapi_has_none_of_them() -> None:
     from fastapi.routing import APIRoute
 
+    from service import app
     from service.api import v1 as api_v1
     from service.api import v2 as api_v2
-    from service.http import app
 
     rows = {r.path: r for r in app.INFERENCE_ROUTES}
     assert set(rows) == {

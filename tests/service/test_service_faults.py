@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from contract.tokenizer import Tokenizer
+from service.app import create_app
 from service.engine.batcher import DynamicBatcher
-from service.http.app import create_app
 from service.metrics import EngineMetrics
 from service.runtime.session import OrtModel
 from tests.service.test_service_api import AppRunner, settings_for

@@ -12,8 +12,8 @@ import pytest
 
 from service.api import v1 as api_v1
 from service.api.schemas import PredictRequest, PredictResponse
+from service.app import INFERENCE_ROUTES, create_app
 from service.front.service import Service
-from service.http.app import INFERENCE_ROUTES, create_app
 from service.http.bodies import RawRequest, RawResponse
 from service.http.routes import InferenceRoute, RouteTable
 from tests.service.test_service_api import MAX_QUEUE, AppRunner, settings_for

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.http.app import create_app
+from service.app import create_app
 from tests.conftest import cpu_service_settings, start_service, wait_until
 from tests.service.conftest import serve_in_thread
 

@@ -15,8 +15,8 @@ import pytest
 from contract.manifest import CPU_PROVIDER, CUDA_PROVIDER, load_manifest
 from export.api import GPU_FILE, export_random
 from export.settings import ExportOptions
+from service.app import create_app
 from service.engine import repository
-from service.http.app import create_app
 from service.runtime import session as runtime
 from service.runtime import variants
 from tests.conftest import cpu_service_settings
