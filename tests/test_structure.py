@@ -4,15 +4,19 @@ and export packages (what they share with those lives in the torch-free `contrac
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import sys
-import service.http.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
+import service.app, service.__main__, loadtest.cli, loadtest.bench.overhead, loadtest.capacity.cli
 import loadtest.bench.cuda_io, loadtest.sweep.inproc, contract.manifest, contract.tokenizer, contract.cli
 import loadtest.profile.cli, loadtest.profile.runner
 top = {m.split(".")[0] for m in sys.modules}
@@ -45,7 +49,7 @@ def test_onnx_tensor_names_are_stated_once() -> None:
     assert holders == ["contract/tensors.py"], holders
 
 
-PACKAGES = ("contract", "models", "export", "service", "loadtest")
+PACKAGES = ("contract", "models", "export", "service", "loadtest", "demo")
 
 
 def _module_names() -> dict[str, Path]:
@@ -108,6 +112,36 @@ def test_no_import_cycles() -> None:
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
+def _folder(name: str, modules: dict[str, Path]) -> str:
+    """The package (folder) a module lives in; a package's __init__ is its own folder."""
+    return name if modules[name].name == "__init__.py" else name.rpartition(".")[0]
+
+
+def folder_graph(graph: dict[str, set[str]], modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Folder -> folders its modules import, leaving out imports between a folder and the folders
+    inside it (a package's CLI uses its sub-packages, which use its shared modules)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for name, deps in graph.items():
+        a = _folder(name, modules)
+        out[a]
+        for dep in deps:
+            b = _folder(dep, modules)
+            if not (a == b or a.startswith(b + ".") or b.startswith(a + ".")):
+                out[a].add(b)
+                out[b]
+    return dict(out)
+
+
+def test_no_import_cycles_between_folders() -> None:
+    """Nor does one package (folder) import another that imports it back: sub-packages of one
+    package and the top-level packages each read bottom-up."""
+    modules = _module_names()
+    graph = {name: _imports(path, name, modules) for name, path in modules.items()}
+    folders = folder_graph(graph, modules)
+    assert "contract" in folders["loadtest.report"], folders["loadtest.report"]
+    assert _cycle(folders) is None, " -> ".join(_cycle(folders) or [])
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
@@ -122,3 +156,110 @@ def test_every_torch_free_module_imports() -> None:
         [sys.executable, "-c", probe, *names], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _says_why(lines: list[str], lineno: int) -> bool:
+    """A comment on the import's line, or on the line above the run of imports (blank lines
+    between them included) it belongs to."""
+    if "#" in lines[lineno - 1]:
+        return True
+    i = lineno - 2
+    while i >= 0 and (not lines[i].strip() or lines[i].strip().startswith(("import ", "from "))):
+        i -= 1
+    return i >= 0 and lines[i].strip().startswith("#")
+
+
+def _function_imports(path: Path) -> list[int]:
+    """Lines of the imports inside a function of `path` with no comment on that line or the
+    line above saying why (a heavy optional dependency is the one reason to defer an import)."""
+    lines = path.read_text().splitlines()
+    bare = []
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom) and not _says_why(lines, node.lineno):
+                    bare.append(node.lineno)
+    return sorted(set(bare))
+
+
+def test_imports_are_at_the_top_unless_a_comment_says_why() -> None:
+    """The import graph reads from each module's head: an import inside a function is a deliberate
+    deferral of a heavy optional dependency (torch, matplotlib, pynvml, uvicorn), said in a comment."""
+    bare = {
+        f"{path.relative_to(ROOT)}:{n}" for path in _module_names().values() for n in _function_imports(path)
+    }
+    assert not bare, sorted(bare)
+
+
+def _texts(path: Path) -> list[tuple[str, int]]:
+    """The help and description texts stated in `path`, as written (an f-string by its source)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg == "helps":
+                    out.append(("helps= (a second description of the flags)", node.lineno))
+                elif kw.arg in ("help", "description") and isinstance(kw.value, ast.Constant | ast.JoinedStr):
+                    text = kw.value.value if isinstance(kw.value, ast.Constant) else ast.unparse(kw.value)
+                    out.append((str(text), node.lineno))
+    return out
+
+
+def duplicate_texts(paths: list[Path]) -> dict[str, list[str]]:
+    where: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        for text, line in _texts(path):
+            where[text].append(f"{path.relative_to(ROOT)}:{line}")
+    return {t: w for t, w in where.items() if len(w) > 1 or t.startswith("helps=")}
+
+
+def test_each_flag_is_described_once() -> None:
+    """A flag's help is its settings field's description, written once: a flag several programs
+    take shares one (contract/flags.py), and no table of help texts overrides the fields."""
+    paths = [*_module_names().values(), *(ROOT / "scripts").glob("*.py")]
+    assert duplicate_texts(paths) == {}
+
+
+def _programs() -> dict[str, type]:
+    """Every settings class a program hands to settings_flags/settings_parser, by module:class."""
+    found = {}
+    for name, path in _module_names().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in (
+                "settings_flags",
+                "settings_parser",
+            ):
+                arg = node.args[1 if node.func.id == "settings_flags" else 0]  # type: ignore[attr-defined]
+                if isinstance(arg, ast.Name) and name != "contract.cli":
+                    found[f"{name}:{arg.id}"] = getattr(importlib.import_module(name), arg.id)
+    return found
+
+
+def test_every_program_reads_its_flags_from_the_environment_too() -> None:
+    """One rule: every program takes each flag from the command line or, failing that, from
+    H2H_<PROGRAM>_<FLAG> (the service: H2H_<FLAG>); --help names the variable."""
+    programs = _programs()
+    assert {
+        "service.__main__:ServiceSettings",
+        "loadtest.cli:LoadtestSettings",
+        "demo.run:DemoSettings",
+    } <= set(programs)
+    wrong = {
+        k: c
+        for k, c in programs.items()
+        if not issubclass(c, BaseSettings) or not str(c.model_config.get("env_prefix", "")).startswith("H2H_")
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_tests_mirror_the_packages() -> None:
+    """A package's tests live in tests/<package>/ (the deploy/ folder's in tests/deploy/); only the
+    checks across the whole project (this file, the docs) stay at tests/."""
+    tests = ROOT / "tests"
+    misplaced = [
+        str(p.relative_to(tests))
+        for p in tests.rglob("test_*.py")
+        if p.parent != tests and p.relative_to(tests).parts[0] not in (*PACKAGES, "deploy")
+    ]
+    at_top = sorted(p.name for p in tests.glob("test_*.py"))
+    assert not misplaced and at_top == ["test_docs.py", "test_structure.py"], (misplaced, at_top)
