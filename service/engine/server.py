@@ -107,17 +107,21 @@ class EngineServer:
             log.error("engine: answering a front failed", exc_info=task.exception())
 
     async def _answer(self, frames: list[bytes]) -> None:
+        """Every message is answered: the op's reply, its refusal, or (a bug) an InternalError."""
         ident, rid, op, header, *buffers = frames
         try:
             head, out = await self.ops[op](orjson.loads(header), buffers)
-            status = OK
+            reply = [OK, self._head(head), *out]
         except ServiceError as exc:
-            head, out, status = error_head(exc), [], ERR
+            reply = [ERR, self._head(error_head(exc))]
         except Exception:
             log.exception("engine: %s failed", op.decode(errors="replace"))
-            head, out, status = error_head(InternalError("the engine failed at this request")), [], ERR
+            reply = [ERR, self._head(error_head(InternalError("the engine failed at this request")))]
+        self._sock.send([ident, rid, *reply])
+
+    def _head(self, head: dict[str, Any]) -> bytes:
         head["v"] = self.engine.version
-        self._sock.send([ident, rid, status, orjson.dumps(head), *out])
+        return orjson.dumps(head, option=orjson.OPT_NON_STR_KEYS)
 
     async def _describe(self, head: dict, buffers: list[bytes]) -> Reply:
         models = [catalog.facts(m) for m in self.engine.views()]

@@ -178,7 +178,9 @@ class EngineLink:
         self._pending[rid] = fut
         try:
             self._sock.send([rid, op, orjson.dumps(head), *frames])
-            return await asyncio.wait_for(fut, timeout) if timeout else await fut
+            # the engine answers every message (its own timeout ends a request's wait); this
+            # backstop only bounds a wait on an engine that lost one
+            return await asyncio.wait_for(fut, timeout or self.settings.request_timeout_s + 5.0)
         finally:
             self._pending.pop(rid, None)
 
