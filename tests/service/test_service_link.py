@@ -17,7 +17,7 @@ from service.errors import ModelNotReady, Overloaded
 from service.front.link import EngineLink
 from service.front.service import Service
 from tests.conftest import cpu_service_settings
-from tests.test_service_batcher import run_async
+from tests.service.test_service_batcher import run_async
 
 
 @pytest.fixture
