@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import json
 import os
 import platform
+import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -271,9 +273,20 @@ def machine() -> dict[str, Any]:
     ).model_dump()
 
 
-def models_meta(models: Mapping[str, Any]) -> dict[str, ModelMeta]:
-    """Each measured model's `ModelMeta`, from objects with those attributes (loadtest.models.ModelInfo)."""
-    return {n: ModelMeta.model_validate(i, from_attributes=True) for n, i in models.items()}
+def run_meta(settings: BaseModel, models: Mapping[str, Any], notes: Iterable[str], **more: Any) -> ResultMeta:
+    """The meta of a run starting now on this machine: its settings, and each model's facts and
+    manifest (from objects with ModelMeta's attributes and a `manifest`: loadtest.models.ModelInfo)."""
+    return ResultMeta(
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=" ".join(sys.argv),
+        settings=settings.model_dump(mode="json"),
+        machine=machine(),
+        versions=versions(),
+        models={n: ModelMeta.model_validate(i, from_attributes=True) for n, i in models.items()},
+        manifests={n: i.manifest for n, i in models.items()},
+        notes=list(notes),
+        **more,
+    )
 
 
 def versions() -> dict[str, str]:

@@ -9,9 +9,7 @@ ratios) and `capacity.csv`, written atomically after every search.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -156,18 +154,13 @@ class CapacityRunner:
 
     def _meta(self) -> ResultMeta:
         s, models = self.s, self.plan.models
-        return ResultMeta(
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            command=" ".join(sys.argv),
-            settings=s.model_dump(mode="json"),
-            machine=results.machine(),
-            versions=results.versions(),
+        return results.run_meta(
+            s,
+            models,
+            self.plan.notes,
             service={"url": s.url, "metadata": hc.server_metadata(s.url)},
-            models=results.models_meta(models),
             providers={"http": {n: i.server_provider for n, i in models.items()}},
             duration_s=s.probe_duration,
-            manifests={n: i.manifest for n, i in models.items()},
-            notes=list(self.plan.notes),
         )
 
     def run(self) -> list[CapacityRow]:

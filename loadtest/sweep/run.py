@@ -3,9 +3,7 @@ write results after every point (an interrupted sweep keeps what it measured).""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -261,18 +259,13 @@ class Runner:
 
     def _meta(self) -> ResultMeta:
         p, s = self.plan, self.plan.settings
-        return ResultMeta(
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            command=" ".join(sys.argv),
-            settings=s.model_dump(mode="json"),
+        return results.run_meta(
+            s,
+            p.models,
+            p.notes,
             modes=p.modes,
             duration_s=p.duration,
-            machine=results.machine(),
-            versions=results.versions(),
-            models=results.models_meta(p.models),
-            manifests={n: i.manifest for n, i in p.models.items()},
             service={"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,
-            notes=list(p.notes),
         )
 
     def save(self) -> None:
