@@ -47,7 +47,8 @@ def _maybe(read: Callable[[], T]) -> T | None:
     """One NVML query, None when it fails: a query a driver lacks must not hide the count."""
     try:
         return read()
-    except Exception:  # noqa: BLE001 - NVML raises its own error types, all meaning "not known"
+    except Exception as exc:  # noqa: BLE001 - NVML raises its own error types, all meaning "not known"
+        log.debug("an NVML query failed, its value left unknown: %s: %s", type(exc).__name__, exc)
         return None
 
 
@@ -94,7 +95,8 @@ def probe() -> Host | None:
                 cuda_driver=_maybe(lambda: _cuda_version(int(nv.nvmlSystemGetCudaDriverVersion()))),
                 gpus=gpus,
             )
-        except Exception:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
+        except Exception as exc:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
+            log.warning("NVML could not count GPUs (%s: %s): reporting none", type(exc).__name__, exc)
             return None
 
 

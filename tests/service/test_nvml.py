@@ -166,3 +166,19 @@ def test_gpu_metrics_say_once_that_there_is_no_nvml(caplog: pytest.LogCaptureFix
     assert [r.getMessage() for r in caplog.records if r.name == "service.metrics"] == [
         "GPU metrics: NVML is not available on this host; no GPU series"
     ]
+
+
+def test_a_count_nvml_cannot_give_is_no_gpu_and_says_why_once(fake, caplog) -> None:
+    fake(fail={"nvmlDeviceGetCount"})
+    with caplog.at_level("DEBUG", logger="service.nvml"):
+        assert nvml.probe() is None
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "nvmlDeviceGetCount" in warnings[0].getMessage()
+
+
+def test_a_query_the_driver_lacks_is_logged_and_left_unknown(fake, caplog) -> None:
+    fake(fail={"nvmlDeviceGetName"})
+    with caplog.at_level("DEBUG", logger="service.nvml"):
+        host = nvml.probe()
+    assert host is not None and host.count == 2 and host.gpus[0].name is None
+    assert any("nvmlDeviceGetName" in r.getMessage() for r in caplog.records)
