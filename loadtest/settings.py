@@ -76,7 +76,7 @@ class LoadtestSettings(HttpLoadSettings):
     clock: Literal["wall", "cpu"] = Field(
         default="wall",
         description="in-process: time each run by the wall clock, or by this process's CPU seconds (a machine "
-        "shared with other jobs inflates wall time, not the work; with H2H_INTRA_OP_THREADS=1 CPU seconds are "
-        "the work of one thread)",
+        "shared with other jobs inflates wall time, not the work; CPU seconds count every ONNX Runtime thread "
+        "of this process, idle spinning included)",
     )
     max_points: int = Field(default=400, ge=1, description="refuse grids larger than this")
