@@ -172,10 +172,7 @@ def test_the_report_says_where_each_curve_stops_and_judges_the_claim() -> None:
     sentence = claim_sentence(_study())
     assert sentence.startswith("At this scale the paper's claim holds in its weaker form")
     assert "(mha-admin 4 epochs, sha-admin 4 epochs; 3 and 3 seeds)" in sentence
-    assert (
-        "fewer than 3 seeds so far: 8 epochs (mha-admin 3, sha-admin 2), 16 epochs (mha-admin 0, sha-admin 0)"
-        in sentence
-    )
+    assert sentence.endswith("Budgets with fewer than 3 seeds so far: 8 epochs (mha-admin 3, sha-admin 2).")
     assert "does not hold: the deep single-head model is behind" in claim_sentence(_shift_sha(-0.05))
     assert "holds: the deep single-head model beats" in claim_sentence(_shift_sha(+0.05))
     assert claim_sentence(_study()[:3]).startswith("Not judged yet")
