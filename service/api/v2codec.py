@@ -18,6 +18,7 @@ import orjson
 
 from contract import tensors
 from service.errors import InvalidInput
+from service.http.bodies import MAX_JSON_DEPTH, too_deep
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -119,6 +120,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memo
         head, rest = body[:n], memoryview(body)[n:]
     else:
         head, rest = body, memoryview(b"")
+    if too_deep(head):
+        raise V2Error(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         req = json.loads(head.decode("utf-8"))
     except UnicodeDecodeError:

@@ -10,10 +10,12 @@ every error keeps the status, field and message it had when FastAPI parsed the b
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
@@ -22,6 +24,23 @@ from starlette.types import Scope, Send
 from service.errors import InvalidInput, MalformedBody
 
 M = TypeVar("M", bound=BaseModel)
+
+# Deeper JSON is refused before the stdlib parser sees it: that parser recurses once per level and
+# raises RecursionError (a 500) near the interpreter's limit, and no request of ours nests past 5.
+MAX_JSON_DEPTH = 64
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_STEP = np.zeros(256, dtype=np.int32)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+
+
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw` opens more than `limit` arrays/objects inside one another (brackets within
+    strings do not count). Bodies with at most `limit` brackets in all are not scanned."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    steps = _STEP[np.frombuffer(_STRING.sub(b"", raw), dtype=np.uint8)]
+    return bool(steps.size) and int(np.cumsum(steps).max()) > limit
 
 
 def field_of(loc: tuple | list) -> str:
@@ -49,6 +68,8 @@ def _invalid(exc: ValidationError) -> InvalidInput:
 def _slow_path(model: type[M], raw: bytes) -> M:
     """The stdlib parser, for bodies the fast parser refuses: it accepts lone surrogates (which
     validation then names by field) and gives the error messages clients already see."""
+    if too_deep(raw):
+        raise MalformedBody(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels", "body")
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
