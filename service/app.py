@@ -30,15 +30,13 @@ from service import __version__
 from service.api import openapi
 from service.api import v1 as api_v1
 from service.api import v2 as api_v2
-from service.engine import batcher
-from service.engine.core import Engine
 from service.errors import BodyTooLarge, ServiceError, ShuttingDown
 from service.front.service import EngineHandle, Service
 from service.http import accesslog
 from service.http.bodies import RawRequest, RawResponse, field_of
 from service.http.protocol import Protocol
 from service.http.routes import InferenceRoute, Match, RouteTable
-from service.metrics import NO_MODEL, UNKNOWN_MODEL, FrontMetrics, exposition, families
+from service.metrics import NO_MODEL, SHUTTING_DOWN, UNKNOWN_MODEL, FrontMetrics, exposition, families
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
@@ -95,9 +93,7 @@ class ServiceMiddleware:
         svc, protocol = self.service, match.row.protocol
         name, reject = match.name, svc.settings.reject_status
         if svc.draining:
-            svc.metrics.rejected(
-                NO_MODEL if name is None else svc.model_label(name), batcher.ShuttingDown.reason
-            )
+            svc.metrics.rejected(NO_MODEL if name is None else svc.model_label(name), SHUTTING_DOWN)
             return protocol.error(ShuttingDown(svc.retry_after()), reject, {"connection": "close"})
         refusal = None if name is None else await svc.admission(name)
         return None if refusal is None else protocol.error(refusal, reject)
@@ -284,7 +280,12 @@ def create_app(
     """
     settings = settings or ServiceSettings()
     table = RouteTable(routes)
-    service = Service(settings, engine or Engine(settings, gpu_metrics=gpu_metrics), metrics)
+    if engine is None:
+        # the engine in this process: only now, so that a front process never loads ONNX Runtime
+        from service.engine.inproc import InprocClient
+
+        engine = InprocClient(settings, gpu_metrics=gpu_metrics)
+    service = Service(settings, engine, metrics)
     fronts = front_series or (lambda: families(service.metrics.registry))
 
     @asynccontextmanager

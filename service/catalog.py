@@ -1,7 +1,7 @@
 """What the front knows of each model, the same whether the engine runs in this process or in its
 own: a `Model` that serves (manifest, tokenizer, the variant served and where) or a `FailedModel`
-(why not). The engine describes its models as plain facts (`facts`), which cross the process
-boundary as JSON; the front reads the manifest and tokenizer from the model folder itself, so
+(why not). The engine describes its models as `ModelFacts` (`facts`, service.messages), which
+cross the process boundary; the front reads the manifest and tokenizer from the model folder itself, so
 validation and tokenisation never need the engine.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from contract.manifest import Manifest, load_manifest
 from contract.tokenizer import Tokenizer
+from service.messages import ModelFacts
 from service.runtime.variants import Served
 
 
@@ -48,48 +49,42 @@ class Model:
 AnyModel = Model | FailedModel
 
 
-def failed_facts(m: FailedModel) -> dict[str, Any]:
-    return {"name": m.name, "state": m.state, "error": m.error, "load_seconds": m.load_seconds}
+def facts(m: AnyModel) -> ModelFacts:
+    """What the engine says of a model: for one that serves, what is not in its folder."""
+    if not isinstance(m, Model):
+        return ModelFacts(m.name, m.state, m.load_seconds, error=m.error)
+    return ModelFacts(
+        m.name,
+        m.state,
+        m.load_seconds,
+        served=asdict(m.served),
+        provider=m.provider,
+        providers=list(m.providers),
+        cuda_graphs=m.cuda_graphs,
+    )
 
 
-def serving_facts(m: Model) -> dict[str, Any]:
-    """A serving model's facts that are not in its folder (the folder gives manifest and tokenizer)."""
-    return {
-        "name": m.name,
-        "state": m.state,
-        "served": asdict(m.served),
-        "provider": m.provider,
-        "providers": list(m.providers),
-        "cuda_graphs": m.cuda_graphs,
-        "load_seconds": m.load_seconds,
-    }
-
-
-def facts(m: AnyModel) -> dict[str, Any]:
-    return serving_facts(m) if isinstance(m, Model) else failed_facts(m)
-
-
-def from_facts(d: dict[str, Any], repository: Path, known: dict[str, AnyModel] | None = None) -> AnyModel:
+def from_facts(d: ModelFacts, repository: Path, known: dict[str, AnyModel] | None = None) -> AnyModel:
     """The front's entry for a model the engine described; a serving model's manifest and
     tokenizer come from its folder (or from `known`, the entry of an earlier description)."""
-    if d["state"] != Model.state:
-        return FailedModel(d["name"], d["error"], d["load_seconds"])
-    before = (known or {}).get(d["name"])
+    if d.state != Model.state or d.served is None or d.provider is None:
+        return FailedModel(d.name, d.error or "not serving", d.load_seconds)
+    before = (known or {}).get(d.name)
     if isinstance(before, Model):
         manifest, tokenizer = before.manifest, before.tokenizer
     else:
-        folder = Path(repository) / d["name"]
+        folder = Path(repository) / d.name
         manifest = load_manifest(folder)
         tokenizer = Tokenizer.load(folder / manifest.tokenizer)
     return Model(
-        d["name"],
+        d.name,
         manifest,
         tokenizer,
-        Served(**d["served"]),
-        d["provider"],
-        d["providers"],
-        d["cuda_graphs"],
-        d["load_seconds"],
+        Served(**d.served),
+        d.provider,
+        d.providers,
+        d.cuda_graphs,
+        d.load_seconds,
     )
 
 

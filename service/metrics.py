@@ -49,6 +49,7 @@ LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 UNKNOWN_MODEL = "_unknown"  # a model name that is not loaded (never the name itself)
 NO_MODEL = "_none"  # routes about no single model: /v1/compare, health, model lists
+SHUTTING_DOWN = "shutting_down"  # the h2h_rejected reason while draining (the batcher's too)
 
 
 class GpuCollector(Collector):
@@ -258,20 +259,6 @@ class _ModelSeries:
 def families(registry: Any) -> list[Metric]:
     """The metric families a registry (or any collector) yields now."""
     return list(registry.collect())
-
-
-def to_wire(fams: Iterable[Metric]) -> list[list[Any]]:
-    """Families as plain lists (JSON across processes): name, help, type, samples."""
-    return [[f.name, f.documentation, f.type, [[s.name, s.labels, s.value] for s in f.samples]] for f in fams]
-
-
-def from_wire(wire: list[list[Any]]) -> list[Metric]:
-    out = []
-    for name, doc, kind, samples in wire:
-        m = Metric(name, doc, kind)
-        m.samples = [Sample(n, labels, value) for n, labels, value in samples]
-        out.append(m)
-    return out
 
 
 class _Merged:

@@ -29,9 +29,9 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from types import FrameType
 
+from service import engine_process
 from service import front_process as front
-from service.engine import server
-from service.runtime.session import usable_cores
+from service.runtime.cores import usable_cores
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.supervisor")
@@ -74,7 +74,7 @@ class Supervisor:
         """A new engine process; True once it has loaded the models and answers."""
         parent, child = SPAWN.Pipe(duplex=False)
         self.engine = SPAWN.Process(
-            target=server.main, args=(self.json, self.endpoint, child), name="h2h-engine"
+            target=engine_process.main, args=(self.json, self.endpoint, child), name="h2h-engine"
         )
         self.engine.start()
         child.close()

@@ -31,6 +31,42 @@ def test_service_and_loadtest_import_no_torch() -> None:
     assert out.stdout.strip() == "", out.stdout
 
 
+# What a front process and the supervisor import (service.front_process.main's imports, the
+# supervisor's module, the front's app built on an EngineLink), and whether ONNX Runtime came with it.
+FRONT_PROBE = """
+import sys
+{plant}
+import service.supervisor, service.front_process, service.engine_process, service.__main__
+from service.app import create_app
+from service.front.link import EngineLink
+from service.http.server import serve
+from service.metrics import FrontMetrics, families
+from service.settings import ServiceSettings
+settings = ServiceSettings()
+create_app(settings, engine=EngineLink(settings, "ipc:///nonexistent"), metrics=FrontMetrics())
+print("onnxruntime" in sys.modules)
+"""
+
+
+def _front_loads_onnxruntime(plant: str = "") -> bool:
+    out = subprocess.run(
+        [sys.executable, "-c", FRONT_PROBE.format(plant=plant)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_fronts_and_supervisor_import_no_onnxruntime() -> None:
+    """Only the engine process needs ONNX Runtime: a front or the supervisor that loads it costs
+    its memory (about 40 MB each) for nothing. The seam they share is service.messages."""
+    assert not _front_loads_onnxruntime()
+    assert _front_loads_onnxruntime("import service.engine.core"), "the probe must see a planted import"
+
+
 def _string_constants(path: Path) -> set[str]:
     return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
 

@@ -40,11 +40,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from service.messages import BatchResult, Stats
+from service.metrics import SHUTTING_DOWN
 from service.runtime.shapes import blank_batch
 
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -62,7 +64,7 @@ class QueueFull(BatcherError):
 
 
 class ShuttingDown(BatcherError):
-    reason = "shutting_down"
+    reason = SHUTTING_DOWN
 
 
 class RequestTimeout(BatcherError):
@@ -114,34 +116,6 @@ class NullObserver:
 
     def batch_failed(self, model: str) -> None:
         pass
-
-
-@dataclass
-class BatchResult:
-    """One request's slice of a batch and how that batch went."""
-
-    logits: np.ndarray
-    embedding: np.ndarray
-    queue_ms: float
-    compute_ms: float
-    batch_size: int  # rows in the executed batch (all requests together)
-    padded_length: int  # sequence length the batch was padded to
-
-
-@dataclass
-class Stats:
-    """Cumulative counters for the v2 /stats endpoint."""
-
-    success_count: int = 0
-    fail_count: int = 0
-    inference_count: int = 0  # rows
-    execution_count: int = 0  # batches
-    queue_ns: int = 0
-    compute_ns: int = 0
-    success_ns: int = 0
-    fail_ns: int = 0
-    last_inference_ms: int = 0
-    batch_sizes: dict[int, list[int]] = field(default_factory=dict)  # size -> [count, ns]
 
 
 @dataclass

@@ -3,8 +3,9 @@
 It never sees HTTP: it is handed token-id rows and answers logits (`infer`), decides whether a
 request may go on while its model's queue is full (`admit`, the FIFO waiting room), and counts
 queues, batches and models (`EngineMetrics`). In `python -m service` it runs in its own process
-behind service.engine.server; in one process (tests, `--single-process`) the front calls it
-directly. Either way the refusals it raises are service.errors, never statuses.
+behind service.engine.server; in one process (tests, `--single-process`) behind
+service.engine.inproc; either way service.engine.dispatch answers the front's messages, and the
+refusals it raises are service.errors, never statuses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 from functools import partial
 
 import numpy as np
-from prometheus_client.metrics_core import Metric
 
 from service import catalog
 from service.catalog import FailedModel
@@ -33,7 +33,7 @@ from service.errors import (
     ShuttingDown,
     Timeout,
 )
-from service.metrics import EngineMetrics, families
+from service.metrics import EngineMetrics
 from service.settings import ServiceSettings
 
 log = logging.getLogger("service.engine")
@@ -219,17 +219,6 @@ class Engine:
         """The v2 statistics of a serving model (None for one that does not serve)."""
         entry = self.models.get(name)
         return entry.batcher.stats if isinstance(entry, EngineModel) else None
-
-    # what the front asks of an engine in its own process, answered here too ----------------
-    @property
-    def ready(self) -> bool:
-        return self.started
-
-    async def statistics(self, name: str) -> Stats | None:
-        return self.stats(name)
-
-    async def metric_families(self) -> list[Metric]:
-        return families(self.metrics.registry)
 
 
 def _null_result(entry: EngineModel, rows: int) -> BatchResult:

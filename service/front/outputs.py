@@ -9,7 +9,7 @@ import numpy as np
 
 from contract import tensors
 from service.catalog import Model
-from service.engine.batcher import BatchResult
+from service.messages import BatchResult
 
 
 def timing(result: BatchResult, t_start: float) -> dict[str, float | int]:

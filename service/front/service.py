@@ -1,9 +1,10 @@
 """The front's view of the service: the models by name (the registry), readiness, draining, and
 the handle on the engine that runs them.
 
-The engine is either in this process (`service.engine.core.Engine`: tests, `--single-process`)
-or in its own (`service.front.link.EngineLink`, over ZeroMQ); both have the `EngineHandle`
-methods and raise service.errors, so the routes never know which.
+The engine is either in this process (`service.engine.inproc.InprocClient`: tests,
+`--single-process`) or in its own (`service.front.link.EngineLink`, over ZeroMQ); both are
+service.front.client's one client of the engine's messages and raise service.errors, so the
+routes never know which.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from prometheus_client.metrics_core import Metric
 
 from service import catalog
 from service.catalog import AnyModel, FailedModel, Model
-from service.engine.batcher import BatchResult, Stats
 from service.errors import ModelNotReady, ServiceError, UnknownModel
+from service.messages import BatchResult, Stats
 from service.metrics import UNKNOWN_MODEL, FrontMetrics
 from service.settings import ServiceSettings
 

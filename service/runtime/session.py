@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import onnxruntime as ort
 from contract import tensors
 from service.runtime import nvml
 from service.runtime.config import RuntimeConfig
+from service.runtime.cores import cgroup_cpu_limit, usable_cores  # noqa: F401 - re-exported
 from service.runtime.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
 from service.runtime.shapes import ShapeGrid
 
@@ -94,30 +94,6 @@ def spinning(settings: RuntimeConfig, provider: str) -> bool:
     if settings.ort_spinning == "auto":
         return provider == CUDA
     return settings.ort_spinning == "on"
-
-
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
-    """Whole cores a cgroup v2 CPU quota allows (a Kubernetes CPU limit), or None without one."""
-    try:
-        quota, period = path.read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return max(1, int(int(quota) // int(period)))
-
-
-def usable_cores() -> int:
-    """Cores this process may use: its CPU affinity, capped by a container's CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    return min(cores, limit) if limit else cores
 
 
 def intra_op_threads(settings: RuntimeConfig, provider: str, sessions: int = 1) -> int:

@@ -508,7 +508,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
         async with httpx.AsyncClient(transport=transport, base_url="http://pod") as c:
             out["probes"] = {k: (await c.get(p)).status_code for k, p in paths.items()}
             out["idle"] = (await c.get("/metrics")).text
-            b = app.state.service.engine.models["mha-tiny"].batcher
+            b = app.state.service.engine.engine.models["mha-tiny"].batcher
             hold(b)  # hold the batch so the request stays in flight
             try:
                 task = asyncio.create_task(

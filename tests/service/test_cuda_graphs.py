@@ -177,7 +177,9 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     ready_at_run: list[bool] = []
     cuda.on_run = lambda model, shape: ready_at_run.append(app.state.service.ready)
     with serve_in_thread(app) as base:
-        started = json.loads(app.state.service.engine.summary())["models"]  # the start line, printed once
+        started = json.loads(app.state.service.engine.engine.summary())[
+            "models"
+        ]  # the start line, printed once
         assert httpx.get(f"http://{base}/v2/health/ready").status_code == 200
         captured = len(ready_at_run)
         models = {m["name"]: m for m in httpx.get(f"http://{base}/v1/models").json()["models"]}

@@ -138,7 +138,7 @@ def _scope(app, path: str) -> dict:  # noqa: ANN001
 
 
 def test_full_queue_is_refused_before_the_body_is_read(runner: AppRunner) -> None:
-    b = runner.service.engine.models["mha-tiny"].batcher
+    b = runner.service.engine.engine.models["mha-tiny"].batcher
     reads: list[int] = []
     sent: list[dict] = []
 

@@ -477,7 +477,7 @@ def test_bad_inputs_v2(runner: AppRunner, mha) -> None:  # noqa: ANN001
 
 # -- batching, back-pressure ---------------------------------------------------------------------
 def test_concurrent_requests_share_a_batch(runner: AppRunner) -> None:
-    b = runner.service.engine.models["mha-tiny"].batcher
+    b = runner.service.engine.engine.models["mha-tiny"].batcher
 
     async def go() -> list[httpx.Response]:
         hold(b)  # hold the worker until all three are queued, so the batch is deterministic
@@ -498,7 +498,7 @@ def test_concurrent_requests_share_a_batch(runner: AppRunner) -> None:
 
 
 def test_full_queue_answers_429_at_once(runner: AppRunner) -> None:
-    b = runner.service.engine.models["sha-tiny"].batcher
+    b = runner.service.engine.engine.models["sha-tiny"].batcher
     four = {"texts": ["a dog", "a cat", "a tree", "a rock"]}
 
     async def go() -> tuple[list[httpx.Response], httpx.Response]:
@@ -594,7 +594,7 @@ def test_drain_on_shutdown_loses_no_accepted_request(repo: Path) -> None:
     r = AppRunner(
         create_app(settings_for(repo, models=["mha-tiny"], max_queue_delay_ms=60_000), gpu_metrics=False)
     )
-    svc, b = r.service, r.service.engine.models["mha-tiny"].batcher
+    svc, b = r.service, r.service.engine.engine.models["mha-tiny"].batcher
     try:
 
         async def go() -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:

@@ -75,7 +75,7 @@ def test_a_new_row_is_documented(runner: AppRunner) -> None:
 
 
 def test_a_new_row_is_admitted_before_its_body_is_read(runner: AppRunner) -> None:
-    b = runner.service.engine.models["mha-tiny"].batcher
+    b = runner.service.engine.engine.models["mha-tiny"].batcher
 
     async def full_queue_then_echo() -> int:
         hold(b)

@@ -1,4 +1,5 @@
-"""A ZeroMQ socket driven by the running event loop, for the engine and the fronts' links.
+"""The transport between the engine and its fronts: a ZeroMQ socket driven by the running event
+loop (what crosses it is service.messages').
 
 pyzmq's asyncio sockets cost a future per send and per receive; here sends never wait (no
 high-water mark: admission bounds what is in flight, and the engine's queue what is queued) and
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
-log = logging.getLogger("service.wire")
+log = logging.getLogger("service.transport")
 
 
 class LoopSocket:
@@ -32,7 +33,7 @@ class LoopSocket:
         self._loop.add_reader(self.sock.FD, self._drain)
         self._drain()
 
-    def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[bytes | memoryview]) -> None:
         self.sock.send_multipart(frames, zmq.NOBLOCK)
         if self._loop is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._loop.call_soon(self._drain)
