@@ -13,8 +13,12 @@ import logging
 import os
 import socket
 
+from service import process_tree  # imports no prometheus_client (see the docstring)
+
 
 def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: str, index: int) -> None:
+    process_tree.die_with_parent()
+    process_tree.name(f"h2h-front-{index}")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # only now: prometheus_client reads that variable on its first import (see the docstring)
     from prometheus_client import CollectorRegistry

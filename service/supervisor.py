@@ -11,7 +11,12 @@
 - SIGTERM or SIGINT: the listening socket is closed here, every front drains (new requests on
   open connections get 503 + Connection: close, accepted ones are answered, then it closes its
   copy of the socket: new connections are refused), then the engine drains and exits; the
-  supervisor exits 0 when every process did.
+  supervisor exits 0 when every process did. It is honoured at any moment: while the engine
+  loads (at start-up or in a restart, checked every 0.2 s) and while a front is replaced; a
+  child the signal finds still starting up dies of it at once, having served nothing.
+- The supervisor dying by any signal (kill -9 included) takes every child with it at once
+  (service.process_tree: the parent-death signal), so the port is free for the next start,
+  which also removes the run folder the dead one left.
 """
 
 from __future__ import annotations
@@ -22,14 +27,12 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
-from pathlib import Path
 from types import FrameType
 
-from service import engine_process
+from service import engine_process, process_tree
 from service import front_process as front
 from service.runtime.cores import usable_cores
 from service.settings import ServiceSettings
@@ -38,6 +41,7 @@ log = logging.getLogger("service.supervisor")
 
 SPAWN = multiprocessing.get_context("spawn")
 RESTART_WINDOW_S = 60.0
+POLL_S = 0.2  # how soon a SIGTERM is noticed while waiting on children
 
 
 def fronts_for(settings: ServiceSettings) -> int:
@@ -60,7 +64,8 @@ class Supervisor:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.json = settings.model_dump_json()
-        self.rundir = Path(tempfile.mkdtemp(prefix="h2h-"))
+        process_tree.remove_stale_run_folders()
+        self.rundir = process_tree.make_run_folder()
         self.endpoint = f"ipc://{self.rundir / 'engine.sock'}"
         self.metrics_dir = self.rundir / "metrics"
         self.metrics_dir.mkdir()
@@ -68,22 +73,31 @@ class Supervisor:
         self.fronts: dict[int, SpawnProcess] = {}
         self.sock: socket.socket | None = None
         self.stopping = False
+        self.engine_ready = False  # the engine answers (and handles SIGUSR1)
         self.deaths: list[float] = []
 
     def _start_engine(self) -> bool:
-        """A new engine process; True once it has loaded the models and answers."""
+        """A new engine process; True once it has loaded the models and answers, False if it
+        exited first or SIGTERM came meanwhile (`stopping`: the caller drains)."""
         parent, child = SPAWN.Pipe(duplex=False)
+        self.engine_ready = False
         self.engine = SPAWN.Process(
             target=engine_process.main, args=(self.json, self.endpoint, child), name="h2h-engine"
         )
         self.engine.start()
         child.close()
-        ready = wait([parent, self.engine.sentinel])
-        if parent not in ready or not parent.poll():
-            log.error("the engine exited before it was ready (exit code %s)", self.engine.exitcode)
-            return False
-        log.info("engine %d ready", parent.recv())
-        return True
+        log.info("engine starting (pid %d)", self.engine.pid)
+        while not self.stopping:
+            ready = wait([parent, self.engine.sentinel], timeout=POLL_S)
+            if parent in ready and parent.poll():
+                log.info("engine %d ready", parent.recv())
+                self.engine_ready = True
+                return True
+            if ready:
+                log.error("the engine exited before it was ready (exit code %s)", self.engine.exitcode)
+                return False
+        log.info("stopping while the engine (pid %d) loads", self.engine.pid)
+        return False
 
     def _start_front(self, index: int) -> None:
         args = (self.json, self.endpoint, self.sock, str(self.metrics_dir), index)
@@ -96,11 +110,13 @@ class Supervisor:
         self.stopping = True
 
     def run(self) -> int:
+        process_tree.name("h2h-supervisor")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        log.info("run folder %s", self.rundir)
         try:
             if not self._start_engine():
-                return 1
+                return self._drain() if self.stopping else 1
             self.sock = bind(self.settings)
             for i in range(fronts_for(self.settings)):
                 self._start_front(i)
@@ -114,11 +130,11 @@ class Supervisor:
         while not self.stopping:
             assert self.engine is not None
             procs = [self.engine, *self.fronts.values()]
-            wait([p.sentinel for p in procs], timeout=0.2)
+            wait([p.sentinel for p in procs], timeout=POLL_S)
             if self.stopping:
                 break
             if not self.engine.is_alive() and not self._engine_died():
-                return 1
+                return 0 if self.stopping else 1
             for i, p in list(self.fronts.items()):
                 if not p.is_alive():
                     log.error("front %d (pid %d) exited with %s; starting another", i, p.pid, p.exitcode)
@@ -141,7 +157,7 @@ class Supervisor:
             self.sock.close()
         grace = self.settings.shutdown_grace_s + 5.0
         code = 0
-        if self.engine is not None and self.engine.is_alive():
+        if self.engine is not None and self.engine_ready and self.engine.is_alive():
             os.kill(self.engine.pid, signal.SIGUSR1)  # queued work runs now, not after its window
         for p in self.fronts.values():
             if p.is_alive():
@@ -157,11 +173,13 @@ class Supervisor:
 
 
 def _exit_code(p: SpawnProcess) -> int:
+    """0 for a clean exit. SIGTERM's own death counts as clean: it is what a child gets from our
+    SIGTERM before it has set up its handler, i.e. while still starting, having served nothing."""
     if p.is_alive():
         log.error("%s (pid %d) did not exit in time; killed", p.name, p.pid)
         p.kill()
         return 1
-    return 0 if p.exitcode == 0 else 1
+    return 0 if p.exitcode in (0, -signal.SIGTERM) else 1
 
 
 def run(settings: ServiceSettings) -> int:
