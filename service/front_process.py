@@ -27,7 +27,7 @@ def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: st
     from service.app import create_app
     from service.front.link import EngineLink
     from service.http.server import serve
-    from service.metrics import FrontMetrics, families
+    from service.metrics import FrontMetrics, families, with_help
     from service.settings import ServiceSettings
 
     settings = ServiceSettings.model_validate_json(settings_json)
@@ -37,10 +37,12 @@ def main(settings_json: str, endpoint: str, sock: socket.socket, metrics_dir: st
     )
     every_front = CollectorRegistry()
     MultiProcessCollector(every_front, path=metrics_dir)
+    metrics = FrontMetrics()
+    help_texts = {f.name: f.documentation for f in families(metrics.registry)}
     app = create_app(
         settings,
         engine=EngineLink(settings, endpoint),
-        metrics=FrontMetrics(),
-        front_series=lambda: families(every_front),
+        metrics=metrics,
+        front_series=lambda: with_help(families(every_front), help_texts),
     )
     serve(app, settings, sockets=[sock])

@@ -261,6 +261,15 @@ def families(registry: Any) -> list[Metric]:
     return list(registry.collect())
 
 
+def with_help(fams: list[Metric], help_texts: dict[str, str]) -> list[Metric]:
+    """`fams` with each family's HELP from `help_texts` (by family name): the multiprocess
+    collector that sums the fronts reads files that keep no HELP and says "Multiprocess metric"
+    for every family."""
+    for f in fams:
+        f.documentation = help_texts.get(f.name, f.documentation)
+    return fams
+
+
 class _Merged:
     """A collector yielding fixed families (generate_latest takes any object with collect)."""
 

@@ -1,5 +1,5 @@
 """The service's process tree (`python -m service`) cleans up after itself: its processes are named
-(h2h-supervisor, h2h-engine, h2h-front-N), the supervisor killed with -9 takes the engine and every
+(h2h-supervisor, h2h-engine, h2h-front-N) and the fronts' summed series keep their HELP, the supervisor killed with -9 takes the engine and every
 front with it and frees the port, the next start removes the run folder it left, SIGTERM is
 honoured at any moment (engine loading at start-up or in a restart, a front being replaced), and
 engine deaths count against the limit only within the restart window.
@@ -105,6 +105,8 @@ def test_processes_are_named_and_die_with_a_killed_supervisor(started) -> None: 
     names = children(proc.pid)
     assert {"h2h-engine", "h2h-front-0", "h2h-front-1"} <= set(names.values()), names
     assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0].strip() == b"h2h-supervisor"
+    text = httpx.get(f"http://{hostport}/metrics").text  # the fronts' series summed, with their own HELP
+    assert "# HELP h2h_requests_total HTTP requests answered" in text and "Multiprocess metric" not in text
     rundir = Path(re.search(r"run folder (\S+)", log.read_text()).group(1))
     assert (rundir / "owner").is_file()
 
