@@ -73,12 +73,21 @@ class DemoSettings(BaseSettings):
     )
 
 
-# the capacity search's probes per --loadtest-preset: short, so the search adds well under a
-# minute to the demo (2 models x 2 shapes, at most 5 probes of about 1 s each)
+# the capacity search per --loadtest-preset: interleaved rounds of short probes, each model's and
+# the null-engine service's, until two rounds in a row agree within 15% (2-4 rounds): about two
+# minutes of the demo on the CPU box (2 shapes x 3 targets)
 CAPACITY_PROBES = {
-    "default": ("--probe-duration", "1", "--max-probes", "5", "--tolerance", "0.25"),
-    "tiny": ("--probe-duration", "0.3", "--max-probes", "3", "--tolerance", "0.5"),
+    "default": (
+        *("--probe-duration", "1", "--max-probes", "6", "--tolerance", "0.1"),
+        *("--min-rounds", "2", "--max-rounds", "4", "--stability", "0.15", "--p50-window", "0.5"),
+    ),
+    "tiny": (
+        *("--probe-duration", "0.3", "--max-probes", "3", "--tolerance", "0.5"),
+        *("--min-rounds", "2", "--max-rounds", "2", "--p50-window", "0.2"),
+    ),
 }
+# in-process blocks per point, so the model cost has a range the verdict can judge noise by
+INPROC_BLOCKS = {"default": "3", "tiny": "2"}
 
 
 def banner(text: str) -> None:
@@ -150,19 +159,28 @@ def loadtest(s: DemoSettings, url: str, names: dict[str, str]) -> SweepResults |
     # name the two models: the repository may hold others (e.g. the random-init paper pair)
     models = ",".join(names.values())
     args = ["--preset", s.loadtest_preset, "--mode", "both", "--models", models, "--repo", str(s.repo)]
+    args += ["--inproc-blocks", INPROC_BLOCKS[s.loadtest_preset]]
     if not run_loadtest("sweep", *args, "--url", url, "--out", str(s.results)):
         return None
     return load(s.results)
 
 
 def capacity(s: DemoSettings, url: str, names: dict[str, str]) -> CapacityResults | None:
-    """The SLO capacity search on the trained pair at batch 1 (it rewrites the report with the
-    which-model section and the accuracy-vs-capacity plot)."""
+    """The SLO capacity search on the trained pair at batch 1, beside the same service started
+    with --null-engine (no model runs: the ceiling the service itself sets), searched in the same
+    interleaved rounds. It rewrites the report with the which-model section and the plot."""
     args = ["--models", ",".join(names.values()), "--batch", "1", "--seq", s.capacity_seq]
     args += ["--slo-p99-ms", f"{s.slo_p99_ms:g}", *CAPACITY_PROBES[s.loadtest_preset]]
-    if not run_loadtest("capacity", *args, "--url", url, "--out", str(s.results)):
-        return None
-    return load_capacity(s.results)
+    log = s.results / "service-null-engine.log"
+    null = processes.service_args(s.repo, "--models", *names.values(), "--null-engine")
+    with processes.serving(
+        null, ready_path="/v2/health/ready", log=log, timeout=s.ready_timeout_s
+    ) as ceiling:
+        print(f"the service's own ceiling: the same service with --null-engine at {ceiling.base} (log {log})")
+        ok = run_loadtest(
+            "capacity", *args, "--url", url, "--ceiling-url", ceiling.base, "--out", str(s.results)
+        )
+    return load_capacity(s.results) if ok else None
 
 
 def show_answer(s: DemoSettings, results: SweepResults | None, cap: CapacityResults) -> None:

@@ -5,7 +5,8 @@ files' columns, with the unit in the name (`_ms`, `_s`, `_rps`, `_per_s`; `rate`
 
 results.json  = {"meta": {machine, versions, provider(s), settings, manifests, notes}, "points": [SweepRow]}
 results.csv   = the sweep's rows, columns in `SweepRow.columns()` order.
-capacity.json = {"meta": ..., "rows": [CapacityRow], "ratios": [CapacityRatio], "probes": [ProbeRow]}
+capacity.json = {"meta": ..., "rows": [CapacityRow], "ratios": [CapacityRatio], "probes": [ProbeRow],
+                 "rounds": [RoundRow], "ceiling": [CapacityRow]}
 capacity.csv  = the capacity rows, columns in `CapacityRow.columns()` order.
 
 Files written before a column existed still read: a missing column is None.
@@ -18,10 +19,12 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -138,6 +141,17 @@ class CapacityRow(ShapeRow):
     variant: str | None = None
     client_cpu_us_per_req: float | None = None
     accuracy: float | None = None  # test accuracy from the model's manifest
+    # repeated searches (loadtest.capacity.rounds): capacity_rps is the median over rounds,
+    # these its range; `probes` counts every window behind it, all rounds together
+    rounds: int = 1
+    capacity_lo_rps: float | None = None
+    capacity_hi_rps: float | None = None
+    stable: bool | None = None  # the last rounds agreed within the stability rule's share
+    p50_c1_lo_ms: float | None = None  # range of the lone-request p50 over rounds
+    p50_c1_hi_ms: float | None = None
+    ceiling_rps: float | None = None  # the service's own ceiling at this shape (null engine), median
+    ceiling_share: float | None = None  # capacity_rps / ceiling_rps
+    set_by_service: bool | None = None  # capacity within the noise of that ceiling
 
 
 class CapacityRatio(BaseModel):
@@ -150,6 +164,48 @@ class CapacityRatio(BaseModel):
     mha_rps: float
     sha_rps: float
     sha_over_mha: float | None
+    # over paired rounds (loadtest.capacity.rounds.capacity_ratio): the union of the rounds'
+    # bracket intervals; beyond noise when it excludes 1
+    sha_over_mha_lo: float | None = None
+    sha_over_mha_hi: float | None = None
+    rounds: int = 1
+    p50_sha_over_mha: float | None = None  # lone requests at this shape, median over paired rounds
+    p50_sha_over_mha_lo: float | None = None
+    p50_sha_over_mha_hi: float | None = None
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """A ratio with its interval (loadtest.capacity.rounds); `beyond_noise` when the interval clears parity by more than
+    `margin` (1 / (1 + margin) to 1 + margin: for capacity, the search's own resolution)."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int  # paired rounds behind it
+    margin: float = 0.0
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.n >= 2 and (self.hi < 1.0 / (1.0 + self.margin) or self.lo > 1.0 + self.margin)
+
+    def words(self) -> str:
+        """'0.84x [0.71, 0.97] over 3 paired rounds'"""
+        hi = "inf" if math.isinf(self.hi) else f"{self.hi:.2f}"
+        return f"{self.value:.2f}x [{self.lo:.2f}, {hi}] over {self.n} paired round{'s' * (self.n != 1)}"
+
+
+class RoundRow(BaseModel):
+    """One search of one round (`capacity.rounds.Round` with its model and shape)."""
+
+    model: str
+    batch: int
+    seq: int
+    round: int
+    capacity_rps: float
+    failed_above_rps: float | None = None
+    p50_c1_ms: float | None = None
+    windows: int = 0
 
 
 class ProbeRow(BaseModel):
@@ -173,6 +229,9 @@ class ProbeRow(BaseModel):
     duration_s: float = 0.0
     client_cpu_us_per_req: float | None = None
     error_kinds: dict[str, int] = Field(default_factory=dict)
+    windows: int = 1
+    passes: int | None = None
+    round: int = 0
 
 
 class Machine(BaseModel):
@@ -237,6 +296,8 @@ class CapacityResults(BaseModel):
     rows: list[CapacityRow]
     ratios: list[CapacityRatio] = Field(default_factory=list)
     probes: list[ProbeRow] = Field(default_factory=list)
+    rounds: list[RoundRow] = Field(default_factory=list)
+    ceiling: list[CapacityRow] = Field(default_factory=list)  # the null-engine service, per shape
 
 
 JSON_NAME = "results.json"

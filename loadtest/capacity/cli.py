@@ -34,19 +34,34 @@ class _ProbeProgress(StepProgress):
         self.used = 0
 
 
-def summary(rows: list[CapacityRow], ratios: list[CapacityRatio], slo: float, max_err: float) -> str:
+def _range(lo: float | None, hi: float | None, fmt: str = ",.0f") -> str:
+    return f"[{lo:{fmt}}-{hi:{fmt}}]" if lo is not None and hi is not None else ""
+
+
+def summary(
+    rows: list[CapacityRow],
+    ratios: list[CapacityRatio],
+    slo: float,
+    max_err: float,
+    ceiling: list[CapacityRow],
+) -> str:
     lines = [
-        f"capacity at p99 <= {slo:g} ms (from intended send times), errors <= {max_err:.2%}, Poisson arrivals:"
+        f"capacity at p99 <= {slo:g} ms (from intended send times), errors <= {max_err:.2%}, Poisson arrivals "
+        "(median over interleaved rounds [lowest-highest round]):"
     ]
-    for r in rows:
-        p99 = f"{r.p99_ms:.1f}" if r.p99_ms is not None else "–"
+    for r in [*rows, *ceiling]:
+        share = f", {r.ceiling_share:.0%} of the service's ceiling" if r.ceiling_share is not None else ""
         lines.append(
             f"  {r.model:<20} b={r.batch:<3} s={r.seq:<4} {r.capacity_rps:>9,.1f} req/s "
-            f"{r.capacity_rows_per_s:>9,.1f} rows/s  p99 {p99} ms  ({r.status}, {r.probes} probes)"
+            f"{_range(r.capacity_lo_rps, r.capacity_hi_rps)}  ({r.status}, {r.rounds} rounds, {r.probes} windows"
+            f"{'' if r.stable is not False else ', unstable'}{share})"
         )
     for x in ratios:
         ratio = f"{x.sha_over_mha:.2f}" if x.sha_over_mha is not None else "–"
-        lines.append(f"  SHA/MHA capacity at b={x.batch} s={x.seq}: {ratio} ({x.sha} / {x.mha})")
+        iv = _range(x.sha_over_mha_lo, x.sha_over_mha_hi, ".2f")
+        lines.append(
+            f"  SHA/MHA capacity at b={x.batch} s={x.seq}: {ratio} {iv} ({x.sha} / {x.mha}, {x.rounds} rounds)"
+        )
     return "\n".join(lines)
 
 
@@ -63,14 +78,17 @@ def _settings(args: Any) -> CapacitySettings:
 def cmd_capacity(args: Any) -> int:
     s = _settings(args)
     pl = planned(plan, s)
+    searches = len(pl.targets) + (len(pl.shapes()) if s.ceiling_url else 0)
+    rounds = max(s.min_rounds, s.max_rounds)
     line = (
-        f"capacity: {len(pl.targets)} searches (p99 <= {s.slo_p99_ms:g} ms, at most {s.max_probes} probes of "
-        f">= {s.probe_duration:g} s each), at most about {pl.estimate_s() / 60:.1f} min; results -> {s.out}"
+        f"capacity: {searches} searches in {s.min_rounds}-{rounds} interleaved rounds (p99 <= {s.slo_p99_ms:g} ms, "
+        f"at most {s.max_probes} probes of >= {s.probe_duration:g} s each), at most about "
+        f"{pl.estimate_s() / 60:.1f} min; results -> {s.out}"
     )
     if announce(args, line, pl.targets):
         return 0
     try:
-        with _ProbeProgress(len(pl.targets), s.max_probes) as prog:
+        with _ProbeProgress(searches * rounds, s.max_probes) as prog:
             runner = CapacityRunner(pl, prog.probe, prog.search_done)
             rows = runner.run()
     except hc.ServiceUnreachable as exc:
@@ -81,5 +99,5 @@ def cmd_capacity(args: Any) -> int:
     print(f"wrote {s.out / 'capacity.csv'} and {s.out / 'capacity.json'}", file=sys.stderr)
     if not args.no_report:
         print(f"wrote {write_report(s.out)}", file=sys.stderr)
-    print(summary(rows, ratios(rows), s.slo_p99_ms, s.max_error_rate))
+    print(summary(rows, ratios(rows, runner.rounds), s.slo_p99_ms, s.max_error_rate, runner.ceiling))
     return 0

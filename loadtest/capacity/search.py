@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from loadtest.client.latency import summarize
@@ -40,6 +40,8 @@ class Probe:
     duration_s: float = 0.0
     client_cpu_us_per_req: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
+    windows: int = 1  # measurement windows behind the verdict (`steady` repeats them)
+    passes: int | None = None  # of those windows, how many passed (None: one window)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class SearchSpec:
     tolerance: float = 0.1  # stop when the failing rate is within 10% of the passing one
     min_rate: float = 0.1
     max_rate: float = 1e6
+    step: float = 2.0  # the bracketing factor (a later round starts at the last capacity with a finer one)
 
 
 @dataclass
@@ -96,10 +99,34 @@ def judge(rate: float, res: LoadResult, spec: SearchSpec, duration: float) -> Pr
     )
 
 
+def steady(window: Callable[[float], Probe], agree: int = 2, most: int = 3) -> Callable[[float], Probe]:
+    """A probe that repeats its window at the same rate until `agree` consecutive windows agree
+    (pass or fail), at most `most` windows, then takes the majority: one busy second no longer
+    decides a rate (perf_analyzer's stability idea, applied to a pass/fail). The last window's
+    figures are reported, with the window and pass counts."""
+
+    def probe(rate: float) -> Probe:
+        seen: list[Probe] = []
+        while len(seen) < most:
+            seen.append(window(rate))
+            tail = [p.passed for p in seen[-agree:]]
+            if len(tail) == agree and len(set(tail)) == 1:
+                break
+        passes = sum(p.passed for p in seen)
+        verdict = passes * 2 > len(seen) if len(seen) == most else seen[-1].passed
+        last = seen[-1]
+        if verdict != last.passed:
+            last = next(p for p in reversed(seen) if p.passed == verdict)
+        return replace(last, windows=len(seen), passes=passes)
+
+    return probe
+
+
 def search(
     probe: Callable[[float], Probe], spec: SearchSpec, on_probe: Callable[[Probe], None] | None = None
 ) -> SearchResult:
-    """Bracket by doubling or halving from `spec.start_rate`, then bisect; at most `max_probes` probes."""
+    """Bracket by multiplying or dividing by `spec.step` (2: doubling) from `spec.start_rate`, then
+    bisect; at most `max_probes` probes."""
     probes: list[Probe] = []
     lo: Probe | None = None
     hi: Probe | None = None
@@ -122,15 +149,15 @@ def search(
             if rate >= spec.max_rate:
                 status = "max rate passed"
                 break
-            rate = min(rate * 2, spec.max_rate)
+            rate = min(rate * spec.step, spec.max_rate)
         else:
             hi = p
             if lo is not None:
                 break
-            if rate / 2 < spec.min_rate:
+            if rate / spec.step < spec.min_rate:
                 status = "SLO missed at the lowest rate"
                 break
-            rate /= 2
+            rate /= spec.step
     while lo is not None and hi is not None and len(probes) < spec.max_probes:  # bisect
         if hi.rate / lo.rate <= 1 + spec.tolerance:
             break

@@ -18,7 +18,8 @@ from loadtest import results
 from loadtest.gpu import crossover, kernel_page, throughput, versus
 from loadtest.gpu.plan import PEAK_JSON
 from loadtest.profile import runner as profile_runner
-from loadtest.report import analysis, choose
+from loadtest.report import analysis
+from loadtest.report.decide import decide
 from loadtest.report.markdown import verdict
 from loadtest.results import CapacityRatio, CapacityRow, SweepRow
 
@@ -195,6 +196,10 @@ def _folder(path: Path) -> tuple[list[SweepRow], results.ResultMeta] | None:
     return data.points, data.meta
 
 
+# the in-process folder whose model cost the verdict weighs beside an HTTP folder's capacity
+COST_FOLDER = {"small-http": "small-served"}
+
+
 def _http(out: Path, folder: str) -> HttpFacts | None:
     got = _folder(out / folder)
     cap = results.load_capacity(out / folder) if (out / folder).is_dir() else None
@@ -205,11 +210,10 @@ def _http(out: Path, folder: str) -> HttpFacts | None:
     if not (cap and cap.rows):
         return HttpFacts(folder, said, compute=compute)
     rows = cap.rows
-    shape = choose.headline_shape(rows)
-    cands = choose.candidates(rows, got[0] if got else [], cap.meta.manifests)
-    slo = rows[0].slo_p99_ms
-    recommendation = choose.recommend(cands, shape, slo) if shape else None
-    return HttpFacts(folder, said, recommendation, list(rows), list(cap.ratios), slo, compute)
+    cost = _folder(out / COST_FOLDER[folder]) if folder in COST_FOLDER else None
+    said_cap = decide(cap, [*(got[0] if got else []), *(cost[0] if cost else [])], cap.meta.manifests)
+    recommendation = said_cap.sentence if said_cap else None
+    return HttpFacts(folder, said, recommendation, list(rows), list(cap.ratios), rows[0].slo_p99_ms, compute)
 
 
 def _peak(out: Path) -> dict[str, float]:

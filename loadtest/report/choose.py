@@ -1,7 +1,7 @@
 """Which model to serve: accuracy, latency of a lone request and capacity under the SLO, side by side.
 
 Pure helpers over capacity rows (`capacity.json`) and sweep points (`results.json`); the report
-renders them and `plots.accuracy_vs_capacity` draws them.
+renders them, `plots.accuracy_vs_capacity` draws them and `decide` turns them into the verdict.
 
 Accuracy counts as different only beyond noise: a 95% interval on the difference of the two test
 accuracies (two proportions over the manifests' test-set sizes, treated as independent samples,
@@ -149,56 +149,3 @@ def candidates(
         if r.failed_above_rps is None and r.capacity_rps > 0:
             out[m].lower_bound.add(key)
     return list(out.values())
-
-
-def recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) -> str:
-    """One plain sentence with the numbers: the model to serve at `shape` under p99 <= `slo_ms`."""
-    text = _recommend(cands, shape, slo_ms)
-    bounds = [c.model for c in cands if shape in c.lower_bound]
-    if bounds:
-        text += (
-            f" ({' and '.join(bounds)}: lower bound{'s' if len(bounds) > 1 else ''}, every probe passed; "
-            f"raise --max-probes for the limit.)"
-        )
-    return text
-
-
-def _recommend(cands: list[Candidate], shape: tuple[int, int], slo_ms: float) -> str:
-    b, q = shape
-    where = f"within p99 <= {slo_ms:g} ms at batch {b} x seq {q}"
-    cs = [c for c in cands if shape in c.capacity]
-    if len(cs) < 2:
-        return "Only one model was measured, so there is nothing to choose between."
-    by_cap = sorted(cs, key=lambda c: c.capacity[shape], reverse=True)
-    fast, slow = by_cap[0], by_cap[1]
-    if fast.capacity[shape] <= 0:
-        return f"No model meets p99 <= {slo_ms:g} ms at batch {b} x seq {q} at any rate tried; relax the SLO or add replicas."
-    cap = lambda c: f"{c.capacity[shape]:,.0f} req/s"  # noqa: E731
-    times = f"{fast.capacity[shape] / slow.capacity[shape]:.2f}x" if slow.capacity[shape] > 0 else "all"
-    gap = accuracy_gap(fast, slow)
-    if gap is None:
-        return (
-            f"No test accuracy is recorded for {', '.join(c.model for c in (fast, slow) if c.accuracy is None)} "
-            f"(random-init or untrained export), so on cost alone serve {fast.model}: it carries {times} the "
-            f"traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)})."
-        )
-    if not gap.beyond_noise:
-        return (
-            f"Serve {fast.model}: the two are equally accurate within noise ({gap.words()}), and "
-            f"{fast.model} carries {times} the traffic of {slow.model} {where} ({cap(fast)} vs {cap(slow)})."
-        )
-    if gap.better is fast:
-        return (
-            f"Serve {fast.model}: it is more accurate than {slow.model} beyond noise ({gap.words()}) and "
-            f"carries {times} its traffic {where} ({cap(fast)} vs {cap(slow)})."
-        )
-    if slow.capacity[shape] <= 0:
-        return (
-            f"Serve {fast.model}: {slow.model} is more accurate ({gap.words()}) but misses p99 <= {slo_ms:g} ms "
-            f"at batch {b} x seq {q} at every rate tried, while {fast.model} carries {cap(fast)}."
-        )
-    return (
-        f"Trade-off: {slow.model} is more accurate beyond noise ({gap.words()}), {fast.model} carries {times} "
-        f"its traffic {where} ({cap(fast)} vs {cap(slow)}); serve {slow.model}, at {times} the replicas for "
-        f"the same load, unless replicas rather than accuracy are the binding cost."
-    )

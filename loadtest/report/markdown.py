@@ -10,9 +10,10 @@ from contract.atomic import write_text
 from loadtest import results
 from loadtest.profile import render, runner
 from loadtest.report import analysis, choose, plots
+from loadtest.report.decide import decide
 from loadtest.report.study import HEADER as STUDY_HEADER
 from loadtest.report.study import Study, load_study
-from loadtest.results import CapacityResults, ResultMeta, SweepResults, SweepRow
+from loadtest.results import CapacityResults, CapacityRow, ResultMeta, SweepResults, SweepRow
 
 REPORT_NAME = "report.md"
 
@@ -70,11 +71,9 @@ def _pct(r: float) -> str:
 def headline(points: list[SweepRow], capacity: CapacityResults | None) -> str:
     """What the CLI prints after writing a report: the cost verdict and/or the recommendation."""
     parts = [verdict(points)] if points or not capacity else []
-    rows = capacity.rows if capacity else []
-    shape = choose.headline_shape(rows)
-    if capacity and shape is not None:
-        manifests = capacity.meta.manifests
-        parts.append(choose.recommend(choose.candidates(rows, points, manifests), shape, rows[0].slo_p99_ms))
+    said = decide(capacity, points, capacity.meta.manifests, load_study()) if capacity else None
+    if said is not None:
+        parts.append(said.sentence)
     return "\n".join(parts)
 
 
@@ -163,12 +162,49 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "–"
 
 
+def _iv(v: float | None, lo: float | None, hi: float | None) -> str:
+    """'0.84x [0.71, 0.97]', or '0.84x' without an interval."""
+    if v is None:
+        return "–"
+    return f"{v:.2f}x" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def _cap_cell(r: CapacityRow | None) -> str | None:
+    """'2,573 [2,340-2,600], 3 rounds, 11 windows, 91% of ceiling' (the median over rounds first)."""
+    if r is None:
+        return None
+    text = f"{r.capacity_rps:,.0f}"
+    if r.capacity_lo_rps is not None and r.capacity_hi_rps is not None:
+        text += f" [{r.capacity_lo_rps:,.0f}-{r.capacity_hi_rps:,.0f}]"
+    text += f", {r.rounds} round{'s' * (r.rounds != 1)}, {r.probes} windows"
+    if r.stable is False:
+        text += ", unstable"
+    if r.ceiling_share is not None:
+        text += f", {r.ceiling_share:.0%} of ceiling"
+    return text
+
+
+def _p50_cell(c: choose.Candidate, rows: dict[tuple[str, int, int], CapacityRow]) -> Any:
+    own = sorted(
+        (k[2], r) for k, r in rows.items() if k[0] == c.model and k[1] == 1 and r.p50_c1_ms is not None
+    )
+    r = own[0][1] if own else None
+    if r is None or r.p50_c1_lo_ms is None or r.p50_c1_hi_ms is None:
+        return c.p50_b1_ms
+    return f"{r.p50_c1_ms:.2f} [{r.p50_c1_lo_ms:.2f}-{r.p50_c1_hi_ms:.2f}]"
+
+
 def which_model_table(
-    cands: list[choose.Candidate], shapes: list[tuple[int, int]], seeded: Study | None = None
+    cands: list[choose.Candidate],
+    shapes: list[tuple[int, int]],
+    seeded: Study | None = None,
+    cap: CapacityResults | None = None,
 ) -> str:
     """Per model: its own test accuracy, the seeded study's for its architecture (when there is
-    one), p50 at batch 1 and capacity per shape; then SHA against MHA (accuracy as SHA − MHA in
-    points, the p50 and capacity ratios as SHA/MHA) when both are present."""
+    one), p50 at batch 1 and capacity per shape, each with its range over rounds; the service's
+    own ceiling (null engine) when it was measured; then SHA against MHA (accuracy as SHA − MHA
+    in points, the p50 and capacity ratios as SHA/MHA with their intervals over paired rounds)."""
+    by = {(r.model, r.batch, r.seq): r for r in (cap.rows if cap else [])}
     norms = {c.model: c.norm for c in cands}
     study = [[seeded.cell(c.arch, norms[c.model])] for c in cands] if seeded else [[] for _ in cands]
     rows: list[list[Any]] = [
@@ -177,11 +213,17 @@ def which_model_table(
             c.shape_label,
             None if c.accuracy is None else f"{c.accuracy:.4f}",
             *study[i],
-            c.p50_b1_ms,
-            *[c.capacity.get(k) for k in shapes],
+            _p50_cell(c, by),
+            *[_cap_cell(by.get((c.model, *k))) or c.capacity.get(k) for k in shapes],
         ]
         for i, c in enumerate(cands)
     ]
+    ceiling = {(r.batch, r.seq): r for r in (cap.ceiling if cap else [])}
+    if ceiling:
+        cells = [_cap_cell(ceiling.get(k)) for k in shapes]
+        rows.append(
+            ["service ceiling (null engine)", "no model", None, *([None] if seeded else []), None, *cells]
+        )
     mha = next((c for c in cands if c.arch == "mha"), None)
     sha = next((c for c in cands if c.arch == "sha"), None)
     if mha and sha:
@@ -190,9 +232,21 @@ def which_model_table(
             if sha.accuracy is not None and mha.accuracy is not None
             else None
         )
-        caps = [_ratio(sha.capacity.get(k), mha.capacity.get(k)) for k in shapes]
+        ratio = {(x.batch, x.seq): x for x in (cap.ratios if cap else [])}
+        caps = [
+            _iv(x.sha_over_mha, x.sha_over_mha_lo, x.sha_over_mha_hi)
+            if (x := ratio.get(k))
+            else _ratio(sha.capacity.get(k), mha.capacity.get(k))
+            for k in shapes
+        ]
+        head = ratio.get(shapes[0]) if shapes else None
+        p50 = (
+            _iv(head.p50_sha_over_mha, head.p50_sha_over_mha_lo, head.p50_sha_over_mha_hi)
+            if head and head.p50_sha_over_mha is not None
+            else _ratio(sha.p50_b1_ms, mha.p50_b1_ms)
+        )
         diff = [seeded.diff_cell()] if seeded else []
-        rows.append(["SHA vs MHA", "", points, *diff, _ratio(sha.p50_b1_ms, mha.p50_b1_ms), *caps])
+        rows.append(["SHA vs MHA", "", points, *diff, p50, *caps])
     header = [
         "model",
         "layers x heads",
@@ -217,9 +271,10 @@ def which_model_answer(
     cands = choose.candidates(rows, points, manifests)
     shapes = sorted({(r.batch, r.seq) for r in rows})
     seeded = load_study()
-    sentence = choose.recommend(cands, shape, rows[0].slo_p99_ms)
+    said = decide(cap, points, manifests, seeded)
+    sentence = said.sentence if said else ""
     sentence += f" {seeded.sentence()}" if seeded and seeded.sentence() else ""
-    return which_model_table(cands, shapes, seeded), sentence
+    return which_model_table(cands, shapes, seeded, cap), sentence
 
 
 def which_model_section(cap: CapacityResults, points: list[SweepRow], manifests: dict[str, Any]) -> list[str]:
@@ -237,7 +292,16 @@ def which_model_section(cap: CapacityResults, points: list[SweepRow], manifests:
         "",
         f"Capacity: the highest Poisson arrival rate (requests/s) whose p99, measured from the intended "
         f"send times, stays within {slo:g} ms with at most {max_err:.2%} errors (429s included); "
-        f"`python -m loadtest capacity`. p50 at batch 1: {source or 'not measured'}.",
+        f"`python -m loadtest capacity`: the median over interleaved rounds [lowest-highest round] and the "
+        f"windows (probes) behind it; SHA vs MHA: the median ratio [its interval over paired rounds, each "
+        f"round's search bracket included]. p50 at batch 1: {source or 'not measured'}"
+        f"{' [range over rounds]' if any(r.p50_c1_lo_ms is not None for r in rows) else ''}."
+        + (
+            " The service ceiling is the same search against the service started with `--null-engine` "
+            "(no model runs): what the service itself allows on this machine."
+            if cap.ceiling
+            else ""
+        ),
         "",
         table,
         "",

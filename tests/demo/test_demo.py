@@ -90,10 +90,11 @@ def _assert_the_answer(out: str, results: Path) -> None:
         "| sha-tiny | SHA 8L-1H | 0."
     )
     assert answer[3].split(" | ")[3].endswith("seeds)")  # the study's figure, labelled (committed records)
-    assert answer[5].startswith("| SHA vs MHA | – | SHA − MHA ") and " points [" in answer[5]
+    assert answer[5].startswith("| service ceiling (null engine) | no model |") and "rounds" in answer[5]
+    assert answer[6].startswith("| SHA vs MHA | – | SHA − MHA ") and " points [" in answer[6]
     sentence = answer[-1]
-    assert len(answer) == 8 and answer[6] == "" and sentence == out.strip().splitlines()[-1]
-    assert sentence.startswith(("Serve mha-tiny", "Serve sha-tiny", "Trade-off: "))
+    assert len(answer) == 9 and answer[7] == "" and sentence == out.strip().splitlines()[-1]
+    assert sentence.startswith(("Serve mha-tiny", "Serve sha-tiny", "Trade-off: ", "Either: no difference"))
     assert (
         "over 60 test examples" in sentence
         and "In the seeded study (docs/accuracy.json" in sentence

@@ -14,8 +14,9 @@ from loadtest.capacity.search import Probe, SearchSpec, judge, search
 from loadtest.client.load import LoadResult
 from loadtest.client.schedule import ScheduleStats, poisson_offsets
 from loadtest.report import choose, study
+from loadtest.report.decide import decide
 from loadtest.report.markdown import which_model_answer, write_report
-from loadtest.results import CapacityResults, CapacityRow
+from loadtest.results import CapacityResults, CapacityRow, RoundRow
 
 
 def threshold_server(capacity: float):
@@ -141,31 +142,54 @@ def _cap_rows(acc_mha: float | None, acc_sha: float | None, cap_mha: float = 600
     return rows
 
 
+def _results(rows: list[CapacityRow], rounds: int = 3, manifests: dict | None = None) -> CapacityResults:
+    """The rows as `rounds` interleaved rounds that agree, each bracketed as the row is."""
+    rr = [
+        RoundRow(
+            model=r.model,
+            batch=r.batch,
+            seq=r.seq,
+            round=i,
+            capacity_rps=r.capacity_rps,
+            failed_above_rps=r.failed_above_rps,
+            p50_c1_ms=r.p50_c1_ms,
+        )
+        for r in rows
+        for i in range(rounds)
+    ]
+    for r in rows:
+        r.rounds, r.capacity_lo_rps, r.capacity_hi_rps = rounds, r.capacity_rps, r.capacity_rps
+    meta = {"manifests": manifests or {}}
+    return CapacityResults(meta=meta, rows=rows, ratios=ratios(rows, rr), rounds=rr)
+
+
+def _say(rows: list[CapacityRow], manifests: dict | None = None, **kw) -> str:
+    v = decide(_results(rows, manifests=manifests, **kw), [], manifests or {})
+    assert v is not None
+    return v.sentence
+
+
 def test_recommendation_when_one_model_wins_both():
-    rows = _cap_rows(0.7858, 0.7646)
-    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
-    assert text == (
-        "Serve mha-x: it is more accurate than sha-x beyond noise (test accuracy mha-x 0.7858 vs sha-x 0.7646, "
-        "SHA − MHA -2.12 points) and carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 "
-        "(600 req/s vs 360 req/s)."
+    assert _say(_cap_rows(0.7858, 0.7646)) == (
+        "Serve mha-x, decided by capacity: it carries 1.67x the traffic of sha-x within p99 <= 50 ms at batch 1 "
+        "x seq 16: SHA/MHA 0.60x [0.56, 0.65] over 3 paired rounds; mha-x 600 req/s [600-600] vs sha-x 360 req/s "
+        "[360-360]; and it is more accurate beyond noise (test accuracy mha-x 0.7858 vs sha-x 0.7646, "
+        "SHA − MHA -2.12 points)."
     )
 
 
 def test_recommendation_names_the_trade_off_and_picks_accuracy():
-    rows = _cap_rows(0.7646, 0.7858)
-    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
-    assert text == (
-        "Trade-off: sha-x is more accurate beyond noise (test accuracy mha-x 0.7646 vs sha-x 0.7858, SHA − MHA +2.12 points), "
-        "mha-x carries 1.67x its traffic within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s); "
-        "serve sha-x, at 1.67x the replicas for the same load, unless replicas rather than accuracy are the "
-        "binding cost."
+    text = _say(_cap_rows(0.7646, 0.7858))
+    assert text.startswith("Trade-off: mha-x, decided by capacity: it carries 1.67x the traffic of sha-x")
+    assert text.endswith(
+        "but sha-x is more accurate beyond noise (test accuracy mha-x 0.7646 vs sha-x 0.7858, SHA − MHA +2.12 "
+        "points). Serve sha-x unless replicas rather than accuracy are the binding cost."
     )
     # the more accurate model never meets the SLO: serve the one that does
-    slow_fails = choose.recommend(
-        choose.candidates(_cap_rows(0.7646, 0.7858, cap_sha=0.0), [], {}), (1, 16), 50.0
-    )
-    assert (
-        slow_fails.startswith("Serve mha-x: sha-x is more accurate") and "misses p99 <= 50 ms" in slow_fails
+    slow_fails = _say(_cap_rows(0.7646, 0.7858, cap_sha=0.0))
+    assert slow_fails == (
+        "Serve mha-x, decided by capacity: sha-x misses p99 <= 50 ms at batch 1 x seq 16 at every rate tried, "
+        "while mha-x carries 600 req/s."
     )
 
 
@@ -173,11 +197,10 @@ def test_accuracy_gap_is_judged_against_test_set_noise():
     """With the test-set size, a 0.55-point gap over 11,700 examples is within noise (95% interval
     +-1.06 points) and a 2-point gap is not; without it, 0.1 point is the line."""
     n = {"mha-x": {"test_examples": 11_700}, "sha-x": {"test_examples": 11_700}}
-    same = choose.recommend(choose.candidates(_cap_rows(0.7861, 0.7806), [], n), (1, 16), 50.0)
-    assert same == (
-        "Serve mha-x: the two are equally accurate within noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
-        "SHA − MHA -0.55 points, 95% interval [-1.61, +0.51] over 11,700 test examples), and mha-x carries 1.67x the "
-        "traffic of sha-x within p99 <= 50 ms at batch 1 x seq 16 (600 req/s vs 360 req/s)."
+    same = _say(_cap_rows(0.7861, 0.7806), n)
+    assert same.endswith(
+        "accuracy does not differ beyond noise (test accuracy mha-x 0.7861 vs sha-x 0.7806, "
+        "SHA − MHA -0.55 points, 95% interval [-1.61, +0.51] over 11,700 test examples)."
     )
     gap = choose.accuracy_gap(*choose.candidates(_cap_rows(0.78, 0.80), [], n))
     assert gap is not None and gap.better.model == "sha-x" and gap.beyond_noise
@@ -187,23 +210,25 @@ def test_accuracy_gap_is_judged_against_test_set_noise():
 
 
 def test_recommendation_without_accuracy_and_without_capacity():
-    text = choose.recommend(choose.candidates(_cap_rows(None, None), [], {}), (1, 16), 50.0)
-    assert text.startswith("No test accuracy is recorded for mha-x, sha-x") and "serve mha-x" in text
-    none = choose.recommend(choose.candidates(_cap_rows(0.7, 0.7, 0.0, 0.0), [], {}), (1, 16), 5.0)
-    assert none.startswith("No model meets p99 <= 5 ms")
+    text = _say(_cap_rows(None, None))
+    assert text.startswith("Serve mha-x, decided by capacity") and text.endswith(
+        "no test accuracy is recorded."
+    )
+    assert _say(_cap_rows(0.7, 0.7, 0.0, 0.0)).startswith("No model meets p99 <= 50 ms")
     # accuracy from the manifests when the capacity rows carry none
-    c = choose.candidates(
-        _cap_rows(None, None), [], {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
+    m = {"mha-x": {"test_accuracy": 0.8}, "sha-x": {"test_accuracy": 0.8}}
+    assert "accuracy does not differ beyond noise (test accuracy mha-x 0.8000 vs sha-x 0.8000" in _say(
+        _cap_rows(None, None), m
     )
-    assert "equally accurate within noise (test accuracy mha-x 0.8000 vs sha-x 0.8000" in choose.recommend(
-        c, (1, 16), 50.0
-    )
+    # one round: no interval, so capacity decides nothing, and nothing else differs
+    one = _say(_cap_rows(0.8, 0.8), rounds=1)
+    assert one.startswith("Either: no difference beyond noise in capacity") and "over 1 paired round" in one
 
 
 def test_recommendation_flags_lower_bounds():
     rows = _cap_rows(0.7858, 0.7646)
     rows[0].failed_above_rps = None  # mha-x b1 s16: every probe passed
-    text = choose.recommend(choose.candidates(rows, [], {}), (1, 16), 50.0)
+    text = _say(rows)
     assert text.endswith("(mha-x: lower bound, every probe passed; raise --max-probes for the limit.)")
 
 
@@ -220,8 +245,8 @@ def test_which_model_section_and_plot_in_the_report(tmp_path, monkeypatch):
         CapacityResults(meta=meta, rows=rows, ratios=ratios(rows)).model_dump_json()
     )
     md = write_report(tmp_path).read_text()
-    assert "## Which model to serve" in md and "Serve mha-x: it is more accurate" in md
-    assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600.0 | 300.0 |" in md
+    assert "## Which model to serve" in md and "Serve mha-x, decided by accuracy: it is more accurate" in md
+    assert "| mha-x | MHA 4L-4H | 0.7858 | 3.75 | 600, 1 round, 6 windows | 300, 1 round, 6 windows |" in md
     assert "| SHA vs MHA | – | SHA − MHA -2.12 points | 1.67x | 0.60x | 0.60x |" in md
     assert "## Verdict" not in md  # no sweep in this folder
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md
@@ -253,6 +278,8 @@ def _study_records(tests: dict[str, list[float]], epochs: int = 4) -> list[dict]
             "val_accuracy": t + 0.01,
             "val_curve": [t + 0.01],
             "epoch_train_s": [10.0],
+            "layers": 4 if v.startswith("mha") else 16,  # the served pair's sizes (mha-x 4L-4H, sha-x 16L-1H)
+            "heads": 4 if v.startswith("mha") else 1,
         }
         for v, ts in tests.items()
         for seed, t in enumerate(ts, start=1)
@@ -279,7 +306,9 @@ def test_the_answer_shows_the_seeded_study_beside_the_served_models(tmp_path, mo
     assert lines[4].startswith(
         "| SHA vs MHA | – | SHA − MHA -2.12 points | SHA − MHA -1.00 points [-3.27, +1.27] |"
     )
-    assert "(test accuracy mha-x 0.7858 vs sha-x 0.7646, SHA − MHA -2.12 points, 95% interval [" in sentence
+    # the verdict weighs the study's accuracy, not the served short runs' own
+    assert sentence.startswith("Either: no difference beyond noise in capacity")
+    assert "accuracy (seeded study, 4 and 4 epochs, 3 and 3 seeds: SHA − MHA -1.00 points, 95% interval" in sentence
     assert sentence.endswith(
         "In the seeded study (docs/accuracy.json, preset small, each architecture at the training budget its "
         "validation accuracy picks: mha-admin 4 epochs, sha-admin 4 epochs, 3 and 3 seeds), test accuracy "

@@ -140,25 +140,18 @@ def test_alias_ambiguity(tiny_repo: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_capacity_search_against_live_service(live_service: str, tmp_path: Path):
+def test_capacity_search_against_live_service(live_service: str, tiny_repo: Path, tmp_path: Path):
+    """Two interleaved rounds of both models and of the null-engine service (the ceiling)."""
     out = tmp_path / "results"
-    r = _run(
-        "capacity",
-        "--models",
-        "mha,sha",
-        "--seq",
-        "16",
-        "--slo-p99-ms",
-        "500",
-        "--probe-duration",
-        "0.4",
-        "--max-probes",
-        "3",
-        "--url",
-        live_service,
-        "--out",
-        str(out),
-    )
+    env = {"H2H_LOG_LEVEL": "warning", "H2H_INTRA_OP_THREADS": "1"}
+    null = processes.service_args(tiny_repo, "--null-engine")
+    with processes.serving(null, ready_path="/v2/health/ready", env=env, timeout=60) as ceiling:
+        r = _run(
+            *("capacity", "--models", "mha,sha", "--seq", "16", "--slo-p99-ms", "500"),
+            *("--probe-duration", "0.3", "--max-probes", "3", "--windows", "2", "--p50-window", "0.2"),
+            *("--min-rounds", "2", "--max-rounds", "2", "--url", live_service, "--ceiling-url", ceiling.base),
+            *("--out", str(out)),
+        )
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((out / "capacity.json").read_text())
     rows = list(csv.DictReader((out / "capacity.csv").open()))
@@ -168,15 +161,26 @@ def test_capacity_search_against_live_service(live_service: str, tmp_path: Path)
     ]
     for row in data["rows"]:
         assert row["capacity_rps"] > 0 and row["capacity_rows_per_s"] == row["capacity_rps"]
-        assert row["p99_ms"] <= 500 and row["p50_c1_ms"] > 0 and 1 <= row["probes"] <= 3
+        assert row["p99_ms"] <= 500 and row["p50_c1_ms"] > 0 and row["rounds"] == 2
+        assert row["capacity_lo_rps"] <= row["capacity_rps"] <= row["capacity_hi_rps"]
+        assert row["p50_c1_lo_ms"] <= row["p50_c1_ms"] <= row["p50_c1_hi_ms"]
         assert row["accuracy"] == data["meta"]["manifests"][row["model"]]["test_accuracy"]
-    assert len(data["probes"]) == sum(row["probes"] for row in data["rows"])
-    assert data["ratios"][0]["sha_over_mha"] == pytest.approx(
-        data["rows"][1]["capacity_rps"] / data["rows"][0]["capacity_rps"]
+        assert row["ceiling_rps"] > 0 and row["ceiling_share"] == pytest.approx(
+            row["capacity_rps"] / row["ceiling_rps"]
+        )
+    (ceil,) = data["ceiling"]
+    assert (
+        ceil["model"] == "service ceiling (null engine)" and ceil["rounds"] == 2 and ceil["capacity_rps"] > 0
     )
+    assert [x["model"] for x in data["rounds"]].count("mha-tiny") == 2 and len(data["rounds"]) == 6
+    assert sum(p["windows"] for p in data["probes"]) == sum(x["probes"] for x in [*data["rows"], ceil])
+    ratio = data["ratios"][0]
+    assert ratio["rounds"] == 2 and ratio["sha_over_mha_lo"] <= ratio["sha_over_mha"]
+    assert ratio["p50_sha_over_mha_lo"] <= ratio["p50_sha_over_mha"] <= ratio["p50_sha_over_mha_hi"]
     assert "SHA/MHA capacity at b=1 s=16" in r.stdout and "req/s" in r.stderr  # summary, per-probe progress
     md = (out / "report.md").read_text()
-    assert "## Which model to serve" in md and "Serve " in md
+    assert "## Which model to serve" in md and ("decided by" in md or "Either: no difference" in md)
+    assert "| service ceiling (null engine) | no model |" in md
     assert all(0 <= row["accuracy"] <= 1 for row in data["rows"])  # the fixture runs record test accuracy
     assert (out / "accuracy_vs_capacity.png").read_bytes()[:4] == b"\x89PNG"
     assert "![Accuracy vs capacity](accuracy_vs_capacity.png)" in md

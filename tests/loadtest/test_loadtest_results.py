@@ -63,7 +63,8 @@ def test_a_committed_capacity_search_reads_and_writes_back_the_same(path: Path, 
     assert kept(raw, cap.model_dump(mode="json"))
     write_capacity(tmp_path, cap)
     written = (tmp_path / "capacity.csv").read_text().splitlines()[0].split(",")
-    assert written == (path.parent / "capacity.csv").read_text().splitlines()[0].split(",")
+    header = (path.parent / "capacity.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in written if c in header] == header  # older files lack newer columns, in the same order
     assert written == CapacityRow.columns()
 
 
