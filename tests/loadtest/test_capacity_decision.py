@@ -241,4 +241,7 @@ def test_the_table_shows_ranges_windows_the_ceiling_and_the_intervals() -> None:
     assert f"{ratio.sha_over_mha:.2f}x [{ratio.sha_over_mha_lo:.2f}, {ratio.sha_over_mha_hi:.2f}]" in table[5]
     v = decide(cap, [], {})
     assert v is not None and v.signal == "capacity" and v.model == "mha-x"
-    assert "capacity here is set by the service, not by the model, for mha-x (mha-x at 87%, sha-x at 62% of " in v.sentence
+    assert (
+        "capacity here is set by the service, not by the model, for mha-x (mha-x at 87%, sha-x at 62% of "
+        in v.sentence
+    )

@@ -308,7 +308,10 @@ def test_the_answer_shows_the_seeded_study_beside_the_served_models(tmp_path, mo
     )
     # the verdict weighs the study's accuracy, not the served short runs' own
     assert sentence.startswith("Either: no difference beyond noise in capacity")
-    assert "accuracy (seeded study, 4 and 4 epochs, 3 and 3 seeds: SHA − MHA -1.00 points, 95% interval" in sentence
+    assert (
+        "accuracy (seeded study, 4 and 4 epochs, 3 and 3 seeds: SHA − MHA -1.00 points, 95% interval"
+        in sentence
+    )
     assert sentence.endswith(
         "In the seeded study (docs/accuracy.json, preset small, each architecture at the training budget its "
         "validation accuracy picks: mha-admin 4 epochs, sha-admin 4 epochs, 3 and 3 seeds), test accuracy "
