@@ -198,3 +198,42 @@ def test_next_start_removes_only_run_folders_whose_owner_is_dead(tmp_path: Path)
     removed = process_tree.remove_stale_run_folders(tmp_path)
     assert sorted(p.name for p in removed) == ["h2h-dead", "h2h-reused"]  # same pid, other start time
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h2h-alive", "h2h-file", "h2h-unknown"]
+
+
+def test_sigterm_answers_a_request_whose_body_is_still_arriving_and_stops_the_engine_last(
+    started,  # noqa: ANN001
+) -> None:
+    """Headers and half the body are in a front when SIGTERM comes; the rest arrives a second
+    later: the answer is 200, and the engine exits only after every front has."""
+    proc, hostport, log = started("--fronts", "2")
+    kids = {k: name for k, name in children(proc.pid).items() if name.startswith("h2h-")}
+    body = b'{"texts": ["a small domesticated carnivore"]}'
+    host, port = hostport.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        head = f"POST /v1/models/mha-tiny/predict HTTP/1.1\r\nHost: {hostport}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        s.sendall(head.encode() + body[:10])
+        time.sleep(0.5)  # the front has the request (its headers) before SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        exited: dict[int, float] = {}
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # the body is late: its front and the engine wait for it
+            exited.update({k: time.monotonic() for k in kids if k not in exited and not alive(k)})
+            time.sleep(0.01)
+        engine = next(k for k, name in kids.items() if name == "h2h-engine")
+        assert engine not in exited and len(exited) < len(kids) - 1, (
+            exited,
+            kids,
+        )  # the request's front waits
+        s.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    deadline = time.monotonic() + GRACE_S + 10
+    while len(exited) < len(kids) and time.monotonic() < deadline:
+        exited.update({k: time.monotonic() for k in kids if k not in exited and not alive(k)})
+        time.sleep(0.005)
+    assert proc.wait(10) == 0, log.read_text()[-3000:]
+    fronts = [t for k, t in exited.items() if k != engine]
+    assert len(fronts) == 2 and exited[engine] >= max(fronts), (exited, kids)
