@@ -7,10 +7,12 @@ Every step is the project's own CLI or API, run the way a user would run it, so 
 is also an end-to-end check: a completed training run in `runs/` is reused (`--force`, or
 `make demo FORCE=1`, retrains), the service is a real `python -m service` subprocess on a
 free loopback port, and the load test is `python -m loadtest sweep` against it, followed by
-`python -m loadtest capacity` (short probes) for the highest request rate each model serves
-within the latency SLO. The service gets SIGTERM at the end (or on any failure) and must drain
-and exit 0. The demo ends with the answer: test accuracy, p50 at batch 1 and capacity side by
-side, and one sentence naming the model to serve.
+`python -m loadtest capacity` for the highest request rate each model serves within the latency
+SLO, in interleaved rounds beside the same service started with --null-engine (the ceiling the
+service itself sets). The service gets SIGTERM at the end (or on any failure) and must drain and
+exit 0. The demo ends with the answer: test accuracy, p50 at batch 1 and capacity side by side
+with their ranges, and one sentence (loadtest.report.decide) naming the model to serve and the
+signal that decided, or saying that nothing differs beyond noise.
 """
 
 from __future__ import annotations

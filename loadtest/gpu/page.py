@@ -58,6 +58,11 @@ def crossover_md(s: Summary, png: str | None) -> list[str]:
     return lines
 
 
+def _spread(lo: float | None, hi: float | None, fmt: str, sep: str) -> str:
+    """' [lo-hi]' (or ' [lo, hi]' with sep ', '), '' when either end is unknown."""
+    return f" [{lo:{fmt}}{sep}{hi:{fmt}}]" if lo is not None and hi is not None else ""
+
+
 def small_md(s: Summary) -> list[str]:
     """The demo's small pair: the served configuration's p50 per shape and its HTTP capacity."""
     f = s.inproc.get("small-served")
@@ -70,7 +75,8 @@ def small_md(s: Summary) -> list[str]:
     if h:
         lines += [""] + [
             f"- capacity at p99 <= {h.slo_p99_ms:g} ms, {r.model} batch {r.batch} x seq {r.seq}: "
-            f"{r.capacity_rps:,.0f} req/s ({r.status})"
+            f"{r.capacity_rps:,.0f} req/s{_spread(r.capacity_lo_rps, r.capacity_hi_rps, ',.0f', '-')} "
+            f"({r.status}, {r.rounds} round{'s' * (r.rounds != 1)}, {r.probes} windows)"
             for r in h.capacity
         ]
     return lines
@@ -147,7 +153,8 @@ def benchmarks_block(facts: dict[str, Any], s: Summary, rel: str) -> str:
         if r.sha_over_mha is not None:
             lines.append(
                 f"- capacity at p99 <= {http.slo_p99_ms:g} ms, batch {r.batch} x seq {r.seq}: "
-                f"MHA {r.mha_rps:,.0f} req/s, SHA {r.sha_rps:,.0f} req/s (SHA/MHA {r.sha_over_mha:.2f})"
+                f"MHA {r.mha_rps:,.0f} req/s, SHA {r.sha_rps:,.0f} req/s (SHA/MHA {r.sha_over_mha:.2f}"
+                f"{_spread(r.sha_over_mha_lo, r.sha_over_mha_hi, '.2f', ', ')} over {r.rounds} paired rounds)"
             )
     if http and http.recommendation:
         lines.append(f"- {http.recommendation}")
