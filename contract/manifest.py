@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from contract import tensors
 
 MANIFEST_FORMAT = "headtohead-model/1"
+# The variant files, spelled here alone (export writes them, the service and the load tester read them)
+FP32_FILE, OPT_FILE, FP16_FILE, GPU_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx", "model.gpu.onnx"
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # ONNX Runtime's provider names, as parity records them
 CPU_PROVIDER, CUDA_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -113,7 +115,7 @@ class Manifest(_Strict):
     tokenizer: str = "tokenizer.json"
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    default_variant: str = "model.onnx"
+    default_variant: str = FP32_FILE
     variants: dict[str, Variant]
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the default variant")
     test_accuracy: float | None = None

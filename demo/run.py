@@ -30,8 +30,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
-from contract.manifest import load_manifest
-from export.api import FP32_FILE, export_run
+from contract.manifest import FP32_FILE, load_manifest
+from export.api import export_run
 from loadtest import processes
 from loadtest.report.analysis import is_lone, max_throughput
 from loadtest.report.markdown import verdict, which_model_answer

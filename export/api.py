@@ -20,7 +20,19 @@ import onnxruntime
 import torch
 
 from contract import atomic, reference
-from contract.manifest import CUDA_PROVIDER, MODEL_NAME_RE, Manifest, Parity, Variant, io_specs, sha256_file
+from contract.manifest import (
+    CUDA_PROVIDER,
+    FP16_FILE,
+    FP32_FILE,
+    GPU_FILE,
+    MODEL_NAME_RE,
+    OPT_FILE,
+    Manifest,
+    Parity,
+    Variant,
+    io_specs,
+    sha256_file,
+)
 from contract.tokenizer import PAD, UNK, Tokenizer
 from export import optimize as opt
 from export import parity
@@ -31,7 +43,6 @@ from models.config import PRESETS, Arch, ModelConfig, flops_per_token, from_pres
 from models.data import LEXNAMES
 from models.encoder import Encoder, count_parameters
 
-FP32_FILE, OPT_FILE, FP16_FILE, GPU_FILE = "model.onnx", "model.opt.onnx", "model.fp16.onnx", "model.gpu.onnx"
 REFERENCE_FILE = "reference.npz"
 FP16_FILES, OPTIMIZED_FILES = (FP16_FILE, GPU_FILE), (OPT_FILE, GPU_FILE)
 # Where an fp16 variant's CPU parity does not count: CPU runs fp16 graphs through fp32 kernels

@@ -85,6 +85,19 @@ def test_onnx_tensor_names_are_stated_once() -> None:
     assert holders == ["contract/tensors.py"], holders
 
 
+def test_variant_file_names_are_stated_once() -> None:
+    """The variant files (model.onnx, model.gpu.onnx, ...) are spelled as string literals in
+    contract/manifest.py alone; export, the service and the load tester name them through it."""
+    names = {"model.onnx", "model.opt.onnx", "model.fp16.onnx", "model.gpu.onnx"}
+    holders = sorted(
+        str(p.relative_to(ROOT))
+        for pkg in (*PACKAGES, "scripts")
+        for p in (ROOT / pkg).rglob("*.py")
+        if names & _string_constants(p)
+    )
+    assert holders == ["contract/manifest.py"], holders
+
+
 PACKAGES = ("contract", "models", "export", "service", "loadtest", "demo")
 
 

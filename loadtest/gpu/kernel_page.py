@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.manifest import GPU_FILE
 from loadtest.gpu.plan import KERNELS_JSON
 from loadtest.profile import cupti
 from loadtest.profile import runner as profile_runner
@@ -82,7 +83,7 @@ def headline_rows(rows: list[KernelRow]) -> list[KernelRow]:
     """Per architecture, the served configuration's row (model.gpu.onnx + CUDA graphs) or its first."""
     out: dict[str, KernelRow] = {}
     for r in rows:
-        if r.arch not in out or (r.how == "model.gpu.onnx + CUDA graphs" and out[r.arch].how != r.how):
+        if r.arch not in out or (r.how == f"{GPU_FILE} + CUDA graphs" and out[r.arch].how != r.how):
             out[r.arch] = r
     return list(out.values())
 

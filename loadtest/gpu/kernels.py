@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract.atomic import write_json, write_text
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchRows, ModelFolders, ModelRepository, TokensPerRow
-from contract.manifest import load_manifest, verify_variant
+from contract.manifest import FP32_FILE, load_manifest, verify_variant
 from loadtest import results
 from loadtest.gpu import torch_ref
 from loadtest.gpu.kernel_page import KernelRow, headline_rows, section_md, where_time_goes
@@ -44,7 +44,7 @@ class KernelSettings(BaseSettings):
 
     repo: ModelRepository = Path("model_repository")
     models: ModelFolders = None
-    variants: str = Field(default="model.onnx", description="comma list of ONNX variant files")
+    variants: str = Field(default=FP32_FILE, description="comma list of ONNX variant files")
     graphs: Literal["off", "on", "both"] = Field(default="both", description="CUDA graphs for the ONNX runs")
     torch_modes: str = Field(default="", description="comma list of PyTorch modes (loadtest.gpu.torch_ref)")
     provider: Literal["cuda", "cpu"] = Field(default="cuda", description="ONNX Runtime's provider")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-EXPORT_FILES = {"--optimize": "model.opt.onnx", "--fp16": "model.fp16.onnx", "--gpu": "model.gpu.onnx"}
+from contract.manifest import FP16_FILE, FP32_FILE, GPU_FILE, OPT_FILE
+
+EXPORT_FILES = {"--optimize": OPT_FILE, "--fp16": FP16_FILE, "--gpu": GPU_FILE}
 TORCH_LABELS = {
     "eager-fp32": "torch eager fp32",
     "eager-fp16": "torch eager fp16",
@@ -14,11 +16,11 @@ TORCH_LABELS = {
     "compile-fp16": "torch.compile fp16 (reduce-overhead)",
 }
 PEAK_JSON, KERNELS_JSON = "peak.json", "kernels.json"  # written by loadtest.gpu.peak and .kernels
-SERVED = "model.gpu.onnx"
+SERVED = GPU_FILE  # what the service runs on CUDA once proven at start
 TRAIN_MODES = {
     "eager": "train step, eager",
     "graph": "train step, CUDA graph",
-}  # models.train_cost  # what the service runs on CUDA once proven at start
+}  # models.train_cost
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,10 @@ class Sweep:
 SWEEPS = (
     Sweep("inproc-served", SERVED, graphs=True),
     Sweep("inproc-gpu", SERVED),
-    Sweep("inproc-fp32", "model.onnx"),
-    Sweep("inproc-fp16-graphs", "model.fp16.onnx", graphs=True),
-    Sweep("inproc-fp16", "model.fp16.onnx"),
-    Sweep("inproc-opt", "model.opt.onnx"),
+    Sweep("inproc-fp32", FP32_FILE),
+    Sweep("inproc-fp16-graphs", FP16_FILE, graphs=True),
+    Sweep("inproc-fp16", FP16_FILE),
+    Sweep("inproc-opt", OPT_FILE),
 )
 
 
@@ -96,7 +98,7 @@ class Plan:
     # the same settings as the paper-grid sweeps of these variants (their rows continue those), and
     # two blocks of runs per point: large batches are GPU-bound and steady
     cross_sweeps: tuple[Sweep, ...] = (
-        Sweep("cross-fp32", "model.onnx", blocks="2"),
+        Sweep("cross-fp32", FP32_FILE, blocks="2"),
         Sweep("cross-gpu", SERVED, blocks="2"),
     )
 
@@ -150,6 +152,6 @@ def labels(plan: Plan) -> dict[str, str]:
     return {
         **{s.folder: s.label for s in (*plan.sweeps, *plan.cross_sweeps)},
         **{f"torch-{mode}": label for mode, label in TORCH_LABELS.items()},
-        "small-served": "model.gpu.onnx" + (" + CUDA graphs" if plan.provider == "cuda" else ""),
+        "small-served": SERVED + (" + CUDA graphs" if plan.provider == "cuda" else ""),
         **{f"train-cost/train-{m}": label for m, label in TRAIN_MODES.items()},
     }

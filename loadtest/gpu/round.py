@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.atomic import write_json, write_text
-from contract.manifest import load_manifest
+from contract.manifest import FP16_FILE, FP32_FILE, load_manifest
 from loadtest import processes, results
 from loadtest.client.load import list_models
 from loadtest.gpu import page, summary
@@ -99,7 +99,7 @@ def start_export(r: Round, name: str, repo: Path, preset: str, extra: tuple[str,
     the long pole, and it needs the CPU, not the GPU). None: the repository is already complete."""
     models = [f"{a}-{preset}-random" for a in ("mha", "sha")]
     flags = export_flags(extra)
-    want = {"model.onnx"} | {EXPORT_FILES[f] for f in flags if f in EXPORT_FILES}
+    want = {FP32_FILE} | {EXPORT_FILES[f] for f in flags if f in EXPORT_FILES}
     if want <= r.variants(repo, models):
         r.run.reuse(name, repo=str(repo))
         return None
@@ -182,7 +182,7 @@ def kernels_step(r: Round) -> None:
     if not r.cuda:
         r.run.record("kernels", "skipped: no CUDA (the profile step profiles the CPU)", 0.0)
         return
-    have = [v for v in ("model.onnx", SERVED) if v in r.variants()]
+    have = [v for v in (FP32_FILE, SERVED) if v in r.variants()]
     cmd = python_m(
         "loadtest.gpu.kernels",
         repo=r.repo,
@@ -262,7 +262,7 @@ def other_sweeps_step(r: Round) -> None:
 
 def profile_step(r: Round) -> None:
     """ONNX Runtime's own profile (`loadtest profile`, operator classes, host times on CUDA)."""
-    have = [v for v in ("model.onnx", "model.fp16.onnx", SERVED) if v in r.variants()]
+    have = [v for v in (FP32_FILE, FP16_FILE, SERVED) if v in r.variants()]
     cmd = python_m(
         "loadtest",
         "profile",

@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract import tensors
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchSizes, ModelFolders, ModelRepository, TorchThreads
-from contract.manifest import load_manifest
+from contract.manifest import FP32_FILE, load_manifest
 from export.api import random_config, synthetic_tokenizer
 from loadtest import results
 from loadtest.client.latency import summarize
@@ -88,7 +88,7 @@ def onnx_delta(model: torch.nn.Module, model_dir: Path, batch: int = 2, seq: int
     rng = np.random.default_rng(0)
     ids = rng.integers(2, model.cfg.vocab_size, size=(batch, seq), dtype=np.int64)
     mask = np.ones_like(ids)
-    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(model_dir / FP32_FILE), providers=["CPUExecutionProvider"])
     got = sess.run([tensors.LOGITS], {tensors.INPUT_IDS: ids, tensors.ATTENTION_MASK: mask})[0]
     with torch.inference_mode():
         want = model(torch.from_numpy(ids), torch.from_numpy(mask))[0].numpy()

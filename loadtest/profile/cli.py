@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract.atomic import write_text
 from contract.cli import fail, settings_flags, settings_from
 from contract.flags import BatchRows, ModelRepository, TokensPerRow
+from contract.manifest import FP32_FILE
 from loadtest import results
 from loadtest.models import PlanError
 from loadtest.profile import render, runner
@@ -34,7 +35,7 @@ class ProfileSettings(BaseSettings):
     models: str | None = Field(
         default=None, description="comma list of folder names or mha/sha (default: every model)"
     )
-    variant: str = Field(default="model.onnx", description="comma list of variant files")
+    variant: str = Field(default=FP32_FILE, description="comma list of variant files")
     provider: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="execution provider")
     batch: BatchRows = 1
     seq: TokensPerRow = 16

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from contract.atomic import write_json
-from contract.manifest import load_manifest, verify_variant
+from contract.manifest import FP32_FILE, load_manifest, verify_variant
 from loadtest import results
 from loadtest.models import repo_models, resolve
 from loadtest.profile import trace
@@ -38,7 +38,7 @@ class ProfileSpec:
 
     repo: Path
     models: tuple[str, ...] = ()
-    variants: tuple[str, ...] = ("model.onnx",)
+    variants: tuple[str, ...] = (FP32_FILE,)
     provider: str = "auto"
     batch: int = 1
     seq: int = 16

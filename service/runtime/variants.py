@@ -22,11 +22,10 @@ from typing import Literal, Protocol, TypeVar
 import numpy as np
 
 from contract import reference
-from contract.manifest import CUDA_PROVIDER, Manifest, Variant
+from contract.manifest import CUDA_PROVIDER, GPU_FILE, Manifest, Variant
 
 log = logging.getLogger("service.variants")
 
-GPU_VARIANT = "model.gpu.onnx"  # export's fused fp16 variant for CUDA
 
 Status = Literal["proven", "proven-at-start", "unproven"]
 R = TypeVar("R", bound="Runtime")
@@ -74,7 +73,7 @@ def preference(m: Manifest, provider: str, requested: str | None) -> list[str]:
         return [requested]
     if requested:
         log.warning("%s: no variant %s, choosing among %s", m.name, requested, ", ".join(m.variants))
-    best = [GPU_VARIANT] if provider == CUDA_PROVIDER and GPU_VARIANT in m.variants else []
+    best = [GPU_FILE] if provider == CUDA_PROVIDER and GPU_FILE in m.variants else []
     return list(dict.fromkeys([*best, m.default_variant]))
 
 

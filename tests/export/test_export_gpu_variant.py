@@ -15,9 +15,9 @@ import onnx
 import pytest
 
 from contract import reference
-from contract.manifest import CPU_PROVIDER, CUDA_PROVIDER, Manifest, load_manifest
+from contract.manifest import CPU_PROVIDER, CUDA_PROVIDER, GPU_FILE, Manifest, load_manifest
 from export import cli
-from export.api import GPU_FILE, REFERENCE_FILE, export_random, export_run
+from export.api import REFERENCE_FILE, export_random, export_run
 from export.onnx_export import check_contract
 from export.parity import runner, session
 from export.settings import ExportOptions

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from contract.manifest import load_manifest
+from contract.manifest import GPU_FILE, load_manifest
 from service.app import create_app
 from service.runtime import session as runtime
 from service.runtime.shapes import ShapeGrid
@@ -107,7 +107,7 @@ def test_fused_fp16_variant_is_proven_at_start_and_served_on_cuda(
 ) -> None:
     """With model.gpu.onnx exported, the CUDA service proves it against the reference batches at
     start, serves it by default, says so in /v1/models, and answers within its tolerance."""
-    from export.api import GPU_FILE, export_run
+    from export.api import export_run
     from export.settings import ExportOptions
 
     repo = tmp_path / "repo"

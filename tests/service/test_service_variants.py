@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from contract.manifest import CPU_PROVIDER, CUDA_PROVIDER, load_manifest
-from export.api import GPU_FILE, export_random
+from contract.manifest import CPU_PROVIDER, CUDA_PROVIDER, GPU_FILE, load_manifest
+from export.api import export_random
 from export.settings import ExportOptions
 from service.app import create_app
 from service.engine import repository
