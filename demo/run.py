@@ -31,11 +31,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
 from contract.manifest import FP32_FILE, load_manifest
+from contract.results import CapacityResults, SweepResults, SweepRow, load, load_capacity
 from export.api import export_run
 from loadtest import processes
 from loadtest.report.analysis import is_lone, max_throughput
 from loadtest.report.markdown import verdict, which_model_answer
-from loadtest.results import CapacityResults, SweepResults, SweepRow, load, load_capacity
 from models.data import WordNetMissingError
 from models.settings import TrainSettings
 from models.train import train

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from
+from contract.results import CAPACITY_JSON_NAME, SweepRow, load, load_capacity
 from loadtest.capacity import cli as capacity_cli
 from loadtest.client import load as hc
 from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
@@ -14,7 +15,6 @@ from loadtest.gpu import round as gpu_round
 from loadtest.gpu.settings import GpuReportSettings
 from loadtest.profile import cli as profile_cli
 from loadtest.report.markdown import headline, verdict, write_report
-from loadtest.results import CAPACITY_JSON_NAME, SweepRow, load, load_capacity
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.run import Point, plan, run_plan
 

@@ -9,7 +9,9 @@ and the fused AdamW step (the learning-rate scheduler, a Python-side multiply, i
 random full-length token ids of the preset's MHA model and its SHA twin (Admin, random weights:
 the cost does not depend on them). Per mode, OUT/train-<mode>/ gets results.json and .csv in the
 in-process sweep's row format (a row per model and shape, p50 = the median step, tokens/s =
-batch x seq / p50) and the load report's report.md, with the SHA/MHA ratio table and heatmap.
+batch x seq / p50), which `python -m loadtest report OUT/train-<mode>` turns into the load report
+(SHA/MHA ratio table and heatmap; the GPU round does it after this step). The rows are
+contract.results', so this module needs nothing of the load tester.
 Modes: eager (CPU or CUDA) and, on CUDA, graph: the whole step captured once per shape as a CUDA
 graph (AdamW capturable) and replayed; a shape torch cannot capture is recorded in the notes.
 Exit codes: 0 done; 2 bad flags (one line).
@@ -28,11 +30,10 @@ import torch
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract import results
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchSizes, ModelPreset, TorchThreads
-from loadtest import results
-from loadtest.client.latency import summarize
-from loadtest.report.markdown import write_report
+from contract.results import summarize
 from models.config import from_preset
 from models.data import LEXNAMES
 from models.encoder import Encoder, build
@@ -169,7 +170,7 @@ def time_steps(run: Callable[[], None], budget_s: float, clock: str) -> list[flo
 def row(
     name: str, model: Encoder, variant: str, provider: str, shape: tuple[int, int], seconds: list[float]
 ) -> dict:
-    """A row in the in-process sweep's format (loadtest.results.SweepRow): p50 is the median step."""
+    """A row in the in-process sweep's format (contract.results.SweepRow): p50 is the median step."""
     st = summarize(seconds)
     batch, seq = shape
     p50_s = st["p50_ms"] / 1e3  # type: ignore[operator]
@@ -212,7 +213,7 @@ def _point(s: TrainCostSettings, mode: str, name: str, model: Encoder, shape: tu
 
 def sweep_mode(s: TrainCostSettings, mode: str, meta: dict[str, Any], t0: float) -> Path:
     """Every shape, MHA then SHA back to back (so their ratio is measured side by side), the
-    results written after each point, then the report."""
+    results written after each point; returns their folder."""
     folder, rows, notes = s.out / f"train-{mode}", [], list(meta["notes"])
     models = {name: m.to(s.device).train() for name, m in pair(s).items()}
     for shape in [(b, q) for b in s.ints("batch") for q in s.ints("seq")]:
@@ -228,7 +229,13 @@ def sweep_mode(s: TrainCostSettings, mode: str, meta: dict[str, Any], t0: float)
             )
             results.write(folder, {**meta, "notes": notes}, rows)
     results.write(folder, {**meta, "notes": notes, "elapsed_s": round(time.perf_counter() - t0, 1)}, rows)
-    return write_report(folder)
+    return folder
+
+
+def _gpu_names() -> list[str]:
+    """The CUDA devices torch sees, for the results' machine record."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [torch.cuda.get_device_name(i) for i in range(count)]
 
 
 _TITLE = __doc__.splitlines()[0]
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m models.train_cost", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": results.machine(),
+        "machine": results.machine(_gpu_names()),
         "versions": {**results.versions(), "torch": torch.__version__},
         "threads": torch.get_num_threads(),
         "providers": {"inproc": {f"{a}-{s.preset}": f"torch-{s.device}" for a in ("mha", "sha")}},
@@ -260,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     t0 = time.perf_counter()
     for mode in modes:
-        print(f"wrote {sweep_mode(s, mode, meta, t0)}", file=sys.stderr)
+        folder = sweep_mode(s, mode, meta, t0)
+        print(
+            f"wrote {folder / results.JSON_NAME}; its report: python -m loadtest report {folder}",
+            file=sys.stderr,
+        )
     return 0
 
 

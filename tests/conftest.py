@@ -89,3 +89,16 @@ def start_service(repo: Path, env: dict[str, str], log: Path, *flags: str) -> tu
     port = free_port()
     proc = processes.start([*processes.service_args(repo, *flags), "--port", str(port)], log, env=env)
     return proc, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def tiny_random_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-init pair (`mha-tiny-random` 2L-4H, `sha-tiny-random` 8L-1H) with model.onnx
+    and the fused model.opt.onnx: the profile and the PyTorch reference run on it."""
+    from export.api import export_random
+    from export.settings import ExportOptions
+
+    repo = tmp_path_factory.mktemp("random_repository")
+    for arch in ("mha", "sha"):
+        export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
+    return repo

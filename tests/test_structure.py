@@ -1,5 +1,6 @@
 """Layering the service and the load tester rely on: neither may pull in torch, nor the training
-and export packages (what they share with those lives in the torch-free `contract` package)."""
+and export packages (what they share with those lives in the torch-free `contract` package); the
+GPU round's PyTorch tools live in `torchbench`, which nothing below it imports."""
 
 from __future__ import annotations
 
@@ -98,7 +99,10 @@ def test_variant_file_names_are_stated_once() -> None:
     assert holders == ["contract/manifest.py"], holders
 
 
-PACKAGES = ("contract", "models", "export", "service", "loadtest", "demo")
+# Bottom-up: each package imports only the ones before it (docs/architecture.md draws the same).
+PACKAGES = ("contract", "models", "export", "service", "loadtest", "torchbench", "demo")
+TORCH_FREE = ("contract", "service", "loadtest")
+TORCH_SIDE = {"torch", "safetensors", "models", "export", "torchbench"}
 
 
 def _module_names() -> dict[str, Path]:
@@ -189,6 +193,46 @@ def test_no_import_cycles_between_folders() -> None:
     folders = folder_graph(graph, modules)
     assert "contract" in folders["loadtest.report"], folders["loadtest.report"]
     assert _cycle(folders) is None, " -> ".join(_cycle(folders) or [])
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level packages `path` imports anywhere in its body (lazy imports in functions
+    count: a deferred torch import still pulls torch into a torch-free program when it runs)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def layer_breaches(root: Path = ROOT) -> list[str]:
+    """Every import that breaks the layering: a package importing one after it in PACKAGES, or a
+    torch-free package's module importing torch, models/, export/ or torchbench/."""
+    out = []
+    for i, pkg in enumerate(PACKAGES):
+        later = set(PACKAGES[i + 1 :]) | (TORCH_SIDE if pkg in TORCH_FREE else set())
+        for path in sorted((root / pkg).rglob("*.py")):
+            out += [f"{path.relative_to(root)} imports {m}" for m in sorted(_top_level_imports(path) & later)]
+    return out
+
+
+def test_each_package_imports_only_the_ones_below_it() -> None:
+    """contract, service and loadtest never import torch, models/, export/ or torchbench/, not even
+    inside a function; models/ no longer reaches into the load tester (its rows are contract's);
+    torchbench (the GPU round's PyTorch tools) is imported by no package, the round runs it as
+    `python -m torchbench.<module>`."""
+    assert layer_breaches() == []
+
+
+def test_the_layer_check_sees_a_planted_torch_import(tmp_path: Path) -> None:
+    """A copy of loadtest/ with one deferred torch import planted fails the check."""
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+    plan = tmp_path / "loadtest" / "plan.py"
+    plan.write_text("def f():\n    import torch  # planted\n")
+    assert layer_breaches(tmp_path) == ["loadtest/plan.py imports torch"]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract.atomic import write_json
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import ModelRepository
-from loadtest.results import machine
+from contract.results import machine
 from loadtest.sweep.inproc import InprocModel, random_batch, time_runs
 
 

@@ -36,14 +36,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contract.atomic import write_json
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import ModelAlias
+from contract.results import machine, summarize
 from loadtest.bench.pyspy import profile_top
 from loadtest.bench.servers import start_bare_app, start_service, status_counts
 from loadtest.bench.wrk_runner import run_wrk
 from loadtest.client import load as hc
-from loadtest.client.latency import summarize
 from loadtest.models import PlanError, repo_models, resolve
 from loadtest.processes import Server
-from loadtest.results import machine
 from loadtest.sweep.inproc import InprocModel
 
 TARGETS = {

@@ -22,10 +22,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import ModelAlias, TokensPerRow
+from contract.results import summarize
 from loadtest.bench.wrk_runner import run_wrk, wrk_command
 from loadtest.client import load as hc
 from loadtest.client.driver import Driver, LoadSpec
-from loadtest.client.latency import summarize
 from loadtest.models import PlanError, resolve, service_models
 from loadtest.urls import ServiceUrl
 

@@ -6,11 +6,11 @@ import sys
 from typing import Any
 
 from contract.cli import fail, settings_flags, settings_from
+from contract.results import CapacityRatio, CapacityRow
 from loadtest.capacity.runner import CapacityRunner, CapacitySettings, plan, ratios
 from loadtest.client import load as hc
 from loadtest.console import RUN_SWITCHES, StepProgress, announce, planned, run_flags
 from loadtest.report.markdown import write_report
-from loadtest.results import CapacityRatio, CapacityRow
 
 
 class _ProbeProgress(StepProgress):

@@ -23,8 +23,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from contract.results import RatioInterval as Interval
 from loadtest.capacity.search import SearchResult, SearchSpec
-from loadtest.results import RatioInterval as Interval
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,16 @@ from dataclasses import asdict, dataclass, field
 
 from pydantic import Field
 
-from loadtest import results
+from contract import results
+from contract.results import (
+    CapacityRatio,
+    CapacityResults,
+    CapacityRow,
+    ProbeRow,
+    ResultMeta,
+    RoundRow,
+    summarize,
+)
 from loadtest.capacity.rounds import (
     Round,
     Spread,
@@ -35,11 +44,10 @@ from loadtest.capacity.search import Probe, SearchResult, SearchSpec, judge, sea
 from loadtest.client import load as hc
 from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
-from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, resolve, service_models
-from loadtest.results import CapacityRatio, CapacityResults, CapacityRow, ProbeRow, ResultMeta, RoundRow
 from loadtest.settings import HttpLoadSettings
 from loadtest.sweep.grid import GRID_HELP, GridError, parse_list, parse_names
+from service.runtime import nvml
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +230,7 @@ class CapacityRunner:
             s,
             models,
             self.plan.notes,
+            nvml.gpu_names(),
             service={"url": s.url, "metadata": hc.server_metadata(s.url)},
             providers={"http": {n: i.server_provider for n, i in models.items()}},
             duration_s=s.probe_duration,

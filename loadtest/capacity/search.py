@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from loadtest.client.latency import summarize
+from contract.results import summarize
 from loadtest.client.load import LoadResult
 
 

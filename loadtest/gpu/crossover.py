@@ -25,11 +25,11 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from pydantic import Field  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
+from contract import results  # noqa: E402
 from contract.atomic import write_bytes, write_text  # noqa: E402
 from contract.cli import OneLineArgumentParser, fail, settings_flags, settings_from  # noqa: E402
-from loadtest import results  # noqa: E402
+from contract.results import SweepRow  # noqa: E402
 from loadtest.report import analysis  # noqa: E402
-from loadtest.results import SweepRow  # noqa: E402
 
 PNG_NAME, MD_NAME = "crossover.png", "crossover.md"
 

@@ -15,7 +15,7 @@ TORCH_LABELS = {
     "graph-fp16": "torch fp16 + CUDA graph",
     "compile-fp16": "torch.compile fp16 (reduce-overhead)",
 }
-PEAK_JSON, KERNELS_JSON = "peak.json", "kernels.json"  # written by loadtest.gpu.peak and .kernels
+PEAK_JSON, KERNELS_JSON = "peak.json", "kernels.json"  # written by torchbench.peak and .kernels
 SERVED = GPU_FILE  # what the service runs on CUDA once proven at start
 TRAIN_MODES = {
     "eager": "train step, eager",

@@ -33,18 +33,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from contract import results
 from contract.atomic import write_json, write_text
 from contract.manifest import FP16_FILE, FP32_FILE, load_manifest
-from loadtest import processes, results
+from loadtest import processes
 from loadtest.client.load import list_models
 from loadtest.gpu import page, summary
 from loadtest.gpu.plan import EXPORT_FILES, REHEARSAL, SERVED, Plan, Sweep, labels
 from loadtest.gpu.settings import GpuReportSettings
 from loadtest.gpu.steps import OUT_OF_TIME, ROOT, Run, complete, exit_code, python_m
+from service.runtime import nvml
 from service.settings import ServiceSettings
 from service.supervisor import fronts_for
 
@@ -77,14 +79,6 @@ class Round:
 Step = Callable[[Round], None]
 
 
-def export_flags(extra: tuple[str, ...]) -> list[str]:
-    """The plan's export flags that this checkout's export offers (`--gpu` only where it exists)."""
-    from export.settings import ExportOptions  # export pulls in torch: only the export step needs it
-
-    offered = {"--" + f.name.replace("_", "-") for f in fields(ExportOptions)}
-    return [f for f in extra if not f.startswith("--") or f in offered]
-
-
 @dataclass
 class Export:
     """Export processes running in the background (one per architecture)."""
@@ -98,7 +92,7 @@ def start_export(r: Round, name: str, repo: Path, preset: str, extra: tuple[str,
     """Both architectures at once, left running while other work goes on (the 144-layer export is
     the long pole, and it needs the CPU, not the GPU). None: the repository is already complete."""
     models = [f"{a}-{preset}-random" for a in ("mha", "sha")]
-    flags = export_flags(extra)
+    flags = list(extra)
     want = {FP32_FILE} | {EXPORT_FILES[f] for f in flags if f in EXPORT_FILES}
     if want <= r.variants(repo, models):
         r.run.reuse(name, repo=str(repo))
@@ -168,7 +162,7 @@ def sweep_step(r: Round, sw: Sweep, *, repo: Path | None = None, models: list[st
 def peak_step(r: Round) -> None:
     """The matrix rate this device reaches (fp16, TF32, fp32): what achieved TFLOP/s is read against."""
     device = "cuda" if r.cuda else "cpu"
-    cmd = python_m("loadtest.gpu.peak", device=device, n=r.plan.peak_n, out=r.out / "peak")
+    cmd = python_m("torchbench.peak", device=device, n=r.plan.peak_n, out=r.out / "peak")
     r.run.step("peak", cmd, done=[r.out / "peak" / "peak.json"])
 
 
@@ -184,7 +178,7 @@ def kernels_step(r: Round) -> None:
         return
     have = [v for v in (FP32_FILE, SERVED) if v in r.variants()]
     cmd = python_m(
-        "loadtest.gpu.kernels",
+        "torchbench.kernels",
         repo=r.repo,
         models=",".join(r.plan.models),
         variants=",".join(have),
@@ -204,10 +198,10 @@ def cross_step(r: Round) -> None:
 
 
 def torch_step(r: Round) -> None:
-    """The PyTorch reference on the same weights and grid (loadtest.gpu.torch_ref)."""
+    """The PyTorch reference on the same weights and grid (torchbench.torch_ref)."""
     p = r.plan
     cmd = python_m(
-        "loadtest.gpu.torch_ref",
+        "torchbench.torch_ref",
         repo=r.repo,
         models=",".join(p.models),
         modes=p.torch_modes,
@@ -251,8 +245,11 @@ def train_cost_step(r: Round) -> None:
         out=r.out / "train-cost",
         **({} if r.cuda else {"threads": 1}),
     )
-    done = [r.out / "train-cost" / f"train-{m}" / results.JSON_NAME for m in modes]
-    r.run.step("train-cost", cmd, done=done)
+    folders = [r.out / "train-cost" / f"train-{m}" for m in modes]
+    r.run.step("train-cost", cmd, done=[f / results.JSON_NAME for f in folders])
+    for f in folders:  # models/ writes the rows only; their report is the load report's
+        if not (f / "report.md").is_file() and (f / results.JSON_NAME).is_file():
+            r.run.step(f"{f.name}-report", python_m("loadtest", "report", str(f)))
 
 
 def other_sweeps_step(r: Round) -> None:
@@ -364,7 +361,7 @@ def write_outputs(r: Round, facts: dict[str, Any], benchmarks: Path | None) -> N
     """report.md (with its crossover plot) and results.json in the report folder; the summary
     appended to `benchmarks`."""
     facts.update(steps=r.run.steps, elapsed_s=round(time.monotonic() - r.run.t0, 1))
-    facts.update(machine=results.machine(), versions=results.versions())
+    facts.update(machine=results.machine(nvml.gpu_names()), versions=results.versions())
     s = summary.collect(r.out, {k: v for k, v in labels(r.plan).items() if (r.out / k).is_dir()})
     write_json(r.out / "results.json", {**facts, **s.as_json()})
     write_text(r.out / "report.md", page.report_md(facts, s, page.write_plot(s, r.out)))

@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import results
+from contract import results
+from contract.results import CapacityRatio, CapacityRow, SweepRow
 from loadtest.gpu import crossover, kernel_page, throughput, versus
 from loadtest.gpu.plan import PEAK_JSON
 from loadtest.profile import runner as profile_runner
 from loadtest.report import analysis
 from loadtest.report.decide import decide
 from loadtest.report.markdown import verdict
-from loadtest.results import CapacityRatio, CapacityRow, SweepRow
 
 GOAL_SHAPE = (64, 128)  # batch x seq of the throughput goal
 

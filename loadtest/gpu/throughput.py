@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.results import SweepRow
+from contract.results import SweepRow
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from loadtest.results import SweepRow
+from contract.results import SweepRow
 
 Shape = tuple[str, int, int]  # model, batch, seq
 

@@ -10,11 +10,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract import results
 from contract.atomic import write_text
 from contract.cli import fail, settings_flags, settings_from
 from contract.flags import BatchRows, ModelRepository, TokensPerRow
 from contract.manifest import FP32_FILE
-from loadtest import results
 from loadtest.models import PlanError
 from loadtest.profile import render, runner
 from loadtest.profile.trace import TraceError

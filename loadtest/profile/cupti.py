@@ -1,5 +1,5 @@
-"""Every CUDA kernel a run launches, recorded by CUPTI through `torch.profiler`, and reduced to
-what one run costs on the GPU: kernels per run, GPU busy time against the wall, the mean and the
+"""Every CUDA kernel a run launches, as CUPTI recorded it (torchbench.cupti_record, through
+`torch.profiler`), reduced to what one run costs on the GPU: kernels per run, GPU busy time against the wall, the mean and the
 shortest kernel, GPU time by operator class from the kernels' names.
 
 CUPTI records kernels per process, so it sees ONNX Runtime's kernels as well as PyTorch's: the
@@ -12,13 +12,8 @@ they compute.
 
 from __future__ import annotations
 
-import json
-import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from loadtest.profile.classify import CLASSES, COPIES, kernel_class
@@ -55,14 +50,6 @@ class KernelProfile:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"floor_ms": self.floor_ms, "busy_share": self.busy_share}
-
-
-def torch_profiler() -> ModuleType:
-    """`torch.profiler`, imported only when a kernel profile is taken (the profile package stays
-    importable without torch; the CPU profile does not need it)."""
-    import torch.profiler  # heavy and optional: only for a kernel profile
-
-    return torch.profiler
 
 
 def gpu_events(trace: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,24 +92,3 @@ def summarize(events: list[dict[str, Any]], runs: int, walls_s: list[float], top
         class_ms=classes,
         top_kernels=[(k, us / n / 1e3) for k, us in ranked],
     )
-
-
-def record(
-    run: Callable[[], object], *, runs: int, warmup: int, profiler: ModuleType | None = None
-) -> KernelProfile:
-    """`warmup` untimed calls of `run` (each must return when the GPU is done), then `runs` timed
-    calls with CUDA activity recorded; the trace read back and reduced."""
-    prof_mod = profiler or torch_profiler()
-    for _ in range(warmup):
-        run()
-    walls: list[float] = []
-    with prof_mod.profile(activities=[prof_mod.ProfilerActivity.CUDA]) as prof:
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            run()
-            walls.append(time.perf_counter() - t0)
-    with tempfile.TemporaryDirectory(prefix="h2h-cupti-") as tmp:
-        path = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(path))
-        trace = json.loads(path.read_text(encoding="utf-8"))
-    return summarize(gpu_events(trace), runs, walls)

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from contract import results
 from contract.atomic import write_json
 from contract.manifest import FP32_FILE, load_manifest, verify_variant
-from loadtest import results
 from loadtest.models import repo_models, resolve
 from loadtest.profile import trace
 from loadtest.sweep.inproc import random_batch
+from service.runtime import nvml
 from service.runtime.config import RuntimeConfig
 from service.runtime.session import OrtModel
 
@@ -117,7 +118,7 @@ def profile(spec: ProfileSpec) -> dict[str, Any]:
         "complete": True,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "spec": {k: v for k, v in asdict(spec).items() if k != "notes"} | {"repo": str(spec.repo)},
-        "machine": results.machine(),
+        "machine": results.machine(nvml.gpu_names()),
         "versions": results.versions(),
         "rows": rows,
         "ratios": ratios(rows),

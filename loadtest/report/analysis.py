@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest.results import SweepRow
+from contract.results import SweepRow
 
 
 def latency_rows(points: list[SweepRow]) -> tuple[str, list[SweepRow]]:

@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.results import CapacityRow, SweepRow
 from loadtest.report.analysis import is_lone
-from loadtest.results import CapacityRow, SweepRow
 
 SAME_ACCURACY = 0.001  # without test-set sizes: closer than this (0.1 point) counts as equally accurate
 Z95 = 1.959963984540054

@@ -24,11 +24,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from contract.results import CapacityResults, CapacityRow, SweepRow
+from contract.results import RatioInterval as Interval
 from loadtest.report import analysis
 from loadtest.report.choose import Candidate, accuracy_gap, candidates, headline_shape
 from loadtest.report.study import Study
-from loadtest.results import CapacityResults, CapacityRow, SweepRow
-from loadtest.results import RatioInterval as Interval
 
 DEFAULT_MARGIN = 0.1  # capacity differences within the search's resolution (its tolerance) are not called
 

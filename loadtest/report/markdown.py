@@ -6,14 +6,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from contract import results
 from contract.atomic import write_text
-from loadtest import results
+from contract.results import CapacityResults, CapacityRow, ResultMeta, SweepResults, SweepRow
 from loadtest.profile import render, runner
 from loadtest.report import analysis, choose, plots
 from loadtest.report.decide import decide
 from loadtest.report.study import HEADER as STUDY_HEADER
 from loadtest.report.study import Study, load_study
-from loadtest.results import CapacityResults, CapacityRow, ResultMeta, SweepResults, SweepRow
 
 REPORT_NAME = "report.md"
 

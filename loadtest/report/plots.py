@@ -14,8 +14,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from contract import atomic  # noqa: E402
+from contract.results import SweepRow  # noqa: E402
 from loadtest.report import analysis, choose  # noqa: E402
-from loadtest.results import SweepRow  # noqa: E402
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtest import results
+from contract import results
+from contract.results import ResultMeta, SweepRow, summarize
 from loadtest.client import load as hc
 from loadtest.client import promscrape
 from loadtest.client.driver import Driver, LoadSpec
-from loadtest.client.latency import summarize
 from loadtest.models import ModelInfo, PlanError, repo_models, resolve, service_models
-from loadtest.results import ResultMeta, SweepRow
 from loadtest.settings import LoadtestSettings
 from loadtest.sweep.grid import PRESETS, GridError, parse_list, parse_names
 from loadtest.sweep.inproc import InprocModel
+from service.runtime import nvml
 from service.runtime.config import RuntimeConfig
 from service.runtime.session import choose_providers
 
@@ -263,6 +263,7 @@ class Runner:
             s,
             p.models,
             p.notes,
+            nvml.gpu_names(),
             modes=p.modes,
             duration_s=p.duration,
             service={"url": s.url, "metadata": hc.server_metadata(s.url)} if "http" in p.modes else None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-log = logging.getLogger("service.nvml")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,12 @@ def probe() -> Host | None:
         except Exception as exc:  # noqa: BLE001 - a count NVML cannot give: treat as no GPU
             log.warning("NVML could not count GPUs (%s: %s): reporting none", type(exc).__name__, exc)
             return None
+
+
+def gpu_names() -> list[str]:
+    """The GPUs' names for a result's machine record (contract.results.machine); empty without NVML."""
+    host = probe()
+    return [g.name for g in host.gpus if g.name] if host else []
 
 
 def process_memory(index: int, pid: int | None = None) -> int | None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
-
-from loadtest.results import SweepRow
+from contract.results import SweepRow
 
 
 def inproc_pair_rows(
@@ -35,16 +32,3 @@ def inproc_pair_rows(
                 )
             )
     return rows
-
-
-@pytest.fixture(scope="session")
-def tiny_random_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random-init pair (`mha-tiny-random` 2L-4H, `sha-tiny-random` 8L-1H) with model.onnx
-    and the fused model.opt.onnx: the profile and the PyTorch reference run on it."""
-    from export.api import export_random
-    from export.settings import ExportOptions
-
-    repo = tmp_path_factory.mktemp("random_repository")
-    for arch in ("mha", "sha"):
-        export_random("tiny", arch, repo, options=ExportOptions(optimize=True))
-    return repo

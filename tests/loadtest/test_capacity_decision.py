@@ -10,6 +10,7 @@ import statistics
 import numpy as np
 import pytest
 
+from contract.results import CapacityResults, CapacityRow, RoundRow, SweepRow
 from loadtest.capacity.rounds import (
     Round,
     StabilityRule,
@@ -21,7 +22,6 @@ from loadtest.capacity.rounds import (
 from loadtest.capacity.runner import ratios
 from loadtest.capacity.search import Probe, SearchResult, SearchSpec, search, steady
 from loadtest.report.decide import decide
-from loadtest.results import CapacityResults, CapacityRow, RoundRow, SweepRow
 
 MODELS = {"mha": ("mha-x", 4, 4), "sha": ("sha-x", 16, 1)}
 SEEDS = range(200)

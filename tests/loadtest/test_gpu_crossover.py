@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.results import write
 from loadtest.gpu import crossover
-from loadtest.results import write
 from tests.loadtest.conftest import inproc_pair_rows
 
 PAIR = (("mha-base-random", "mha", 12, 12), ("sha-base-random", "sha", 144, 1))

@@ -3,8 +3,8 @@ win counted only beyond the spread of the repeats."""
 
 from __future__ import annotations
 
+from contract.results import SweepRow
 from loadtest.gpu import versus
-from loadtest.results import SweepRow
 
 
 def _row(mode: str, model: str, b: int, q: int, ms: float, spread: float = 0.0) -> SweepRow:

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from contract.results import CapacityResults, CapacityRow, RoundRow
 from loadtest.capacity.runner import ratios
 from loadtest.capacity.search import Probe, SearchSpec, judge, search
 from loadtest.client.load import LoadResult
@@ -16,7 +17,6 @@ from loadtest.client.schedule import ScheduleStats, poisson_offsets
 from loadtest.report import choose, study
 from loadtest.report.decide import decide
 from loadtest.report.markdown import which_model_answer, write_report
-from loadtest.results import CapacityResults, CapacityRow, RoundRow
 
 
 def threshold_server(capacity: float):

@@ -130,8 +130,8 @@ def test_profile_command_on_the_tiny_pair(
 
 
 def test_profile_becomes_a_section_of_a_sweep_report(tiny_random_repo: Path, tmp_path: Path):
+    from contract.results import write
     from loadtest.report.markdown import write_report
-    from loadtest.results import write
 
     write(tmp_path, {}, [])  # a sweep's folder (no points needed for the section)
     _profile(tiny_random_repo, tmp_path, "--models", "mha")

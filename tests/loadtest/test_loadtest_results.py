@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.results import (
+from contract.results import (
     CapacityRow,
     SweepRow,
     load,

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from test_loadtest_client import FakeClock
 
+from contract.results import ResultMeta, SweepRow, load, summarize, write
 from loadtest.client import promscrape
-from loadtest.client.latency import summarize
 from loadtest.client.schedule import poisson_offsets, run_open_loop
 from loadtest.report import analysis
 from loadtest.report.markdown import build, verdict, write_report
-from loadtest.results import ResultMeta, SweepRow, load, write
 from loadtest.sweep.grid import GridError, parse_list
 from tests.loadtest.conftest import inproc_pair_rows
 

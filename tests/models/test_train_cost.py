@@ -1,4 +1,5 @@
-"""python -m models.train_cost: training-step timing of the pair, in the inference sweep's format."""
+"""python -m models.train_cost: training-step timing of the pair, in the inference sweep's format
+(contract.results rows, which the load report renders)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from loadtest.report.markdown import write_report
 from models import train_cost
 
 
@@ -43,7 +45,8 @@ def test_cpu_sweep_writes_sweep_rows_and_the_ratio_report(tmp_path: Path) -> Non
         assert r["tokens_per_s"] == pytest.approx(r["batch"] * r["seq"] / r["p50_ms"] * 1e3)
     assert (rows[0]["layers"], rows[0]["heads"], rows[1]["layers"], rows[1]["heads"]) == (2, 4, 8, 1)
     assert data["meta"]["command"].startswith("python -m models.train_cost --preset tiny")
-    report = (out / "train-eager" / "report.md").read_text()
+    assert not (out / "train-eager" / "report.md").exists()  # the load report's job, not models/'
+    report = write_report(out / "train-eager").read_text()  # what `python -m loadtest report` does
     assert "## SHA / MHA p50 latency ratio" in report and "| seq 8 |" in report
     assert "## In-process (train step, torch eager fp32, CPU seconds)" in report
     assert (out / "train-eager" / "ratio_heatmap.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from loadtest import results
 from loadtest.gpu import preflight
 from service.runtime import nvml
 from service.runtime import session as runtime
@@ -75,7 +74,7 @@ def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> N
     assert host == nvml.Host("550.54", "12.4", (nvml.Gpu("GPU 0", 80.0), nvml.Gpu("GPU 1", 80.0)))
     assert host.count == 2 and m.calls[0] == "nvmlInit" and m.calls[-1] == "nvmlShutdown"
     assert runtime.gpu_count() == 2
-    assert results.gpu_names() == ["GPU 0", "GPU 1"]
+    assert nvml.gpu_names() == ["GPU 0", "GPU 1"]
     assert preflight.gpu_facts() == {
         "name": "GPU 0",
         "driver": "550.54",
@@ -88,13 +87,13 @@ def test_probe_reads_every_gpu_and_shuts_nvml_down(fake, bytes_names: bool) -> N
 def test_no_nvml_means_no_gpu(fake) -> None:
     fake(fail={"nvmlInit"})
     assert nvml.probe() is None
-    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and preflight.gpu_facts() is None
+    assert runtime.gpu_count() == 0 and nvml.gpu_names() == [] and preflight.gpu_facts() is None
 
 
 def test_zero_devices(fake) -> None:
     fake(count=0)
     assert nvml.probe() == nvml.Host("550.54", "12.4", ())
-    assert runtime.gpu_count() == 0 and results.gpu_names() == [] and preflight.gpu_facts() is None
+    assert runtime.gpu_count() == 0 and nvml.gpu_names() == [] and preflight.gpu_facts() is None
 
 
 def test_a_missing_detail_keeps_the_count_but_not_the_report(fake) -> None:
@@ -103,7 +102,7 @@ def test_a_missing_detail_keeps_the_count_but_not_the_report(fake) -> None:
     m = fake(fail={"nvmlSystemGetCudaDriverVersion", "nvmlDeviceGetName"})
     host = nvml.probe()
     assert host is not None and host.cuda_driver is None and host.gpus[0] == nvml.Gpu(None, 80.0)
-    assert runtime.gpu_count() == 2 and results.gpu_names() == []
+    assert runtime.gpu_count() == 2 and nvml.gpu_names() == []
     assert preflight.gpu_facts() is None
     assert m.calls[-1] == "nvmlShutdown"
 
@@ -170,7 +169,7 @@ def test_gpu_metrics_say_once_that_there_is_no_nvml(caplog: pytest.LogCaptureFix
 
 def test_a_count_nvml_cannot_give_is_no_gpu_and_says_why_once(fake, caplog) -> None:
     fake(fail={"nvmlDeviceGetCount"})
-    with caplog.at_level("DEBUG", logger="service.nvml"):
+    with caplog.at_level("DEBUG", logger=nvml.__name__):
         assert nvml.probe() is None
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "nvmlDeviceGetCount" in warnings[0].getMessage()
@@ -178,7 +177,7 @@ def test_a_count_nvml_cannot_give_is_no_gpu_and_says_why_once(fake, caplog) -> N
 
 def test_a_query_the_driver_lacks_is_logged_and_left_unknown(fake, caplog) -> None:
     fake(fail={"nvmlDeviceGetName"})
-    with caplog.at_level("DEBUG", logger="service.nvml"):
+    with caplog.at_level("DEBUG", logger=nvml.__name__):
         host = nvml.probe()
     assert host is not None and host.count == 2 and host.gpus[0].name is None
     assert any("nvmlDeviceGetName" in r.getMessage() for r in caplog.records)

@@ -1,6 +1,6 @@
 """The matrix rate this device reaches: square matmuls timed in PyTorch, fp16, TF32 and fp32.
 
-    python -m loadtest.gpu.peak [--device cuda] [--n 8192] [--out results/peak]
+    python -m torchbench.peak [--device cuda] [--n 8192] [--out results/peak]
 
 A model's achieved TFLOP/s means little without the rate the same card reaches on the most
 favourable work it has: one large square matmul per precision, best of a few timed calls. The
@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract import results
 from contract.atomic import write_json
 from contract.cli import settings_from, settings_parser
-from loadtest import results
 from loadtest.gpu.plan import PEAK_JSON
 
 
@@ -66,7 +66,7 @@ def measure(s: PeakSettings) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     s = settings_from(
         PeakSettings,
-        settings_parser(PeakSettings, "loadtest.gpu.peak", __doc__.splitlines()[0]).parse_args(argv),
+        settings_parser(PeakSettings, "torchbench.peak", __doc__.splitlines()[0]).parse_args(argv),
     )
     t0 = time.perf_counter()
     rates = measure(s)

@@ -1,8 +1,8 @@
 """Where GPU time goes, kernel by kernel: each model run through ONNX Runtime (every variant, CUDA
 graphs off and on) and through PyTorch on the same weights, with CUPTI recording every kernel
-(`loadtest.profile.cupti`).
+(`torchbench.cupti_record`).
 
-    python -m loadtest.gpu.kernels --repo DIR --models a,b --variants model.onnx,model.gpu.onnx \
+    python -m torchbench.kernels --repo DIR --models a,b --variants model.onnx,model.gpu.onnx \
         [--torch-modes eager-fp16,graph-fp16] [--batch 1] [--seq 128] [--runs 20] [--out results/kernels]
 
 Writes kernels.json (one row per model x way of running it) and report.md (the table, then one
@@ -22,19 +22,19 @@ import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract import results
 from contract.atomic import write_json, write_text
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchRows, ModelFolders, ModelRepository, TokensPerRow
 from contract.manifest import FP32_FILE, load_manifest, verify_variant
-from loadtest import results
-from loadtest.gpu import torch_ref
 from loadtest.gpu.kernel_page import KernelRow, headline_rows, section_md, where_time_goes
 from loadtest.gpu.plan import KERNELS_JSON
 from loadtest.models import PlanError, repo_models, resolve
-from loadtest.profile import cupti
 from loadtest.sweep.inproc import random_batch
+from service.runtime import nvml
 from service.runtime.config import RuntimeConfig
 from service.runtime.session import OrtModel
+from torchbench import cupti_record, torch_ref
 
 WARMUP = 3
 
@@ -46,7 +46,7 @@ class KernelSettings(BaseSettings):
     models: ModelFolders = None
     variants: str = Field(default=FP32_FILE, description="comma list of ONNX variant files")
     graphs: Literal["off", "on", "both"] = Field(default="both", description="CUDA graphs for the ONNX runs")
-    torch_modes: str = Field(default="", description="comma list of PyTorch modes (loadtest.gpu.torch_ref)")
+    torch_modes: str = Field(default="", description="comma list of PyTorch modes (torchbench.torch_ref)")
     provider: Literal["cuda", "cpu"] = Field(default="cuda", description="ONNX Runtime's provider")
     batch: BatchRows = Field(default=1, ge=1)
     seq: TokensPerRow = Field(default=128, ge=1)
@@ -69,7 +69,7 @@ def ort_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
         for graphs in {"off": [False], "on": [True], "both": [False, True]}[s.graphs]:
             settings = RuntimeConfig(provider=s.provider, cuda_graph=graphs)
             model = OrtModel(verify_variant(model_dir, m, variant), settings)
-            prof = cupti.record(model.device_runner(ids, mask), runs=s.runs, warmup=WARMUP)
+            prof = cupti_record.record(model.device_runner(ids, mask), runs=s.runs, warmup=WARMUP)
             how = variant + (" + CUDA graphs" if model.graphs is not None else "")
             rows.append(KernelRow(model_dir.name, m.arch, m.layers, m.heads, "onnxruntime", how, prof))
             del model
@@ -77,7 +77,7 @@ def ort_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
 
 
 def torch_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
-    """Each PyTorch mode on the export's own weights (loadtest.gpu.torch_ref)."""
+    """Each PyTorch mode on the export's own weights (torchbench.torch_ref)."""
     m = load_manifest(model_dir)
     model, _ = torch_ref.reference_model(model_dir, 0)
     device = "cuda" if s.provider == "cuda" else "cpu"
@@ -87,7 +87,7 @@ def torch_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
     for mode in _names(s.torch_modes):
         prepared = torch_ref.prepared(model, mode, device)
         with torch.inference_mode():
-            prof = cupti.record(
+            prof = cupti_record.record(
                 torch_ref.runner(prepared, mode, ids, torch.ones_like(ids)), runs=s.runs, warmup=WARMUP
             )
         rows.append(
@@ -97,7 +97,7 @@ def torch_rows(model_dir: Path, s: KernelSettings) -> list[KernelRow]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = settings_parser(KernelSettings, "loadtest.gpu.kernels", __doc__.splitlines()[0])
+    parser = settings_parser(KernelSettings, "torchbench.kernels", __doc__.splitlines()[0])
     s = settings_from(KernelSettings, parser.parse_args(argv))
     try:
         available = repo_models(s.repo)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": True,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "spec": s.model_dump(mode="json", include={"batch", "seq", "runs", "provider"}),
-        "machine": results.machine(),
+        "machine": results.machine(nvml.gpu_names()),
         "rows": [r.as_json() for r in rows],
     }
     s.out.mkdir(parents=True, exist_ok=True)

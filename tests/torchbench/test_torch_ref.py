@@ -1,4 +1,4 @@
-"""loadtest.gpu.torch_ref, the PyTorch reference: the export's own weights rebuilt (random-init by
+"""torchbench.torch_ref, the PyTorch reference: the export's own weights rebuilt (random-init by
 construction, trained from the checkpoint; both checked against model.onnx), rows in the in-process
 sweep's format that the report reads, one-line refusals; the CUDA modes on a GPU (marked)."""
 
@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from loadtest.gpu import torch_ref
 from tests.conftest import ROOT
+from torchbench import torch_ref
 
 
 def bench_torch() -> ModuleType:
@@ -23,7 +23,7 @@ def bench_torch() -> ModuleType:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "loadtest.gpu.torch_ref", *args],
+        [sys.executable, "-m", "torchbench.torch_ref", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,8 +48,8 @@ def test_trained_weights_come_from_the_checkpoint(tiny_repo: Path, tiny_runs: di
 
 
 def test_cpu_eager_rows_read_like_the_inproc_sweep(tiny_random_repo: Path, tmp_path: Path):
+    from contract.results import load
     from loadtest.report.markdown import write_report
-    from loadtest.results import load
 
     r = _run(
         "--repo",

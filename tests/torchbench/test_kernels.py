@@ -10,8 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from loadtest.gpu import kernel_page
 from loadtest.profile import cupti
 from loadtest.profile.classify import ATTENTION, COPIES, ELEMENTWISE, GEMM, LAYERNORM
+from torchbench import cupti_record, kernels
 
 # two runs' worth of GPU activity as Kineto writes it (microseconds): per run a GEMM, attention,
 # LayerNorm and an elementwise kernel, the GEMM and attention overlapping by 2 us, one copy
@@ -72,7 +74,7 @@ class FakeProfiler:
 def test_recorded_kernels_become_per_run_figures():
     calls = []
     fake = FakeProfiler()
-    prof = cupti.record(lambda: calls.append(1), runs=2, warmup=3, profiler=fake)
+    prof = cupti_record.record(lambda: calls.append(1), runs=2, warmup=3, profiler=fake)
     assert len(calls) == 5 and fake.activities == ["CUDA"]  # warm-up outside the recording
     assert prof.kernels_per_run == 5 and prof.min_kernel_us == 1.0 and prof.mean_kernel_us == 4.0
     assert prof.kernel_ms == pytest.approx(0.020) and prof.busy_ms == pytest.approx(0.018)  # overlap once
@@ -92,9 +94,7 @@ def test_busy_time_counts_overlaps_once():
 
 def test_the_program_profiles_ort_and_torch_runs(tiny_random_repo: Path, tmp_path: Path, monkeypatch):
     """Real ONNX Runtime (CPU) and PyTorch runs; only the profiler is the fake."""
-    from loadtest.gpu import kernel_page, kernels
-
-    monkeypatch.setattr(cupti, "torch_profiler", FakeProfiler)
+    monkeypatch.setattr(cupti_record, "torch_profiler", FakeProfiler)
     argv = ["--repo", str(tiny_random_repo), "--variants", "model.onnx,model.gpu.onnx", "--graphs", "off"]
     argv += ["--torch-modes", "eager-fp32", "--provider", "cpu", "--seq", "8", "--runs", "2"]
     assert kernels.main([*argv, "--out", str(tmp_path)]) == 0

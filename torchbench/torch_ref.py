@@ -2,7 +2,7 @@
 like the in-process ONNX Runtime sweep, so a report can say whether ONNX Runtime is the fast way
 to run it.
 
-    python -m loadtest.gpu.torch_ref --repo DIR [--models a,b] [--device cpu|cuda] [--modes ...]
+    python -m torchbench.torch_ref --repo DIR [--models a,b] [--device cpu|cuda] [--modes ...]
         [--batch 1,4] [--seq 16,32] [--budget-s 0.4] [--out results/torch]
 
 The weights are the export's own: a trained model's checkpoint (its manifest's `source_run`), or
@@ -31,17 +31,17 @@ import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract import tensors
+from contract import results, tensors
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import BatchSizes, ModelFolders, ModelRepository, TorchThreads
 from contract.manifest import FP32_FILE, load_manifest
+from contract.results import summarize
 from export.api import random_config, synthetic_tokenizer
-from loadtest import results
-from loadtest.client.latency import summarize
 from loadtest.models import PlanError, repo_models, resolve
 from loadtest.sweep.inproc import time_runs
 from models.checkpoint import load_run, random_run
 from models.config import PRESETS
+from service.runtime import nvml
 
 LABELS = {
     "eager-fp32": "torch eager fp32",
@@ -139,7 +139,7 @@ def time_mode(
 def row(
     info: Any, mode: str, device: str, batch: int, seq: int, seconds: list[float], note: str
 ) -> dict[str, Any]:
-    """A row in the in-process sweep's format (loadtest.results.COLUMNS)."""
+    """A row in the in-process sweep's format (contract.results.SweepRow)."""
     st = summarize(seconds)
     p50_s = st["p50_ms"] / 1e3  # type: ignore[operator]
     return {
@@ -213,7 +213,7 @@ _TITLE = __doc__.splitlines()[0]
 def main(argv: list[str] | None = None) -> int:
     a = settings_from(
         BenchTorchSettings,
-        settings_parser(BenchTorchSettings, "loadtest.gpu.torch_ref", _TITLE).parse_args(argv),
+        settings_parser(BenchTorchSettings, "torchbench.torch_ref", _TITLE).parse_args(argv),
     )
     modes, batches, seqs = _modes(a), _ints("--batch", a.batch), _ints("--seq", a.seq)
     if a.threads:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "machine": results.machine(),
+        "machine": results.machine(nvml.gpu_names()),
         "versions": {**results.versions(), "torch": torch.__version__},
         "reference": checks,
         "providers": {"inproc": {n: f"torch-{a.device}" for n in names}},

@@ -1,5 +1,5 @@
-"""The load tester's result files, written atomically after every point or search, and read back
-by the report: one typed row per measurement (`SweepRow`, `CapacityRow`), whose fields are the
+"""The measurement result files, written atomically after every point or search, and read back
+by the load report: one typed row per measurement (`SweepRow`, `CapacityRow`), whose fields are the
 files' columns, with the unit in the name (`_ms`, `_s`, `_rps`, `_per_s`; `rate` and
 `achieved_rate` are requests per second).
 
@@ -9,7 +9,10 @@ capacity.json = {"meta": ..., "rows": [CapacityRow], "ratios": [CapacityRatio], 
                  "rounds": [RoundRow], "ceiling": [CapacityRow]}
 capacity.csv  = the capacity rows, columns in `CapacityRow.columns()` order.
 
-Files written before a column existed still read: a missing column is None.
+Written by the load tester (sweeps, capacity), the PyTorch reference (torchbench.torch_ref) and
+the training-step sweep (models.train_cost), all in the in-process sweep's row format; read by
+`python -m loadtest report`. Files written before a column existed still read: a missing column
+is None.
 """
 
 from __future__ import annotations
@@ -23,17 +26,17 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.atomic import write_json, write_text
 from contract.cli import validation_message
-from service.runtime import nvml
 
 
 class ResultRow(BaseModel):
@@ -300,6 +303,26 @@ class CapacityResults(BaseModel):
     ceiling: list[CapacityRow] = Field(default_factory=list)  # the null-engine service, per shape
 
 
+QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+
+
+def summarize(seconds: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
+    """A row's latency columns: count, mean, min, max and p50/p95/p99 in ms (linear
+    interpolation); None when empty."""
+    a = np.asarray(seconds, dtype=np.float64)
+    out: dict[str, float | int | None] = {"count": int(a.size)}
+    if a.size == 0:
+        out.update({f"{k}_ms": None for k in ("p50", "p95", "p99", "mean", "min", "max")})
+        return out
+    ms = a * 1e3
+    for name, q in QUANTILES.items():
+        out[f"{name}_ms"] = float(np.percentile(ms, q))
+    out["mean_ms"] = float(ms.mean())
+    out["min_ms"] = float(ms.min())
+    out["max_ms"] = float(ms.max())
+    return out
+
+
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
 CAPACITY_JSON_NAME = "capacity.json"
@@ -316,32 +339,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_names() -> list[str]:
-    """The GPUs' names for a result's machine record; empty without NVML."""
-    host = nvml.probe()
-    return [g.name for g in host.gpus if g.name] if host else []
-
-
-def machine() -> dict[str, Any]:
-    """This machine, as `Machine` reads it (a plain dict: benchmarks write it into their own JSON)."""
+def machine(gpus: Iterable[str] = ()) -> dict[str, Any]:
+    """This machine, as `Machine` reads it (a plain dict: benchmarks write it into their own JSON),
+    with the GPU names the caller found (NVML's in the load tester, torch's in the training sweep)."""
     return Machine(
         cpu=cpu_model(),
         cores=os.cpu_count(),
         affinity_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        gpus=gpu_names(),
+        gpus=list(gpus),
         platform=platform.platform(),
         hostname=platform.node(),
     ).model_dump()
 
 
-def run_meta(settings: BaseModel, models: Mapping[str, Any], notes: Iterable[str], **more: Any) -> ResultMeta:
-    """The meta of a run starting now on this machine: its settings, and each model's facts and
-    manifest (from objects with ModelMeta's attributes and a `manifest`: loadtest.models.ModelInfo)."""
+def run_meta(
+    settings: BaseModel, models: Mapping[str, Any], notes: Iterable[str], gpus: Iterable[str], **more: Any
+) -> ResultMeta:
+    """The meta of a run starting now on this machine (with `gpus`, its GPUs' names): its settings,
+    and each model's facts and manifest (from objects with ModelMeta's attributes and a
+    `manifest`: loadtest.models.ModelInfo)."""
     return ResultMeta(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=" ".join(sys.argv),
         settings=settings.model_dump(mode="json"),
-        machine=machine(),
+        machine=machine(gpus),
         versions=versions(),
         models={n: ModelMeta.model_validate(i, from_attributes=True) for n, i in models.items()},
         manifests={n: i.manifest for n, i in models.items()},
