@@ -15,7 +15,7 @@ REPO ?= model_repository
 RESULTS ?= results
 PAPER_REPO ?= paper_repository
 
-.PHONY: demo test test-fast image-test install system-deps venv train export serve loadtest paper lint clean
+.PHONY: demo test test-fast image-test install system-deps venv train export serve loadtest paper lint clean readme
 
 # Debian packages: the data set (wordnet-base), Prometheus (monitoring integration test)
 # and wrk (load-test cross-check). Installed only when missing.
@@ -84,6 +84,10 @@ paper: venv
 # per batch, the PyTorch reference, the demo's small pair, the other variants, the service on CUDA
 # with the HTTP sweep and capacity search -> docs/gpu/<gpu-name>/ and a summary in docs/benchmarks.md.
 # A rerun does only what is missing. Without a GPU: exit 2.
+# README's Results table from the committed result files (tests/loadtest/test_readme_results.py checks it)
+readme: venv
+	$(PY) -m loadtest.report.readme
+
 .PHONY: gpu-report
 gpu-report: venv
 	$(PY) -m loadtest gpu-report

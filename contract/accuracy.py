@@ -256,6 +256,22 @@ def chosen_budget(by_epochs: dict[int, list[dict[str, Any]]]) -> int | None:
     return max(ready, key=lambda e: mean_of(ready[e], "val_accuracy")) if ready else None
 
 
+def _median_epoch(run: dict[str, Any]) -> float | None:
+    t = [0.0, *run.get("epoch_train_s", [])]
+    steps = [b - a for a, b in zip(t, t[1:], strict=False)]
+    return statistics.median(steps) if steps else None
+
+
+def epoch_seconds(runs: list[dict[str, Any]]) -> float | None:
+    """Training seconds per epoch: each run's median epoch, the lowest over the runs.
+
+    Other processes on a shared machine only ever slow an epoch down, so the least-loaded run
+    is the closest to the model's own speed; the median keeps one slow epoch from moving it.
+    """
+    per = [m for m in map(_median_epoch, runs) if m is not None]
+    return min(per) if per else None
+
+
 @dataclass(frozen=True)
 class Side:
     """One variant at its chosen budget: the runs, and their test accuracy's mean and std."""

@@ -18,6 +18,7 @@ from contract.accuracy import (
     budgets,
     chosen_budget,
     early_stopped,
+    epoch_seconds,
     mean_of,
     study_claim,
 )
@@ -33,22 +34,6 @@ SLACK = 1.02  # within 2% of a time budget counts as within it (timing noise)
 def pm(values: list[float]) -> str:
     m, s = mean_std(values)
     return f"{m:.4f} ± {s:.4f}" if len(values) > 1 else f"{m:.4f}"
-
-
-def _median_epoch(run: dict[str, Any]) -> float | None:
-    t = [0.0, *run.get("epoch_train_s", [])]
-    steps = [b - a for a, b in zip(t, t[1:], strict=False)]
-    return statistics.median(steps) if steps else None
-
-
-def epoch_seconds(runs: list[dict[str, Any]]) -> float | None:
-    """Training seconds per epoch: each run's median epoch, the lowest over the runs.
-
-    Other processes on a shared machine only ever slow an epoch down, so the least-loaded run
-    is the closest to the model's own speed; the median keeps one slow epoch from moving it.
-    """
-    per = [m for m in map(_median_epoch, runs) if m is not None]
-    return min(per) if per else None
 
 
 def _all_runs(by_epochs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -15,12 +15,13 @@ from contract.accuracy import (
     budgets,
     chosen_budget,
     chosen_runs,
+    epoch_seconds,
     groups,
     load_records,
     study_claim,
     terms_of,
 )
-from models.study.budget import claim_sentence, curve_lines, epoch_seconds, wall_clock_by_budget
+from models.study.budget import claim_sentence, curve_lines, wall_clock_by_budget
 from models.study.report import best_by, summary_markdown, wall_clock_lines
 
 TERMS = {
