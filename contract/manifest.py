@@ -87,7 +87,7 @@ class Variant(_Strict):
     parity: Parity
     # providers on which this variant must still prove parity (the service does, at start,
     # from `reference`) before it is served there. None: written before this field existed;
-    # service.variants then treats fp16 as pending on CUDA.
+    # service.runtime.variants then treats fp16 as pending on CUDA.
     parity_pending: list[str] | None = None
     # node count per operator type in the file, and "total"
     operators: dict[str, int] = {}

@@ -3,7 +3,7 @@
 The lifespan starts the engine handle: the engine itself in this process (its models loaded,
 batchers started; on shutdown they drain), or the link to the engine process. The front parses,
 validates and tokenises; the engine runs the batches.
-One ASGI layer (outermost) serves the inference routes from their table (service.routes) and
+One ASGI layer (outermost) serves the inference routes from their table (service.http.routes) and
 does, per request: body-size limit (413), refusal while draining after SIGTERM (503 +
 Retry-After), and the request count/latency metrics labelled by route template and known model
 name only. FastAPI behind it answers the control plane.
@@ -39,7 +39,7 @@ from service.http.routes import InferenceRoute, Match, RouteTable
 from service.metrics import NO_MODEL, SHUTTING_DOWN, UNKNOWN_MODEL, FrontMetrics, exposition, families
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service")
+log = logging.getLogger(__name__)
 
 APIS = (api_v1, api_v2)
 
@@ -54,7 +54,7 @@ def protocol_of(path: str) -> Protocol:
     return api_v1.PROTOCOL
 
 
-# Every inference route, one row each (service.routes): served by the front layer below, never by
+# Every inference route, one row each (service.http.routes): served by the front layer below, never by
 # FastAPI, whose routing, dependency solving and exception middleware cost more per request than the
 # rest of a batch-1 request's Python work. The control plane (health, metadata, lists, metrics,
 # docs) is FastAPI's.

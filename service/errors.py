@@ -2,8 +2,8 @@
 
 The front (service.front, service.http.bodies, service.api.v2codec) and the engine raise these, never an HTTP
 status: the same refusal is a 422 on v1 and a 400 on v2, a 404 or 503 with a `field` on v1 and
-without one on v2. Each API module maps them to its statuses and body (`api_v1.PROTOCOL`,
-`api_v2.PROTOCOL`, see service.protocol).
+without one on v2. Each API module maps them to its statuses and body (`service.api.v1.PROTOCOL`,
+`service.api.v2.PROTOCOL`, see service.http.protocol).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from service.runtime import nvml
 if TYPE_CHECKING:
     from service.runtime.cuda_graphs import GraphMemory
 
-log = logging.getLogger("service.metrics")
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -53,7 +53,7 @@ SHUTTING_DOWN = "shutting_down"  # the h2h_rejected reason while draining (the b
 
 
 class GpuCollector(Collector):
-    """GPU utilisation and memory at scrape time, read through service.nvml (the one NVML probe).
+    """GPU utilisation and memory at scrape time, read through service.runtime.nvml (the one NVML probe).
 
     Yields nothing without NVML; when a read fails the cause is logged once (until reads work
     again) and the scrape goes on without the GPU series, rather than failing /metrics.

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -118,7 +117,3 @@ class ServiceSettings(BaseSettings, RuntimeConfig):
             if not MODEL_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid model name")
         return v
-
-    def summary(self) -> str:
-        """One JSON line, printed at start."""
-        return json.dumps({"settings": self.model_dump(mode="json")}, sort_keys=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
-log = logging.getLogger("service.transport")
+log = logging.getLogger(__name__)
 
 
 class LoopSocket:

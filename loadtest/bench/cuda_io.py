@@ -1,5 +1,5 @@
 """Where a small request's time goes on CUDA, below HTTP: the model alone, the service's IO path
-(host arrays in, host arrays out: what `service.runtime.OrtModel.run` does per batch) and the
+(host arrays in, host arrays out: what `service.runtime.session.OrtModel.run` does per batch) and the
 model replayed as a captured CUDA graph (ORT's `enable_cuda_graph`, one fixed shape per session).
 
     python -m loadtest.bench.cuda_io --repo results/small-repo --shapes 1x16,8x64

@@ -1,6 +1,6 @@
 """In-process timing: ONNX Runtime timed directly, no HTTP, no batcher (the model's own cost).
 
-Sessions are the service's own (`service.runtime.OrtModel`: provider choice and options from the
+Sessions are the service's own (`service.runtime.session.OrtModel`: provider choice and options from the
 same `H2H_*` environment), so the CUDA execution provider is used
 when a GPU is present and the CPU provider otherwise. On CUDA the inputs are bound on the
 device once (IO binding), outputs stay on the device, and each timed run ends with

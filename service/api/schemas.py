@@ -190,7 +190,7 @@ class ModelSummary(BaseModel):
     variant: str | None = None
     cuda_graphs: CudaGraphsSummary | None = None
     # the served variant's parity on its provider: status (proven / proven-at-start / unproven),
-    # the measurement behind it, and why a preferred variant was not served (service.variants.Served)
+    # the measurement behind it, and why a preferred variant was not served (service.runtime.variants.Served)
     parity: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None
 

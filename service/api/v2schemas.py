@@ -1,6 +1,6 @@
 """KServe v2 / Open Inference Protocol bodies (JSON form), for the OpenAPI document.
 
-The infer route parses bodies with `service.v2codec` (JSON tensors and Triton's binary tensor
+The infer route parses bodies with `service.api.v2codec` (JSON tensors and Triton's binary tensor
 extension, which JSON Schema cannot describe); these models state the same rules for clients
 and fuzzers: only `input_ids` (required) and `attention_mask`, integer datatypes, shape
 [batch, sequence]. What a schema cannot say (data length = product of shape, equal shapes of the

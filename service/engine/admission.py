@@ -24,7 +24,7 @@ from typing import Protocol
 
 
 class Queue(Protocol):
-    """What the room needs of a model's queue (service.batcher.DynamicBatcher is one)."""
+    """What the room needs of a model's queue (service.engine.batcher.DynamicBatcher is one)."""
 
     @property
     def accepting(self) -> bool: ...

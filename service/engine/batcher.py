@@ -52,7 +52,7 @@ from service.runtime.shapes import blank_batch
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 PadShape = Callable[[int, int], tuple[int, int]]  # (rows, longest length) -> shape to run at
 
-log = logging.getLogger("service.batcher")
+log = logging.getLogger(__name__)
 
 
 class BatcherError(Exception):
@@ -251,7 +251,7 @@ class DynamicBatcher:
             return 1
         return max(1, min(60, math.ceil(self._queued_rows / rate)))
 
-    # what admission control (service.admission) sees of the queue ------------------------
+    # what admission control (service.engine.admission) sees of the queue ------------------------
     def watch_room(self, callback: Callable[[], None]) -> None:
         """Call `callback` whenever rows leave the queue (one watcher: the model's waiting room)."""
         self._on_room = callback

@@ -36,7 +36,7 @@ from service.errors import (
 from service.metrics import EngineMetrics
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service.engine")
+log = logging.getLogger(__name__)
 
 # settings every model's DynamicBatcher takes under their own names
 BATCHER_SETTINGS = ("max_batch_size", "max_queue_delay_ms", "max_queue_rows", "inline_compute_ms")
@@ -47,7 +47,6 @@ class Engine:
         self.settings = settings
         self.metrics = EngineMetrics(gpu=gpu_metrics)
         self.models: dict[str, AnyEngineModel] = {}
-        self.draining = False
         self.started = False
         self.version = 0  # bumped when a model's state changes (the front then re-reads views())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,7 +135,6 @@ class Engine:
 
     def begin_shutdown(self) -> None:
         """Queued work runs at once, waiters are answered. Safe from a signal handler."""
-        self.draining = True
         if self._loop is not None and not self._loop.is_closed():
             for m in self.serving():
                 self._loop.call_soon_threadsafe(m.batcher.flush)
@@ -144,7 +142,6 @@ class Engine:
 
     async def stop(self) -> None:
         """Every accepted request answered (up to the grace), then the batchers stop."""
-        self.draining = True
         grace = self.settings.shutdown_grace_s
         results = await asyncio.gather(*(m.batcher.stop(grace) for m in self.serving()))
         if not all(results):

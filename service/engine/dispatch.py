@@ -30,7 +30,7 @@ from service.messages import (
 )
 from service.metrics import families
 
-log = logging.getLogger("service.engine")
+log = logging.getLogger(__name__)
 
 
 class Dispatcher:

@@ -20,7 +20,7 @@ from service.runtime import variants
 from service.runtime.session import OrtModel, choose_providers
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service.repository")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +69,7 @@ def _plain_name(value: str, what: str) -> str:
 def _best_variant(
     path: Path, m: Manifest, settings: ServiceSettings, sessions: int
 ) -> tuple[OrtModel, variants.Served]:
-    """The best variant proven on the provider (service.variants), its file name and sha256
+    """The best variant proven on the provider (service.runtime.variants), its file name and sha256
     checked before a session opens it."""
 
     def open_variant(name: str) -> OrtModel:

@@ -29,7 +29,7 @@ from service.messages import Codec, Frame, Refused, Reply, Request, refusal_of
 from service.settings import ServiceSettings
 from service.transport import LoopSocket
 
-log = logging.getLogger("service.engine")
+log = logging.getLogger(__name__)
 
 
 class EngineServer:

@@ -42,7 +42,7 @@ from service.messages import (
 )
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service.client")
+log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Reply)
 

@@ -25,7 +25,7 @@ from service.messages import Codec, Describe, Description, Reply, Request
 from service.settings import ServiceSettings
 from service.transport import LoopSocket
 
-log = logging.getLogger("service.link")
+log = logging.getLogger(__name__)
 
 DESCRIBE_TRY_S = 0.25  # how long one "describe" waits for an answer while the engine restarts
 

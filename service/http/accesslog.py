@@ -22,7 +22,7 @@ from starlette.types import Scope
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"[!-~]{1,128}")
 
-access_log = logging.getLogger("service.access")
+access_log = logging.getLogger(__name__)
 
 # a fresh id: this process's random 64-bit prefix and a counter, 32 hex digits like a UUID's, at a
 # fraction of uuid4's cost (which was a tenth of a front's CPU per request at c=32)

@@ -2,7 +2,7 @@
 
 A route that needs a model takes `ReadyModel` (loaded and serving) or `KnownModel` (any state);
 the lookup and its refusals (`UnknownModel`, `ModelNotReady`) are the core's, their status the
-route's protocol's (service.protocol).
+route's protocol's (service.http.protocol).
 """
 
 from __future__ import annotations

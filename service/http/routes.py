@@ -3,7 +3,7 @@
 A row names the method, the path, the protocol its refusals are said in, the request and response
 models, and the raw handler (bytes in, bytes out). From the table alone the front ASGI layer
 (service.app) serves the routes, with admission, the body limit, draining and error mapping done
-there once for every row, and service.openapi documents them. FastAPI never sees an inference
+there once for every row, and service.api.openapi documents them. FastAPI never sees an inference
 route: adding one is adding a row.
 """
 

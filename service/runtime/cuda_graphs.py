@@ -6,7 +6,7 @@ in 13 ms, docs/benchmarks.md). ORT replays a graph only into the device buffers 
 with, so each shape gets its own input/output buffers and graph id (`gpu_graph_id`); a batch is
 copied into its shape's buffers, replayed, and its rows copied out.
 
-Shapes come from a bounded grid (service.shapes: rows to powers of two, length to the bucket's
+Shapes come from a bounded grid (service.runtime.shapes: rows to powers of two, length to the bucket's
 upper edge), and `capture_all` captures the whole grid when the model loads, so no request pays
 for a capture and the graphs' device buffers are known before the model says ready. Padding rows
 are [PAD] with only their first position unmasked (no all-zero mask, no NaN), and are dropped
@@ -28,7 +28,7 @@ from contract import tensors
 from service.runtime import nvml
 from service.runtime.shapes import ShapeGrid, blank_batch, next_power_of_two
 
-log = logging.getLogger("service.cuda_graphs")
+log = logging.getLogger(__name__)
 
 # runs per shape at start: ORT allocates and captures a new graph id within its first run (running
 # it again itself as needed), and the second replays it, so a graph that cannot replay fails at

@@ -23,7 +23,7 @@ from service.runtime.cores import cgroup_cpu_limit, usable_cores  # noqa: F401 -
 from service.runtime.cuda_graphs import CudaGraphs, GraphMemory, output_buffer
 from service.runtime.shapes import ShapeGrid
 
-log = logging.getLogger("service.runtime")
+log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -143,7 +143,7 @@ class OrtModel:
         max_length: int | None = None,
     ) -> None:
         """On CUDA with `settings.cuda_graph` and `settings.io_binding` (the defaults), `run` replays
-        one captured graph per padded batch shape (service.cuda_graphs) and each `device_runner`
+        one captured graph per padded batch shape (service.runtime.cuda_graphs) and each `device_runner`
         captures its own shape as a graph. `max_length` (the model's longest sequence) bounds the
         shapes: batches are padded to a grid of them (`padded_shape`) that `warm_up` captures.
         `profile_prefix`: ONNX Runtime's profiler on, its trace written under that prefix when

@@ -8,7 +8,7 @@ export uses) before serving it. Preference, best first: on CUDA the fused fp16 v
 cannot be proven is never served silently: without H2H_VARIANT the next one is served and the
 reason logged once; a variant named by H2H_VARIANT is refused unless H2H_ALLOW_UNPROVEN is set.
 
-Sessions are opened through a callable the caller passes in (service.repository), so the rules
+Sessions are opened through a callable the caller passes in (service.engine.repository), so the rules
 here are tested with fake sessions.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from contract import reference
 from contract.manifest import CUDA_PROVIDER, GPU_FILE, Manifest, Variant
 
-log = logging.getLogger("service.variants")
+log = logging.getLogger(__name__)
 
 
 Status = Literal["proven", "proven-at-start", "unproven"]
@@ -32,7 +32,7 @@ R = TypeVar("R", bound="Runtime")
 
 
 class Runtime(Protocol):
-    """What selection needs of a loaded session (service.runtime.OrtModel)."""
+    """What selection needs of a loaded session (service.runtime.session.OrtModel)."""
 
     provider: str
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from loadtest.gpu import preflight
+from service import metrics
 from service.runtime import nvml
 from service.runtime import session as runtime
 
@@ -141,7 +142,7 @@ def test_gpu_metrics_log_a_failing_read_once_and_keep_the_scrape(caplog: pytest.
     registry.register(GpuCollector(read))
     assert b"h2h_gpu" not in generate_latest(registry)  # the scrape itself still answers
     assert b"h2h_gpu" not in generate_latest(registry)
-    warnings = [r for r in caplog.records if r.name == "service.metrics"]
+    warnings = [r for r in caplog.records if r.name == metrics.__name__]
     assert len(warnings) == 1 and warnings[0].exc_info is not None
     assert "NVML_ERROR_UNKNOWN" in str(warnings[0].exc_info[1])
     text = generate_latest(registry).decode()
@@ -157,12 +158,12 @@ def test_gpu_metrics_say_once_that_there_is_no_nvml(caplog: pytest.LogCaptureFix
 
     from service.metrics import GpuCollector
 
-    caplog.set_level(logging.INFO, "service.metrics")
+    caplog.set_level(logging.INFO, metrics.__name__)
     registry = CollectorRegistry()
     registry.register(GpuCollector(lambda: None))
     for _ in range(3):
         assert b"h2h_gpu" not in generate_latest(registry)
-    assert [r.getMessage() for r in caplog.records if r.name == "service.metrics"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == metrics.__name__] == [
         "GPU metrics: NVML is not available on this host; no GPU series"
     ]
 

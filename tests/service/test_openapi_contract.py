@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.http import accesslog
 from service.settings import ServiceSettings
 from tests.service.conftest import serve_in_thread
 
@@ -113,7 +113,7 @@ def test_json_access_log_line_per_request(tiny_repo: Path, tmp_path: Path) -> No
     from tests.service.test_service_api import AppRunner, settings_for
 
     runner = AppRunner(create_app(settings_for(tiny_repo, access_log_json=True), gpu_metrics=False))
-    handler = logging.getLogger("service.access").handlers[0]
+    handler = accesslog.access_log.handlers[0]
     seen = io.StringIO()
     old = handler.setStream(seen)
     try:

@@ -43,7 +43,6 @@ def test_settings_env_prefix_and_alias(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("H2H_MODEL_REPOSITORY", "/elsewhere")
     assert str(ServiceSettings().model_repository) == "/elsewhere"  # prefixed name wins
     assert ServiceSettings(model_repository="x").model_repository.name == "x"
-    assert '"max_batch_size": 7' in s.summary()
     with pytest.raises(ValueError):
         ServiceSettings(models=["../etc"])
     # what a benchmark or profile builds reads no variable of the server: only what it is given

@@ -1,4 +1,4 @@
-"""The best proven variant per model: service.variants' rules, and the start-up proof on CUDA with
+"""The best proven variant per model: service.runtime.variants' rules, and the start-up proof on CUDA with
 ONNX Runtime's session faked at the boundary (a real CPU session under a CUDA name, its answers
 kept right or made wrong), through the repository loader and /v1/models."""
 
@@ -87,7 +87,7 @@ def test_cuda_serves_the_fused_variant_once_proven_at_start(repo: Path) -> None:
 def test_cuda_falls_back_to_fp32_when_the_proof_fails_and_says_why_once(
     repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.variants"):
+    with caplog.at_level(logging.WARNING, logger=variants.__name__):
         served, opened = _select(repo, CUDA_PROVIDER, shift=0.5)
     assert opened == [GPU_FILE, FP32] and served.variant == FP32 and served.status == "proven"
     assert served.measured_on == CPU_PROVIDER and "failed parity on CUDAExecutionProvider" in served.fallback
