@@ -11,7 +11,7 @@ from test_loadtest_client import FakeClock
 
 from contract.results import ResultMeta, SweepRow, load, summarize, write
 from loadtest.client import promscrape
-from loadtest.client.schedule import poisson_offsets, run_open_loop
+from loadtest.client.schedule import MonotonicClock, poisson_offsets, run_open_loop
 from loadtest.report import analysis
 from loadtest.report.markdown import build, verdict, write_report
 from loadtest.sweep.grid import GridError, parse_list
@@ -72,12 +72,22 @@ def test_open_loop_counts_late_sends_and_does_not_slow_down():
     assert sum(lag > 0.002 for lag in lags) == st.late
 
 
-def test_open_loop_real_clock_rate():
-    n = []
-    st = asyncio.run(run_open_loop(poisson_offsets(300.0, 1.0, seed=2), lambda t: n.append(t)))
-    assert st.sent == len(n)
-    assert st.achieved_rate(1.0) == pytest.approx(300.0, rel=0.15)
-    assert st.late <= st.sent * 0.2  # a shared 2-core CI box may jitter a few sends
+def test_open_loop_real_clock_never_sends_early_and_keeps_its_schedule():
+    """On the real clock: every send at or after its intended time, the intended times exactly
+    the schedule's (late sends do not shift later ones), each lag counted as measured here. How
+    late sends are depends on the machine's load, so it bounds nothing here: the FakeClock tests
+    above pin lateness exactly, and the load tester reports it with every run."""
+    clock = MonotonicClock()
+    off = poisson_offsets(300.0, 1.0, seed=2)
+    seen: list[tuple[float, float]] = []
+    st = asyncio.run(run_open_loop(off, lambda t: seen.append((t, clock.now())), clock))
+    assert st.sent == len(off) == len(seen)
+    assert [t - st.start for t, _ in seen] == pytest.approx(list(off), abs=1e-9)
+    lags = [now - t for t, now in seen]
+    assert min(lags) >= 0  # never early
+    assert all(0 <= counted <= lag for counted, lag in zip(st.lags, lags, strict=True))
+    assert st.late == sum(lag > 0.002 for lag in st.lags) and st.max_lag_s == max(st.lags)
+    assert st.achieved_rate(1.0) == len(off)  # every planned send went out within its window
 
 
 def test_summarize():
