@@ -120,10 +120,10 @@ class Server:
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process and its live descendants (a service's engine and
         fronts), all their threads, from /proc."""
-        return sum(_cpu_ticks(pid) for pid in _tree(self.pid)) / os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_ticks(pid) for pid in tree(self.pid)) / os.sysconf("SC_CLK_TCK")
 
 
-def _tree(pid: int) -> list[int]:
+def tree(pid: int) -> list[int]:
     """`pid` and its descendants alive now."""
     out, todo = [], [pid]
     while todo:
@@ -133,6 +133,24 @@ def _tree(pid: int) -> list[int]:
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
     return out
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` in MB (0 when it ended meanwhile)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    kb = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
+    return round(kb / 1024, 1)
+
+
+def maps_onnxruntime(pid: int) -> bool:
+    """Whether `pid` has ONNX Runtime's library mapped (it imported onnxruntime)."""
+    try:
+        return "onnxruntime" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 def _cpu_ticks(pid: int) -> int:

@@ -26,7 +26,7 @@ LIMIT=${LIMIT:-$((67108864 - tree - 1000000))}  # bytes: 64 MiB less the working
 WHEELS=(fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.4 pydantic-core==2.50.5
         pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 annotated-types==0.8.0
         orjson==3.13.0 httptools==0.9.0 onnxconverter-common==1.16.0 opentelemetry-api==1.45.2
-        importlib-metadata pyzmq==27.3.0 msgspec==0.23.0 setproctitle==1.3.8)  # pyzmq, msgspec: the engine <-> fronts transport and messages; setproctitle: process names
+        importlib-metadata msgspec==0.23.0 setproctitle==1.3.8)  # msgspec: the engine <-> fronts messages (service.messages); setproctitle: process names
 pip_dl() {
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

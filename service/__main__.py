@@ -1,7 +1,8 @@
 """`python -m service [--model-repository DIR] [--host H] [--port P] [--fronts W]` (h2h-serve).
 
-By default one engine process runs the models and W front processes serve HTTP
-(service.supervisor); `--single-process` serves both from this process.
+One engine process runs the models and W front processes serve HTTP (service.supervisor), or
+one process serves both (`--single-process`); unset, the shape is the measured best for the
+host (ServiceSettings.one_process: one process on a CPU host with few cores).
 
 SIGTERM/SIGINT: new inference requests on open connections get 503 + Retry-After and
 /v2/health/ready turns 503, new connections are refused, every accepted request is answered,
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    if not settings.single_process:
+    if not settings.one_process():
         from service import supervisor  # after argument checks, like create_app below
 
         sys.exit(supervisor.run(settings))

@@ -269,7 +269,7 @@ class Codec:
     def _enc_hook(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
             arr = np.ascontiguousarray(obj)
-            self._out.append(arr.data if arr.size else b"")
+            self._out.append(arr.data.cast("B") if arr.size else b"")  # len() in bytes
             return (arr.dtype.str, arr.shape, len(self._out) - 1)
         raise NotImplementedError(f"{type(obj).__name__} does not cross the seam")
 

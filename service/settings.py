@@ -13,7 +13,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.flags import BindAddress, Port
 from contract.manifest import MODEL_NAME_RE
+from service.runtime import nvml
 from service.runtime.config import RuntimeConfig
+from service.runtime.cores import usable_cores
+
+# The CPU hosts where one process serves best by default: on the 2-core CPU box the engine process
+# and its front cost more CPU per request than they give (docs/benchmarks.md, "Process shape");
+# on more cores, unmeasured, the engine process and one front per two cores stay the default.
+ONE_PROCESS_MAX_CORES = 2
+
+
+def one_process_by_default(provider: str) -> bool:
+    """One process on a CPU host (no GPU to run on) with at most ONE_PROCESS_MAX_CORES usable
+    cores; on a CUDA host the engine keeps its process (its batches overlap the fronts' work)."""
+    host = nvml.probe() if provider == "auto" else None
+    gpu = provider == "cuda" or (host is not None and bool(host.gpus))
+    return not gpu and usable_cores() <= ONE_PROCESS_MAX_CORES
 
 
 class ServiceSettings(BaseSettings, RuntimeConfig):
@@ -66,12 +81,14 @@ class ServiceSettings(BaseSettings, RuntimeConfig):
     fronts: NonNegativeInt = Field(
         default=0,
         description="HTTP front processes (parsing, validation, tokenisation, admission, responses) in front "
-        "of the one engine process that runs the models; 0 (auto): one per two usable cores, at least 1",
+        "of the one engine process that runs the models (set: the engine process is used); 0 (auto): one per "
+        "two usable cores, at least 1",
     )
-    single_process: bool = Field(
-        default=False,
-        description="one process serves HTTP and runs the models (no engine process), for embedding the app "
-        "and for comparison",
+    single_process: bool | None = Field(
+        default=None,
+        description="true: one process serves HTTP and runs the models; false: an engine process runs them "
+        f"behind the fronts; unset: one process on a CPU host with at most {ONE_PROCESS_MAX_CORES} usable "
+        "cores (where the engine process costs more than it gives: docs/benchmarks.md), else the engine process",
     )
     engine_restarts: NonNegativeInt = Field(
         default=5,
@@ -117,3 +134,10 @@ class ServiceSettings(BaseSettings, RuntimeConfig):
             if not MODEL_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid model name")
         return v
+
+    def one_process(self) -> bool:
+        """The process shape to serve in: the setting; fronts asked for, the engine process;
+        else the measured best for this host (`one_process_by_default`)."""
+        if self.single_process is not None:
+            return self.single_process
+        return not self.fronts and one_process_by_default(self.provider)

@@ -66,7 +66,7 @@ class Supervisor:
         self.json = settings.model_dump_json()
         process_tree.remove_stale_run_folders()
         self.rundir = process_tree.make_run_folder()
-        self.endpoint = f"ipc://{self.rundir / 'engine.sock'}"
+        self.endpoint = str(self.rundir / "engine.sock")  # the engine's Unix socket (service.transport)
         self.metrics_dir = self.rundir / "metrics"
         self.metrics_dir.mkdir()
         self.engine: SpawnProcess | None = None

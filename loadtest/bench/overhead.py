@@ -37,6 +37,7 @@ from contract.atomic import write_json
 from contract.cli import fail, settings_from, settings_parser
 from contract.flags import ModelAlias
 from contract.results import machine, summarize
+from loadtest import processes
 from loadtest.bench.pyspy import profile_top
 from loadtest.bench.servers import start_bare_app, start_service, status_counts
 from loadtest.bench.wrk_runner import run_wrk
@@ -44,13 +45,16 @@ from loadtest.client import load as hc
 from loadtest.models import PlanError, repo_models, resolve
 from loadtest.processes import Server
 from loadtest.sweep.inproc import InprocModel
+from service.settings import one_process_by_default
 
 TARGETS = {
     "overhead_over_floor_ms": 0.15,  # c=1 overhead over in-process <= the bare route's p50 + this
-    "null_w1_over_floor": 0.6,  # null-engine c=32 req/s at W=1 over the bare route's
+    "null_over_floor": 0.8,  # null-engine c=32 req/s, the default shape, over the bare route's
+    "model_over_floor": 0.5,  # c=32 req/s with the model, the default shape, over the bare route's
     "null_w2_over_w1": 1.6,  # null-engine c=32 req/s at W=2 over W=1's
     "capacity_over_before": 1.0,  # c=32 req/s with the model over the before tree's
     "overload_goodput": 0.8,
+    "front_rss_mb": 70.0,  # a front process's resident memory under load
 }
 
 
@@ -64,6 +68,23 @@ class Point:
     requests: int
     non2xx: int
     cpu_ms_per_request: float
+
+
+def memory(server: Server) -> dict[str, float]:
+    """Resident MB of each process of the server by role: the root ("service" in one process,
+    else "supervisor"), "engine" (the child that loaded ONNX Runtime), "front" (the largest
+    other child)."""
+    pids = processes.tree(server.pid)
+    out: dict[str, float] = {}
+    for pid in pids:
+        rss = processes.rss_mb(pid)
+        if pid == server.pid:
+            out["root"] = rss
+        elif processes.maps_onnxruntime(pid):
+            out["engine"] = rss
+        else:
+            out["front"] = max(rss, out.get("front", 0.0))
+    return out
 
 
 def measure(server: Server, url: str, body: bytes, conc: int, seconds: float) -> Point:
@@ -128,12 +149,19 @@ def _verdict(r: dict) -> list[str]:
         lines.append(
             _check(f"c=32 req/s, {r['main']} / before", ratio, TARGETS["capacity_over_before"], ">=")
         )
-    null = r.get("null", {})
-    if "W1" in null:
-        ratio = null["W1"]["rps"] / floor["c32"]["rps"]
+    null, key = r.get("null", {}), r["main"].replace("=", "")
+    if key in null:
+        ratio = null[key]["rps"] / floor["c32"]["rps"]
         lines.append(
-            _check("null engine c=32 req/s, W=1 / bare route", ratio, TARGETS["null_w1_over_floor"], ">=")
+            _check(
+                f"null engine c=32 req/s, {r['main']} / bare route", ratio, TARGETS["null_over_floor"], ">="
+            )
         )
+    ratio = main["c32"]["rps"] / floor["c32"]["rps"]
+    lines.append(_check(f"c=32 req/s, {r['main']} / bare route", ratio, TARGETS["model_over_floor"], ">="))
+    fronts = [d["rss_mb"]["front"] for d in r["services"].values() if "front" in d.get("rss_mb", {})]
+    if fronts:
+        lines.append(_check("front RSS under load (MB), largest", max(fronts), TARGETS["front_rss_mb"], "<="))
     if "W1" in null and "W2" in null:
         ratio = null["W2"]["rps"] / null["W1"]["rps"]
         lines.append(_check("null engine c=32 req/s, W=2 / W=1", ratio, TARGETS["null_w2_over_w1"], ">="))
@@ -164,6 +192,8 @@ def report(r: dict) -> str:
         rows.append(
             f"null engine {name}: c=32 {p['rps']:,.0f} req/s, p50 {p['p50_ms']:.3f} ms, CPU/req {p['cpu_ms_per_request']:.3f} ms"
         )
+    for name, d in r["services"].items():
+        rows.append(f"RSS MB under load, {name}: {d.get('rss_mb', {})}")
     return "\n".join(rows + _verdict(r))
 
 
@@ -179,16 +209,22 @@ def _measure_service(
     url = hc.predict_url(svc.base, model)
     run_wrk(url, body1, 1, 1.0)  # warm-up
     if not full:
-        return {"c32": asdict(measure(svc, url, body1, 32, a.duration))}
-    out = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
-    if a.profile:
-        with profile_top(svc.pid, a.duration) as top:
-            out["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
-        out["profile_top"] = top.lines
-    else:
-        out["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+        return {"c32": asdict(measure(svc, url, body1, 32, a.duration)), "rss_mb": memory(svc)}
+    out: dict = {"c1": asdict(measure(svc, url, body1, 1, a.duration))}
+    out["c32"] = asdict(measure(svc, url, body1, 32, a.duration))
+    out["rss_mb"] = memory(svc)
     out["overload"] = overload(svc, url, big, a.overload_rows, a.duration)
+    if a.profile:  # runs of their own: the sampler's CPU stays out of the figures above
+        out["profile"] = {f"c{c}": _profiled(svc, url, body1, c, a.duration) for c in (1, 32)}
     return out
+
+
+def _profiled(svc: Server, url: str, body: bytes, conc: int, seconds: float) -> dict:
+    """One wrk run under py-spy: the samples by process role and stage, the top frames, and the
+    run's CPU per request (to turn a stage's share into milliseconds)."""
+    with profile_top(svc.pid, seconds) as prof:
+        point = measure(svc, url, body, conc, seconds)
+    return {"cpu_ms_per_request": point.cpu_ms_per_request, "stages": prof.stages, "top": prof.lines}
 
 
 def _servers(a: OverheadSettings) -> list[tuple[str, Path | None, list[str], bool]]:
@@ -199,11 +235,20 @@ def _servers(a: OverheadSettings) -> list[tuple[str, Path | None, list[str], boo
     if a.single_process:
         out.append(("single", a.service_root, ["--single-process"], True))
     out += [(f"W={w}", a.service_root, ["--fronts", str(w)], True) for w in a.fronts]
+    if a.null_engine and a.single_process:
+        out.append(("null single", a.service_root, ["--single-process", "--null-engine"], False))
     if a.null_engine:
         out += [
             (f"null W={w}", a.service_root, ["--fronts", str(w), "--null-engine"], False) for w in a.fronts
         ]
     return out
+
+
+def main_shape(a: OverheadSettings) -> str:
+    """The label of the shape `python -m service` takes by default on this host, when measured
+    (one process on a CPU host with few cores: service.settings.one_process_by_default)."""
+    one = a.single_process and one_process_by_default("auto")
+    return "single" if one else f"W={a.fronts[0]}"
 
 
 def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_seq: int) -> dict:
@@ -217,7 +262,7 @@ def run(a: OverheadSettings, model_name: str, model_dir: Path, vocab: int, max_s
         "overload_rows": a.overload_rows,
         "overload_seq": big_seq,
         "rounds": a.rounds,
-        "main": f"W={a.fronts[0]}",
+        "main": main_shape(a),
         "machine": machine(),
     }
     r["inproc_p50_ms"] = round(inproc_p50(model_dir, seq), 4)
@@ -246,15 +291,19 @@ def summarize_rounds(r: dict) -> dict:
     r["services"], r["null"] = {}, {}
     for label, runs in raw.items():
         if label.startswith("null "):
-            r["null"][label.removeprefix("null ").replace("=", "")] = _median([p["c32"] for p in runs])
+            r["null"][label.removeprefix("null ").replace("=", "")] = {
+                **_median([p["c32"] for p in runs]),
+                "rss_mb": runs[-1].get("rss_mb", {}),
+            }
         elif label != "floor":
             # latency: the higher middle one, throughput and goodput the lower
             c1 = sorted((p["c1"] for p in runs), key=lambda c: c["p50_ms"])[len(runs) // 2]
             svc = {"c1": c1, "c32": _median([p["c32"] for p in runs])}
             svc["overload"] = _median([p["overload"] for p in runs], "goodput")
             svc["overhead_c1_ms"] = round(svc["c1"]["p50_ms"] - r["inproc_p50_ms"], 4)
-            if any("profile_top" in p for p in runs):
-                svc["profile_top"] = next(p["profile_top"] for p in runs if "profile_top" in p)
+            svc["rss_mb"] = runs[-1].get("rss_mb", {})
+            if any("profile" in p for p in runs):
+                svc["profile"] = next(p["profile"] for p in runs if "profile" in p)
             r["services"][label] = svc
     return r
 
@@ -310,8 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     print(report(r))
     for name, svc in r["services"].items():
-        for line in svc.get("profile_top", []):
-            print(f"  profile {name}: {line}")
+        for conc, prof in svc.get("profile", {}).items():
+            for role, stages in prof["stages"].items():
+                split = ", ".join(f"{st} {share:.1%}" for st, share in stages.items())
+                print(
+                    f"  profile {name} {conc} ({prof['cpu_ms_per_request']:.3f} CPU ms/req) {role}: {split}"
+                )
     print(json.dumps(r))
     if a.out:
         write_json(a.out, r)

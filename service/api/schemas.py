@@ -100,6 +100,18 @@ class PredictRequest(BaseModel):
     truncate: StrictBool = Field(default=False, description=_TRUNCATE)
 
 
+class PredictRequestInts(PredictRequest):
+    """`PredictRequest` for the usual body, whose numbers are all JSON integers: pydantic-core
+    checks them without a Python call per token (JsonInt's for 3.0 costs 4x the parse). Not a
+    schema of its own: a body it refuses is parsed again as `PredictRequest`, for 3.0 or the error."""
+
+    input_ids: list[Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]] = Field(  # type: ignore[assignment]
+        default=None, min_length=1
+    )
+    attention_mask: list[list[Annotated[StrictInt, Field(ge=0, le=1)]]] = Field(default=None, min_length=1)  # type: ignore[assignment]
+    top_k: StrictInt = Field(default=3, ge=1, le=1000)
+
+
 class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults({}))
 

@@ -1,4 +1,4 @@
-"""The engine process: the Engine (service.engine.core) behind a ZeroMQ ROUTER socket.
+"""The engine process: the Engine (service.engine.core) behind a Unix socket (service.transport).
 
 Fronts (service.front.link) send `[request id, *message frames]` and get `[request id, *reply
 frames]` back: the messages and their encoding are service.messages' (token ids and logits as
@@ -18,16 +18,15 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from multiprocessing.connection import Connection
-
-import zmq
 
 from service.engine.core import Engine
 from service.engine.dispatch import Dispatcher
 from service.errors import InternalError
-from service.messages import Codec, Frame, Refused, Reply, Request, refusal_of
+from service.messages import Codec, Refused, Reply, Request, refusal_of
 from service.settings import ServiceSettings
-from service.transport import LoopSocket
+from service.transport import FrameStream, listen
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +40,32 @@ class EngineServer:
         self.dispatcher = Dispatcher(engine)
         self.codec = Codec()
         self._tasks: set[asyncio.Task] = set()
-        self._sock = LoopSocket(zmq.ROUTER, self._received)
+        self._listener: socket.socket | None = None
 
     def bind(self) -> None:
-        self._sock.sock.bind(self.endpoint)
+        self._listener = listen(self.endpoint)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Answer until `stop`, then drain: queued work runs, every accepted request answered."""
-        self._sock.start()
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: FrameStream(self._received), sock=self._listener)
         await stop.wait()
         self.engine.begin_shutdown()
         await self.engine.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.engine.settings.shutdown_grace_s)
-        self._sock.close()
+        server.close()
 
-    def _received(self, frames: list[bytes]) -> None:
-        ident, rid, *message = frames
+    def _received(self, stream: FrameStream, frames: list[bytes]) -> None:
+        rid, *message = frames
         try:
             msg = self.codec.request(message)
         except Exception:  # a front of another version, a bug: answered, never left waiting
             log.exception("engine: a message could not be read")
-            self._reply(ident, rid, Refused(refusal=refusal_of(InternalError("unreadable message"))))
+            self._reply(stream, rid, Refused(refusal=refusal_of(InternalError("unreadable message"))))
             return
-        task = asyncio.get_running_loop().create_task(self._answer(ident, rid, msg))
+        task = asyncio.get_running_loop().create_task(self._answer(stream, rid, msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -73,12 +74,13 @@ class EngineServer:
         if not task.cancelled() and task.exception() is not None:
             log.error("engine: answering a front failed", exc_info=task.exception())
 
-    async def _answer(self, ident: bytes, rid: bytes, msg: Request) -> None:
-        self._reply(ident, rid, await self.dispatcher.answer(msg))
+    async def _answer(self, stream: FrameStream, rid: bytes, msg: Request) -> None:
+        self._reply(stream, rid, await self.dispatcher.answer(msg))
 
-    def _reply(self, ident: bytes, rid: bytes, reply: Reply) -> None:
-        frames: list[Frame] = [ident, rid, *self.codec.encode(reply)]
-        self._sock.send(frames)
+    def _reply(self, stream: FrameStream, rid: bytes, reply: Reply) -> None:
+        """The reply on the connection its request came on (a front gone meanwhile: dropped)."""
+        if not stream.closed:
+            stream.send([rid, *self.codec.encode(reply)])
 
 
 async def _run(settings: ServiceSettings, endpoint: str, ready: Connection) -> None:

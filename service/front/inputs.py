@@ -106,6 +106,32 @@ def encode_texts(
     return rows, kept, cut
 
 
+def _plain_row(
+    row: Sequence[int] | np.ndarray, mask: Sequence[int] | np.ndarray | None, max_len: int, vocab: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The usual row (a list of ints in the vocabulary, its mask absent or 1s then 0s), trimmed,
+    with its mask; None for anything else, which the full checks then take (and name). In pure
+    Python: numpy's per-call cost is most of a short row's checks."""
+    if type(row) is not list or not 0 < len(row) <= max_len:
+        return None
+    try:
+        if not (min(row) >= 0 and max(row) < vocab):
+            return None
+    except TypeError:  # not numbers
+        return None
+    n = len(row)
+    if mask is None:
+        kept = n
+    else:
+        if type(mask) is not list or len(mask) != n:
+            return None
+        kept = mask.count(1)
+        if kept == 0 or kept + mask.count(0) != n or (kept < n and mask.index(0) != kept):
+            return None
+    ids = np.array(row[:kept] if kept < n else row, dtype=np.int64)
+    return ids, np.ones(kept, dtype=np.int64)
+
+
 def check_ids(
     entry: Model,
     input_ids: Sequence[Sequence[int]] | np.ndarray,
@@ -123,6 +149,13 @@ def check_ids(
         )
     ids_rows, mask_rows = [], []
     for i, row in enumerate(input_ids):
+        plain = _plain_row(
+            row, None if attention_mask is None else attention_mask[i], m.max_sequence_length, m.vocab_size
+        )
+        if plain is not None:
+            ids_rows.append(plain[0])
+            mask_rows.append(plain[1])
+            continue
         ids = _ids_row(row, m.max_sequence_length, m.vocab_size, f"{ids_field}.{i}")
         mask = (
             np.ones_like(ids)

@@ -1,4 +1,4 @@
-"""The front's link and the engine's server over a real ZeroMQ socket, in one event loop: token
+"""The front's link and the engine's server over a real Unix socket, in one event loop: token
 ids out and logits back equal the engine's own answer, refusals keep their class, status and
 Retry-After, statistics and metrics cross, and a model whose batcher stops in the engine turns
 not ready in the front."""
@@ -22,7 +22,7 @@ from tests.service.test_service_batcher import run_async
 
 @pytest.fixture
 def endpoint(tmp_path: Path) -> str:
-    return f"ipc://{tmp_path / 'engine.sock'}"
+    return str(tmp_path / "engine.sock")
 
 
 def test_link_and_server(tiny_repo: Path, endpoint: str) -> None:
