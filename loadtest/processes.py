@@ -123,15 +123,41 @@ class Server:
         return sum(_cpu_ticks(pid) for pid in tree(self.pid)) / os.sysconf("SC_CLK_TCK")
 
 
+def _child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def tree(pid: int) -> list[int]:
     """`pid` and its descendants alive now."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
+        todo += _child_pids(p)
+    return out
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs: not gone, and not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(pid: int) -> dict[int, str]:
+    """`pid`'s running child processes and their names (command lines, from /proc): a service's
+    are h2h-engine and h2h-front-N (service.process_tree)."""
+    out = {}
+    for k in _child_pids(pid):
         with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
+            name = Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if running(k):
+                out[k] = name.strip()
     return out
 
 

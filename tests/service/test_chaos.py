@@ -23,8 +23,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.processes import children
 from tests.conftest import start_service, wait_until
-from tests.service.test_process_tree import children
 
 TIMEOUT_S = 5.0  # the service's request timeout
 ENV = {

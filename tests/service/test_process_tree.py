@@ -22,34 +22,13 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from loadtest.processes import children, running
 from service import process_tree, supervisor
 from service.settings import ServiceSettings
 from tests.conftest import start_service, wait_until
 
 ENV = {"H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_SHUTDOWN_GRACE_S": "5"}
 GRACE_S = 5.0
-
-
-def children(pid: int) -> dict[int, str]:
-    """The live child processes of `pid`, by pid, with their names (command lines)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for k in kids:
-            if alive(int(k)):
-                out[int(k)] = Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    return out
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting to be reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def named(pid: int, title: str, *, besides: int | None = None, timeout: float = 60) -> int:
@@ -96,7 +75,7 @@ def _stops_cleanly(proc: subprocess.Popen, log: Path) -> float:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(GRACE_S + 10) == 0, log.read_text()[-3000:]
     took = time.monotonic() - sent
-    assert not [k for k in kids if alive(k)], kids
+    assert not [k for k in kids if running(k)], kids
     return took
 
 
@@ -113,9 +92,9 @@ def test_processes_are_named_and_die_with_a_killed_supervisor(started) -> None: 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     deadline = time.monotonic() + 10
-    while any(alive(k) for k in names) and time.monotonic() < deadline:
+    while any(running(k) for k in names) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not [k for k in names if alive(k)], names
+    assert not [k for k in names if running(k)], names
     port = int(hostport.rsplit(":", 1)[1])
     with socket.socket() as s:  # the port is free: nobody listens on it any more
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,7 +127,7 @@ def test_sigterm_is_honoured_at_any_moment(started, moment: str) -> None:  # noq
     finally:
         os.kill(child, signal.SIGCONT)
     assert proc.wait(GRACE_S + 10) == 0, log.read_text()[-3000:]
-    assert not [k for k in kids if alive(k)], kids
+    assert not [k for k in kids if running(k)], kids
     if moment != "front replacement":
         assert "stopping while the engine" in log.read_text(), log.read_text()[-3000:]
 
@@ -218,7 +197,7 @@ def test_sigterm_answers_a_request_whose_body_is_still_arriving_and_stops_the_en
         exited: dict[int, float] = {}
         end = time.monotonic() + 1.0
         while time.monotonic() < end:  # the body is late: its front and the engine wait for it
-            exited.update({k: time.monotonic() for k in kids if k not in exited and not alive(k)})
+            exited.update({k: time.monotonic() for k in kids if k not in exited and not running(k)})
             time.sleep(0.01)
         engine = next(k for k, name in kids.items() if name == "h2h-engine")
         assert engine not in exited and len(exited) < len(kids) - 1, (
@@ -232,7 +211,7 @@ def test_sigterm_answers_a_request_whose_body_is_still_arriving_and_stops_the_en
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     deadline = time.monotonic() + GRACE_S + 10
     while len(exited) < len(kids) and time.monotonic() < deadline:
-        exited.update({k: time.monotonic() for k in kids if k not in exited and not alive(k)})
+        exited.update({k: time.monotonic() for k in kids if k not in exited and not running(k)})
         time.sleep(0.005)
     assert proc.wait(10) == 0, log.read_text()[-3000:]
     fronts = [t for k, t in exited.items() if k != engine]
