@@ -128,7 +128,9 @@ def _counts(answers: list[Answer], kills: list[Kill]) -> dict:
         "requests": len(answers),
         "by_status": by_status,
         "kills": {w: sum(k.what == w for k in kills) for w in ("engine", "front")},
-        "back_after_s": [round(k.back - k.at, 3) for k in kills],
+        "back_after_s": {
+            w: [round(k.back - k.at, 3) for k in kills if k.what == w] for w in ("engine", "front")
+        },
         "sent_while_engine_up": len(up),
         "ok_while_engine_up": sum(a.status == 200 for a in up),
         "longest_s": round(max(a.ended - a.sent for a in answers), 3),
