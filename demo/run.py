@@ -75,16 +75,17 @@ class DemoSettings(BaseSettings):
     )
 
 
-# the capacity search per --loadtest-preset: interleaved rounds of short probes, each model's and
-# the null-engine service's, until two rounds in a row agree within 15% (2-4 rounds): about two
-# minutes of the demo on the CPU box (2 shapes x 3 targets)
+# the capacity search per --loadtest-preset: interleaved rounds of half-second windows (each rate
+# repeated until two windows agree, at most 3), each model's and the null-engine service's, 3-4
+# rounds (stopping at 3 when the last two agree within 10%): about 2-3 minutes of the demo on the
+# CPU box (2 shapes x 3 targets)
 CAPACITY_PROBES = {
     "default": (
-        *("--probe-duration", "1", "--max-probes", "6", "--tolerance", "0.1"),
-        *("--min-rounds", "2", "--max-rounds", "4", "--stability", "0.15", "--p50-window", "0.5"),
+        *("--probe-duration", "0.5", "--max-probes", "6", "--tolerance", "0.1", "--windows", "3"),
+        *("--min-rounds", "3", "--max-rounds", "4", "--stability", "0.1", "--p50-window", "0.3"),
     ),
     "tiny": (
-        *("--probe-duration", "0.3", "--max-probes", "3", "--tolerance", "0.5"),
+        *("--probe-duration", "0.3", "--max-probes", "3", "--tolerance", "0.5", "--windows", "2"),
         *("--min-rounds", "2", "--max-rounds", "2", "--p50-window", "0.2"),
     ),
 }
