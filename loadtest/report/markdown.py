@@ -273,7 +273,8 @@ def which_model_answer(
     seeded = load_study()
     said = decide(cap, points, manifests, seeded)
     sentence = said.sentence if said else ""
-    sentence += f" {seeded.sentence()}" if seeded and seeded.sentence() else ""
+    if seeded and seeded.sentence() and "seeded study" not in sentence:  # said once, not twice
+        sentence += f" {seeded.sentence()}"
     return which_model_table(cands, shapes, seeded, cap), sentence
 
 

@@ -312,12 +312,7 @@ def test_the_answer_shows_the_seeded_study_beside_the_served_models(tmp_path, mo
         "accuracy (seeded study, 4 and 4 epochs, 3 and 3 seeds: SHA − MHA -1.00 points, 95% interval"
         in sentence
     )
-    assert sentence.endswith(
-        "In the seeded study (docs/accuracy.json, preset small, each architecture at the training budget its "
-        "validation accuracy picks: mha-admin 4 epochs, sha-admin 4 epochs, 3 and 3 seeds), test accuracy "
-        "SHA − MHA -1.00 points, 95% interval [-3.27, +1.27]; the models served here are single short runs, "
-        "so their own accuracy says less."
-    )
+    assert "In the seeded study" not in sentence  # the verdict already names it: said once
     # a pre-LN model is not the study's admin variant, and a study too thin to choose a budget adds nothing
     assert (
         "| sha-x | SHA 16L-1H | 0.7646 | – |"
