@@ -55,7 +55,8 @@ def started(tiny_repo: Path, tmp_path: Path) -> Iterator:  # noqa: ANN201
 
     def start(*flags: str, wait: bool = True) -> tuple[subprocess.Popen, str, Path]:
         log = tmp_path / f"service-{len(procs)}.log"
-        proc, hostport = start_service(tiny_repo, ENV, log, "--models", "mha-tiny", *flags)
+        shape = () if "--fronts" in flags else ("--fronts", "1")  # the engine process, on any host
+        proc, hostport = start_service(tiny_repo, ENV, log, "--models", "mha-tiny", *shape, *flags)
         procs.append(proc)
         if wait:
             wait_until("service ready", lambda: _ready(hostport), 90, proc, log)
