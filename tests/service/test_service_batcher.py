@@ -289,6 +289,27 @@ async def test_known_quick_shape_runs_inline_when_nothing_else_waits() -> None:
 
 
 @run_async
+async def test_a_late_thread_hand_off_is_not_the_models_time() -> None:
+    """A worker thread that wakes late (a busy host) neither counts as compute nor keeps a quick
+    shape off the event loop: the next request of that shape runs inline."""
+    rec = Recorder()
+    async with started(rec, max_batch_size=8, inline_compute_ms=5.0) as b:
+        executor = b._executor
+        assert executor is not None
+        submit = executor.submit
+
+        def late(fn: Callable[..., Any], *args: Any) -> Any:
+            time.sleep(0.02)  # the hand-off alone takes 4x the inline limit
+            return submit(fn, *args)
+
+        executor.submit = late  # type: ignore[method-assign]
+        first = await b.submit(rows(3))  # shape unknown: the (late) worker thread
+        assert first.compute_ms < 5.0
+        await b.submit(rows(3))
+        assert rec.order[0].startswith("ort-m") and rec.order[1] == threading.current_thread().name
+
+
+@run_async
 async def test_retry_after_follows_the_measured_drain_rate() -> None:
     def slow(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         time.sleep(0.05 * ids.shape[0])  # 20 rows/s
