@@ -5,7 +5,7 @@ itself (an asyncio Protocol: no thread, no future per message).
 Why not ZeroMQ, the transport before: on a host with few cores its I/O thread on each side
 costs two thread wake-ups per message each way, and its `send` was the front's largest frame
 in the profile. Measured side by side (`python -m loadtest.bench.hop`, docs/benchmarks.md) this
-stream costs a fifth of ZeroMQ's CPU per round trip. What ZeroMQ gave beyond that is small here:
+stream costs 0.43x ZeroMQ's CPU per round trip at c=1 and 0.30x at c=32. What ZeroMQ gave beyond that is small here:
 reconnection (the link reconnects itself when the engine is restarted) and routing (a reply goes
 back on the connection its request came on).
 

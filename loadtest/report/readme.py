@@ -163,39 +163,39 @@ def _span(values: list[float]) -> str:
 
 
 def overhead_rows() -> list[Row]:
-    """What the service adds at batch 1: one process (two rounds per model), then the engine
-    process with one front (three rounds, medians) against one process at c=32."""
-    one = {
-        m: [
-            json.loads((DOCS / "overhead" / f"after_{m}_{i}.json").read_text())["overhead_c1_ms"]
-            for i in (1, 2)
-        ]
+    """What the service adds at batch 1 in the default shape on the CPU box (one process: two
+    rounds per model), then the engine process with one front against it (c=1 and c=32)."""
+    runs = {
+        m: json.loads((DOCS / "overhead" / "epyc-2026-12-07" / f"{m}.json").read_text())
         for m in ("mha", "sha")
     }
-    split = {}
-    for m in ("mha", "sha"):
-        d = json.loads((DOCS / "overhead" / "epyc-2026-12-04" / f"{m}.json").read_text())
-        c1 = statistics.median(r["c1"]["p50_ms"] for r in d["raw"]["W=1"]) - d["inproc_p50_ms"]
-        c32 = [statistics.median(r["c32"]["rps"] for r in d["raw"][k]) for k in ("W=1", "before")]
-        split[m] = f"{c1:.2f} ms / {_x(c32[0] / c32[1])}"
-    link = "[serving overhead](docs/benchmarks.md#serving-overhead-cpu-box)"
+
+    def c1(d: dict, label: str) -> list[float]:
+        return [r["c1"]["p50_ms"] - d["inproc_p50_ms"] for r in d["raw"][label]]
+
+    def split(d: dict) -> str:
+        c32 = [statistics.median(r["c32"]["rps"] for r in d["raw"][k]) for k in ("W=1", "single")]
+        return f"{_span(c1(d, 'W=1'))} / {_x(c32[0] / c32[1])}"
+
+    link = "[serving overhead](docs/benchmarks.md#the-seam-in-one-module-and-the-process-shape-cpu-box)"
     return [
         Row(
-            "what the service adds at batch 1 (HTTP p50 − in-process p50), one process",
-            _span(one["mha"]),
-            _span(one["sha"]),
+            "what the service adds at batch 1 (HTTP p50 − in-process p50), the default on this 2-core box "
+            "(one process), two rounds",
+            _span(c1(runs["mha"], "single")),
+            _span(c1(runs["sha"], "single")),
             "",
-            "CPU box, ad10254",
+            "CPU box, fa376de",
             link,
         ),
         Row(
-            "the same with the engine process and one front (the default), c=1 / batch-1 req/s at c=32 vs one "
-            "process (medians of three rounds)",
-            split["mha"],
-            split["sha"],
+            "the same with the engine process and one front (`--fronts 1`), c=1 / batch-1 req/s at c=32 vs one "
+            "process (medians of two rounds)",
+            split(runs["mha"]),
+            split(runs["sha"]),
             "",
-            "CPU box, c7566e3 (SHA: 08adf1a)",
-            "[serving overhead](docs/benchmarks.md#one-engine-process-and-w-fronts-side-by-side-cpu-box)",
+            "CPU box, fa376de",
+            link,
         ),
     ]
 
