@@ -27,8 +27,14 @@ from service import process_tree, supervisor
 from service.settings import ServiceSettings
 from tests.conftest import start_service, wait_until
 
-ENV = {"H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_SHUTDOWN_GRACE_S": "5"}
-GRACE_S = 5.0
+ENV = {"H2H_PROVIDER": "cpu", "H2H_INTRA_OP_THREADS": "1", "H2H_SHUTDOWN_GRACE_S": "30"}
+GRACE_S = 30.0  # long: the slow-body test holds a request open across SIGTERM
+
+
+def ours(pid: int) -> list[int]:
+    """The service's own children (h2h-*; not multiprocessing's resource tracker, which leaves on
+    its own once the supervisor has gone)."""
+    return [k for k, name in children(pid).items() if name.startswith("h2h-")]
 
 
 def named(pid: int, title: str, *, besides: int | None = None, timeout: float = 60) -> int:
@@ -71,7 +77,7 @@ def started(tiny_repo: Path, tmp_path: Path) -> Iterator:  # noqa: ANN201
 
 def _stops_cleanly(proc: subprocess.Popen, log: Path) -> float:
     """Seconds from SIGTERM to the supervisor's exit, asserting exit 0 and no child left."""
-    kids = list(children(proc.pid))
+    kids = ours(proc.pid)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(GRACE_S + 10) == 0, log.read_text()[-3000:]
@@ -122,7 +128,7 @@ def test_sigterm_is_honoured_at_any_moment(started, moment: str) -> None:  # noq
         child = named(proc.pid, "h2h-front-0", besides=old)
     os.kill(child, signal.SIGSTOP)  # caught starting, it stays so until the supervisor is told to stop
     try:
-        kids = list(children(proc.pid))
+        kids = ours(proc.pid)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # the supervisor's SIGTERM to `child` is pending on it now, or soon
     finally:
@@ -180,6 +186,20 @@ def test_next_start_removes_only_run_folders_whose_owner_is_dead(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h2h-alive", "h2h-file", "h2h-unknown"]
 
 
+def _until_read(port: int, client_port: int, timeout: float = 30) -> None:
+    """Until the server's end of the connection 127.0.0.1:client_port -> :port has nothing left
+    to read (/proc/net/tcp's rx_queue): whoever accepted it has read what was sent."""
+    want = (f"0100007F:{port:04X}", f"0100007F:{client_port:04X}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            if (f[1], f[2]) == want and f[4].split(":")[1] == "00000000":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"the server did not read the request from port {client_port}")
+
+
 def test_sigterm_answers_a_request_whose_body_is_still_arriving_and_stops_the_engine_last(
     started,  # noqa: ANN001
 ) -> None:
@@ -193,7 +213,8 @@ def test_sigterm_answers_a_request_whose_body_is_still_arriving_and_stops_the_en
         head = f"POST /v1/models/mha-tiny/predict HTTP/1.1\r\nHost: {hostport}\r\n"
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         s.sendall(head.encode() + body[:10])
-        time.sleep(0.5)  # the front has the request (its headers) before SIGTERM
+        _until_read(int(port), s.getsockname()[1])  # a front has the request (its headers)...
+        time.sleep(0.2)  # ...and its app has started on it, before SIGTERM
         proc.send_signal(signal.SIGTERM)
         exited: dict[int, float] = {}
         end = time.monotonic() + 1.0
