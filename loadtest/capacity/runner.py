@@ -151,7 +151,8 @@ class CapacityPlan:
     def estimate_s(self) -> float:
         """At most: the first round's full searches, then later rounds of about three probes."""
         s = self.settings
-        per_probe = s.probe_duration * 1.3 + s.warmup + 0.3
+        per_window = s.probe_duration * 1.3 + s.warmup + 0.3
+        per_probe = per_window * min(s.windows, 2.5)  # two windows when they agree, three when not
         targets = len(self.targets) + (len(self.shapes()) if s.ceiling_url else 0)
         later = max(s.min_rounds, s.max_rounds) - 1
         return targets * (
