@@ -313,6 +313,9 @@ def http_steps(r: Round, repo: Path, models: list[str], folder: str, *, sweep: b
         "H2H_MODELS": json.dumps(models),
         "H2H_REQUIRE_ALL_MODELS": "true",
         "H2H_FRONTS": str(r.plan.fronts),
+        # the engine process and its fronts, a CUDA host's default, on the CPU rehearsal too (a
+        # small CPU host would serve in one process): the rehearsal runs what the GPU round runs
+        "H2H_SINGLE_PROCESS": "false",
     }
     fronts = fronts_for(ServiceSettings(fronts=r.plan.fronts))  # what the service will start here
     t = time.monotonic()
