@@ -194,38 +194,39 @@ Request = Describe | Infer | Admit | StatsQuery | MetricsQuery
 
 
 # replies -------------------------------------------------------------------------------------
-class Description(msgspec.Struct, tag="description", kw_only=True):
-    version: int = 0
+class Answer(msgspec.Struct, kw_only=True):
+    """What every reply carries: the engine's generation, its count of model state changes (a
+    front that sees it change describes the models again)."""
+
+    generation: int = 0
+
+
+class Description(Answer, tag="description", kw_only=True):
     pid: int
     models: list[ModelFacts]
 
 
-class Inferred(msgspec.Struct, tag="inferred", kw_only=True):
+class Inferred(Answer, tag="inferred", kw_only=True):
     """The rows' result, and whether the model's queue has room for the next request."""
 
-    version: int = 0
     result: BatchResult
-    room: bool
+    has_room: bool
 
 
-class Admitted(msgspec.Struct, tag="admitted", kw_only=True):
-    version: int = 0
-    room: bool
+class Admitted(Answer, tag="admitted", kw_only=True):
+    has_room: bool
     refusal: Refusal | None = None
 
 
-class Statistics(msgspec.Struct, tag="statistics", kw_only=True):
-    version: int = 0
+class Statistics(Answer, tag="statistics", kw_only=True):
     stats: Stats | None
 
 
-class MetricsReply(msgspec.Struct, tag="metrics_reply", kw_only=True):
-    version: int = 0
+class MetricsReply(Answer, tag="metrics_reply", kw_only=True):
     families: list[Family]
 
 
-class Refused(msgspec.Struct, tag="refused", kw_only=True):
-    version: int = 0
+class Refused(Answer, tag="refused", kw_only=True):
     refusal: Refusal
 
 

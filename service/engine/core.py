@@ -48,7 +48,7 @@ class Engine:
         self.metrics = EngineMetrics(gpu=gpu_metrics)
         self.models: dict[str, AnyEngineModel] = {}
         self.started = False
-        self.version = 0  # bumped when a model's state changes (the front then re-reads views())
+        self.generation = 0  # bumped when a model's state changes (the front then re-reads views())
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle ------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class Engine:
             **{k: getattr(s, k) for k in BATCHER_SETTINGS},
         )
         await b.start()
-        return EngineModel.serving(loaded, b, WaitingRoom(b, s.admission_wait_ms / 1000.0))
+        return EngineModel(loaded, b, WaitingRoom(b, s.admission_wait_ms / 1000.0))
 
     def _broken(self, name: str, exc: BaseException) -> None:
         """The model's batcher stopped (logged there): the model no longer serves, and says so."""
@@ -98,7 +98,7 @@ class Engine:
         error = f"batcher stopped: {type(exc).__name__}: {exc}"
         self.models[name] = FailedModel(name, error, was.load_seconds)
         self.metrics.model_ready.labels(name).set(0)
-        self.version += 1
+        self.generation += 1
 
     def serving(self) -> list[EngineModel]:
         return [m for m in self.models.values() if isinstance(m, EngineModel)]
@@ -113,12 +113,12 @@ class Engine:
             {
                 "name": e.name,
                 "state": e.state,
-                "provider": e.provider if isinstance(e, EngineModel) else None,
-                "variant": e.variant if isinstance(e, EngineModel) else None,
-                "parity": e.served.status if isinstance(e, EngineModel) else None,
+                "provider": e.loaded.runtime.provider if isinstance(e, EngineModel) else None,
+                "variant": e.loaded.variant if isinstance(e, EngineModel) else None,
+                "parity": e.loaded.served.status if isinstance(e, EngineModel) else None,
                 "error": e.error if isinstance(e, FailedModel) else None,
                 "load_s": round(e.load_seconds, 3),
-                "cuda_graphs": e.runtime.graph_figures() if isinstance(e, EngineModel) else None,
+                "cuda_graphs": e.loaded.runtime.graph_figures() if isinstance(e, EngineModel) else None,
             }
             for e in self.models.values()
         ]
@@ -212,7 +212,7 @@ class Engine:
         except batcher.BatcherError as exc:
             raise InvalidInput(str(exc)) from None
 
-    def stats(self, name: str) -> Stats | None:
+    def statistics(self, name: str) -> Stats | None:
         """The v2 statistics of a serving model (None for one that does not serve)."""
         entry = self.models.get(name)
         return entry.batcher.stats if isinstance(entry, EngineModel) else None
@@ -220,6 +220,6 @@ class Engine:
 
 def _null_result(entry: EngineModel, rows: int) -> BatchResult:
     """The null engine's answer (benchmarks): zeros of the model's output shapes, at once."""
-    m = entry.manifest
+    m = entry.loaded.manifest
     logits = np.zeros((rows, len(m.labels)), dtype=np.float32)
     return BatchResult(logits, np.zeros((rows, m.d_model), dtype=np.float32), 0.0, 0.0, rows, 0)

@@ -48,7 +48,7 @@ class Dispatcher:
         except Exception:
             log.exception("engine: %s failed", type(msg).__name__)
             reply = Refused(refusal=refusal_of(InternalError("the engine failed at this request")))
-        reply.version = self.engine.version
+        reply.generation = self.engine.generation
         return reply
 
     async def _answer(self, msg: Request) -> Reply:
@@ -56,15 +56,15 @@ class Dispatcher:
         match msg:
             case Infer():
                 result = await engine.infer(msg.model, msg.ids_rows(), msg.mask_rows(), msg.request_id)
-                return Inferred(result=result, room=engine.has_room(msg.model))
+                return Inferred(result=result, has_room=engine.has_room(msg.model))
             case Admit():
                 refusal = await engine.admit(msg.model)
-                room = engine.has_room(msg.model)
-                return Admitted(room=room, refusal=None if refusal is None else refusal_of(refusal))
+                has_room = engine.has_room(msg.model)
+                return Admitted(has_room=has_room, refusal=None if refusal is None else refusal_of(refusal))
             case Describe():
                 return Description(pid=os.getpid(), models=[catalog.facts(m) for m in engine.views()])
             case StatsQuery():
-                return Statistics(stats=engine.stats(msg.model))
+                return Statistics(stats=engine.statistics(msg.model))
             case MetricsQuery():
                 return MetricsReply(families=families_out(families(engine.metrics.registry)))
         raise InternalError(f"no such request: {type(msg).__name__}")

@@ -1,10 +1,11 @@
-"""The engine's object per serving model: `EngineModel` holds the session, its batcher and the
-waiting room in front of it, none optional; a model that does not serve is a
-`service.catalog.FailedModel` (name, error)."""
+"""The engine's object per serving model: `EngineModel` holds the repository's entry for it
+(`LoadedModel`: manifest, tokenizer, session, the variant served), its batcher and the waiting
+room in front of it, none optional; a model that does not serve is a `service.catalog.FailedModel`
+(name, error)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 from service import catalog
@@ -14,34 +15,34 @@ from service.engine.repository import LoadedModel
 
 
 @dataclass(frozen=True, eq=False)
-class EngineModel(LoadedModel):
+class EngineModel:
     """A loaded model with its batcher (started) and the waiting room in front of it."""
 
+    loaded: LoadedModel
     batcher: DynamicBatcher
     room: WaitingRoom
     state: ClassVar[str] = "ready"
 
-    @classmethod
-    def serving(cls, loaded: LoadedModel, batcher: DynamicBatcher, room: WaitingRoom) -> EngineModel:
-        parts = {f.name: getattr(loaded, f.name) for f in fields(LoadedModel)}
-        return cls(**parts, batcher=batcher, room=room)
+    @property
+    def name(self) -> str:
+        return self.loaded.name
 
     @property
-    def provider(self) -> str:
-        """The execution provider the session actually runs on."""
-        return self.runtime.provider
+    def load_seconds(self) -> float:
+        return self.loaded.load_seconds
 
     def view(self) -> catalog.Model:
         """What the front knows of this model."""
+        m = self.loaded
         return catalog.Model(
-            self.name,
-            self.manifest,
-            self.tokenizer,
-            self.served,
-            self.provider,
-            list(self.runtime.providers),
-            self.runtime.graph_figures(),
-            self.load_seconds,
+            m.name,
+            m.manifest,
+            m.tokenizer,
+            m.served,
+            m.runtime.provider,
+            list(m.runtime.providers),
+            m.runtime.graph_figures(),
+            m.load_seconds,
         )
 
 

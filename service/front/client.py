@@ -4,7 +4,7 @@
 Two carriers, one path (as vLLM's in-process and multiprocess engine clients): `EngineLink`
 (service.front.link) sends the messages over a socket to the engine process;
 `InprocClient` (service.engine.inproc) hands them to the engine in this process
-(`--single-process`). Either way a reply's model-state version is watched (a change: the models
+(`--single-process`). Either way a reply's model-state generation is watched (a change: the models
 are described again), the engine's word on queue room is kept for `has_room`, and a `Refused`
 reply is raised here as the service.errors refusal it names.
 """
@@ -52,10 +52,10 @@ class EngineClient:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.version = 0  # bumped on every description read: the front then re-reads views()
-        self._engine_version = -1  # the engine's own count of model state changes
+        self.generation = 0  # bumped on every description read: the front then re-reads views()
+        self._engine_generation = -1  # the engine's own count of model state changes
         self._views: dict[str, AnyModel] = {}
-        self._room: dict[str, bool] = {}
+        self._has_room: dict[str, bool] = {}
         self._tasks: set[asyncio.Task] = set()
         self._refreshing: asyncio.Task | None = None
 
@@ -73,7 +73,7 @@ class EngineClient:
     # the shared path --------------------------------------------------------------------
     async def _ask(self, msg: Request, kind: type[R], timeout: float | None = None) -> R:
         reply = await self._send(msg, timeout)
-        if reply.version != self._engine_version and not isinstance(reply, Description):
+        if reply.generation != self._engine_generation and not isinstance(reply, Description):
             self._model_state_changed()
         if isinstance(reply, Refused):
             raise reply.refusal.error()
@@ -94,8 +94,8 @@ class EngineClient:
         repo = Path(self.settings.model_repository)
         views = [catalog.from_facts(f, repo, self._views) for f in d.models]
         self._views = {v.name: v for v in views}
-        self._engine_version = d.version
-        self.version += 1
+        self._engine_generation = d.generation
+        self.generation += 1
 
     def _watch(self, task: asyncio.Task) -> None:
         self._tasks.add(task)
@@ -117,11 +117,11 @@ class EngineClient:
     def has_room(self, name: str) -> bool:
         """Whether the engine's last word on `name` was that its queue had room (a hint: the
         engine decides, and makes a request that does not fit wait in its room)."""
-        return self._room.get(name, True)
+        return self._has_room.get(name, True)
 
     async def admit(self, name: str, rows: int | None = None) -> ServiceError | None:
         reply = await self._ask(Admit(name), Admitted)
-        self._room[name] = reply.room
+        self._has_room[name] = reply.has_room
         return None if reply.refusal is None else reply.refusal.error()
 
     async def infer(
@@ -130,9 +130,9 @@ class EngineClient:
         try:
             reply = await self._ask(Infer.of(name, ids_rows, mask_rows, request_id), Inferred)
         except errors.Overloaded:
-            self._room[name] = False  # the next request asks before its body is read
+            self._has_room[name] = False  # the next request asks before its body is read
             raise
-        self._room[name] = reply.room
+        self._has_room[name] = reply.has_room
         return reply.result
 
     async def statistics(self, name: str) -> Stats | None:

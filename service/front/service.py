@@ -30,7 +30,7 @@ class EngineHandle(Protocol):
     @property
     def ready(self) -> bool: ...
     @property
-    def version(self) -> int: ...  # changes when a model's state does
+    def generation(self) -> int: ...  # changes when a model's state does
     async def start(self) -> None: ...
     def views(self) -> list[AnyModel]: ...
     def has_room(self, name: str) -> bool: ...
@@ -54,7 +54,7 @@ class Service:
         self.models: dict[str, AnyModel] = {}
         self.draining = False
         self.started = False
-        self._version = -1
+        self._generation = -1
 
     # lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -64,7 +64,7 @@ class Service:
 
     def refresh(self) -> None:
         """The registry from the engine's description of its models."""
-        self._version = self.engine.version
+        self._generation = self.engine.generation
         self.models = {m.name: m for m in catalog.share_tokenizers(self.engine.views())}
 
     def begin_shutdown(self) -> None:
@@ -94,7 +94,7 @@ class Service:
 
     def known(self, name: str, field: str | None = "name") -> AnyModel:
         """The model of that name, serving or not (listing, statistics)."""
-        if self.engine.version != self._version and self.started:
+        if self.engine.generation != self._generation and self.started:
             self.refresh()
         entry = self.models.get(name)
         if entry is None:

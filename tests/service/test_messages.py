@@ -52,13 +52,13 @@ def test_infer_crosses_with_its_rows_as_side_frames() -> None:
     )
 
 
-def test_a_result_crosses_with_its_arrays_and_version() -> None:
+def test_a_result_crosses_with_its_arrays_and_generation() -> None:
     codec = Codec()
     logits = np.arange(6, dtype=np.float32).reshape(2, 3)
     emb = np.ones((2, 4), dtype=np.float32)
-    reply = Inferred(version=4, result=BatchResult(logits, emb, 0.5, 1.25, 8, 16), room=False)
+    reply = Inferred(generation=4, result=BatchResult(logits, emb, 0.5, 1.25, 8, 16), has_room=False)
     got = codec.reply(_bytes(codec.encode(reply)))
-    assert isinstance(got, Inferred) and got.version == 4 and got.room is False
+    assert isinstance(got, Inferred) and got.generation == 4 and got.has_room is False
     np.testing.assert_array_equal(got.result.logits, logits)
     assert got.result.embedding.shape == (2, 4) and got.result.embedding.dtype == np.float32
     assert (got.result.queue_ms, got.result.compute_ms, got.result.batch_size) == (0.5, 1.25, 8)
@@ -97,8 +97,8 @@ def test_the_other_messages_cross() -> None:
     registry = CollectorRegistry()
     Counter("h2h_x", "x", ["model"], registry=registry).labels("mha").inc(3)
     replies = [
-        Description(version=2, pid=7, models=facts),
-        Admitted(room=True, refusal=refusal_of(errors.Overloaded("full", 1))),
+        Description(generation=2, pid=7, models=facts),
+        Admitted(has_room=True, refusal=refusal_of(errors.Overloaded("full", 1))),
         Statistics(stats=Stats(inference_count=4, batch_sizes={2: [2, 900]})),
         Statistics(stats=None),
         MetricsReply(families=messages.families_out(families(registry))),
