@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,13 +31,13 @@ from service import __version__
 from service.api import openapi
 from service.api import v1 as api_v1
 from service.api import v2 as api_v2
-from service.errors import BodyTooLarge, ServiceError, ShuttingDown
-from service.front.service import EngineHandle, Service
+from service.errors import BodyTooLarge, ServiceError, ShuttingDown, retry_after_s
+from service.front.registry import EngineHandle, Registry
 from service.http import accesslog
 from service.http.bodies import RawRequest, RawResponse, field_of
 from service.http.protocol import Protocol
 from service.http.routes import InferenceRoute, Match, RouteTable
-from service.metrics import NO_MODEL, SHUTTING_DOWN, UNKNOWN_MODEL, FrontMetrics, exposition, families
+from service.metrics import NO_MODEL, UNKNOWN_MODEL, FrontMetrics, exposition, families
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class ServiceMiddleware:
     Admission comes first so that an overloaded server spends nothing on bodies it will refuse.
     """
 
-    def __init__(self, app: ASGIApp, service: Service, table: RouteTable) -> None:
+    def __init__(self, app: ASGIApp, service: Registry, table: RouteTable) -> None:
         self.app = app
         self.service = service
         self.table = table
@@ -88,15 +89,23 @@ class ServiceMiddleware:
             name = (scope.get("path_params") or {}).get("name")
         return template, NO_MODEL if name is None else self.service.model_label(name)
 
+    def _refused(self, row: InferenceRoute, name: str | None, exc: ServiceError, **kw: Any) -> RawResponse:
+        """A refusal in the row's protocol; a rejection (service.errors.Rejection: the front's own
+        or one the engine answered) is counted here, the one place h2h_rejected grows."""
+        if exc.rejection is not None:
+            self.service.metrics.rejected(
+                NO_MODEL if not name else self.service.model_label(name), exc.rejection
+            )
+        return row.protocol.error(exc, self.service.settings.reject_status, **kw)
+
     async def _refusal(self, match: Match) -> RawResponse | None:
         """The answer to an inference request refused from its URL alone (draining, full queue), or None."""
-        svc, protocol = self.service, match.row.protocol
-        name, reject = match.name, svc.settings.reject_status
+        svc, name = self.service, match.name
         if svc.draining:
-            svc.metrics.rejected(NO_MODEL if name is None else svc.model_label(name), SHUTTING_DOWN)
-            return protocol.error(ShuttingDown(svc.retry_after()), reject, {"connection": "close"})
+            closing = ShuttingDown(retry_after_s(svc.settings.retry_after_s))
+            return self._refused(match.row, name, closing, headers={"connection": "close"})
         refusal = None if name is None else await svc.admission(name)
-        return None if refusal is None else protocol.error(refusal, reject)
+        return None if refusal is None else self._refused(match.row, name, refusal)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | int:
         """The whole body, or the status to answer: 413 above the limit, 499 on disconnect."""
@@ -125,7 +134,7 @@ class ServiceMiddleware:
         try:
             return await row.handler(self.service, req)
         except ServiceError as exc:
-            return row.protocol.error(exc, self.service.settings.reject_status, request_id=req.request_id)
+            return self._refused(row, req.name, exc, request_id=req.request_id)
         except Exception:
             log.exception("unhandled error on %s (request %s)", row.path, req.request_id)
             return row.protocol.internal(req.request_id)
@@ -285,7 +294,7 @@ def create_app(
         from service.engine.inproc import InprocClient
 
         engine = InprocClient(settings, gpu_metrics=gpu_metrics)
-    service = Service(settings, engine, metrics)
+    service = Registry(settings, engine, metrics)
     fronts = front_series or (lambda: families(service.metrics.registry))
 
     @asynccontextmanager
@@ -303,7 +312,7 @@ def create_app(
         "and KServe v2 / Open Inference Protocol with Triton's binary tensor extension.",
         lifespan=lifespan,
     )
-    app.state.service = service
+    app.state.registry = service
     app.state.settings = settings
     app.include_router(api_v1.router)
     app.include_router(api_v2.router)

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from service.errors import Rejection
 from service.runtime import nvml
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ LENGTH_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 UNKNOWN_MODEL = "_unknown"  # a model name that is not loaded (never the name itself)
 NO_MODEL = "_none"  # routes about no single model: /v1/compare, health, model lists
-SHUTTING_DOWN = "shutting_down"  # the h2h_rejected reason while draining (the batcher's too)
 
 
 class GpuCollector(Collector):
@@ -95,7 +95,7 @@ class GpuCollector(Collector):
 def _rejected(registry: CollectorRegistry) -> Counter:
     return Counter(
         "h2h_rejected",
-        "Rejections: queue_full, timeout, shutting_down, engine_down",
+        "Rejections: " + ", ".join(Rejection),
         ["model", "reason"],
         registry=registry,
     )
@@ -103,7 +103,8 @@ def _rejected(registry: CollectorRegistry) -> Counter:
 
 class FrontMetrics:
     """What the HTTP front counts: every request once (count and latency by model, route and
-    status), and the refusals it decides without the engine (draining, the engine down)."""
+    status), and every rejection once, the engine's included, as it answers it (h2h_rejected by
+    service.errors.Rejection, labelled with the URL's model)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -120,8 +121,8 @@ class FrontMetrics:
         self.rejected_c = _rejected(r)
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def rejected(self, model: str, reason: str) -> None:
-        self.rejected_c.labels(model, reason).inc()
+    def rejected(self, model: str, reason: Rejection) -> None:
+        self.rejected_c.labels(model, reason.value).inc()
 
     def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
         # labelled children resolved once: `labels()` takes a lock and builds a key each call
@@ -163,7 +164,6 @@ class EngineMetrics:
         self.inflight = Gauge(
             "h2h_inflight_requests", "Requests accepted and not yet answered", ["model"], registry=r
         )
-        self.rejected_c = _rejected(r)
         self.batch_failures = Counter(
             "h2h_batch_failures",
             "Batches that failed (model run, padding, bookkeeping); their requests got 500",
@@ -213,9 +213,6 @@ class EngineMetrics:
 
     def answered(self, model: str) -> None:
         self._model(model).inflight.dec()
-
-    def rejected(self, model: str, reason: str) -> None:
-        self.rejected_c.labels(model, reason).inc()
 
     def queue_depth(self, model: str, rows: int) -> None:
         self._model(model).queue_depth.set(rows)

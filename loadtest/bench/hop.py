@@ -64,7 +64,7 @@ class ZmqLoopSocket:
 
 def _reply() -> Inferred:
     result = BatchResult(np.zeros((1, 2), np.float32), np.zeros((1, 64), np.float32), 0.0, 0.0, 1, 16)
-    return Inferred(result=result, room=True)
+    return Inferred(result=result, has_room=True)
 
 
 async def _serve(kind: str, where: str) -> None:

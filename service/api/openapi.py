@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 
 from contract.tensors import ATTENTION_MASK, INPUT_IDS
 from service.api.schemas import ErrorResponse, V2ErrorResponse
-from service.front.service import Service
+from service.front.registry import Registry
 from service.http.routes import RouteTable
 
 REF = "#/components/schemas/{model}"
@@ -30,7 +30,7 @@ def _components(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
     return dict(top.get("$defs", {}))
 
 
-def _limits(service: Service) -> tuple[int, int | None, int | None]:
+def _limits(service: Registry) -> tuple[int, int | None, int | None]:
     """(rows per request, tokens per row, largest token id) valid for every ready model."""
     manifests = [m.manifest for m in service.serving()]
     if not manifests:
@@ -39,7 +39,7 @@ def _limits(service: Service) -> tuple[int, int | None, int | None]:
     return service.settings.max_batch_size, tokens, min(m.vocab_size for m in manifests) - 1
 
 
-def _fill_limits(schemas: dict[str, Any], service: Service) -> None:
+def _fill_limits(schemas: dict[str, Any], service: Registry) -> None:
     rows, tokens, top_id = _limits(service)
     predict, compare = schemas["PredictRequest"]["properties"], schemas["CompareRequest"]["properties"]
     for prop in (predict["texts"], predict[INPUT_IDS], predict[ATTENTION_MASK], compare["texts"]):
@@ -81,7 +81,7 @@ def _routes(app: FastAPI, table: RouteTable) -> list[BaseRoute]:
     return [*routes, *(r for group in rows.values() for r in group)]
 
 
-def build(app: FastAPI, service: Service, table: RouteTable) -> dict[str, Any]:
+def build(app: FastAPI, service: Registry, table: RouteTable) -> dict[str, Any]:
     doc = get_openapi(
         title=app.title,
         version=app.version,
@@ -97,7 +97,7 @@ def build(app: FastAPI, service: Service, table: RouteTable) -> dict[str, Any]:
     return doc
 
 
-def install(app: FastAPI, service: Service, table: RouteTable) -> None:
+def install(app: FastAPI, service: Registry, table: RouteTable) -> None:
     """Serve `build()`'s document at /openapi.json, cached once the models are loaded."""
 
     def openapi() -> dict[str, Any]:

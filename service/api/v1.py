@@ -27,9 +27,9 @@ from service.catalog import AnyModel, FailedModel, Model
 from service.errors import InvalidInput, MalformedBody, ModelNotReady, ServiceError
 from service.front import inputs, outputs
 from service.front.inputs import Encoded
-from service.front.service import Service
+from service.front.registry import Registry
 from service.http.bodies import RawRequest, RawResponse
-from service.http.deps import KnownModel, ServiceDep
+from service.http.deps import KnownModel, RegistryDep
 from service.http.protocol import SHARED_STATUSES, Protocol
 from service.http.routes import InferenceRoute, RawHandler
 
@@ -102,7 +102,7 @@ def summary(entry: AnyModel) -> ModelSummary:
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(svc: ServiceDep) -> ModelList:
+async def list_models(svc: RegistryDep) -> ModelList:
     """Every model in the repository: state (ready/failed, with the error), provider, variant."""
     return ModelList(models=[summary(e) for e in svc.models.values()])
 
@@ -121,14 +121,16 @@ def _large(texts: list[str]) -> bool:
     return sum(len(t) for t in texts) > OFFLOAD_TEXT_CHARS
 
 
-async def _encode(svc: Service, entry: Model, texts: list[str], truncate: bool) -> Encoded:
+async def _encode(svc: Registry, entry: Model, texts: list[str], truncate: bool) -> Encoded:
     limit = svc.settings.max_batch_size
     if _large(texts):
         return await asyncio.to_thread(inputs.encode_texts, entry, texts, limit, truncate=truncate)
     return inputs.encode_texts(entry, texts, limit, truncate=truncate)
 
 
-async def _encode_each(svc: Service, entries: list[Model], texts: list[str], truncate: bool) -> list[Encoded]:
+async def _encode_each(
+    svc: Registry, entries: list[Model], texts: list[str], truncate: bool
+) -> list[Encoded]:
     """The texts encoded for every model before anything is queued, tokenised once per
     tokenizer (models exported from one training split share theirs, see repository)."""
     limit = svc.settings.max_batch_size
@@ -147,7 +149,7 @@ async def _encode_each(svc: Service, entries: list[Model], texts: list[str], tru
 
 
 async def _predict_one(
-    svc: Service,
+    svc: Registry,
     entry: Model,
     body: PredictRequest | CompareRequest,
     req: RawRequest,
@@ -179,7 +181,7 @@ def _predict_body(req: RawRequest) -> PredictRequest:
     return req.parse(PredictRequest)
 
 
-async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
+async def _predict(svc: Registry, entry: Model, req: RawRequest) -> RawResponse:
     body = _predict_body(req)
     if (body.texts is None) == (body.input_ids is None):
         raise InvalidInput("give exactly one of texts or input_ids", "texts")
@@ -188,13 +190,13 @@ async def _predict(svc: Service, entry: Model, req: RawRequest) -> RawResponse:
     return RawResponse.json(await _predict_one(svc, entry, body, req))
 
 
-async def predict_raw(svc: Service, req: RawRequest) -> RawResponse:
+async def predict_raw(svc: Registry, req: RawRequest) -> RawResponse:
     """Classify texts (tokenized by the server) or token ids; returns label, score, top-k,
     optional embedding and the batch's timing."""
     return await _predict(svc, svc.model(req.name), req)
 
 
-async def compare_raw(svc: Service, req: RawRequest) -> RawResponse:
+async def compare_raw(svc: Registry, req: RawRequest) -> RawResponse:
     """The same texts through every model (or those named), answers and timings side by side."""
     body = req.parse(CompareRequest)
     names = body.models or [m.name for m in svc.serving()]

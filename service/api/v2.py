@@ -21,9 +21,9 @@ from service.api.v2schemas import InferenceRequest, InferenceResponse, infer_ope
 from service.catalog import Model
 from service.errors import InvalidInput, ServiceError, UnknownVersion
 from service.front import inputs, outputs
-from service.front.service import Service
+from service.front.registry import Registry
 from service.http.bodies import RawRequest, RawResponse
-from service.http.deps import KnownModel, ReadyModel, ServiceDep
+from service.http.deps import KnownModel, ReadyModel, RegistryDep
 from service.http.protocol import SHARED_STATUSES, Protocol
 from service.http.routes import InferenceRoute
 
@@ -72,7 +72,7 @@ def _version(version: str) -> None:
         raise UnknownVersion(version, VERSION)
 
 
-def _versioned(name: str, version: str, svc: ServiceDep) -> Model:
+def _versioned(name: str, version: str, svc: RegistryDep) -> Model:
     """ReadyModel at `version`: a version other than 1 is refused before the model is looked up."""
     _version(version)
     return svc.model(name)
@@ -105,7 +105,7 @@ _NOT_READY = {503: {"model": Readiness, "description": "not ready, or draining a
 
 
 @router.get("/health/ready", response_model=Readiness, responses=_NOT_READY)
-async def ready(svc: ServiceDep) -> JSONResponse:
+async def ready(svc: RegistryDep) -> JSONResponse:
     ok = svc.ready
     return JSONResponse({"ready": ok, "draining": svc.draining}, status_code=200 if ok else 503)
 
@@ -148,7 +148,7 @@ _TYPE = {"INT64": "TYPE_INT64", "FP32": "TYPE_FP32", "FP16": "TYPE_FP16"}
 
 
 @router.get("/models/{name}/config", responses=MODEL_ERRORS)
-async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
+async def model_config(entry: ReadyModel, svc: RegistryDep) -> dict:
     """Triton-style model configuration (perf_analyzer reads it); dims exclude the batch."""
     m, s = entry.manifest, svc.settings
     return {
@@ -172,7 +172,7 @@ async def model_config(entry: ReadyModel, svc: ServiceDep) -> dict:
 
 
 @router.get("/models/{name}/stats", responses=_errors(404))
-async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
+async def model_stats(entry: KnownModel, svc: RegistryDep) -> dict:
     st = await svc.engine.statistics(entry.name) if isinstance(entry, Model) else None
     if st is None:
         return {"model_stats": []}
@@ -199,7 +199,7 @@ async def model_stats(entry: KnownModel, svc: ServiceDep) -> dict:
     }
 
 
-async def infer_raw(svc: Service, raw: RawRequest) -> RawResponse:
+async def infer_raw(svc: Registry, raw: RawRequest) -> RawResponse:
     """Inference in the KServe v2 JSON form, or Triton's binary tensor extension."""
     if raw.version is not None:
         _version(raw.version)

@@ -14,10 +14,11 @@ Pure asyncio + numpy (no FastAPI, no ONNX Runtime) so it is unit-testable with a
   waited `max_queue_delay_ms`, whichever first; the oldest waiting request goes first. With
   the default delay of 0 a request that finds the model idle runs at once, and rows that
   arrive while a batch computes form the next batch (TEI's rule): no fixed wait at low load.
-- The queue is bounded in rows: a full queue raises `QueueFull` at once (the API answers 429
+- The queue is bounded in rows: a full queue raises `Overloaded` at once (the API answers 429
   with Retry-After) instead of letting latency grow. `has_room()` lets the HTTP layer refuse
-  before it parses a body, and `retry_after_s()` estimates the drain time from measured
-  rows/s.
+  before it parses a body, and `retry_after_s()` is service.errors' one Retry-After rule on the
+  measured drain rate. Its refusals are service.errors' own (`Overloaded`, `ShuttingDown`,
+  `Timeout`; `TooLarge` and `BatchFailed` are kinds of `InvalidInput` and `InternalError`).
 - `session.run` happens in a worker thread (one per model), except when nothing else is
   queued and the batch's shape is known to run in under `inline_compute_ms`: then on the
   event loop itself, since waking a thread and waking the loop back cost more than the run.
@@ -45,8 +46,8 @@ from typing import Protocol
 
 import numpy as np
 
+from service.errors import InternalError, InvalidInput, Overloaded, ShuttingDown, Timeout, retry_after_s
 from service.messages import BatchResult, Stats
-from service.metrics import SHUTTING_DOWN
 from service.runtime.shapes import blank_batch
 
 RunFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -55,30 +56,12 @@ PadShape = Callable[[int, int], tuple[int, int]]  # (rows, longest length) -> sh
 log = logging.getLogger(__name__)
 
 
-class BatcherError(Exception):
-    reason = "error"
+class TooLarge(InvalidInput):
+    """More rows than a batch holds (the front's validation refuses it first, normally)."""
 
 
-class QueueFull(BatcherError):
-    reason = "queue_full"
-
-
-class ShuttingDown(BatcherError):
-    reason = SHUTTING_DOWN
-
-
-class RequestTimeout(BatcherError):
-    reason = "timeout"
-
-
-class TooLarge(BatcherError):
-    reason = "too_large"
-
-
-class BatchFailed(BatcherError):
+class BatchFailed(InternalError):
     """The batch this request was in failed (the cause is chained and was logged once)."""
-
-    reason = "batch_failed"
 
 
 class Observer(Protocol):
@@ -86,7 +69,6 @@ class Observer(Protocol):
 
     def accepted(self, model: str) -> None: ...
     def answered(self, model: str) -> None: ...
-    def rejected(self, model: str, reason: str) -> None: ...
     def queue_depth(self, model: str, rows: int) -> None: ...
     def queue_wait(self, model: str, seconds: float) -> None: ...
     def batch(
@@ -100,9 +82,6 @@ class NullObserver:
         pass
 
     def answered(self, model: str) -> None:
-        pass
-
-    def rejected(self, model: str, reason: str) -> None:
         pass
 
     def queue_depth(self, model: str, rows: int) -> None:
@@ -153,6 +132,7 @@ class DynamicBatcher:
         observer: Observer | None = None,
         on_broken: Callable[[BaseException], None] | None = None,
         pad_shape: PadShape | None = None,
+        min_retry_after_s: int = 1,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or bucket_width < 1:
             raise ValueError("max_batch_size, max_queue_rows and bucket_width must be >= 1")
@@ -164,6 +144,7 @@ class DynamicBatcher:
         self.max_queue_rows = max_queue_rows
         self.bucket_width = bucket_width
         self.pad_id = pad_id
+        self.min_retry_after_s = min_retry_after_s
         self.timeout_s = timeout_s
         self.inline_max_s = inline_compute_ms / 1000.0
         self._compute_s: dict[tuple[int, int], float] = {}  # (rows, bucket) -> moving average
@@ -221,7 +202,7 @@ class DynamicBatcher:
         for bucket in self._buckets.values():  # only left when the drain timed out
             for item in bucket:
                 if not item.future.done():
-                    item.future.set_exception(ShuttingDown("server stopped"))
+                    item.future.set_exception(ShuttingDown(self.retry_after_s(), "server stopped"))
         self._buckets.clear()
         self._queued_rows = 0
         if self._executor is not None:
@@ -245,11 +226,8 @@ class DynamicBatcher:
         return self._accepting and self._queued_rows + rows <= self.max_queue_rows
 
     def retry_after_s(self) -> int:
-        """Whole seconds until the queued rows drain at the measured rate (1..60)."""
-        rate = self._drain_rows_per_s
-        if rate <= 0.0:
-            return 1
-        return max(1, min(60, math.ceil(self._queued_rows / rate)))
+        """Seconds a refused client should wait (service.errors.retry_after_s on this queue)."""
+        return retry_after_s(self.min_retry_after_s, self._queued_rows, self._drain_rows_per_s)
 
     # what admission control (service.engine.admission) sees of the queue ------------------------
     def watch_room(self, callback: Callable[[], None]) -> None:
@@ -289,13 +267,13 @@ class DynamicBatcher:
     def _enqueue(self, ids_rows: Sequence[np.ndarray], mask_rows: Sequence[np.ndarray] | None) -> _Item:
         rows = len(ids_rows)
         if not self._accepting:
-            self.observer.rejected(self.name, ShuttingDown.reason)
-            raise ShuttingDown("server is shutting down")
+            raise ShuttingDown(self.retry_after_s())
         if rows < 1 or rows > self.max_batch_size:
             raise TooLarge(f"a request holds 1..{self.max_batch_size} rows, got {rows}")
         if self._queued_rows + rows > self.max_queue_rows:
-            self.observer.rejected(self.name, QueueFull.reason)
-            raise QueueFull(f"queue of {self.name} is full ({self._queued_rows} rows waiting)")
+            raise Overloaded(
+                f"queue of {self.name} is full ({self._queued_rows} rows waiting)", self.retry_after_s()
+            )
         if mask_rows is None:
             mask_rows = [np.ones(len(r), dtype=np.int64) for r in ids_rows]
         longest = max(len(r) for r in ids_rows)
@@ -320,8 +298,7 @@ class DynamicBatcher:
     def _expire(self, item: _Item) -> None:
         """Timeout: the request is answered 504 now; the worker drops it if not yet batched."""
         if not item.future.done():
-            self.observer.rejected(self.name, RequestTimeout.reason)
-            item.future.set_exception(RequestTimeout(f"no answer within {self.timeout_s:g} s"))
+            item.future.set_exception(Timeout(f"no answer within {self.timeout_s:g} s"))
 
     def _settle(self, item: _Item, seconds: float) -> None:
         self._inflight -= 1

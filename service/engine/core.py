@@ -19,20 +19,12 @@ import numpy as np
 
 from service import catalog
 from service.catalog import FailedModel
-from service.engine import batcher, repository
+from service.engine import repository
 from service.engine.admission import WaitingRoom
 from service.engine.batcher import BatchResult, DynamicBatcher, Stats
 from service.engine.model import AnyEngineModel, EngineModel
 from service.engine.repository import LoadedModel
-from service.errors import (
-    InternalError,
-    InvalidInput,
-    ModelNotReady,
-    Overloaded,
-    ServiceError,
-    ShuttingDown,
-    Timeout,
-)
+from service.errors import ModelNotReady, Overloaded, ServiceError, ShuttingDown
 from service.metrics import EngineMetrics
 from service.settings import ServiceSettings
 
@@ -47,7 +39,7 @@ class Engine:
         self.settings = settings
         self.metrics = EngineMetrics(gpu=gpu_metrics)
         self.models: dict[str, AnyEngineModel] = {}
-        self.started = False
+        self.ready = False  # every model loaded or failed, the serving ones' batchers started
         self.generation = 0  # bumped when a model's state changes (the front then re-reads views())
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -65,7 +57,7 @@ class Engine:
             entry = loaded if isinstance(loaded, FailedModel) else await self._serve(loaded)
             self.models[entry.name] = entry
             self.metrics.model_ready.labels(entry.name).set(1 if isinstance(entry, EngineModel) else 0)
-        self.started = True
+        self.ready = True
         print(self.summary(), flush=True)
 
     async def _serve(self, loaded: LoadedModel) -> EngineModel:
@@ -87,6 +79,7 @@ class Engine:
             timeout_s=s.request_timeout_s,
             observer=self.metrics,
             on_broken=partial(self._broken, name),
+            min_retry_after_s=s.retry_after_s,
             **{k: getattr(s, k) for k in BATCHER_SETTINGS},
         )
         await b.start()
@@ -155,10 +148,6 @@ class Engine:
             raise ModelNotReady.of(name, reason)
         return entry
 
-    def retry_after(self, b: DynamicBatcher | None = None) -> int:
-        """Seconds to come back: the queue's measured drain time, never below the configured value."""
-        return max(self.settings.retry_after_s, b.retry_after_s() if b is not None else 0)
-
     def has_room(self, name: str) -> bool:
         """Whether a request of the usual size for `name` would be queued now, nobody waiting."""
         entry = self.models.get(name)
@@ -177,10 +166,8 @@ class Engine:
             return None
         b = entry.batcher
         if not b.accepting:
-            self.metrics.rejected(name, batcher.ShuttingDown.reason)
-            return ShuttingDown(self.retry_after(b))
-        self.metrics.rejected(name, batcher.QueueFull.reason)
-        return Overloaded(f"queue of {name} is full ({b.queued_rows} rows waiting)", self.retry_after(b))
+            return ShuttingDown(b.retry_after_s())
+        return Overloaded(f"queue of {name} is full ({b.queued_rows} rows waiting)", b.retry_after_s())
 
     async def infer(
         self,
@@ -190,7 +177,8 @@ class Engine:
         request_id: str = "-",
     ) -> BatchResult:
         """The request's rows through its model's batcher; rows that do not fit in the queue wait
-        for room as a request does before its body is read."""
+        for room as a request does before its body is read. The batcher's refusals are
+        service.errors' own (Overloaded, ShuttingDown, Timeout, BatchFailed: logged there)."""
         entry = self._model(name)
         if self.settings.null_engine:
             return _null_result(entry, len(ids_rows))
@@ -199,18 +187,7 @@ class Engine:
             refusal = await self.admit(name, len(ids_rows))
             if refusal is not None:
                 raise refusal
-        try:
-            return await b.submit(ids_rows, mask_rows, request_id)
-        except batcher.QueueFull as exc:
-            raise Overloaded(str(exc), self.retry_after(b)) from None
-        except batcher.ShuttingDown as exc:
-            raise ShuttingDown(self.retry_after(b), str(exc)) from None
-        except batcher.RequestTimeout as exc:
-            raise Timeout(str(exc)) from None
-        except batcher.BatchFailed as exc:  # logged once by the batcher, with its cause
-            raise InternalError(str(exc)) from None
-        except batcher.BatcherError as exc:
-            raise InvalidInput(str(exc)) from None
+        return await b.submit(ids_rows, mask_rows, request_id)
 
     def statistics(self, name: str) -> Stats | None:
         """The v2 statistics of a serving model (None for one that does not serve)."""

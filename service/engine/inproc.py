@@ -22,7 +22,7 @@ class InprocClient(EngineClient):
 
     @property
     def ready(self) -> bool:
-        return self.engine.started
+        return self.engine.ready
 
     async def start(self) -> None:
         await self.engine.start()

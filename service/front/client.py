@@ -1,5 +1,5 @@
 """The front's client of the engine, whatever carries its messages: `EngineHandle`'s methods
-(service.front.service) as service.messages requests and replies.
+(service.front.registry) as service.messages requests and replies.
 
 Two carriers, one path (as vLLM's in-process and multiprocess engine clients): `EngineLink`
 (service.front.link) sends the messages over a socket to the engine process;

@@ -5,7 +5,7 @@ them; the engine server, service.engine.server, has the other end).
 Requests go out as `[request id, *message frames]`. The link watches the engine's process (a
 pidfd on the event loop) and its connection: the moment either ends, every request waiting on
 it is answered 503 not-ready, the front says not ready, and the link connects again and asks the
-engine to describe itself until the restarted one answers. While it is down, `Service.model` refuses requests at once (503), so
+engine to describe itself until the restarted one answers. While it is down, `Registry.model` refuses requests at once (503), so
 none waits for its timeout.
 """
 
@@ -35,7 +35,7 @@ class EngineGone(ModelNotReady):
 
 
 class EngineLink(EngineClient):
-    """`EngineHandle` (service.front.service) for an engine in another process."""
+    """`EngineHandle` (service.front.registry) for an engine in another process."""
 
     def __init__(self, settings: ServiceSettings, endpoint: str) -> None:
         super().__init__(settings)

@@ -12,21 +12,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.catalog import AnyModel, Model
-from service.front.service import Service
+from service.front.registry import Registry
 
 
-def get_service(request: Request) -> Service:
-    return request.app.state.service
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 
-def known_model(name: str, svc: ServiceDep) -> AnyModel:
+def known_model(name: str, svc: RegistryDep) -> AnyModel:
     return svc.known(name)
 
 
-def ready_model(name: str, svc: ServiceDep) -> Model:
+def ready_model(name: str, svc: RegistryDep) -> Model:
     return svc.model(name)
 
 

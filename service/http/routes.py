@@ -19,12 +19,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.routing import compile_path
 
-from service.front.service import Service
+from service.front.registry import Registry
 from service.http.bodies import RawRequest, RawResponse, openapi_body
 from service.http.protocol import Protocol
 
 # a route's work from raw bytes to raw bytes, which the front layer calls without FastAPI
-RawHandler = Callable[[Service, RawRequest], Awaitable[RawResponse]]
+RawHandler = Callable[[Registry, RawRequest], Awaitable[RawResponse]]
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def serve(app: ServiceApp, settings: ServiceSettings, sockets: list[socket.socke
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         lifespan="on",
     )
-    server = DrainingServer(config, app.state.service.begin_shutdown)
+    server = DrainingServer(config, app.state.registry.begin_shutdown)
     # uvicorn re-raises the captured signal after its graceful shutdown; exit 0 then.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))

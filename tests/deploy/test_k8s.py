@@ -508,7 +508,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
         async with httpx.AsyncClient(transport=transport, base_url="http://pod") as c:
             out["probes"] = {k: (await c.get(p)).status_code for k, p in paths.items()}
             out["idle"] = (await c.get("/metrics")).text
-            b = app.state.service.engine.engine.models["mha-tiny"].batcher
+            b = app.state.registry.engine.engine.models["mha-tiny"].batcher
             hold(b)  # hold the batch so the request stays in flight
             try:
                 task = asyncio.create_task(
@@ -521,7 +521,7 @@ async def _probe_and_metrics_scenario(repo: Path, paths: dict[str, str]) -> dict
                 release(b)
             out["answer"] = (await task).status_code
             out["after"] = (await c.get("/metrics")).text
-            app.state.service.begin_shutdown()  # what SIGTERM does
+            app.state.registry.begin_shutdown()  # what SIGTERM does
             out["draining"] = {k: (await c.get(p)).status_code for k, p in paths.items()}
     return out
 

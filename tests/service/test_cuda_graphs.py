@@ -175,9 +175,9 @@ def test_service_on_cuda_captures_every_graph_before_ready_and_reports_them(
     cuda = fake_cuda.install(monkeypatch)
     app = create_app(_cuda_service(tiny_repo, require_all_models=True), gpu_metrics=False)
     ready_at_run: list[bool] = []
-    cuda.on_run = lambda model, shape: ready_at_run.append(app.state.service.ready)
+    cuda.on_run = lambda model, shape: ready_at_run.append(app.state.registry.ready)
     with serve_in_thread(app) as base:
-        started = json.loads(app.state.service.engine.engine.summary())[
+        started = json.loads(app.state.registry.engine.engine.summary())[
             "models"
         ]  # the start line, printed once
         assert httpx.get(f"http://{base}/v2/health/ready").status_code == 200

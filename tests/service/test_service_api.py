@@ -32,7 +32,7 @@ class AppRunner:
 
     def __init__(self, app) -> None:  # noqa: ANN001
         self.app = app
-        self.service = app.state.service
+        self.service = app.state.registry
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -590,7 +590,7 @@ def test_metrics_names_and_labels(runner: AppRunner) -> None:
 
 # -- shutdown ------------------------------------------------------------------------------------
 def test_drain_on_shutdown_loses_no_accepted_request(repo: Path) -> None:
-    """What SIGTERM does (Service.begin_shutdown), then the lifespan's drain, in-process."""
+    """What SIGTERM does (Registry.begin_shutdown), then the lifespan's drain, in-process."""
     r = AppRunner(
         create_app(settings_for(repo, models=["mha-tiny"], max_queue_delay_ms=60_000), gpu_metrics=False)
     )

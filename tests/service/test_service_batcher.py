@@ -13,14 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.engine.batcher import (
-    BatchFailed,
-    DynamicBatcher,
-    QueueFull,
-    RequestTimeout,
-    ShuttingDown,
-    TooLarge,
-)
+from service.engine.batcher import BatchFailed, DynamicBatcher, TooLarge
+from service.errors import InternalError, InvalidInput, Overloaded, ShuttingDown, Timeout, retry_after_s
 
 
 class Recorder:
@@ -207,25 +201,20 @@ async def test_rows_grouped_by_length_bucket() -> None:
 @run_async
 async def test_oversized_request_is_refused() -> None:
     async with started(Recorder(), max_batch_size=2) as b:
-        with pytest.raises(TooLarge):
+        with pytest.raises(TooLarge) as refused:
             await b.submit(rows(1, 1, 1))
+        assert isinstance(refused.value, InvalidInput)  # a kind of the service's own refusal
 
 
 @run_async
 async def test_full_queue_rejects_at_once() -> None:
-    rejected: list[str] = []
-
-    class Obs:
-        def __getattr__(self, name):  # noqa: ANN001, ANN204
-            return lambda *a, **k: rejected.append(a[1]) if name == "rejected" else None
-
-    async with started(Recorder(), max_batch_size=2, max_queue_rows=3, observer=Obs()) as b:
+    async with started(Recorder(), max_batch_size=2, max_queue_rows=3, min_retry_after_s=2) as b:
         hold(b)
         waiting = [asyncio.create_task(b.submit(rows(2))) for _ in range(3)]
         await until(lambda: b.queued_rows == 3)
-        with pytest.raises(QueueFull):
+        with pytest.raises(Overloaded) as refused:
             await asyncio.wait_for(b.submit(rows(2)), 1.0)  # answered at once, not queued
-        assert rejected == ["queue_full"]
+        assert refused.value.retry_after == 2  # the service's one rule: never below H2H_RETRY_AFTER_S
         release(b)
         assert all(r.logits.shape == (1, 2) for r in await asyncio.gather(*waiting))
 
@@ -234,7 +223,7 @@ async def test_full_queue_rejects_at_once() -> None:
 async def test_request_timeout() -> None:
     async with started(Recorder(), max_batch_size=2, timeout_s=0.05) as b:
         hold(b)
-        with pytest.raises(RequestTimeout):
+        with pytest.raises(Timeout):
             await b.submit(rows(2))
         release(b)
         r = await b.submit(rows(2))  # the timed-out item is skipped, not run
@@ -267,6 +256,7 @@ async def test_model_error_reaches_every_request_in_batch() -> None:
     async with started(broken, max_batch_size=2, max_queue_delay_ms=60_000) as b:
         res = await asyncio.gather(b.submit(rows(1)), b.submit(rows(2)), return_exceptions=True)
         assert all(isinstance(r, BatchFailed) and isinstance(r.__cause__, RuntimeError) for r in res)
+        assert all(isinstance(r, InternalError) for r in res)  # answered 500 with the request id
         assert str(res[0]) == "batch of 2 requests failed: RuntimeError"
         assert b.stats.fail_count == 2
         assert b.broken is None and b.accepting  # the worker goes on
@@ -357,3 +347,12 @@ async def test_stop_leaves_no_queued_rows_behind() -> None:
     assert b.queued_rows == 0
     with pytest.raises(ShuttingDown):
         await task
+
+
+def test_one_retry_after_rule() -> None:
+    """service.errors.retry_after_s: the drain time at the measured rate, 1..60 s, never below
+    the configured least (the front's draining answer uses it with nothing queued)."""
+    assert retry_after_s(1) == 1 and retry_after_s(3) == 3 and retry_after_s(0) == 1
+    assert retry_after_s(1, queued_rows=80, rows_per_s=20.0) == 4
+    assert retry_after_s(5, queued_rows=80, rows_per_s=20.0) == 5
+    assert retry_after_s(1, queued_rows=10_000, rows_per_s=1.0) == 60

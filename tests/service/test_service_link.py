@@ -15,7 +15,7 @@ from service.engine.core import Engine
 from service.engine.server import EngineServer
 from service.errors import ModelNotReady, Overloaded
 from service.front.link import EngineLink
-from service.front.service import Service
+from service.front.registry import Registry
 from tests.conftest import cpu_service_settings
 from tests.service.test_service_batcher import run_async
 
@@ -36,7 +36,7 @@ def test_link_and_server(tiny_repo: Path, endpoint: str) -> None:
         server.bind()
         stop = asyncio.Event()
         serving = asyncio.create_task(server.serve(stop))
-        front = Service(settings, EngineLink(settings, endpoint))
+        front = Registry(settings, EngineLink(settings, endpoint))
         await front.start()
         try:
             entry = front.model("mha-tiny")

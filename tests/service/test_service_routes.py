@@ -13,7 +13,7 @@ import pytest
 from service.api import v1 as api_v1
 from service.api.schemas import PredictRequest, PredictResponse
 from service.app import INFERENCE_ROUTES, create_app
-from service.front.service import Service
+from service.front.registry import Registry
 from service.http.bodies import RawRequest, RawResponse
 from service.http.routes import InferenceRoute, RouteTable
 from tests.service.test_service_api import MAX_QUEUE, AppRunner, settings_for
@@ -22,7 +22,7 @@ from tests.service.test_service_batcher import hold, release
 ECHO_PATH = "/v1/models/mha-tiny/echo"
 
 
-async def echo_raw(svc: Service, req: RawRequest) -> RawResponse:
+async def echo_raw(svc: Registry, req: RawRequest) -> RawResponse:
     """The texts back, with the model that would have read them."""
     body = req.parse(PredictRequest)
     return RawResponse.json({"model": svc.model(req.name).name, "texts": body.texts})

@@ -16,16 +16,19 @@ from prometheus_client.metrics_core import Metric
 
 from service import catalog
 from service.catalog import AnyModel, FailedModel, Model
-from service.errors import ModelNotReady, ServiceError, UnknownModel
+from service.errors import EngineDown, ModelNotReady, ServiceError, UnknownModel
 from service.messages import BatchResult, Stats
 from service.metrics import UNKNOWN_MODEL, FrontMetrics
 from service.settings import ServiceSettings
 
-ENGINE_DOWN = "engine_down"  # the h2h_rejected reason while the engine is restarting
-
 
 class EngineHandle(Protocol):
     """What the front needs of the engine, wherever it runs."""
+
+    @property
+    def started(self) -> bool:
+        """The engine has described its models once (ready or not)."""
+        return self._generation >= 0
 
     @property
     def ready(self) -> bool: ...
@@ -44,7 +47,10 @@ class EngineHandle(Protocol):
     async def stop(self) -> None: ...
 
 
-class Service:
+class Registry:
+    """The models by name as the engine described them, whether the service is ready or
+    draining, and the engine behind them: what every route asks."""
+
     def __init__(
         self, settings: ServiceSettings, engine: EngineHandle, metrics: FrontMetrics | None = None
     ) -> None:
@@ -53,14 +59,12 @@ class Service:
         self.metrics = metrics or FrontMetrics()
         self.models: dict[str, AnyModel] = {}
         self.draining = False
-        self.started = False
         self._generation = -1
 
     # lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self.engine.start()
         self.refresh()
-        self.started = True
 
     def refresh(self) -> None:
         """The registry from the engine's description of its models."""
@@ -75,6 +79,11 @@ class Service:
     async def stop(self) -> None:
         self.draining = True
         await self.engine.stop()
+
+    @property
+    def started(self) -> bool:
+        """The engine has described its models once (ready or not)."""
+        return self._generation >= 0
 
     @property
     def ready(self) -> bool:
@@ -108,13 +117,8 @@ class Service:
         if isinstance(entry, FailedModel):
             raise ModelNotReady.of(name, entry.error, field)
         if not self.engine.ready:
-            self.metrics.rejected(name, ENGINE_DOWN)
-            raise ModelNotReady.of(name, "the engine is restarting", field)
+            raise EngineDown.of(name, "the engine is restarting", field)
         return entry
-
-    def retry_after(self) -> int:
-        """Seconds to come back after a refusal the front decides (draining)."""
-        return self.settings.retry_after_s
 
     # the engine's work ----------------------------------------------------------------
     async def admission(self, name: str) -> ServiceError | None:
