@@ -37,7 +37,7 @@ from service import front_process as front
 from service.runtime.cores import usable_cores
 from service.settings import ServiceSettings
 
-log = logging.getLogger("service.supervisor")
+log = logging.getLogger(__name__)
 
 SPAWN = multiprocessing.get_context("spawn")
 RESTART_WINDOW_S = 60.0

@@ -420,11 +420,8 @@ def stale_references(modules: dict[str, Path]) -> list[str]:
 
 
 # issue 36 rewrites these files: fixed on top of it once it lands
-AFTER_ISSUE_36 = {"service/http/bodies.py:146: service.openapi", "service/supervisor.py:40"}
-
-
 def test_docstrings_and_comments_name_what_exists() -> None:
-    assert set(stale_references(_module_names())) <= AFTER_ISSUE_36
+    assert stale_references(_module_names()) == []
 
 
 def test_every_logger_is_named_after_its_module() -> None:
@@ -439,4 +436,4 @@ def test_every_logger_is_named_after_its_module() -> None:
         and ast.unparse(node.value.func) == "logging.getLogger"
         and ast.unparse(node.value) != "logging.getLogger(__name__)"
     ]
-    assert set(named) <= AFTER_ISSUE_36, named
+    assert named == [], named

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,13 +50,12 @@ class V2Error(InvalidInput):
 @dataclass
 class InferRequest:
     """A request whose tensors are the model's: what is left to check is against the model
-    itself (rows per request, tokens per row, vocabulary: Service.check_ids)."""
+    itself (rows per request, tokens per row, vocabulary: service.front.inputs.check_ids)."""
 
     id: str | None
     input_ids: np.ndarray  # int64 [batch, sequence]
     attention_mask: np.ndarray | None  # int64, input_ids' shape
     outputs: list[tuple[str, bool]]  # (name, binary): those asked for, else every output
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _shape(value: Any, where: str) -> list[int]:
@@ -238,7 +237,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if rid is not None and not isinstance(rid, str):
         raise V2Error("id must be a string")
     ids, mask = _model_inputs(inputs)
-    return InferRequest(rid, ids, mask, _model_outputs(outputs, binary), params)
+    return InferRequest(rid, ids, mask, _model_outputs(outputs, binary))
 
 
 def encode_response(

@@ -144,6 +144,6 @@ class RawResponse:
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting `model` as the JSON request body of a raw-body route (the
-    schema itself is registered by service.openapi)."""
+    schema itself is registered by service.api.openapi)."""
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
