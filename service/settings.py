@@ -141,3 +141,9 @@ class ServiceSettings(BaseSettings, RuntimeConfig):
         if self.single_process is not None:
             return self.single_process
         return not self.fronts and one_process_by_default(self.provider)
+
+    def front_count(self) -> int:
+        """The fronts to run beside an engine process: the setting, or one per two usable cores
+        (1 on a 2-core host). Here, not in the supervisor, so a tool that plans a run (the GPU
+        round) reads it without importing the process manager."""
+        return self.fronts or max(1, usable_cores() // 2)

@@ -34,7 +34,6 @@ from types import FrameType
 
 from service import engine_process, process_tree
 from service import front_process as front
-from service.runtime.cores import usable_cores
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -42,11 +41,6 @@ log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context("spawn")
 RESTART_WINDOW_S = 60.0
 POLL_S = 0.2  # how soon a SIGTERM is noticed while waiting on children
-
-
-def fronts_for(settings: ServiceSettings) -> int:
-    """The fronts to run: the setting, or one per two usable cores (1 on a 2-core host)."""
-    return settings.fronts or max(1, usable_cores() // 2)
 
 
 def bind(settings: ServiceSettings) -> socket.socket:
@@ -118,7 +112,7 @@ class Supervisor:
             if not self._start_engine():
                 return self._drain() if self.stopping else 1
             self.sock = bind(self.settings)
-            for i in range(fronts_for(self.settings)):
+            for i in range(self.settings.front_count()):
                 self._start_front(i)
             code = self._watch()
             return max(code, self._drain())

@@ -48,7 +48,6 @@ from loadtest.gpu.settings import GpuReportSettings
 from loadtest.gpu.steps import OUT_OF_TIME, ROOT, Run, complete, exit_code, python_m
 from service.runtime import nvml
 from service.settings import ServiceSettings
-from service.supervisor import fronts_for
 
 
 @dataclass
@@ -317,7 +316,7 @@ def http_steps(r: Round, repo: Path, models: list[str], folder: str, *, sweep: b
         # small CPU host would serve in one process): the rehearsal runs what the GPU round runs
         "H2H_SINGLE_PROCESS": "false",
     }
-    fronts = fronts_for(ServiceSettings(fronts=r.plan.fronts))  # what the service will start here
+    fronts = ServiceSettings(fronts=r.plan.fronts).front_count()  # what the service will start here
     t = time.monotonic()
     try:
         with processes.serving(

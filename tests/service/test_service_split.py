@@ -183,13 +183,14 @@ def test_fronts_default_to_one_per_two_cores_and_engine_deaths_past_the_limit_ex
 ) -> None:
     from types import SimpleNamespace
 
+    from service import settings as settings_module
     from service import supervisor
     from service.settings import ServiceSettings
 
     for cores, fronts in ((1, 1), (2, 1), (3, 1), (16, 8)):
-        monkeypatch.setattr(supervisor, "usable_cores", lambda c=cores: c)
-        assert supervisor.fronts_for(ServiceSettings()) == fronts
-    assert supervisor.fronts_for(ServiceSettings(fronts=3)) == 3
+        monkeypatch.setattr(settings_module, "usable_cores", lambda c=cores: c)
+        assert ServiceSettings().front_count() == fronts
+    assert ServiceSettings(fronts=3).front_count() == 3
     sup = supervisor.Supervisor(ServiceSettings(model_repository=tmp_path, engine_restarts=0))
     sup.engine = SimpleNamespace(pid=12345, exitcode=-9)
     assert sup._engine_died() is False  # no restart left: run() returns 1 for the orchestrator
