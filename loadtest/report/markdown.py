@@ -194,6 +194,40 @@ def _p50_cell(c: choose.Candidate, rows: dict[tuple[str, int, int], CapacityRow]
     return f"{r.p50_c1_ms:.2f} [{r.p50_c1_lo_ms:.2f}-{r.p50_c1_hi_ms:.2f}]"
 
 
+def _versus_row(
+    cands: list[choose.Candidate],
+    shapes: list[tuple[int, int]],
+    seeded: Study | None,
+    cap: CapacityResults | None,
+) -> list[Any] | None:
+    """SHA against MHA: accuracy as SHA − MHA in points, the p50 and capacity ratios as SHA/MHA
+    with their intervals over paired rounds (None without both architectures)."""
+    mha = next((c for c in cands if c.arch == "mha"), None)
+    sha = next((c for c in cands if c.arch == "sha"), None)
+    if not (mha and sha):
+        return None
+    points = (
+        f"SHA − MHA {100 * (sha.accuracy - mha.accuracy):+.2f} points"
+        if sha.accuracy is not None and mha.accuracy is not None
+        else None
+    )
+    ratio = {(x.batch, x.seq): x for x in (cap.ratios if cap else [])}
+    caps = [
+        _iv(x.sha_over_mha, x.sha_over_mha_lo, x.sha_over_mha_hi)
+        if (x := ratio.get(k))
+        else _ratio(sha.capacity.get(k), mha.capacity.get(k))
+        for k in shapes
+    ]
+    head = ratio.get(shapes[0]) if shapes else None
+    p50 = (
+        _iv(head.p50_sha_over_mha, head.p50_sha_over_mha_lo, head.p50_sha_over_mha_hi)
+        if head and head.p50_sha_over_mha is not None
+        else _ratio(sha.p50_b1_ms, mha.p50_b1_ms)
+    )
+    diff = [seeded.diff_cell()] if seeded else []
+    return ["SHA vs MHA", "", points, *diff, p50, *caps]
+
+
 def which_model_table(
     cands: list[choose.Candidate],
     shapes: list[tuple[int, int]],
@@ -224,29 +258,9 @@ def which_model_table(
         rows.append(
             ["service ceiling (null engine)", "no model", None, *([None] if seeded else []), None, *cells]
         )
-    mha = next((c for c in cands if c.arch == "mha"), None)
-    sha = next((c for c in cands if c.arch == "sha"), None)
-    if mha and sha:
-        points = (
-            f"SHA − MHA {100 * (sha.accuracy - mha.accuracy):+.2f} points"
-            if sha.accuracy is not None and mha.accuracy is not None
-            else None
-        )
-        ratio = {(x.batch, x.seq): x for x in (cap.ratios if cap else [])}
-        caps = [
-            _iv(x.sha_over_mha, x.sha_over_mha_lo, x.sha_over_mha_hi)
-            if (x := ratio.get(k))
-            else _ratio(sha.capacity.get(k), mha.capacity.get(k))
-            for k in shapes
-        ]
-        head = ratio.get(shapes[0]) if shapes else None
-        p50 = (
-            _iv(head.p50_sha_over_mha, head.p50_sha_over_mha_lo, head.p50_sha_over_mha_hi)
-            if head and head.p50_sha_over_mha is not None
-            else _ratio(sha.p50_b1_ms, mha.p50_b1_ms)
-        )
-        diff = [seeded.diff_cell()] if seeded else []
-        rows.append(["SHA vs MHA", "", points, *diff, p50, *caps])
+    versus = _versus_row(cands, shapes, seeded, cap)
+    if versus is not None:
+        rows.append(versus)
     header = [
         "model",
         "layers x heads",
